@@ -1,0 +1,3 @@
+from dvqa.cli import main
+
+main()

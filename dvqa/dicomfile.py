@@ -1,0 +1,79 @@
+"""Writing the DICOM file: dataset header, then the stream, streamed from disk (PS3.5 §A.4).
+
+pydicom's EncapsulatedBuffer reads the elementary stream from its file while
+writing, so memory does not depend on the video's size. MPEG-2, H.264 and HEVC
+streams are one fragment (PS3.5 §8.2.5-§8.2.8) with an empty Basic Offset
+Table, or several fragments under the fragmentable syntax when the stream does
+not fit one; Motion JPEG puts each frame in its own fragment with a Basic
+Offset Table (PS3.5 §8.2.1, §A.4).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+from pydicom.encaps import EncapsulatedBuffer
+
+from dvqa.syntaxes import MAX_FRAGMENT_BYTES
+
+
+class FileSlice(io.BufferedIOBase):
+    """A read-only window onto part of a file, so one stream file can feed many fragments."""
+
+    def __init__(self, path: Path, start: int, length: int) -> None:
+        super().__init__()
+        self._file = open(path, "rb")
+        self._start, self._length, self._pos = start, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._length}[whence]
+        self._pos = max(0, min(self._length, base + offset))
+        return self._pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        remaining = self._length - self._pos
+        if size is None or size < 0 or size > remaining:
+            size = remaining
+        self._file.seek(self._start + self._pos)
+        data = self._file.read(size)
+        self._pos += len(data)
+        return data
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def fragments(path: Path, size: int, frame_offsets: list[int], frame_lengths: list[int],
+              per_frame: bool) -> list[FileSlice]:
+    if per_frame:
+        return [FileSlice(path, o, n) for o, n in zip(frame_offsets, frame_lengths)]
+    step = MAX_FRAGMENT_BYTES
+    return [FileSlice(path, start, min(step, size - start)) for start in range(0, size, step)]
+
+
+def write(ds: Dataset, target: Path, pieces: list[FileSlice], basic_offset_table: bool) -> None:
+    """Write `ds` with the pieces as encapsulated Pixel Data, fsync'd, to `target`."""
+    ds.PixelData = EncapsulatedBuffer(pieces, use_bot=basic_offset_table)
+    ds["PixelData"].VR = "OB"
+    try:
+        with open(target, "wb") as out:
+            ds.save_as(out, enforce_file_format=True)
+            out.flush()
+            os.fsync(out.fileno())
+    finally:
+        for piece in pieces:
+            piece.close()
+        del ds.PixelData

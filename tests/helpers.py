@@ -1,0 +1,93 @@
+"""Shared test helpers: the reference clips, independent tools, and reading DICOM video back."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pydicom
+import pytest
+from pydicom.encaps import generate_fragments
+
+from dvqa import framecode
+
+ROOT = Path(__file__).resolve().parent.parent
+CLIPS = ROOT / "reference_videos" / "synthetic"
+
+APT_PACKAGE = {"dciodvfy": "dicom3tools", "dcmdump": "dcmtk", "ffprobe": "ffmpeg", "ffmpeg": "ffmpeg"}
+
+
+def tool(name: str) -> str:
+    """Path of an independent cross-check tool; skip (locally) or fail (CI) when it is missing."""
+    found = shutil.which(name)
+    if found:
+        return found
+    message = f"{name} not installed: apt-get install {APT_PACKAGE.get(name, name)}"
+    if os.environ.get("DVQA_REQUIRE_TOOLS") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def dvqa(*args: str) -> subprocess.CompletedProcess:
+    """The real command line, in a child process, as a user runs it."""
+    return run(sys.executable, "-m", "dvqa", *args)
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=300)
+
+
+def stream_bytes(path: Path) -> bytes:
+    """The encapsulated video stream of a single-stream (MPEG-2/H.264/HEVC) DICOM file."""
+    ds = pydicom.dcmread(str(path))
+    items = list(generate_fragments(ds.PixelData))
+    assert items[0] == b"", "video syntaxes have an empty Basic Offset Table (PS3.5 §8.2)"
+    return b"".join(items[1:])
+
+
+def jpeg_frames(path: Path) -> list[bytes]:
+    ds = pydicom.dcmread(str(path))
+    items = list(generate_fragments(ds.PixelData))
+    return items[1:]  # after the Basic Offset Table
+
+
+ES_FORMAT = {"h264": "h264", "hevc": "hevc", "mpeg2video": "mpegvideo"}
+
+
+def decoded_luma(path: Path, codec: str, tmp: Path) -> list[np.ndarray]:
+    """Decode every frame the DICOM file holds, with PyAV, and return their luma planes."""
+    planes = []
+    if codec == "mjpeg":
+        cc = av.CodecContext.create("mjpeg", "r")
+        for data in jpeg_frames(path):
+            for frame in cc.decode(av.Packet(data)):
+                planes.append(_luma(frame))
+        return planes
+    es = tmp / f"{path.stem}.es"
+    es.write_bytes(stream_bytes(path))
+    with av.open(str(es), format=ES_FORMAT[codec]) as container:
+        for frame in container.decode(video=0):
+            planes.append(_luma(frame))
+    return planes
+
+
+def _luma(frame: av.VideoFrame) -> np.ndarray:
+    plane = frame.planes[0]
+    raw = np.frombuffer(plane, dtype=np.uint8).reshape(plane.height, plane.line_size)
+    return raw[:, : plane.width].copy()
+
+
+def frame_codes(planes: list[np.ndarray], box: tuple[int, int, int, int] | None) -> list[int | None]:
+    """Read the frame counter from each plane, inside the picture box (x, y, w, h) if letterboxed."""
+    codes = []
+    for plane in planes:
+        if box:
+            x, y, w, h = box
+            plane = plane[y : y + h, x : x + w]
+        codes.append(framecode.read(plane))
+    return codes

@@ -1,0 +1,199 @@
+"""`dvqa convert` end to end on the reference clips, cross-checked with independent tools."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from dvqa import syntaxes
+from dvqa.convert import ConvertOptions, convert
+from helpers import CLIPS, decoded_luma, dvqa, frame_codes, run, stream_bytes, tool
+
+# dciodvfy warnings every default conversion is expected to give: empty Type 2
+# values dvqa cannot know (no worklist given) and an empty Laterality.
+EXPECTED_WARNINGS = (
+    "Missing attribute or value that would be needed to build DICOMDIR - Patient ID",
+    "Missing attribute or value that would be needed to build DICOMDIR - Study ID",
+    "attribute <Laterality>",
+)
+# Debian 12's dicom3tools (2022-06) predates HEVC in dciodvfy: it does not know
+# 1.2.840.10008.1.2.4.107 nor ISO_23008_2. HEVC files are checked by dciodvfy on
+# a copy relabelled as H.264 (same encapsulation rules), everything else as is.
+DCIODVFY_UNKNOWN_UIDS = {"1.2.840.10008.1.2.4.107": "1.2.840.10008.1.2.4.102"}
+
+AUTO_CLIPS = [
+    "vp9_vfr.webm", "h264_fullrange_opus.webm", "av1_raf_pcm.mkv", "vp9_frag.mp4",
+    "av1_frag.mp4", "h264_frag.mp4", "vp8_size_change.webm", "h264_size_change.webm",
+    "h264_cfr_high.mkv", "h264_cb42.mkv",
+]
+WRITABLE = [s.name for s in syntaxes.SYNTAXES if s.bits == 8]
+
+
+def dciodvfy_findings(path: Path, tmp_path: Path) -> tuple[list[str], list[str]]:
+    exe = tool("dciodvfy")
+    ds = pydicom.dcmread(str(path), stop_before_pixels=False)
+    uid = str(ds.file_meta.TransferSyntaxUID)
+    if uid in DCIODVFY_UNKNOWN_UIDS:
+        ds.file_meta.TransferSyntaxUID = DCIODVFY_UNKNOWN_UIDS[uid]
+        ds.LossyImageCompressionMethod = "ISO_14496_10"
+        path = tmp_path / "relabelled.dcm"
+        ds.save_as(str(path), enforce_file_format=True)
+    out = run(exe, str(path))
+    lines = (out.stdout + out.stderr).splitlines()
+    errors = [line for line in lines if line.startswith("Error")]
+    warnings = [line for line in lines if line.startswith("Warning")]
+    return errors, warnings
+
+
+def check_written(result, tmp_path: Path) -> None:
+    """pydicom reads it, ffprobe decodes it to the declared size and count, dciodvfy has no errors,
+    and the frame counters prove every output frame shows the source frame the timing map says."""
+    ds = pydicom.dcmread(str(result.output))
+    syntax = result.plan.syntax
+    assert str(ds.file_meta.TransferSyntaxUID) == result.transfer_syntax_uid
+    assert ds.NumberOfFrames == result.frames == result.timing.output_frames
+    assert (ds.Rows, ds.Columns) == (result.plan.height, result.plan.width)
+    assert ds.PhotometricInterpretation == syntax.photometric
+    assert ds.LossyImageCompressionMethod == syntax.lossy_method
+    assert abs(float(ds.FrameTime) - 1000 / float(result.plan.rate)) < 1e-3
+
+    if syntax.codec != "mjpeg":
+        es = tmp_path / "stream.es"
+        es.write_bytes(stream_bytes(result.output))
+        probe = run(tool("ffprobe"), "-v", "error", "-count_frames", "-select_streams", "v:0",
+                    "-show_entries", "stream=width,height,nb_read_frames,codec_name",
+                    "-of", "json", str(es))
+        stream = json.loads(probe.stdout)["streams"][0]
+        assert stream["codec_name"] == syntax.codec
+        assert (stream["width"], stream["height"]) == (ds.Columns, ds.Rows)
+        assert int(stream["nb_read_frames"]) == ds.NumberOfFrames
+
+    errors, warnings = dciodvfy_findings(result.output, tmp_path)
+    assert errors == []
+    unexpected = [w for w in warnings if not any(e in w for e in EXPECTED_WARNINGS)]
+    assert unexpected == []
+
+    planes = decoded_luma(result.output, syntax.codec, tmp_path)
+    assert len(planes) == ds.NumberOfFrames
+    boxes = result.picture_boxes
+    expected = list(result.timing.output_source)
+    box_of_first = boxes[0]
+    codes = frame_codes(planes, (box_of_first["x"], box_of_first["y"], box_of_first["width"],
+                                 box_of_first["height"]))
+    if len(boxes) == 1:
+        assert codes == expected
+    else:  # canvas size changed: each part sits in its own box; every frame must match one
+        for k, code in enumerate(codes):
+            if code != expected[k]:
+                alt = [frame_codes([planes[k]], (b["x"], b["y"], b["width"], b["height"]))[0]
+                       for b in boxes]
+                assert expected[k] in alt, f"output frame {k}"
+
+
+@pytest.mark.parametrize("syntax", WRITABLE)
+def test_every_syntax_from_browser_vp9(syntax: str, tmp_path: Path) -> None:
+    result = convert(CLIPS / "vp9_vfr.webm", tmp_path / "out.dcm", ConvertOptions(syntax=syntax))
+    assert result.plan.syntax.name == syntax
+    check_written(result, tmp_path)
+
+
+@pytest.mark.parametrize("clip", AUTO_CLIPS)
+def test_auto_on_every_browser_clip(clip: str, tmp_path: Path) -> None:
+    result = convert(CLIPS / clip, tmp_path / "out.dcm")
+    check_written(result, tmp_path)
+    # the played duration equals the source's within one output frame interval
+    assert abs(result.timing.output_duration - result.timing.source_duration) <= 1 / float(result.plan.rate)
+
+
+def test_variable_timestamps_are_mapped_and_reported(tmp_path: Path) -> None:
+    # vp9_vfr.webm: a 7 ms first interval and frames dropped at capture slots 40, 41, 77
+    result = convert(CLIPS / "vp9_vfr.webm", tmp_path / "out.dcm")
+    summary = result.timing.summary()
+    assert summary["dropped_source_frames"] == [1]  # the 7 ms frame shares slot 0 with frame 0
+    assert summary["duplicated_output_frames"] == [39, 41, 78]  # the capture gaps, held over
+    assert result.plan.rate == 30
+
+
+def test_full_range_is_converted_and_said(tmp_path: Path) -> None:
+    result = convert(CLIPS / "h264_fullrange_opus.webm", tmp_path / "out.dcm")
+    assert not result.plan.passthrough
+    assert "full range" in result.plan.passthrough_refusal
+    assert any("colour range converted full -> limited" in t for t in result.transforms)
+    assert any("audio dropped (opus)" in n for n in result.notes)
+    planes = decoded_luma(result.output, "h264", tmp_path)
+    # the black cells of the frame code are 0 in the full-range source: 16 after conversion
+    band = planes[0][2:20, :]
+    assert 10 <= int(band.min()) <= 22
+
+
+def test_size_change_is_scaled_and_reported(tmp_path: Path) -> None:
+    result = convert(CLIPS / "vp8_size_change.webm", tmp_path / "out.dcm")
+    assert (result.plan.width, result.plan.height) == (320, 240)
+    assert any("canvas size changed at source frame 60 from 320x240 to 240x180" in t
+               for t in result.transforms)
+
+
+def _annexb_by_ffmpeg(source: Path, tmp_path: Path) -> bytes:
+    out = tmp_path / "ffmpeg.h264"
+    proc = run(tool("ffmpeg"), "-v", "error", "-i", str(source), "-map", "0:v:0", "-c", "copy",
+               "-bsf:v", "h264_mp4toannexb", "-f", "h264", str(out))
+    assert proc.returncode == 0, proc.stderr
+    return out.read_bytes()
+
+
+def test_passthrough_is_bit_exact(tmp_path: Path) -> None:
+    result = convert(CLIPS / "h264_cfr_high.mkv", tmp_path / "out.dcm")
+    assert result.plan.passthrough and result.encoder is None
+    wrapped = stream_bytes(result.output)
+    reference = _annexb_by_ffmpeg(CLIPS / "h264_cfr_high.mkv", tmp_path)
+    assert wrapped.rstrip(b"\x00") == reference.rstrip(b"\x00")
+    assert hashlib.sha256(wrapped[: len(reference)]).hexdigest() == result.elementary_stream_sha256 or \
+        hashlib.sha256(wrapped).hexdigest() == result.elementary_stream_sha256
+    check_written(result, tmp_path)
+
+
+def test_constrained_baseline_level_42_is_wrapped_as_high_42(tmp_path: Path) -> None:
+    # Chrome's 1080p H.264 is Constrained Baseline @ 4.2: not High@4.1 (level too high), but a
+    # High@4.2 decoder must decode it (H.264 A.2.1.1, A.2.4), so .104 carries it unchanged.
+    result = convert(CLIPS / "h264_cb42.mkv", tmp_path / "out.dcm")
+    assert result.plan.syntax.uid == "1.2.840.10008.1.2.4.104"
+    assert result.plan.passthrough
+    forced = convert(CLIPS / "h264_cb42.mkv", tmp_path / "forced.dcm",
+                     ConvertOptions(syntax="h264-high-4.1"))
+    assert not forced.plan.passthrough and "level 4.2" in forced.plan.passthrough_refusal
+
+
+def test_container_is_detected_by_content_not_name(tmp_path: Path) -> None:
+    disguised = tmp_path / "recording.mp4"  # Matroska H.264 under an .mp4 name
+    shutil.copy(CLIPS / "h264_fullrange_opus.webm", disguised)
+    result = convert(disguised, tmp_path / "out.dcm")
+    assert result.source.container == "matroska,webm"
+    assert result.source.video_index == 1  # audio is track 0
+
+
+def test_metadata_from_options_json_and_dicom(tmp_path: Path) -> None:
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps({
+        "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Doe^Jane"}]},
+        "00100020": {"vr": "LO", "Value": ["MRN-42"]},
+        "00080050": {"vr": "SH", "Value": ["ACC-7"]},
+    }))
+    out = tmp_path / "a.dcm"
+    proc = dvqa("convert", str(CLIPS / "h264_cfr_high.mkv"), "-o", str(out),
+               "--metadata-json", str(meta), "--uid-root", "1.2.826.0.1.3680043.10.1234")
+    assert proc.returncode == 0, proc.stderr
+    ds = pydicom.dcmread(str(out))
+    assert (str(ds.PatientName), ds.PatientID, ds.AccessionNumber) == ("Doe^Jane", "MRN-42", "ACC-7")
+    assert ds.SOPInstanceUID.startswith("1.2.826.0.1.3680043.10.1234.")
+    copied = tmp_path / "b.dcm"
+    proc = dvqa("convert", str(CLIPS / "h264_cfr_high.mkv"), "-o", str(copied),
+               "--metadata-from", str(out), "--patient-id", "OVERRIDE")
+    assert proc.returncode == 0, proc.stderr
+    ds2 = pydicom.dcmread(str(copied))
+    assert ds2.StudyInstanceUID == ds.StudyInstanceUID and str(ds2.PatientName) == "Doe^Jane"
+    assert ds2.PatientID == "OVERRIDE" and ds2.SOPInstanceUID != ds.SOPInstanceUID
