@@ -20,7 +20,7 @@ import av.logging
 
 from dvqa import __version__, dicomfile
 from dvqa.iod import Metadata, PixelFacts, VideoIOD, build as build_dataset
-from dvqa.encode import Encoder, FrameShaper, settings_for
+from dvqa.encode import ElementaryStream, Encoder, FrameShaper, settings_for
 from dvqa.errors import DvqaError, EnvironmentProblem, InputError, UsageError
 from dvqa.plan import Plan, choose
 from dvqa.probe import SourceInfo, probe
@@ -172,8 +172,6 @@ def _transcode(info: SourceInfo, plan: Plan, scanned: Scan, source_range: str,
 def _passthrough(info: SourceInfo, scanned: Scan, plan: Plan, stream_file, stream_path: Path,
                  progress: Progress | None):
     """Copy the H.264 access units unchanged (AVCC -> Annex B is a framing change, not a re-encode)."""
-    from dvqa.encode import ElementaryStream
-
     es = ElementaryStream(path=stream_path)
     cfr_map = TimingMap(rate=plan.rate, first_pts=scanned.pts[0])
     with av.open(str(info.path), "r", format=info.container) as container:

@@ -130,7 +130,7 @@ def write_single(path: Path, fmt: str, codec: str, width: int, height: int, time
     with open(path, "wb") as raw:
         target = _Unseekable(raw) if unseekable else raw
         with av.open(target, "w", format=fmt, options=container_options or {}) as out:
-            audio_stream = _add_audio(out, audio, times[-1] / 1000) if audio else None
+            audio_stream = _add_audio(out, audio) if audio else None
             video = _video_stream(out, codec, width, height, options, pix_fmt, full_range)
             for frame in _frames(times, lambda i: (width, height), full_range, pix_fmt):
                 for packet in video.encode(frame):
@@ -141,7 +141,7 @@ def write_single(path: Path, fmt: str, codec: str, width: int, height: int, time
                 _write_audio(out, audio_stream, times[-1] / 1000)
 
 
-def _add_audio(out, codec: str, seconds: float):
+def _add_audio(out, codec: str):
     stream = out.add_stream(codec, rate=48000)
     stream.layout = "mono"
     return stream
@@ -247,7 +247,7 @@ def main(outdir: Path) -> None:
 
     with open(outdir / "audio_only.webm", "wb") as raw:
         with av.open(_Unseekable(raw), "w", format="webm") as out:
-            stream = _add_audio(out, "libopus", 2.0)
+            stream = _add_audio(out, "libopus")
             _write_audio(out, stream, 2.0)
 
 

@@ -1,0 +1,106 @@
+"""Benchmark `dvqa convert` against the FFmpeg CLI doing the same work on the same machine.
+
+Run: python bench/bench_convert.py [--repeat 3] [--skip-memory]
+
+Prints medians and ratios (this machine is noisy; ratios are what to compare):
+  1. 10 s 1080p browser-like VP9 -> H.264 High@4.1 (libx264 veryfast crf 18, limited range, CFR),
+     dvqa vs `ffmpeg` CLI. Both use libx264, but dvqa's comes from the PyAV wheel's FFmpeg and the
+     CLI is Debian's: both versions are printed.
+  2. passthrough of a 10 s 1080p CFR H.264 stream, as a multiple of real time (aim >= 50x).
+  3. peak RSS of dvqa convert for a 10 s and a 60 s input (aim: equal within 10 %).
+Inputs are generated once into bench/.cache/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+CACHE = HERE / ".cache"
+sys.path.insert(0, str(ROOT / "reference_videos"))
+sys.path.insert(0, str(ROOT))
+
+import make_references as refs  # noqa: E402
+
+
+def make_inputs(seconds: int) -> tuple[Path, Path]:
+    CACHE.mkdir(exist_ok=True)
+    vp9 = CACHE / f"vp9_1080p_{seconds}s.webm"
+    h264 = CACHE / f"h264_1080p_{seconds}s.mkv"
+    frames = seconds * 30
+    if not vp9.exists():
+        refs.write_single(vp9, "webm", "libvpx-vp9", 1920, 1080,
+                          refs.browser_times_ms(frames, 1000 / 30, seed=11),
+                          {"deadline": "realtime", "cpu-used": "8", "crf": "30", "b": "0", "row-mt": "1"})
+    if not h264.exists():
+        refs.write_single(h264, "matroska", "libx264", 1920, 1080,
+                          [round(i * 1000 / 30) for i in range(frames)],
+                          {"preset": "ultrafast", "crf": "20", "profile": "high",
+                           "x264-params": "level=4.1:keyint=30"}, unseekable=False, full_range=False)
+    return vp9, h264
+
+
+def timed(cmd: list[str]) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+    return elapsed
+
+
+def peak_rss_mb(cmd: list[str]) -> float:
+    probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
+             "capture_output=True); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip()) / 1024
+
+
+def dvqa_cmd(src: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "dvqa", "convert", str(src), "-o", str(out), "--force", *extra]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args()
+    import av
+
+    ffmpeg = shutil.which("ffmpeg")
+    if not ffmpeg:
+        raise SystemExit("ffmpeg CLI not found: apt-get install ffmpeg")
+    version = subprocess.run([ffmpeg, "-version"], capture_output=True, text=True).stdout.splitlines()[0]
+    print(f"PyAV {av.__version__} (libavcodec {'.'.join(map(str, av.library_versions['libavcodec']))}); {version}")
+    vp9, h264 = make_inputs(10)
+    out = CACHE / "out.dcm"
+    ff_out = CACHE / "out.h264"
+    ff_cmd = [ffmpeg, "-v", "error", "-y", "-i", str(vp9), "-an", "-vf", "scale=out_range=tv,fps=30",
+              "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-profile:v", "high",
+              "-level", "4.1", "-pix_fmt", "yuv420p", "-f", "h264", str(ff_out)]
+    dv, ff = [], []
+    for _ in range(args.repeat):
+        dv.append(timed(dvqa_cmd(vp9, out, "--syntax", "h264-high-4.1")))
+        ff.append(timed(ff_cmd))
+    print(f"transcode 10 s 1080p VP9 -> H.264: dvqa median {statistics.median(dv):.2f} s, "
+          f"ffmpeg median {statistics.median(ff):.2f} s, ratio dvqa/ffmpeg "
+          f"{statistics.median(dv) / statistics.median(ff):.2f}  (runs: dvqa {dv}, ffmpeg {ff})")
+    pt = [timed(dvqa_cmd(h264, out)) for _ in range(args.repeat)]
+    print(f"passthrough 10 s 1080p H.264: median {statistics.median(pt):.2f} s = "
+          f"{10 / statistics.median(pt):.1f}x real time (includes Python start-up)")
+    if not args.skip_memory:
+        vp9_60, _ = make_inputs(60)
+        m10 = peak_rss_mb(dvqa_cmd(vp9, out))
+        m60 = peak_rss_mb(dvqa_cmd(vp9_60, out))
+        print(f"peak RSS: 10 s input {m10:.0f} MB, 60 s input {m60:.0f} MB, ratio {m60 / m10:.2f}")
+
+
+if __name__ == "__main__":
+    main()
