@@ -197,3 +197,18 @@ def test_metadata_from_options_json_and_dicom(tmp_path: Path) -> None:
     ds2 = pydicom.dcmread(str(copied))
     assert ds2.StudyInstanceUID == ds.StudyInstanceUID and str(ds2.PatientName) == "Doe^Jane"
     assert ds2.PatientID == "OVERRIDE" and ds2.SOPInstanceUID != ds.SOPInstanceUID
+
+
+def test_json_summary_and_report_carry_the_timing_map(tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    proc = dvqa("convert", str(CLIPS / "vp9_vfr.webm"), "-o", str(tmp_path / "o.dcm"),
+                "--format", "json", "--report", str(report))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["plan"]["syntax"] == "h264-high-4.1" and summary["passthrough"] is False
+    assert summary["timing"]["duplicated_output_frames"] == [39, 41, 78]
+    full = json.loads(report.read_text())
+    rows = full["timing_map"]
+    assert len(rows) == summary["output"]["frames"] == 122
+    assert rows[39]["source_frame"] == rows[38]["source_frame"]
+    assert all(abs(r["output_pts"] - r["output_frame"] / 30) < 1e-6 for r in rows)
