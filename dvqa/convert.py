@@ -182,18 +182,11 @@ def _passthrough(info: SourceInfo, scanned: Scan, plan: Plan, stream_file, strea
             if packet.size == 0:
                 continue
             for out in (bsf.filter(packet) if bsf else [packet]):
-                data = bytes(out)
-                es.frame_offsets.append(es.size)
-                es.frame_lengths.append(len(data))
-                stream_file.write(data)
-                es.size += len(data)
+                es.append(stream_file, bytes(out))
             if progress:
                 progress(1)
-        if bsf:
-            for out in bsf.filter(None):
-                data = bytes(out)
-                stream_file.write(data)
-                es.size += len(data)
+        for out in (bsf.filter(None) if bsf else []):
+            es.append(stream_file, bytes(out))
     stream_file.flush()
     cfr_map.source_pts.extend(scanned.pts)
     cfr_map.output_source.extend(range(len(scanned.pts)))

@@ -167,6 +167,13 @@ class ElementaryStream:
     frame_lengths: list[int] = field(default_factory=list)
     size: int = 0
 
+    def append(self, handle: BinaryIO, data: bytes) -> None:
+        """Write one coded picture (or access unit) and remember where it starts."""
+        self.frame_offsets.append(self.size)
+        self.frame_lengths.append(len(data))
+        handle.write(data)
+        self.size += len(data)
+
 
 class Encoder:
     """Encodes shaped frames at a constant rate into an elementary stream file."""
@@ -200,11 +207,7 @@ class Encoder:
 
     def _write(self, packets: list[av.Packet]) -> None:
         for packet in packets:
-            data = bytes(packet)
-            self.stream.frame_offsets.append(self.stream.size)
-            self.stream.frame_lengths.append(len(data))
-            self._out.write(data)
-            self.stream.size += len(data)
+            self.stream.append(self._out, bytes(packet))
 
     def encode(self, frame: av.VideoFrame, index: int) -> None:
         frame.pts = index

@@ -15,7 +15,7 @@ import os
 import sys
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import av
 import numpy as np
@@ -109,10 +109,9 @@ def _video_stream(container, codec: str, width: int, height: int, options: dict[
     return stream
 
 
-def _frames(times: list[int], size: Callable[[int], tuple[int, int]], full_range: bool,
-            pix_fmt: str = "yuv420p") -> Iterator[av.VideoFrame]:
-    for index, ms in enumerate(times):
-        width, height = size(index)
+def _frames(times: list[int], width: int, height: int, full_range: bool,
+            pix_fmt: str = "yuv420p", first_index: int = 0) -> Iterator[av.VideoFrame]:
+    for index, ms in enumerate(times, first_index):
         rgb = av.VideoFrame.from_ndarray(picture(index, width, height), format="rgb24")
         frame = rgb.reformat(format=pix_fmt, dst_colorspace="ITU709",
                              dst_color_range=2 if full_range else 1)
@@ -132,7 +131,7 @@ def write_single(path: Path, fmt: str, codec: str, width: int, height: int, time
         with av.open(target, "w", format=fmt, options=container_options or {}) as out:
             audio_stream = _add_audio(out, audio) if audio else None
             video = _video_stream(out, codec, width, height, options, pix_fmt, full_range)
-            for frame in _frames(times, lambda i: (width, height), full_range, pix_fmt):
+            for frame in _frames(times, width, height, full_range, pix_fmt):
                 for packet in video.encode(frame):
                     out.mux(packet)
             for packet in video.encode(None):
@@ -190,11 +189,7 @@ def write_segments(path: Path, fmt: str, codec: str, segments: list[tuple[int, i
                     if stale_parameter_sets:
                         encoder.flags |= av.codec.context.Flags.global_header
                     encoder.open()
-                frames = list(_frames(times, lambda i: (width, height), True))
-                for i, frame in enumerate(frames):
-                    rgb = av.VideoFrame.from_ndarray(picture(offset + i, width, height), format="rgb24")
-                    frame = rgb.reformat(format="yuv420p", dst_colorspace="ITU709", dst_color_range=2)
-                    frame.pts, frame.time_base = times[i], MS
+                for frame in _frames(times, width, height, True, first_index=offset):
                     for packet in encoder.encode(frame):
                         packet.stream = video
                         out.mux(packet)
