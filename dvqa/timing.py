@@ -161,7 +161,9 @@ class ConstantRate(Generic[T]):
             last_duration = statistics.median(self._intervals) if self._intervals else self._period
         last_pts = self.map.source_pts[-1]
         self.map.source_duration = last_pts + last_duration - self.map.first_pts
-        total = max(math.floor(self.map.source_duration * float(self.map.rate) + 0.5),
-                    self._pending_slot + 1)
+        # The last frame's slot can be one past the end when it is shown only briefly (Chrome's
+        # rAF recordings: 6 ms); it is then dropped, as any frame losing its slot is, so that
+        # the played duration stays within half an output interval of the source's.
+        total = max(math.floor(self.map.source_duration * float(self.map.rate) + 0.5), 1)
         yield from self._flush_until(total)
         self._pending = None

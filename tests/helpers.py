@@ -18,6 +18,7 @@ from dvqa import framecode
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIPS = ROOT / "reference_videos" / "synthetic"
+RECORDED = ROOT / "reference_videos" / "chromium"
 
 APT_PACKAGE = {"dciodvfy": "dicom3tools", "dcmdump": "dcmtk", "ffprobe": "ffmpeg", "ffmpeg": "ffmpeg"}
 
@@ -74,6 +75,16 @@ def decoded_luma(path: Path, codec: str, tmp: Path) -> list[np.ndarray]:
         for frame in container.decode(video=0):
             planes.append(_luma(frame))
     return planes
+
+
+def source_codes(path: Path) -> list[int | None]:
+    """The frame code each source frame shows, in the order dvqa numbers source frames.
+
+    Synthetic clips show their own index; a Chromium recording shows the page's draw count,
+    which skips where the recorder dropped a canvas frame.
+    """
+    with av.open(str(path)) as container:
+        return [framecode.read(_luma(frame)) for frame in container.decode(video=0)]
 
 
 def _luma(frame: av.VideoFrame) -> np.ndarray:

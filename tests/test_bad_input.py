@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import CLIPS, dvqa
+from helpers import CLIPS, RECORDED, dvqa
 
 
 def _sha(path: Path) -> str:
@@ -34,6 +34,9 @@ def _make(kind: str, folder: Path) -> Path:
     elif kind == "stale-sps-mp4":
         path = folder / "resized.mp4"
         shutil.copy(CLIPS / "h264_stale_sps.mp4", path)
+    elif kind == "stale-sps-chromium":  # the real thing: Chromium 156 resizing its canvas
+        path = folder / "resized.mp4"
+        shutil.copy(RECORDED / "h264_resize.mp4", path)
     else:
         raise AssertionError(kind)
     return path
@@ -46,6 +49,7 @@ def _make(kind: str, folder: Path) -> Path:
     ("truncated-mp4", "cut short"),
     ("audio-only", "audio only"),
     ("stale-sps-mp4", "SPS/PPS"),
+    ("stale-sps-chromium", "SPS/PPS"),
 ])
 def test_bad_input_exit_3_one_sentence_no_output(kind: str, words: str, tmp_path: Path) -> None:
     source = _make(kind, tmp_path)

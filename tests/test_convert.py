@@ -12,7 +12,7 @@ import pytest
 
 from dvqa import syntaxes
 from dvqa.convert import ConvertOptions, convert
-from helpers import CLIPS, decoded_luma, dvqa, frame_codes, run, stream_bytes, tool
+from helpers import CLIPS, RECORDED, decoded_luma, dvqa, frame_codes, run, source_codes, stream_bytes, tool
 
 # dciodvfy warnings every default conversion is expected to give: empty Type 2
 # values dvqa cannot know (no worklist given) and an empty Laterality.
@@ -81,7 +81,9 @@ def check_written(result, tmp_path: Path) -> None:
     planes = decoded_luma(result.output, syntax.codec, tmp_path)
     assert len(planes) == ds.NumberOfFrames
     boxes = result.picture_boxes
-    expected = list(result.timing.output_source)
+    shown = source_codes(result.source.path)
+    assert None not in shown, "every source frame carries a readable frame code"
+    expected = [shown[i] for i in result.timing.output_source]
     box_of_first = boxes[0]
     codes = frame_codes(planes, (box_of_first["x"], box_of_first["y"], box_of_first["width"],
                                  box_of_first["height"]))
@@ -108,6 +110,25 @@ def test_auto_on_every_browser_clip(clip: str, tmp_path: Path) -> None:
     check_written(result, tmp_path)
     # the played duration equals the source's within one output frame interval
     assert abs(result.timing.output_duration - result.timing.source_duration) <= 1 / float(result.plan.rate)
+
+
+RECORDINGS = json.loads((RECORDED / "recordings.json").read_text())["recordings"]
+# Chromium's MP4 muxer keeps the first SPS/PPS after a resize: refused (tests/test_bad_input.py)
+REFUSED_RECORDINGS = {"h264_resize.mp4"}
+
+
+@pytest.mark.parametrize("clip", [r["name"] for r in RECORDINGS if r["name"] not in REFUSED_RECORDINGS])
+def test_auto_on_real_chromium_recordings(clip: str, tmp_path: Path) -> None:
+    """What Debian's Chromium really wrote (reference_videos/record_chromium.py)."""
+    result = convert(RECORDED / clip, tmp_path / "out.dcm")
+    check_written(result, tmp_path)
+    assert abs(result.timing.output_duration - result.timing.source_duration) <= 1 / float(result.plan.rate)
+    assert result.source.color_range == "full"  # Chrome's encoders write full-range YUV
+    assert any("colour range converted full -> limited" in t for t in result.transforms)
+    recording = next(r for r in RECORDINGS if r["name"] == clip)
+    assert any("audio dropped" in n for n in result.notes) == recording["audio"]
+    if recording["resize_at"]:
+        assert any("canvas size changed" in t for t in result.transforms)
 
 
 def test_variable_timestamps_are_mapped_and_reported(tmp_path: Path) -> None:

@@ -25,6 +25,16 @@ def test_gap_duplicates_and_crowding_drops() -> None:
     assert abs(m.output_duration - m.source_duration) <= 1 / 30
 
 
+def test_briefly_shown_last_frame_does_not_lengthen_the_video() -> None:
+    # as Chromium's rAF recording vp9_raf.webm ends: the last frame lands in the slot past the
+    # end (1.992 s at 60 fps -> slot 120) and is shown for only 6 ms
+    times = [round(i * 1000 / 60) for i in range(120)] + [1992]
+    out, m = _run(times, 60, last=0.006)
+    assert m.source_duration == 1.998 and m.output_frames == 120
+    assert m.dropped == [120] and out[-1] == 119
+    assert abs(m.output_duration - m.source_duration) <= 0.5 / 60
+
+
 def test_one_ms_jitter_never_moves_a_frame() -> None:
     times = [round(i * 1000 / 30) + (1 if i % 2 else -1) for i in range(1, 300)]
     out, m = _run([0] + times, 30)
