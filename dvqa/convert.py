@@ -18,14 +18,13 @@ from typing import Callable
 import av
 import av.logging
 
-from dvqa import __version__, dicomfile
+from dvqa import __version__, dicomfile, syntaxes
 from dvqa.iod import Metadata, PixelFacts, VideoIOD, build as build_dataset
 from dvqa.encode import ElementaryStream, Encoder, FrameShaper, settings_for
 from dvqa.errors import DvqaError, EnvironmentProblem, InputError, UsageError
 from dvqa.plan import Plan, choose
 from dvqa.probe import SourceInfo, probe
 from dvqa.scan import Scan, scan
-from dvqa.syntaxes import MAX_FRAGMENT_BYTES
 from dvqa.timing import ConstantRate, TimingMap
 
 Progress = Callable[[int], None]
@@ -252,7 +251,8 @@ def convert(source: Path | str, output: Path | str, options: ConvertOptions | No
             raise DvqaError(f"{source}: the encoder wrote {len(es.frame_lengths)} pictures for "
                             f"{frames} frames; report this as a dvqa bug.")
         uid = plan.syntax.uid
-        if es.size > MAX_FRAGMENT_BYTES and not plan.syntax.one_fragment_per_frame:
+        max_fragment = syntaxes.MAX_FRAGMENT_BYTES  # looked up here so tests can lower it
+        if es.size > max_fragment and not plan.syntax.one_fragment_per_frame:
             if not plan.syntax.fragmentable_uid:
                 raise InputError(f"{source}: the {plan.syntax.name} stream is over 4 GiB and that "
                                  "syntax has no fragmentable variant; split the recording.")
@@ -267,7 +267,7 @@ def convert(source: Path | str, output: Path | str, options: ConvertOptions | No
         )
         ds = build_dataset(chosen_iod, plan.syntax, pixels, options.metadata, options.uid_root, uid)
         pieces = dicomfile.fragments(stream_path, es.size, es.frame_offsets, es.frame_lengths,
-                                     plan.syntax.one_fragment_per_frame)
+                                     plan.syntax.one_fragment_per_frame, max_fragment)
         dicomfile.write(ds, dicom_tmp, pieces, basic_offset_table=plan.syntax.one_fragment_per_frame)
         es_hash = _sha256(stream_path)
         _move_into_place(dicom_tmp, output, options.force)

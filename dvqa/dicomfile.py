@@ -17,8 +17,6 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 from pydicom.encaps import EncapsulatedBuffer
 
-from dvqa.syntaxes import MAX_FRAGMENT_BYTES
-
 
 class FileSlice(io.BufferedIOBase):
     """A read-only window onto part of a file, so one stream file can feed many fragments."""
@@ -57,11 +55,13 @@ class FileSlice(io.BufferedIOBase):
 
 
 def fragments(path: Path, size: int, frame_offsets: list[int], frame_lengths: list[int],
-              per_frame: bool) -> list[FileSlice]:
+              per_frame: bool, max_bytes: int) -> list[FileSlice]:
+    """One fragment per JPEG frame, or the stream cut into pieces of at most `max_bytes`."""
     if per_frame:
         return [FileSlice(path, o, n) for o, n in zip(frame_offsets, frame_lengths)]
-    step = MAX_FRAGMENT_BYTES
-    return [FileSlice(path, start, min(step, size - start)) for start in range(0, size, step)]
+    if max_bytes % 2:
+        raise ValueError("fragment lengths must be even (PS3.5 §A.4)")
+    return [FileSlice(path, start, min(max_bytes, size - start)) for start in range(0, size, max_bytes)]
 
 
 def write(ds: Dataset, target: Path, pieces: list[FileSlice], basic_offset_table: bool) -> None:

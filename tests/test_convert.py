@@ -12,6 +12,8 @@ import pytest
 
 from dvqa import syntaxes
 from dvqa.convert import ConvertOptions, convert
+from pydicom.encaps import generate_fragments
+
 from helpers import CLIPS, RECORDED, decoded_luma, dvqa, frame_codes, run, source_codes, stream_bytes, tool
 
 # dciodvfy warnings every default conversion is expected to give: empty Type 2
@@ -21,10 +23,12 @@ EXPECTED_WARNINGS = (
     "Missing attribute or value that would be needed to build DICOMDIR - Study ID",
     "attribute <Laterality>",
 )
-# Debian 12's dicom3tools (2022-06) predates HEVC in dciodvfy: it does not know
-# 1.2.840.10008.1.2.4.107 nor ISO_23008_2. HEVC files are checked by dciodvfy on
-# a copy relabelled as H.264 (same encapsulation rules), everything else as is.
-DCIODVFY_UNKNOWN_UIDS = {"1.2.840.10008.1.2.4.107": "1.2.840.10008.1.2.4.102"}
+# Debian 12's dicom3tools (2022-06) predates HEVC and the fragmentable H.264 UIDs in dciodvfy:
+# it knows neither 1.2.840.10008.1.2.4.107 (nor ISO_23008_2) nor 1.2.840.10008.1.2.4.102.1, and
+# reads them as native. Such files are checked on a copy relabelled as H.264 High@4.1 (the same
+# encapsulation rules; several fragments are allowed there too), everything else as is.
+DCIODVFY_UNKNOWN_UIDS = {"1.2.840.10008.1.2.4.107": "1.2.840.10008.1.2.4.102",
+                         "1.2.840.10008.1.2.4.102.1": "1.2.840.10008.1.2.4.102"}
 
 AUTO_CLIPS = [
     "vp9_vfr.webm", "h264_fullrange_opus.webm", "av1_raf_pcm.mkv", "vp9_frag.mp4",
@@ -233,3 +237,29 @@ def test_json_summary_and_report_carry_the_timing_map(tmp_path: Path) -> None:
     assert len(rows) == summary["output"]["frames"] == 122
     assert rows[39]["source_frame"] == rows[38]["source_frame"]
     assert all(abs(r["output_pts"] - r["output_frame"] / 30) < 1e-6 for r in rows)
+
+
+def test_stream_over_one_fragment_uses_the_fragmentable_syntax(tmp_path: Path, monkeypatch) -> None:
+    # A real > 4 GiB stream is too big for CI; lower the one-fragment limit instead. The same
+    # code then cuts the stream into even-length pieces under the fragmentable UID (PS3.5 §8.2.7).
+    monkeypatch.setattr(syntaxes, "MAX_FRAGMENT_BYTES", 64 * 1024)
+    result = convert(CLIPS / "h264_cfr_high.mkv", tmp_path / "out.dcm")
+    assert result.plan.passthrough
+    assert result.transfer_syntax_uid == "1.2.840.10008.1.2.4.102.1"
+    ds = pydicom.dcmread(str(result.output))
+    assert str(ds.file_meta.TransferSyntaxUID) == "1.2.840.10008.1.2.4.102.1"
+    items = list(generate_fragments(ds.PixelData))
+    assert items[0] == b"" and len(items) > 2
+    assert all(len(item) == 64 * 1024 for item in items[1:-1])
+    stream = b"".join(items[1:])
+    reference = _annexb_by_ffmpeg(CLIPS / "h264_cfr_high.mkv", tmp_path)
+    assert stream[: len(reference)] == reference and len(stream) - len(reference) in (0, 1)
+    es = tmp_path / "joined.h264"
+    es.write_bytes(stream)
+    probe = run(tool("ffprobe"), "-v", "error", "-count_frames", "-show_entries",
+                "stream=nb_read_frames", "-of", "csv=p=0", str(es))
+    assert int(probe.stdout.strip()) == ds.NumberOfFrames
+    dump = run(tool("dcmdump"), "-M", str(result.output))
+    assert "1.2.840.10008.1.2.4.102.1" in dump.stdout and dump.returncode == 0
+    errors, _ = dciodvfy_findings(result.output, tmp_path)
+    assert errors == []
