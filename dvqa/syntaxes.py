@@ -10,8 +10,10 @@ Profile / Level 4.2), §8.2.9/§8.2.10 (HEVC/H.265 Main and Main 10 Profile /
 Level 5.1), §8.2.1 and Table A.4-1 (JPEG Baseline, one fragment per frame),
 PS3.6 Table A-1 (UIDs). Level limits (MaxFS, MaxMBPS) are from ITU-T H.264
 Table A-1 and ITU-T H.265 Table A.8. The MPEG-2 and BD-compatible frame
-formats are the discrete sets of PS3.5 Tables 8.2.5-1/-2, 8.2.6-1 and 8.2.7-1;
-when the standard's data is bundled (issue 4) a test should cross-check them.
+formats are the discrete sets of PS3.5 Tables 8.2.5-1/-2, 8.2.6-1/-2 and 8.2.7-1,
+checked by hand against the 2020a and 2024c text (MP@HL: 1080 lines only interlaced at
+25/30 Hz frame rate, 720 lines progressive at 50/60 Hz); when the standard's data is
+bundled (issue 4) a test should cross-check them mechanically.
 """
 
 from __future__ import annotations
@@ -81,12 +83,18 @@ class VideoSyntax:
         return tuple(sorted({f.rate for f in self.formats}))
 
 
-_MPEG2_ML = (FrameFormat(720, 480, NTSC), FrameFormat(720, 576, Fraction(25)))
+# PS3.5 §8.2.6 Note 2: a "30 Hz" camera may run at 30 or 30/1.001 fps, a "60 Hz" one at 60 or
+# 60/1.001, so both are listed; dvqa encodes at the one nearer the source's rate. The same
+# holds for 525-line MP@ML (§8.2.5).
+_MPEG2_ML = (FrameFormat(720, 480, NTSC), FrameFormat(720, 480, Fraction(30)),
+             FrameFormat(720, 576, Fraction(25)))
 _MPEG2_HL = (
     FrameFormat(1920, 1080, Fraction(25)),
     FrameFormat(1920, 1080, NTSC),
+    FrameFormat(1920, 1080, Fraction(30)),
     FrameFormat(1280, 720, Fraction(50)),
     FrameFormat(1280, 720, NTSC_DOUBLE),
+    FrameFormat(1280, 720, Fraction(60)),
 )
 _BD = (
     *(FrameFormat(c, 1080, r) for c in (1920, 1440) for r in (Fraction(25), NTSC, FILM_NTSC, Fraction(24))),
