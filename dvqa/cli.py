@@ -8,10 +8,13 @@ from pathlib import Path
 
 import click
 
-from dvqa import __version__, syntaxes
+from dvqa import __version__, profiles, reports, syntaxes
 from dvqa.convert import ConvertOptions, convert
-from dvqa.errors import DvqaError, ExitCode
+from dvqa.errors import DvqaError, ExitCode, InputError
+from dvqa.findings import exit_code
 from dvqa.iod import Metadata, VideoIOD
+from dvqa.metrics import SSIM_DEFINITIONS
+from dvqa.recheck import measure_files
 
 
 def _fail(exc: DvqaError, debug: bool) -> None:
@@ -55,8 +58,15 @@ def main() -> None:
               help="Colour range of the source when its stream does not declare it.")
 @click.option("--no-passthrough", is_flag=True, help="Always re-encode, even when the stream could be wrapped.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
-@click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False),
-              help="Write the full JSON record (with the timestamp mapping) here.")
+@click.option("--ssim", default="fast", show_default=True, type=click.Choice(list(SSIM_DEFINITIONS)),
+              help="SSIM definition: fast (x264/FFmpeg, real time) or reference (Wang et al. 2004).")
+@click.option("--no-quality", is_flag=True, help="Skip per-frame PSNR/SSIM (faster; no quality evidence).")
+@click.option("--profile", default=None,
+              help="Quality floors to enforce: a name from `dvqa profiles` or a YAML file.")
+@click.option("--keep-failed", is_flag=True, help="Write OUTPUT even when a quality floor is not met.")
+@click.option("--report", "report_paths", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the full record here: .json (per-frame arrays, timing map) or .html (plots, "
+                   "worst frames). Repeatable.")
 @click.option("--format", "fmt", default="text", show_default=True, type=click.Choice(["text", "json"]))
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def convert_command(source: Path, output: Path, syntax: str, iod_name: str, uid_root: str | None,
@@ -64,7 +74,8 @@ def convert_command(source: Path, output: Path, syntax: str, iod_name: str, uid_
                     patient_sex: str | None, accession_number: str | None, study_uid: str | None,
                     study_description: str | None, metadata_json: Path | None,
                     metadata_from: Path | None, source_range: str, no_passthrough: bool, force: bool,
-                    report_path: Path | None, fmt: str, debug: bool) -> None:
+                    ssim: str, no_quality: bool, profile: str | None, keep_failed: bool,
+                    report_paths: tuple[Path, ...], fmt: str, debug: bool) -> None:
     """Convert a browser recording (WebM, Matroska, MP4) to a DICOM video object."""
     try:
         metadata = Metadata()
@@ -78,8 +89,11 @@ def convert_command(source: Path, output: Path, syntax: str, iod_name: str, uid_
                                ("StudyDescription", study_description)):
             if value is not None:
                 metadata.values[keyword] = value
+        for path in report_paths:
+            reports.kind_of(path)  # a bad report name fails before the work, not after
         options = ConvertOptions(syntax=syntax, iod=iod_name, uid_root=uid_root, metadata=metadata,
-                                 force=force, passthrough=not no_passthrough, source_range=source_range)
+                                 force=force, passthrough=not no_passthrough, source_range=source_range,
+                                 quality=not no_quality, ssim=ssim, profile=profile, keep_failed=keep_failed)
         bar = None
 
         def on_plan(plan, scanned) -> None:
@@ -98,8 +112,6 @@ def convert_command(source: Path, output: Path, syntax: str, iod_name: str, uid_
             if bar is not None:
                 bar.__exit__(None, None, None)
         record = result.to_dict()
-        if report_path:
-            report_path.write_text(json.dumps(result.to_dict(mapping=True), indent=2) + "\n")
     except DvqaError as exc:
         _fail(exc, debug)
         return
@@ -112,10 +124,20 @@ def convert_command(source: Path, output: Path, syntax: str, iod_name: str, uid_
         click.echo(f"dvqa: internal error: {type(exc).__name__}: {exc}; nothing was written - "
                    "rerun with --debug and report it.", err=True)
         sys.exit(int(ExitCode.ENVIRONMENT))
+    try:
+        for path in report_paths:
+            reports.write(path, result.to_dict(mapping=True), result.quality)
+    except Exception as exc:  # the DICOM is already in place: say so, do not claim otherwise
+        if debug:
+            raise
+        click.echo(f"dvqa: error: the conversion finished ({'written to ' + str(output) if result.written else 'not written'}) "
+                   f"but a report failed: {type(exc).__name__}: {exc}; rerun with --debug and report it.", err=True)
+        sys.exit(int(ExitCode.ENVIRONMENT))
     if fmt == "json":
         click.echo(json.dumps(record, indent=2))
-        return
-    _print_text(record)
+    else:
+        _print_text(record)
+    sys.exit(int(result.exit_code))
 
 
 def _print_text(r: dict) -> None:
@@ -134,8 +156,91 @@ def _print_text(r: dict) -> None:
                f"{len(t['duplicated_output_frames'])} duplicated, {len(t['dropped_source_frames'])} dropped")
     for line in r["transforms"] + r["notes"]:
         click.echo(f"note     {line}")
-    click.echo(f"output   {o['path']}: {o['iod']}, {o['columns']}x{o['rows']}, {o['size']} bytes, "
-               f"{r['elapsed_s']:.2f} s")
+    if r["quality"]:
+        _print_quality(r["quality"])
+    else:
+        click.echo("quality  not measured (--no-quality)")
+    for f in r["findings"]:
+        click.echo(f"{f['severity']:<8} {f['code']}: {f['message']} [{f['reference']}]")
+    if r["profile"] and not r["findings"]:
+        click.echo(f"profile  {r['profile']['name']}: all {len(r['profile']['quality_floors'])} "
+                   "quality floors met")
+    if r["written"]:
+        click.echo(f"output   {o['path']}: {o['iod']}, {o['columns']}x{o['rows']}, {o['size']} bytes, "
+                   f"{r['elapsed_s']:.2f} s")
+    else:
+        click.echo(f"output   not written: the {r['profile']['name']} profile's floors are not met "
+                   "(--keep-failed writes it anyway)")
+
+
+def _print_quality(q: dict) -> None:
+    s = q["summary"]
+    click.echo(f"quality  PSNR-Y mean {s['psnr_y']['mean']} dB, min {s['psnr_y']['min']} dB; "
+               f"PSNR mean {s['psnr']['mean']} dB; SSIM ({q['ssim_definition']['name']}) mean "
+               f"{s['ssim_y']['mean']}, min {s['ssim_y']['min']} over {q['frames']} frames")
+
+
+@main.command("quality")
+@click.argument("reference", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("distorted", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--ssim", default="fast", show_default=True, type=click.Choice(list(SSIM_DEFINITIONS)))
+@click.option("--source-range", default="auto", show_default=True, type=click.Choice(["auto", "full", "limited"]),
+              help="Colour range of REFERENCE when its stream does not declare it.")
+@click.option("--profile", default=None, help="Quality floors to check (exit 1 when one is not met).")
+@click.option("--report", "report_paths", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the record here: .json or .html. Repeatable.")
+@click.option("--format", "fmt", default="text", show_default=True, type=click.Choice(["text", "json"]))
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def quality_command(reference: Path, distorted: Path, ssim: str, source_range: str, profile: str | None,
+                    report_paths: tuple[Path, ...], fmt: str, debug: bool) -> None:
+    """Measure DISTORTED (a DICOM video or a video file) against REFERENCE, frame by frame."""
+    try:
+        for path in report_paths:
+            reports.kind_of(path)
+        chosen = profiles.load(profile) if profile else None
+        for path in (reference, distorted):
+            if not path.is_file():
+                raise InputError(f"{path}: no such file.")
+        record, result = measure_files(reference, distorted, ssim, source_range)
+        findings = profiles.check_quality(chosen, result, str(distorted)) if chosen else []
+        record["profile"] = chosen.to_dict() if chosen else None
+        record["findings"] = [f.to_dict() for f in findings]
+        for path in report_paths:
+            reports.write(path, record, result)
+    except DvqaError as exc:
+        _fail(exc, debug)
+        return
+    except Exception as exc:
+        if debug:
+            raise
+        click.echo(f"dvqa: internal error: {type(exc).__name__}: {exc} - rerun with --debug and report it.",
+                   err=True)
+        sys.exit(int(ExitCode.ENVIRONMENT))
+    if fmt == "json":
+        brief = dict(record)
+        brief["quality"] = {k: v for k, v in record["quality"].items() if k != "per_frame"}
+        click.echo(json.dumps(brief, indent=2))
+    else:
+        for line in record["transforms"] + record["notes"]:
+            click.echo(f"note     {line}")
+        _print_quality(record["quality"])
+        for f in record["findings"]:
+            click.echo(f"{f['severity']:<8} {f['code']}: {f['message']} [{f['reference']}]")
+    sys.exit(int(exit_code(findings)))
+
+
+@main.command("profiles")
+@click.option("--format", "fmt", default="text", type=click.Choice(["text", "json"]))
+def profiles_command(fmt: str) -> None:
+    """List the profiles in rules/ and the quality floors each enforces."""
+    loaded = [profiles.load(name) for name in profiles.available()]
+    if fmt == "json":
+        click.echo(json.dumps([p.to_dict() for p in loaded], indent=2))
+        return
+    for p in loaded:
+        click.echo(f"{p.name}: {p.description}")
+        for f in p.quality_floors:
+            click.echo(f"  {f.id}: {f.statistic} {f.metric} >= {f.minimum:g} ({f.severity.value})")
 
 
 @main.command("syntaxes")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -18,12 +19,17 @@ from typing import Callable
 import av
 import av.logging
 
-from dvqa import __version__, dicomfile, syntaxes
+from dvqa import __version__, dicomfile, profiles, syntaxes
 from dvqa.iod import Metadata, PixelFacts, VideoIOD, build as build_dataset
 from dvqa.encode import ElementaryStream, Encoder, FrameShaper, settings_for
-from dvqa.errors import DvqaError, EnvironmentProblem, InputError, UsageError
+from dvqa.digest import sha256_file
+from dvqa.errors import DvqaError, EnvironmentProblem, ExitCode, InputError, UsageError
+from dvqa.findings import Finding, exit_code
+from dvqa.metrics import SSIM_DEFINITIONS
+from dvqa.profiles import Profile
 from dvqa.plan import Plan, choose
-from dvqa.probe import SourceInfo, probe
+from dvqa.probe import SourceInfo, decide_range, probe
+from dvqa.quality import QualityMeter, QualityResult, WrittenStreamMeter
 from dvqa.scan import Scan, scan
 from dvqa.timing import ConstantRate, TimingMap
 
@@ -39,6 +45,10 @@ class ConvertOptions:
     force: bool = False
     passthrough: bool = True
     source_range: str = "auto"  # auto | full | limited
+    quality: bool = True  # score every written frame against its source frame
+    ssim: str = "fast"  # fast | reference (dvqa.metrics.SSIM_DEFINITIONS)
+    profile: str | None = None  # rules/NAME.yaml whose quality floors must be met
+    keep_failed: bool = False  # write OUT even when a floor is not met
 
 
 @dataclass
@@ -60,13 +70,27 @@ class ConversionResult:
     iod: str
     elapsed_s: float
     notes: list[str]
+    input_sha256: str = ""
+    output_sha256: str = ""  # of the DICOM file as written (also when not kept)
+    encoder_build: str = ""  # the encoder's own version string, from its SEI in the stream
+    quality: QualityResult | None = None
+    profile: Profile | None = None
+    findings: list[Finding] = field(default_factory=list)
+    written: bool = True  # False when a floor failed and --keep-failed was not given
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return exit_code(self.findings)
 
     def to_dict(self, mapping: bool = False) -> dict[str, object]:
         d: dict[str, object] = {
             "dvqa_version": __version__, "pyav_version": av.__version__,
+            "ffmpeg_version": av.ffmpeg_version_info,
             "ffmpeg_libavcodec": ".".join(map(str, av.library_versions["libavcodec"])),
-            "input": self.source.to_dict(),
+            "encoder_build": self.encoder_build,
+            "input": {**self.source.to_dict(), "sha256": self.input_sha256},
             "output": {"path": str(self.output), "size": self.output_size, "frames": self.frames,
+                       "sha256": self.output_sha256,
                        "rows": self.plan.height, "columns": self.plan.width,
                        "transfer_syntax_uid": self.transfer_syntax_uid, "iod": self.iod,
                        "sop_instance_uid": self.sop_instance_uid,
@@ -81,6 +105,10 @@ class ConversionResult:
             "picture_boxes": self.picture_boxes,
             "notes": self.notes,
             "elapsed_s": round(self.elapsed_s, 3),
+            "written": self.written,
+            "profile": self.profile.to_dict() if self.profile else None,
+            "findings": [f.to_dict() for f in self.findings],
+            "quality": self.quality.to_dict(per_frame=mapping) if self.quality else None,
         }
         if mapping:
             d["timing_map"] = list(self.timing.rows())
@@ -98,14 +126,6 @@ def _check_output(output: Path, force: bool) -> None:
         raise EnvironmentProblem(f"{output.parent}: the output folder is not writable.")
 
 
-def _source_range(info: SourceInfo, requested: str) -> tuple[str, str]:
-    if requested in ("full", "limited"):
-        return requested, f"source colour range taken as {requested} (--source-range)"
-    if info.color_range in ("full", "limited"):
-        return info.color_range, f"source colour range {info.color_range}, as the stream declares"
-    return "limited", "source colour range not declared; taken as limited (use --source-range full to override)"
-
-
 def _decoder_errors(logs: list, info: SourceInfo) -> list[str]:
     return [m.strip() for _, name, m in logs if name and name not in info.container]
 
@@ -120,11 +140,23 @@ def _stale_parameter_message(info: SourceInfo, first: str, at_frame: int) -> str
 
 
 def _transcode(info: SourceInfo, plan: Plan, scanned: Scan, source_range: str,
-               stream_file, stream_path: Path, progress: Progress | None):
+               stream_file, stream_path: Path, progress: Progress | None, ssim: str | None):
     settings = settings_for(plan.syntax, plan.rate)
-    shaper = FrameShaper(plan.width, plan.height, settings, source_range)
-    encoder = Encoder(settings, plan.width, plan.height, plan.rate, stream_file, stream_path)
+    shaper = FrameShaper(plan.width, plan.height, settings.pix_fmt, settings.color_range, source_range)
+    meter = QualityMeter(plan.width, plan.height, settings.pix_fmt, ssim) if ssim else None
+    checker = WrittenStreamMeter(plan.syntax.codec, meter) if meter else None
+    encoder = Encoder(settings, plan.width, plan.height, plan.rate, stream_file, stream_path,
+                      on_packet=checker.written if checker else None)
     cfr: ConstantRate[av.VideoFrame] = ConstantRate(plan.rate)
+
+    def emit(index: int, shown: av.VideoFrame) -> None:
+        shaped = shaper.shape(shown)
+        if checker:  # before encoding: an intra-only codec's picture decodes at once
+            source = cfr.map.output_source[index]
+            place = shaper.placement(shown.width, shown.height)
+            checker.expect(index, source, cfr.map.source_pts[source], cfr.map.output_pts(index), shaped,
+                           place.picture)
+        encoder.encode(shaped, index)
     sizes: list[tuple[int, int, int]] = []  # (source frame, width, height) at each size change
     av.logging.set_level(av.logging.ERROR)
     with av.logging.Capture(False) as logs, av.open(str(info.path), "r", format=info.container) as container:
@@ -140,7 +172,7 @@ def _transcode(info: SourceInfo, plan: Plan, scanned: Scan, source_range: str,
                         sizes.append((decoded, frame.width, frame.height))
                     decoded += 1
                     for index, shown in cfr.push(float(frame.pts * frame.time_base), frame):
-                        encoder.encode(shaper.shape(shown), index)
+                        emit(index, shown)
                 if progress:
                     progress(1)
                 errors = _decoder_errors(logs, info)
@@ -149,8 +181,12 @@ def _transcode(info: SourceInfo, plan: Plan, scanned: Scan, source_range: str,
         except av.error.FFmpegError as exc:
             raise InputError(_stale_parameter_message(info, exc.strerror or str(exc), decoded)) from exc
         for index, shown in cfr.finish(scanned.last_duration):
-            encoder.encode(shaper.shape(shown), index)
+            emit(index, shown)
     es = encoder.finish()
+    quality = None
+    if checker and meter:
+        checker.finish()
+        quality = meter.result(len(cfr.map.dropped), len(cfr.map.duplicated))
     transforms = []
     if source_range != settings.color_range:
         transforms.append(f"colour range converted {source_range} -> {settings.color_range} "
@@ -163,44 +199,71 @@ def _transcode(info: SourceInfo, plan: Plan, scanned: Scan, source_range: str,
     for number, (at, w, h) in enumerate(sizes[1:], 1):
         pw, ph = sizes[number - 1][1:]
         transforms.append(f"canvas size changed at source frame {at} from {pw}x{ph} to {w}x{h}")
+    if quality and any(p.padded for p in shaper.placements.values()):
+        transforms.append("quality measured inside the picture only: letterbox bars are excluded")
     boxes = [{"source_width": w, "source_height": h, "x": p.x, "y": p.y,
               "width": p.box_width, "height": p.box_height} for (w, h), p in shaper.placements.items()]
-    return es, cfr.map, transforms, settings.to_dict(), boxes
+    return es, cfr.map, transforms, settings.to_dict(), boxes, quality
 
 
 def _passthrough(info: SourceInfo, scanned: Scan, plan: Plan, stream_file, stream_path: Path,
-                 progress: Progress | None):
-    """Copy the H.264 access units unchanged (AVCC -> Annex B is a framing change, not a re-encode)."""
+                 progress: Progress | None, ssim: str | None):
+    """Copy the H.264 access units unchanged (AVCC -> Annex B is a framing change, not a re-encode).
+
+    With quality on, the source's own packets are decoded as references and the
+    written Annex B bytes by a second decoder: equal pictures give PSNR infinity,
+    and a damaged source stream is caught here instead of being archived.
+    """
     es = ElementaryStream(path=stream_path)
     cfr_map = TimingMap(rate=plan.rate, first_pts=scanned.pts[0])
-    with av.open(str(info.path), "r", format=info.container) as container:
+    cfr_map.source_pts.extend(scanned.pts)
+    meter = QualityMeter(info.width, info.height, "yuv420p", ssim) if ssim else None
+    checker = WrittenStreamMeter("h264", meter) if meter else None
+    shown = copied = 0
+    av.logging.set_level(av.logging.ERROR)
+    with av.logging.Capture(False) as logs, av.open(str(info.path), "r", format=info.container) as container:
         stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
         needs_annexb = (stream.codec_context.extradata or b"").startswith(b"\x01")
         bsf = av.bitstream.BitStreamFilterContext("h264_mp4toannexb", stream) if needs_annexb else None
-        for packet in container.demux(stream):
-            if packet.size == 0:
-                continue
-            for out in (bsf.filter(packet) if bsf else [packet]):
-                es.append(stream_file, bytes(out))
-            if progress:
-                progress(1)
-        for out in (bsf.filter(None) if bsf else []):
-            es.append(stream_file, bytes(out))
+
+        def write(data: bytes) -> None:
+            es.append(stream_file, data)
+            if checker:
+                checker.written(data)
+
+        try:
+            for packet in container.demux(stream):
+                if checker:
+                    for frame in packet.decode():
+                        if shown < len(scanned.pts):
+                            checker.expect(shown, shown, scanned.pts[shown], cfr_map.output_pts(shown), frame)
+                        shown += 1
+                    errors = _decoder_errors(logs, info)
+                    if errors:
+                        raise InputError(_stale_parameter_message(info, errors[0], shown))
+                if packet.size == 0:
+                    continue
+                for out in (bsf.filter(packet) if bsf else [packet]):
+                    write(bytes(out))
+                copied += 1
+                if progress:
+                    progress(1)
+            for out in (bsf.filter(None) if bsf else []):
+                write(bytes(out))
+        except av.error.FFmpegError as exc:  # the bitstream filter found a damaged access unit
+            at = shown if checker else copied
+            raise InputError(_stale_parameter_message(info, exc.strerror or str(exc), at)) from exc
     stream_file.flush()
-    cfr_map.source_pts.extend(scanned.pts)
+    quality = None
+    if checker and meter:
+        checker.finish()
+        quality = meter.result(0, 0)
     cfr_map.output_source.extend(range(len(scanned.pts)))
     cfr_map.source_duration = len(scanned.pts) / float(plan.rate)
     box = {"source_width": info.width, "source_height": info.height, "x": 0, "y": 0,
            "width": info.width, "height": info.height}
-    return es, cfr_map, ["none: the H.264 bitstream is wrapped unchanged (passthrough)"], None, [box]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return es, cfr_map, ["none: the H.264 bitstream is wrapped unchanged (passthrough)"], None, [box], quality
 
 
 def convert(source: Path | str, output: Path | str, options: ConvertOptions | None = None,
@@ -217,6 +280,11 @@ def convert(source: Path | str, output: Path | str, options: ConvertOptions | No
     if options.source_range not in ("auto", "full", "limited"):
         raise UsageError(f"--source-range {options.source_range!r}: use auto, full or limited.")
     _check_output(output, options.force)
+    if options.ssim not in SSIM_DEFINITIONS:
+        raise UsageError(f"--ssim {options.ssim!r}: use {' or '.join(SSIM_DEFINITIONS)}.")
+    profile = profiles.load(options.profile) if options.profile else None
+    if profile and not options.quality:
+        raise UsageError(f"--profile {options.profile} checks quality floors; drop --no-quality.")
     info = probe(source)
     if source.resolve() == output.resolve():
         raise UsageError(f"{output}: is the input file; choose another output name.")
@@ -229,7 +297,7 @@ def convert(source: Path | str, output: Path | str, options: ConvertOptions | No
         )
     if on_plan:
         on_plan(plan, scanned)
-    source_range, range_note = _source_range(info, options.source_range)
+    source_range, range_note = decide_range(info, options.source_range)
     notes = [range_note]
     if info.audio:
         notes.append(f"audio dropped ({', '.join(info.audio)}): voices can carry patient "
@@ -240,12 +308,13 @@ def convert(source: Path | str, output: Path | str, options: ConvertOptions | No
     dicom_tmp = Path(workdir) / "out.dcm"
     try:
         with open(stream_path, "wb") as stream_file:
+            ssim = options.ssim if options.quality else None
             if plan.passthrough:
-                es, timing, transforms, encoder, boxes = _passthrough(info, scanned, plan, stream_file,
-                                                               stream_path, progress)
+                es, timing, transforms, encoder, boxes, quality = _passthrough(
+                    info, scanned, plan, stream_file, stream_path, progress, ssim)
             else:
-                es, timing, transforms, encoder, boxes = _transcode(info, plan, scanned, source_range,
-                                                             stream_file, stream_path, progress)
+                es, timing, transforms, encoder, boxes, quality = _transcode(
+                    info, plan, scanned, source_range, stream_file, stream_path, progress, ssim)
         frames = timing.output_frames
         if plan.syntax.one_fragment_per_frame and len(es.frame_lengths) != frames:
             raise DvqaError(f"{source}: the encoder wrote {len(es.frame_lengths)} pictures for "
@@ -269,20 +338,51 @@ def convert(source: Path | str, output: Path | str, options: ConvertOptions | No
         pieces = dicomfile.fragments(stream_path, es.size, es.frame_offsets, es.frame_lengths,
                                      plan.syntax.one_fragment_per_frame, max_fragment)
         dicomfile.write(ds, dicom_tmp, pieces, basic_offset_table=plan.syntax.one_fragment_per_frame)
-        es_hash = _sha256(stream_path)
-        _move_into_place(dicom_tmp, output, options.force)
+        es_hash = sha256_file(stream_path)
+        if quality:  # the bytes that were decoded and scored are the bytes in the file
+            _check_pixel_data(dicom_tmp, es, es_hash, plan.syntax.one_fragment_per_frame)
+        findings = profiles.check_quality(profile, quality, str(output)) if profile and quality else []
+        written = exit_code(findings) == ExitCode.OK or options.keep_failed
+        output_size, output_sha256 = dicom_tmp.stat().st_size, sha256_file(dicom_tmp)
+        if written:
+            _move_into_place(dicom_tmp, output, options.force)
         return ConversionResult(
-            source=info, plan=plan, output=output, output_size=output.stat().st_size,
+            source=info, plan=plan, output=output, output_size=output_size,
             frames=frames, timing=timing, transforms=transforms, picture_boxes=boxes, encoder=encoder,
             elementary_stream_sha256=es_hash, sop_instance_uid=str(ds.SOPInstanceUID),
             study_instance_uid=str(ds.StudyInstanceUID), series_instance_uid=str(ds.SeriesInstanceUID),
             transfer_syntax_uid=uid, iod=chosen_iod.title, elapsed_s=time.monotonic() - started,
-            notes=notes,
+            notes=notes, quality=quality, profile=profile, findings=findings, written=written,
+            input_sha256=sha256_file(source), output_sha256=output_sha256,
+            encoder_build="" if plan.passthrough else _encoder_build(stream_path),
         )
     finally:
         for leftover in (stream_path, dicom_tmp):
             leftover.unlink(missing_ok=True)
         os.rmdir(workdir)
+
+
+def _encoder_build(stream_path: Path) -> str:
+    """x264 and x265 write their version and options into an SEI message at the stream's start."""
+    with open(stream_path, "rb") as handle:
+        head = handle.read(1 << 16)
+    found = re.search(rb"(x264 - core [ -~]{1,80}|x265 \(build [ -~]{1,80})", head)
+    return found.group(1).decode("ascii").split(" - Copyleft")[0].split(" - H.265")[0] if found else ""
+
+
+def _check_pixel_data(path: Path, es: ElementaryStream, es_hash: str, per_frame: bool) -> None:
+    """Read the written file's fragments back and prove they hold the scored stream, byte for byte."""
+    digest, total = hashlib.sha256(), 0
+    items = dicomfile.read_fragments(path)
+    next(items)  # the Basic Offset Table
+    for number, item in enumerate(items):
+        if per_frame:  # each JPEG in its own fragment, padded to even length
+            item = item[: es.frame_lengths[number]]
+        digest.update(item[: max(0, es.size - total)])
+        total += len(item)
+    if digest.hexdigest() != es_hash or total - es.size not in (0, 1):
+        raise DvqaError(f"{path}: the Pixel Data written differs from the stream that was scored; "
+                        "nothing was written - report this as a dvqa bug.")
 
 
 def _move_into_place(tmp: Path, output: Path, force: bool) -> None:

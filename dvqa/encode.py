@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 import av
 import numpy as np
@@ -95,6 +95,11 @@ class Placement:
     def padded(self) -> bool:
         return (self.box_width, self.box_height) != (self.width, self.height)
 
+    @property
+    def picture(self) -> tuple[int, int, int, int]:
+        """(x, y, width, height) of the picture inside the output frame."""
+        return self.x, self.y, self.box_width, self.box_height
+
 
 def fit(src_w: int, src_h: int, out_w: int, out_h: int) -> Placement:
     """Scale to fit inside out_w x out_h keeping the aspect ratio, centred on even offsets."""
@@ -115,9 +120,9 @@ def _black(fmt: str, full: bool) -> tuple[int, int]:
 class FrameShaper:
     """Scale, letterbox and convert range/format so every frame matches the encoder's input."""
 
-    def __init__(self, width: int, height: int, settings: EncoderSettings, source_range: str) -> None:
+    def __init__(self, width: int, height: int, pix_fmt: str, out_range: str, source_range: str) -> None:
         self.width, self.height = width, height
-        self.settings = settings
+        self.pix_fmt, self.out_range = pix_fmt, out_range
         self.source_range = source_range
         self.placements: dict[tuple[int, int], Placement] = {}
 
@@ -130,8 +135,8 @@ class FrameShaper:
     def shape(self, frame: av.VideoFrame) -> av.VideoFrame:
         place = self.placement(frame.width, frame.height)
         src_range = RANGE_CODE.get(self.source_range, 1)
-        dst_range = RANGE_CODE[self.settings.color_range]
-        fmt = self.settings.pix_fmt
+        dst_range = RANGE_CODE[self.out_range]
+        fmt = self.pix_fmt
         scaled = frame.reformat(
             width=place.box_width, height=place.box_height, format=fmt,
             src_colorspace="ITU709", dst_colorspace="ITU709",
@@ -142,7 +147,7 @@ class FrameShaper:
             out = scaled
         else:
             out = av.VideoFrame(place.width, place.height, fmt)
-            y_black, c_black = _black(fmt, self.settings.color_range == "full")
+            y_black, c_black = _black(fmt, self.out_range == "full")
             dtype = np.uint16 if fmt.endswith("10le") else np.uint8
             for number, (dst, src) in enumerate(zip(out.planes, scaled.planes)):
                 sx = 1 if number == 0 else place.width // dst.width
@@ -179,7 +184,7 @@ class Encoder:
     """Encodes shaped frames at a constant rate into an elementary stream file."""
 
     def __init__(self, settings: EncoderSettings, width: int, height: int, rate: Fraction,
-                 out: BinaryIO, path: Path) -> None:
+                 out: BinaryIO, path: Path, on_packet: Callable[[bytes], None] | None = None) -> None:
         cc = av.CodecContext.create(settings.encoder, "w")
         cc.width, cc.height, cc.pix_fmt = width, height, settings.pix_fmt
         cc.time_base = 1 / rate
@@ -203,11 +208,15 @@ class Encoder:
         cc.open()
         self._cc = cc
         self._out = out
+        self._on_packet = on_packet
         self.stream = ElementaryStream(path=path)
 
     def _write(self, packets: list[av.Packet]) -> None:
         for packet in packets:
-            self.stream.append(self._out, bytes(packet))
+            data = bytes(packet)
+            self.stream.append(self._out, data)
+            if self._on_packet:
+                self._on_packet(data)
 
     def encode(self, frame: av.VideoFrame, index: int) -> None:
         frame.pts = index

@@ -53,6 +53,15 @@ class SourceInfo:
         }
 
 
+def decide_range(info: SourceInfo, requested: str) -> tuple[str, str]:
+    """The colour range to read the source in, and the sentence that says why."""
+    if requested in ("full", "limited"):
+        return requested, f"source colour range taken as {requested} (--source-range)"
+    if info.color_range in ("full", "limited"):
+        return info.color_range, f"source colour range {info.color_range}, as the stream declares"
+    return "limited", "source colour range not declared; taken as limited (use --source-range full to override)"
+
+
 def color_range_name(value: int) -> str:
     return {1: "limited", 2: "full"}.get(int(value), "unspecified")
 
