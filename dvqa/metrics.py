@@ -28,7 +28,6 @@ from fractions import Fraction
 import av
 import av.filter
 import numpy as np
-from scipy import ndimage
 
 SSIM_DEFINITIONS = {
     "fast": "x264/FFmpeg SSIM of Y: 8x8 windows on a 4-pixel grid (FFmpeg ssim filter)",
@@ -147,6 +146,8 @@ def gaussian_ssim(reference: np.ndarray, distorted: np.ndarray) -> float:
     radius from each edge), so the border mode never matters. Samples are
     centred on 128 before squaring to keep float32 variances exact enough.
     """
+    from scipy import ndimage  # here, not at the top: 0.3 s of start-up every fast run would pay
+
     if reference.shape != distorted.shape:
         raise ValueError("planes differ in size")
     if min(reference.shape) < 2 * _RADIUS + 1:

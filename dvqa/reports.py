@@ -14,8 +14,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import jinja2
-
 from dvqa.errors import UsageError
 from dvqa.resources import data_dir
 
@@ -90,6 +88,8 @@ def _floats(values: list) -> list[float]:
 
 
 def render_html(record: dict, quality) -> str:
+    import jinja2  # only runs that write an HTML report pay for importing it
+
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(data_dir("templates")),
                              autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined)
     q = record.get("quality")

@@ -238,3 +238,22 @@ def test_html_report_renders_in_chromium(tmp_path: Path) -> None:
     worst = [w["output_frame"] for w in record["quality"]["summary"]["psnr_y"]["worst"]]
     assert f'data-output-frame="{worst[0]}"' in html
     assert not re.search(r'(src|href)="(https?:|//)', html)  # self-contained: nothing fetched
+
+
+def test_quality_command_on_two_video_files_agrees_with_ffmpeg(tmp_path: Path) -> None:
+    # QA re-checking an export made elsewhere: the distorted side is a plain video file
+    distorted = tmp_path / "export.mp4"
+    proc = run(tool("ffmpeg"), "-v", "error", "-i", str(CFR), "-c:v", "libx264", "-crf", "35",
+               "-pix_fmt", "yuv420p", str(distorted))
+    assert proc.returncode == 0, proc.stderr
+    report = tmp_path / "q.json"
+    proc = dvqa("quality", str(CFR), str(distorted), "--report", str(report), "--report", str(tmp_path / "q.html"))
+    assert proc.returncode == 0, proc.stderr
+    q = json.loads(report.read_text())["quality"]
+    psnr, ssim = _ffmpeg_scores(distorted, "mp4", CFR, tmp_path)
+    assert q["frames"] == len(psnr) == 90
+    for k in range(90):
+        assert abs(q["per_frame"]["psnr_y"][k] - float(psnr[k]["psnr_y"])) <= 0.05, k
+        assert abs(q["per_frame"]["ssim_y"][k] - float(ssim[k]["Y"])) <= 0.001, k
+    assert 25 < q["summary"]["psnr_y"]["min"] < 45  # crf 35 is visibly lossy
+    assert "SSIM definition" in (tmp_path / "q.html").read_text()
