@@ -150,9 +150,14 @@ def test_floor_not_met_exits_1_and_writes_nothing(tmp_path: Path) -> None:
     worst = [w["output_frame"] for w in r["quality"]["summary"]["psnr_y"]["worst"]]
     assert r["written"] is False and r["findings"][0]["code"] == "quality.test-psnr"
     assert f"worst output frames: {worst[0]} (" in proc.stdout and "not written" in proc.stdout
+    page = tmp_path / "r.html"
     kept = dvqa("convert", str(CLIPS / "vp9_vfr.webm"), "-o", str(out), "--profile",
-                str(_profile(tmp_path, 99)), "--keep-failed")
+                str(_profile(tmp_path, 99)), "--keep-failed", "--report", str(page))
     assert kept.returncode == 1 and out.exists()
+    assert "FAIL: 1 floor(s) not met" in page.read_text() and "quality.test-psnr" in page.read_text()
+    recheck = dvqa("quality", str(CLIPS / "vp9_vfr.webm"), str(out), "--profile", str(_profile(tmp_path, 99)))
+    assert recheck.returncode == 1 and "quality.test-psnr" in recheck.stdout
+    assert dvqa("quality", str(CLIPS / "vp9_vfr.webm"), str(out), "--profile", "endoscopy").returncode == 0
 
 
 def test_endoscopy_profile_passes_a_normal_conversion(tmp_path: Path) -> None:
