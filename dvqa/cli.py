@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -10,11 +11,12 @@ import click
 
 from dvqa import __version__, profiles, reports, syntaxes
 from dvqa.convert import ConvertOptions, convert
-from dvqa.errors import DvqaError, ExitCode, InputError
+from dvqa.errors import DvqaError, ExitCode, InputError, UsageError
 from dvqa.findings import exit_code
 from dvqa.iod import Metadata, VideoIOD
 from dvqa.metrics import SSIM_DEFINITIONS
 from dvqa.recheck import measure_files
+from dvqa.signature import PROFILES, PURPOSES, SIGNING_ALGORITHMS, Signer, load_trust, sign_file, verify_file
 
 
 def _fail(exc: DvqaError, debug: bool) -> None:
@@ -64,6 +66,12 @@ def main() -> None:
 @click.option("--profile", default=None,
               help="Quality floors to enforce: a name from `dvqa profiles` or a YAML file.")
 @click.option("--keep-failed", is_flag=True, help="Write OUTPUT even when a quality floor is not met.")
+@click.option("--sign", "sign_key", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Sign OUTPUT with this private key (PEM or PKCS#12) before it is moved into place.")
+@click.option("--cert", "sign_cert", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="The signer's certificate, with --sign.")
+@click.option("--sign-profile", default="base", show_default=True, type=click.Choice(list(PROFILES)))
+@click.option("--passphrase-env", default=None, metavar="VAR", help="Environment variable holding the key's passphrase.")
 @click.option("--report", "report_paths", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
               help="Write the full record here: .json (per-frame arrays, timing map) or .html (plots, "
                    "worst frames). Repeatable.")
@@ -75,6 +83,7 @@ def convert_command(source: Path, output: Path, syntax: str, iod_name: str, uid_
                     study_description: str | None, metadata_json: Path | None,
                     metadata_from: Path | None, source_range: str, no_passthrough: bool, force: bool,
                     ssim: str, no_quality: bool, profile: str | None, keep_failed: bool,
+                    sign_key: Path | None, sign_cert: Path | None, sign_profile: str, passphrase_env: str | None,
                     report_paths: tuple[Path, ...], fmt: str, debug: bool) -> None:
     """Convert a browser recording (WebM, Matroska, MP4) to a DICOM video object."""
     try:
@@ -91,9 +100,11 @@ def convert_command(source: Path, output: Path, syntax: str, iod_name: str, uid_
                 metadata.values[keyword] = value
         for path in report_paths:
             reports.kind_of(path)  # a bad report name fails before the work, not after
+        signer = Signer.load(sign_key, sign_cert, _passphrase(passphrase_env)) if sign_key else None
         options = ConvertOptions(syntax=syntax, iod=iod_name, uid_root=uid_root, metadata=metadata,
                                  force=force, passthrough=not no_passthrough, source_range=source_range,
-                                 quality=not no_quality, ssim=ssim, profile=profile, keep_failed=keep_failed)
+                                 quality=not no_quality, ssim=ssim, profile=profile, keep_failed=keep_failed,
+                                 signer=signer, signature_profile=sign_profile)
         bar = None
 
         def on_plan(plan, scanned) -> None:
@@ -165,6 +176,9 @@ def _print_text(r: dict) -> None:
     if r["profile"] and not r["findings"]:
         click.echo(f"profile  {r['profile']['name']}: all {len(r['profile']['quality_floors'])} "
                    "quality floors met")
+    if r["signature"]:
+        sig = r["signature"]
+        click.echo(f"signed   signature {sig['uid']} ({sig['algorithm']}, {sig['profile']} profile)")
     if r["written"]:
         click.echo(f"output   {o['path']}: {o['iod']}, {o['columns']}x{o['rows']}, {o['size']} bytes, "
                    f"{r['elapsed_s']:.2f} s")
@@ -227,6 +241,96 @@ def quality_command(reference: Path, distorted: Path, ssim: str, source_range: s
         for f in record["findings"]:
             click.echo(f"{f['severity']:<8} {f['code']}: {f['message']} [{f['reference']}]")
     sys.exit(int(exit_code(findings)))
+
+
+def _passphrase(variable: str | None) -> str | None:
+    if variable is None:
+        return None
+    if variable not in os.environ:
+        raise UsageError(f"--passphrase-env {variable}: that variable is not set.")
+    return os.environ[variable]
+
+
+def _guarded(debug: bool, work):
+    """Run `work()`; a DvqaError becomes its one-sentence message and exit code, anything else exit 4."""
+    try:
+        return work()
+    except DvqaError as exc:
+        _fail(exc, debug)
+    except Exception as exc:  # a dvqa bug or an unforeseen environment failure
+        if debug:
+            raise
+        click.echo(f"dvqa: internal error: {type(exc).__name__}: {exc} - rerun with --debug and report it.",
+                   err=True)
+        sys.exit(int(ExitCode.ENVIRONMENT))
+
+
+@main.command("sign")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--key", "key_path", required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Private key: PEM (optionally encrypted) or PKCS#12 (.p12/.pfx).")
+@click.option("--cert", "cert_path", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="The signer's X.509 certificate (PEM or DER); not needed with PKCS#12.")
+@click.option("--passphrase-env", default=None, metavar="VAR",
+              help="Read the key's passphrase from this environment variable (never from the command line).")
+@click.option("--profile", "sig_profile", default="base", show_default=True, type=click.Choice(list(PROFILES)))
+@click.option("--mac", "mac", default="SHA256", show_default=True, type=click.Choice(list(SIGNING_ALGORITHMS)))
+@click.option("--purpose", default=None, type=click.Choice(sorted(PURPOSES)),
+              help="Add a Digital Signature Purpose Code Sequence item (CID 7007, ASTM E1762 code).")
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the signed file here (default: replace FILE, atomically).")
+@click.option("--format", "fmt", default="text", show_default=True, type=click.Choice(["text", "json"]))
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def sign_command(file: Path, key_path: Path, cert_path: Path | None, passphrase_env: str | None, sig_profile: str,
+                 mac: str, purpose: str | None, output: Path | None, fmt: str, debug: bool) -> None:
+    """Add a DICOM digital signature (PS3.15 Annex C) over every signable element of FILE."""
+    def work():
+        signer = Signer.load(key_path, cert_path, _passphrase(passphrase_env))
+        return sign_file(file, output or file, signer, sig_profile, mac, purpose)
+
+    result = _guarded(debug, work)
+    record = {"file": str(output or file), **result.__dict__}
+    if fmt == "json":
+        click.echo(json.dumps(record, indent=2))
+    else:
+        click.echo(f"signed   {record['file']}: signature {result.uid} (MAC ID {result.mac_id}, "
+                   f"{result.algorithm}, {result.profile} profile) over {len(result.signed_tags)} elements")
+
+
+@main.command("verify")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--trust", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="PEM file of CA certificates: the signer's certificate must be issued by one, "
+                   "both valid at the signing time.")
+@click.option("--require-signature", is_flag=True, help="Fail a file that carries no signature at all.")
+@click.option("--format", "fmt", default="text", show_default=True, type=click.Choice(["text", "json"]))
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def verify_command(files: tuple[Path, ...], trust: Path | None, require_signature: bool, fmt: str,
+                   debug: bool) -> None:
+    """Check every digital signature in FILES (also those inside sequence items); exit 1 if any fails."""
+    anchors = _guarded(debug, lambda: load_trust(trust)) if trust else None
+    report, failed = [], False
+    for path in files:
+        results = _guarded(debug, lambda: verify_file(path, anchors))
+        bad = [r for r in results if not r.ok] or (["no signature"] if require_signature and not results else [])
+        failed |= bool(bad)
+        report.append({"file": str(path), "ok": not bad, "signatures": [r.to_dict() for r in results]})
+    if fmt == "json":
+        click.echo(json.dumps(report, indent=2))
+    else:
+        for entry in report:
+            if not entry["signatures"]:
+                click.echo(f"{'FAIL' if not entry['ok'] else 'none'}     {entry['file']}: no digital signature")
+            for r in entry["signatures"]:
+                where = f" in {r['location'].rstrip('/')}" if r["location"] else ""
+                if r["ok"]:
+                    click.echo(f"OK       {entry['file']}{where}: signed {r['datetime']} by {r['signer']} "
+                               f"({r['algorithm']}{', purpose ' + r['purpose'] if r['purpose'] else ''}"
+                               f"{', ' + r['chain'] if r['chain'] else ''}); covers {len(r['covered'])} "
+                               f"elements, not covered: {', '.join(r['not_covered']) or 'none'}")
+                else:
+                    click.echo(f"FAIL     {entry['file']}{where}: signature {r['uid']}: {r['problem']}")
+    sys.exit(int(ExitCode.CHECK_FAILED if failed else ExitCode.OK))
 
 
 @main.command("profiles")

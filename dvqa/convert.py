@@ -31,6 +31,7 @@ from dvqa.plan import Plan, choose
 from dvqa.probe import SourceInfo, decide_range, probe
 from dvqa.quality import QualityMeter, QualityResult, WrittenStreamMeter
 from dvqa.scan import Scan, scan
+from dvqa.signature import SignatureResult, Signer, sign_file
 from dvqa.timing import ConstantRate, TimingMap
 
 Progress = Callable[[int], None]
@@ -49,6 +50,8 @@ class ConvertOptions:
     ssim: str = "fast"  # fast | reference (dvqa.metrics.SSIM_DEFINITIONS)
     profile: str | None = None  # rules/NAME.yaml whose quality floors must be met
     keep_failed: bool = False  # write OUT even when a floor is not met
+    signer: Signer | None = None  # sign OUT (PS3.15 Annex C) before it is moved into place
+    signature_profile: str = "base"
 
 
 @dataclass
@@ -77,6 +80,7 @@ class ConversionResult:
     profile: Profile | None = None
     findings: list[Finding] = field(default_factory=list)
     written: bool = True  # False when a floor failed and --keep-failed was not given
+    signature: SignatureResult | None = None
 
     @property
     def exit_code(self) -> ExitCode:
@@ -109,6 +113,8 @@ class ConversionResult:
             "profile": self.profile.to_dict() if self.profile else None,
             "findings": [f.to_dict() for f in self.findings],
             "quality": self.quality.to_dict(per_frame=mapping) if self.quality else None,
+            "signature": ({k: v for k, v in self.signature.__dict__.items() if k != "signed_tags"}
+                          if self.signature else None),
         }
         if mapping:
             d["timing_map"] = list(self.timing.rows())
@@ -343,6 +349,9 @@ def convert(source: Path | str, output: Path | str, options: ConvertOptions | No
             _check_pixel_data(dicom_tmp, es, es_hash, plan.syntax.one_fragment_per_frame)
         findings = profiles.check_quality(profile, quality, str(output)) if profile and quality else []
         written = exit_code(findings) == ExitCode.OK or options.keep_failed
+        signed = None
+        if options.signer and written:  # signed last: the signature covers the final file
+            signed = sign_file(dicom_tmp, dicom_tmp, options.signer, options.signature_profile)
         output_size, output_sha256 = dicom_tmp.stat().st_size, sha256_file(dicom_tmp)
         if written:
             _move_into_place(dicom_tmp, output, options.force)
@@ -353,7 +362,7 @@ def convert(source: Path | str, output: Path | str, options: ConvertOptions | No
             study_instance_uid=str(ds.StudyInstanceUID), series_instance_uid=str(ds.SeriesInstanceUID),
             transfer_syntax_uid=uid, iod=chosen_iod.title, elapsed_s=time.monotonic() - started,
             notes=notes, quality=quality, profile=profile, findings=findings, written=written,
-            input_sha256=sha256_file(source), output_sha256=output_sha256,
+            input_sha256=sha256_file(source), output_sha256=output_sha256, signature=signed,
             encoder_build="" if plan.passthrough else _encoder_build(stream_path),
         )
     finally:

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CLIPS = ROOT / "reference_videos" / "synthetic"
 RECORDED = ROOT / "reference_videos" / "chromium"
 
-APT_PACKAGE = {"dciodvfy": "dicom3tools", "dcmdump": "dcmtk", "ffprobe": "ffmpeg", "ffmpeg": "ffmpeg",
+APT_PACKAGE = {"dciodvfy": "dicom3tools", "dcmdump": "dcmtk", "dcmsign": "dcmtk", "ffprobe": "ffmpeg", "ffmpeg": "ffmpeg",
                "chromium": "chromium"}
 
 

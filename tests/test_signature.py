@@ -1,0 +1,232 @@
+"""DICOM digital signatures: interoperability with DCMTK's dcmsign is the acceptance test."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pydicom
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import NameOID
+
+from dvqa.dicomfile import read_fragments
+from helpers import CLIPS, dvqa, run, tool
+
+PASSPHRASE = "correct horse"
+
+
+def _name(common: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+
+def _certificate(subject: str, key, issuer: str, issuer_key, ca: bool = False,
+                 days: tuple[int, int] = (-1, 30)) -> x509.Certificate:
+    now = dt.datetime.now(dt.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(_name(issuer))
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now + dt.timedelta(days=days[0]))
+               .not_valid_after(now + dt.timedelta(days=days[1])))
+    if ca:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> dict[str, Path]:
+    """A site CA, an RSA signer (plain, encrypted and PKCS#12), an ECDSA signer, a stranger CA."""
+    d = tmp_path_factory.mktemp("pki")
+    ca_key = rsa.generate_private_key(65537, 2048)
+    ca = _certificate("dvqa test CA", ca_key, "dvqa test CA", ca_key, ca=True)
+    key = rsa.generate_private_key(65537, 2048)
+    cert = _certificate("dvqa test signer", key, "dvqa test CA", ca_key)
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    ec_cert = _certificate("dvqa ecdsa signer", ec_key, "dvqa test CA", ca_key)
+    other_key = rsa.generate_private_key(65537, 2048)
+    other = _certificate("another CA", other_key, "another CA", other_key, ca=True)
+    pem = serialization.Encoding.PEM
+    files = {
+        "ca": ca.public_bytes(pem), "other_ca": other.public_bytes(pem), "cert": cert.public_bytes(pem),
+        "key": key.private_bytes(pem, serialization.PrivateFormat.TraditionalOpenSSL,
+                                 serialization.NoEncryption()),
+        "key_enc": key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                     serialization.BestAvailableEncryption(PASSPHRASE.encode())),
+        "ec_cert": ec_cert.public_bytes(pem),
+        "ec_key": ec_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+    }
+    paths = {}
+    for name, data in files.items():
+        paths[name] = d / f"{name}.pem"
+        paths[name].write_bytes(data)
+    paths["p12"] = d / "signer.p12"
+    paths["p12"].write_bytes(pkcs12.serialize_key_and_certificates(
+        b"signer", key, cert, None, serialization.BestAvailableEncryption(PASSPHRASE.encode())))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    """A dvqa video object: encapsulated H.264 fragments and sequences (Anatomic Region etc.)."""
+    out = tmp_path_factory.mktemp("video") / "video.dcm"
+    proc = dvqa("convert", str(CLIPS / "h264_cfr_high.mkv"), "-o", str(out), "--no-quality",
+                "--patient-name", "Doe^Jane", "--patient-id", "MRN-42")
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def _copy(video: Path, tmp_path: Path, name: str = "in.dcm") -> Path:
+    target = tmp_path / name
+    shutil.copy(video, target)
+    return target
+
+
+def _dcmsign_verify(path: Path, pki: dict[str, Path], *extra: str):
+    return run(tool("dcmsign"), "--verify", "+cf", str(pki["ca"]), *extra, str(path))
+
+
+def _dcmsign_ok(proc) -> bool:
+    text = proc.stdout + proc.stderr
+    return proc.returncode == 0 and "Verification : OK" in text and "failed" not in text
+
+
+@pytest.mark.parametrize("profile, require", [("base", ()), ("creator", ("+rc",)), ("authorization", ("+ru",))])
+def test_dcmsign_verifies_what_dvqa_signs(profile: str, require: tuple[str, ...], video: Path, pki,
+                                          tmp_path: Path) -> None:
+    signed = tmp_path / "signed.dcm"
+    proc = dvqa("sign", str(_copy(video, tmp_path)), "--key", str(pki["key"]), "--cert", str(pki["cert"]),
+                "--profile", profile, "-o", str(signed), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    assert "(7FE0,0010)" in record["signed_tags"] and "(0008,2218)" in record["signed_tags"]  # pixels, a sequence
+    assert _dcmsign_ok(_dcmsign_verify(signed, pki, *require))
+    ds = pydicom.dcmread(str(signed))
+    item = ds.DigitalSignaturesSequence[0]
+    assert item.CertificateType == "X509_1993_SIG" and len(item.Signature) == 256
+    assert ds.MACParametersSequence[0].MACAlgorithm == "SHA256"
+
+
+@pytest.mark.parametrize("dcmsign_options", [(), ("+m2",), ("+m5", "+pb"), ("+m2", "+pc"), ("+m2", "+pa")])
+def test_dvqa_verifies_what_dcmsign_signs(dcmsign_options: tuple[str, ...], video: Path, pki,
+                                          tmp_path: Path) -> None:
+    signed = tmp_path / "by-dcmsign.dcm"
+    proc = run(tool("dcmsign"), "--sign", str(pki["key"]), str(pki["cert"]), "-pw", *dcmsign_options,
+               str(video), str(signed))
+    assert proc.returncode == 0, proc.stderr
+    out = dvqa("verify", str(signed), "--trust", str(pki["ca"]), "--format", "json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    sig = json.loads(out.stdout)[0]["signatures"][0]
+    assert sig["ok"] and sig["chain"].startswith("trusted") and "(7FE0,0010)" in sig["covered"]
+    expected = {(): "RIPEMD160", ("+m5", "+pb"): "SHA512"}.get(dcmsign_options, "SHA256")
+    assert sig["algorithm"] == expected
+
+
+def _flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _signed_by_dvqa(video: Path, pki, tmp_path: Path) -> Path:
+    signed = tmp_path / "signed.dcm"
+    proc = dvqa("sign", str(_copy(video, tmp_path)), "--key", str(pki["key"]), "--cert", str(pki["cert"]),
+                "-o", str(signed))
+    assert proc.returncode == 0, proc.stderr
+    return signed
+
+
+def test_one_byte_in_a_pixel_fragment_breaks_both_tools(video: Path, pki, tmp_path: Path) -> None:
+    signed = _signed_by_dvqa(video, pki, tmp_path)
+    fragment = list(read_fragments(signed))[1]
+    data = signed.read_bytes()
+    start = data.index(fragment[:64])
+    _flip(signed, start + len(fragment) // 2)  # one bit in the middle of the H.264 stream
+    assert list(read_fragments(signed))[1] != fragment
+    proc = dvqa("verify", str(signed))
+    assert proc.returncode == 1 and "changed after signing" in proc.stdout
+    assert not _dcmsign_ok(_dcmsign_verify(signed, pki))
+
+
+def test_one_byte_in_a_signed_attribute_breaks_both_tools(video: Path, pki, tmp_path: Path) -> None:
+    signed = _signed_by_dvqa(video, pki, tmp_path)
+    _flip(signed, signed.read_bytes().index(b"Doe^Jane") + 4)  # Doe^Kane: same length, other patient
+    assert dvqa("verify", str(signed)).returncode == 1
+    assert not _dcmsign_ok(_dcmsign_verify(signed, pki))
+
+
+def test_element_added_after_signing_is_reported_not_failed(video: Path, pki, tmp_path: Path) -> None:
+    signed = _signed_by_dvqa(video, pki, tmp_path)
+    ds = pydicom.dcmread(str(signed))
+    ds.ImageComments = "added after signing"
+    ds.save_as(str(signed))
+    proc = dvqa("verify", str(signed), "--format", "json")
+    assert proc.returncode == 0, proc.stdout
+    sig = json.loads(proc.stdout)[0]["signatures"][0]
+    assert sig["ok"] and sig["not_covered"] == ["(0020,4000)"]
+    assert _dcmsign_ok(_dcmsign_verify(signed, pki))
+
+
+def test_signature_inside_a_sequence_item(video: Path, pki, tmp_path: Path) -> None:
+    signed = tmp_path / "item-signed.dcm"
+    proc = run(tool("dcmsign"), "--sign-item", str(pki["key"]), str(pki["cert"]), "AnatomicRegionSequence[0]",
+               "-pw", "+m2", str(video), str(signed))
+    assert proc.returncode == 0, proc.stderr
+    out = dvqa("verify", str(signed), "--format", "json")
+    assert out.returncode == 0, out.stdout
+    sig = json.loads(out.stdout)[0]["signatures"][0]
+    assert sig["ok"] and sig["location"] == "AnatomicRegionSequence[0]/"
+    assert "(0008,0100)" in sig["covered"]  # the item's Code Value
+    _flip(signed, signed.read_bytes().index(b"87100004") + 1)  # the coded anatomy, inside the item
+    assert dvqa("verify", str(signed)).returncode == 1
+
+
+def test_keys_encrypted_pem_pkcs12_and_ecdsa(video: Path, pki, tmp_path: Path, monkeypatch) -> None:
+    source = _copy(video, tmp_path)
+    monkeypatch.setenv("SIGNING_PASSPHRASE", PASSPHRASE)
+    for i, key_args in enumerate([("--key", str(pki["key_enc"]), "--cert", str(pki["cert"])),
+                                  ("--key", str(pki["p12"]))]):
+        out = tmp_path / f"s{i}.dcm"
+        proc = dvqa("sign", str(source), *key_args, "--passphrase-env", "SIGNING_PASSPHRASE", "-o", str(out))
+        assert proc.returncode == 0, proc.stderr
+        assert _dcmsign_ok(_dcmsign_verify(out, pki))
+    wrong = dvqa("sign", str(source), "--key", str(pki["key_enc"]), "--cert", str(pki["cert"]), "-o",
+                 str(tmp_path / "x.dcm"))
+    assert wrong.returncode == 2 and "passphrase" in wrong.stderr and not (tmp_path / "x.dcm").exists()
+    ecdsa = dvqa("sign", str(source), "--key", str(pki["ec_key"]), "--cert", str(pki["ec_cert"]),
+                 "--profile", "base", "-o", str(tmp_path / "e.dcm"))
+    assert ecdsa.returncode == 2 and "RSA profile" in ecdsa.stderr
+    ecdsa = dvqa("sign", str(source), "--key", str(pki["ec_key"]), "--cert", str(pki["ec_cert"]),
+                 "--profile", "none", "-o", str(tmp_path / "e.dcm"))
+    assert ecdsa.returncode == 0, ecdsa.stderr
+    assert dvqa("verify", str(tmp_path / "e.dcm"), "--trust", str(pki["ca"])).returncode == 0
+    assert source.read_bytes() == video.read_bytes()  # with -o, the input is never touched
+
+
+def test_trust_rejects_a_signer_from_another_ca(video: Path, pki, tmp_path: Path) -> None:
+    signed = _signed_by_dvqa(video, pki, tmp_path)
+    assert dvqa("verify", str(signed), "--trust", str(pki["ca"])).returncode == 0
+    proc = dvqa("verify", str(signed), "--trust", str(pki["other_ca"]))
+    assert proc.returncode == 1 and "untrusted: no certificate in --trust issued" in proc.stdout
+
+
+def test_unsigned_file_passes_unless_a_signature_is_required(video: Path) -> None:
+    assert dvqa("verify", str(video)).returncode == 0
+    proc = dvqa("verify", str(video), "--require-signature")
+    assert proc.returncode == 1 and "no digital signature" in proc.stdout
+
+
+def test_convert_signs_before_the_file_appears(pki, tmp_path: Path) -> None:
+    out = tmp_path / "signed.dcm"
+    proc = dvqa("convert", str(CLIPS / "vp9_vfr.webm"), "-o", str(out), "--sign", str(pki["key"]),
+                "--cert", str(pki["cert"]), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    assert record["signature"]["uid"] == pydicom.dcmread(str(out)).DigitalSignaturesSequence[0].DigitalSignatureUID
+    assert record["output"]["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert _dcmsign_ok(_dcmsign_verify(out, pki))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["signed.dcm"]  # no temporary left
