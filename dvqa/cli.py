@@ -10,6 +10,8 @@ from pathlib import Path
 import click
 
 from dvqa import __version__, profiles, reports, syntaxes
+from dvqa.audit import AuditLog, conversion_event
+from dvqa import audit as audit_trail
 from dvqa.convert import ConvertOptions, convert
 from dvqa.errors import DvqaError, ExitCode, InputError, UsageError
 from dvqa.findings import exit_code
@@ -75,6 +77,10 @@ def main() -> None:
 @click.option("--report", "report_paths", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
               help="Write the full record here: .json (per-frame arrays, timing map) or .html (plots, "
                    "worst frames). Repeatable.")
+@click.option("--audit", "audit_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Append a record of this attempt (success or failure) to this audit log (JSON Lines).")
+@click.option("--audit-key-env", default=None, metavar="VAR",
+              help="Environment variable holding a key: each audit record gets an HMAC-SHA256.")
 @click.option("--format", "fmt", default="text", show_default=True, type=click.Choice(["text", "json"]))
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def convert_command(source: Path, output: Path, syntax: str, iod_name: str, uid_root: str | None,
@@ -84,8 +90,10 @@ def convert_command(source: Path, output: Path, syntax: str, iod_name: str, uid_
                     metadata_from: Path | None, source_range: str, no_passthrough: bool, force: bool,
                     ssim: str, no_quality: bool, profile: str | None, keep_failed: bool,
                     sign_key: Path | None, sign_cert: Path | None, sign_profile: str, passphrase_env: str | None,
-                    report_paths: tuple[Path, ...], fmt: str, debug: bool) -> None:
+                    report_paths: tuple[Path, ...], audit_path: Path | None, audit_key_env: str | None,
+                    fmt: str, debug: bool) -> None:
     """Convert a browser recording (WebM, Matroska, MP4) to a DICOM video object."""
+    audit = _audit_log(audit_path, audit_key_env, debug)
     try:
         metadata = Metadata()
         if metadata_from:
@@ -124,17 +132,27 @@ def convert_command(source: Path, output: Path, syntax: str, iod_name: str, uid_
                 bar.__exit__(None, None, None)
         record = result.to_dict()
     except DvqaError as exc:
+        if audit:
+            audit.append(conversion_event(source, output, None, int(exc.exit_code), str(exc)))
         _fail(exc, debug)
         return
     except KeyboardInterrupt:
+        if audit:
+            audit.append(conversion_event(source, output, None, 130, "interrupted"))
         click.echo("dvqa: interrupted; nothing was written.", err=True)
         sys.exit(130)
     except Exception as exc:  # a dvqa bug or an unforeseen environment failure
+        if audit:
+            audit.append(conversion_event(source, output, None, int(ExitCode.ENVIRONMENT),
+                                          f"internal error: {type(exc).__name__}: {exc}"))
         if debug:
             raise
         click.echo(f"dvqa: internal error: {type(exc).__name__}: {exc}; nothing was written - "
                    "rerun with --debug and report it.", err=True)
         sys.exit(int(ExitCode.ENVIRONMENT))
+    if audit:
+        audit.append(conversion_event(source, output, result, int(result.exit_code),
+                                      "; ".join(f["message"] for f in record["findings"])))
     try:
         for path in report_paths:
             reports.write(path, result.to_dict(mapping=True), result.quality)
@@ -243,6 +261,16 @@ def quality_command(reference: Path, distorted: Path, ssim: str, source_range: s
     sys.exit(int(exit_code(findings)))
 
 
+def _audit_log(path: Path | None, key_env: str | None, debug: bool) -> AuditLog | None:
+    """Opened before any work, so a bad --audit fails without converting anything."""
+    if path is None:
+        return None
+    key = _guarded(debug, lambda: _passphrase(key_env)) if key_env else None
+    if path.is_dir() or not path.parent.is_dir():
+        _fail(UsageError(f"--audit {path}: give a file in an existing folder."), debug)
+    return AuditLog(path, key.encode() if key else None)
+
+
 def _passphrase(variable: str | None) -> str | None:
     if variable is None:
         return None
@@ -279,14 +307,32 @@ def _guarded(debug: bool, work):
               help="Add a Digital Signature Purpose Code Sequence item (CID 7007, ASTM E1762 code).")
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
               help="Write the signed file here (default: replace FILE, atomically).")
+@click.option("--audit", "audit_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Append a record of this signing to this audit log.")
+@click.option("--audit-key-env", default=None, metavar="VAR", help="Environment variable holding the HMAC key.")
 @click.option("--format", "fmt", default="text", show_default=True, type=click.Choice(["text", "json"]))
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def sign_command(file: Path, key_path: Path, cert_path: Path | None, passphrase_env: str | None, sig_profile: str,
-                 mac: str, purpose: str | None, output: Path | None, fmt: str, debug: bool) -> None:
+                 mac: str, purpose: str | None, output: Path | None, audit_path: Path | None,
+                 audit_key_env: str | None, fmt: str, debug: bool) -> None:
     """Add a DICOM digital signature (PS3.15 Annex C) over every signable element of FILE."""
+    audit = _audit_log(audit_path, audit_key_env, debug)
+
     def work():
-        signer = Signer.load(key_path, cert_path, _passphrase(passphrase_env))
-        return sign_file(file, output or file, signer, sig_profile, mac, purpose)
+        try:
+            signer = Signer.load(key_path, cert_path, _passphrase(passphrase_env))
+            result = sign_file(file, output or file, signer, sig_profile, mac, purpose)
+        except DvqaError as exc:
+            if audit:
+                audit.append({"command": "sign", "input": str(file), "outcome": "failure",
+                              "exit_code": int(exc.exit_code), "message": str(exc)})
+            raise
+        if audit:
+            audit.append({"command": "sign", "input": str(file), "output": str(output or file),
+                          "signature_uid": result.uid, "signer": signer.certificate.subject.rfc4514_string(),
+                          "profile": result.profile, "mac_algorithm": result.algorithm,
+                          "outcome": "success", "exit_code": 0})
+        return result
 
     result = _guarded(debug, work)
     record = {"file": str(output or file), **result.__dict__}
@@ -331,6 +377,35 @@ def verify_command(files: tuple[Path, ...], trust: Path | None, require_signatur
                 else:
                     click.echo(f"FAIL     {entry['file']}{where}: signature {r['uid']}: {r['problem']}")
     sys.exit(int(ExitCode.CHECK_FAILED if failed else ExitCode.OK))
+
+
+@main.group("audit")
+def audit_group() -> None:
+    """The tamper-evident audit trail written by --audit."""
+
+
+@audit_group.command("verify")
+@click.argument("log", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--key-env", default=None, metavar="VAR", help="Environment variable holding the HMAC key.")
+@click.option("--format", "fmt", default="text", show_default=True, type=click.Choice(["text", "json"]))
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def audit_verify_command(log: Path, key_env: str | None, fmt: str, debug: bool) -> None:
+    """Prove LOG's hash chain (and HMACs); name the first record that breaks it. Exit 1 if one does."""
+    def work():
+        key = _passphrase(key_env)
+        return audit_trail.verify(log, key.encode() if key else None)
+
+    check = _guarded(debug, work)
+    if fmt == "json":
+        click.echo(json.dumps(check.to_dict(), indent=2))
+    else:
+        for w in check.warnings:
+            click.echo(f"warning  {log}: {w}")
+        for e in check.errors:
+            click.echo(f"FAIL     {log}: {e}")
+        if check.ok:
+            click.echo(f"OK       {log}: {check.records} records chained; head {check.head}")
+    sys.exit(int(ExitCode.OK if check.ok else ExitCode.CHECK_FAILED))
 
 
 @main.command("profiles")

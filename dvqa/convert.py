@@ -81,6 +81,7 @@ class ConversionResult:
     findings: list[Finding] = field(default_factory=list)
     written: bool = True  # False when a floor failed and --keep-failed was not given
     signature: SignatureResult | None = None
+    patient: dict[str, str] = field(default_factory=dict)  # identifiers written (for the audit trail)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -99,7 +100,7 @@ class ConversionResult:
                        "transfer_syntax_uid": self.transfer_syntax_uid, "iod": self.iod,
                        "sop_instance_uid": self.sop_instance_uid,
                        "study_instance_uid": self.study_instance_uid,
-                       "series_instance_uid": self.series_instance_uid},
+                       "series_instance_uid": self.series_instance_uid, "patient": self.patient},
             "plan": self.plan.to_dict(),
             "passthrough": self.plan.passthrough,
             "encoder": self.encoder,
@@ -363,6 +364,7 @@ def convert(source: Path | str, output: Path | str, options: ConvertOptions | No
             transfer_syntax_uid=uid, iod=chosen_iod.title, elapsed_s=time.monotonic() - started,
             notes=notes, quality=quality, profile=profile, findings=findings, written=written,
             input_sha256=sha256_file(source), output_sha256=output_sha256, signature=signed,
+            patient={k: str(ds.get(k, "")) for k in ("PatientID", "PatientName", "AccessionNumber")},
             encoder_build="" if plan.passthrough else _encoder_build(stream_path),
         )
     finally:
