@@ -223,7 +223,8 @@ def conversion_event(source: Path, output: Path, result=None, exit_code: int = 0
     event.update(
         output={"path": r["output"]["path"], "written": r["written"], "sha256": r["output"]["sha256"],
                 "size": r["output"]["size"]},
-        uids={"sop_instance": r["output"]["sop_instance_uid"], "study_instance": r["output"]["study_instance_uid"],
+        uids={"sop_class": r["output"]["sop_class_uid"], "sop_instance": r["output"]["sop_instance_uid"],
+              "study_instance": r["output"]["study_instance_uid"],
               "series_instance": r["output"]["series_instance_uid"],
               "transfer_syntax": r["output"]["transfer_syntax_uid"]},
         patient=r["output"]["patient"],

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from dvqa import __version__, profiles, reports, syntaxes
+from dvqa import __version__, atna, profiles, reports, syntaxes
 from dvqa.audit import AuditLog, conversion_event
 from dvqa import audit as audit_trail
 from dvqa.convert import ConvertOptions, convert
@@ -406,6 +406,26 @@ def audit_verify_command(log: Path, key_env: str | None, fmt: str, debug: bool) 
         if check.ok:
             click.echo(f"OK       {log}: {check.records} records chained; head {check.head}")
     sys.exit(int(ExitCode.OK if check.ok else ExitCode.CHECK_FAILED))
+
+
+@audit_group.command("export")
+@click.argument("log", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--format", "fmt", default="dicom-audit", show_default=True, type=click.Choice(["dicom-audit"]))
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Folder for one XML message per record (record-SEQ.xml); created if missing.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def audit_export_command(log: Path, fmt: str, out_dir: Path, debug: bool) -> None:
+    """Write LOG's records as DICOM audit messages (PS3.15 A.5, IHE ATNA) for an audit repository."""
+    def work():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written = 0
+        for record in audit_trail.records(log):
+            (out_dir / f"record-{record['seq']:06d}.xml").write_bytes(atna.to_xml(record))
+            written += 1
+        return written
+
+    count = _guarded(debug, work)
+    click.echo(f"exported {count} audit messages to {out_dir}")
 
 
 @main.command("profiles")

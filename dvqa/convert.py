@@ -82,6 +82,7 @@ class ConversionResult:
     written: bool = True  # False when a floor failed and --keep-failed was not given
     signature: SignatureResult | None = None
     patient: dict[str, str] = field(default_factory=dict)  # identifiers written (for the audit trail)
+    sop_class_uid: str = ""
 
     @property
     def exit_code(self) -> ExitCode:
@@ -98,7 +99,7 @@ class ConversionResult:
                        "sha256": self.output_sha256,
                        "rows": self.plan.height, "columns": self.plan.width,
                        "transfer_syntax_uid": self.transfer_syntax_uid, "iod": self.iod,
-                       "sop_instance_uid": self.sop_instance_uid,
+                       "sop_class_uid": self.sop_class_uid, "sop_instance_uid": self.sop_instance_uid,
                        "study_instance_uid": self.study_instance_uid,
                        "series_instance_uid": self.series_instance_uid, "patient": self.patient},
             "plan": self.plan.to_dict(),
@@ -365,6 +366,7 @@ def convert(source: Path | str, output: Path | str, options: ConvertOptions | No
             notes=notes, quality=quality, profile=profile, findings=findings, written=written,
             input_sha256=sha256_file(source), output_sha256=output_sha256, signature=signed,
             patient={k: str(ds.get(k, "")) for k in ("PatientID", "PatientName", "AccessionNumber")},
+            sop_class_uid=str(ds.SOPClassUID),
             encoder_build="" if plan.passthrough else _encoder_build(stream_path),
         )
     finally:

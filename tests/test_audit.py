@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from xml.etree import ElementTree as ET
 
 import pydicom
 from cryptography import x509
@@ -18,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from dvqa.audit import AuditLog, records, verify
-from helpers import CLIPS, dvqa
+from helpers import CLIPS, dvqa, run, tool
 
 CLIP = CLIPS / "h264_cfr_high.mkv"
 
@@ -149,3 +150,32 @@ def test_sign_writes_audit_records_too(tmp_path: Path) -> None:
     assert done["signature_uid"] == str(pydicom.dcmread(str(video)).DigitalSignaturesSequence[0].DigitalSignatureUID)
     assert failed["outcome"] == "failure" and failed["exit_code"] == 2
     assert verify(log).ok
+
+
+SCHEMA = Path(__file__).resolve().parent / "data" / "dicom-audit-message.rnc"
+
+
+def test_export_as_dicom_audit_messages_valid_against_the_schema(tmp_path: Path) -> None:
+    log = _three_attempts(tmp_path)
+    out = tmp_path / "atna"
+    proc = dvqa("audit", "export", str(log), "--format", "dicom-audit", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    messages = sorted(out.glob("record-*.xml"))
+    assert len(messages) == 3
+    for message in messages:
+        check = run(tool("jing"), "-c", str(SCHEMA), str(message))
+        assert check.returncode == 0, check.stdout + check.stderr
+    first, failed = ET.parse(messages[0]).getroot(), ET.parse(messages[1]).getroot()
+    event = first.find("EventIdentification")
+    assert event.get("EventActionCode") == "C" and event.get("EventOutcomeIndicator") == "0"
+    assert event.find("EventID").get("csd-code") == "110103"
+    objects = {o.find("ParticipantObjectIDTypeCode").get("originalText"): o.get("ParticipantObjectID")
+               for o in first.findall("ParticipantObjectIdentification")}
+    assert objects["Patient Number"] == "MRN-7" and objects["Study Instance UID"] == records(log)[0]["uids"]["study_instance"]
+    assert failed.find("EventIdentification").get("EventOutcomeIndicator") == "8"
+    assert "audio only" in failed.find("EventIdentification/EventOutcomeDescription").text
+    # the validator does reject what the schema forbids
+    broken = tmp_path / "broken.xml"
+    first.remove(first.find("EventIdentification"))
+    ET.ElementTree(first).write(broken)
+    assert run(tool("jing"), "-c", str(SCHEMA), str(broken)).returncode != 0

@@ -1,0 +1,79 @@
+"""dvqa audit records as DICOM audit messages (PS3.15 A.5, the IHE ATNA format), for a hospital's
+audit repository.
+
+One AuditMessage per record, following the A.5.1 schema (tests validate every message with jing).
+Events (A.5.3, codes from PS3.16's DCM scheme): a conversion creates a DICOM instance -
+"DICOM Instances Accessed" (110103) with action C; a signature updates one - the same event with
+action U. The study and the patient are participant objects (A.5.2: Study Instance UID 110180;
+patient number, RFC 3881 code 2).
+"""
+
+from __future__ import annotations
+
+import base64
+from xml.etree import ElementTree as ET
+
+INSTANCES_ACCESSED = ("110103", "DCM", "DICOM Instances Accessed")
+STUDY_UID = ("110180", "DCM", "Study Instance UID")
+PATIENT_NUMBER = ("2", "RFC-3881", "Patient Number")
+ACTIONS = {"convert": "C", "sign": "U"}
+
+
+def _coded(parent: ET.Element, tag: str, code: tuple[str, str, str]) -> ET.Element:
+    return ET.SubElement(parent, tag, {"csd-code": code[0], "codeSystemName": code[1], "originalText": code[2]})
+
+
+def outcome_indicator(exit_code: int) -> str:
+    """0 success; 4 a check failed (minor: the tool worked, the file did not pass); 8 anything else."""
+    return {0: "0", 1: "4"}.get(int(exit_code), "8")
+
+
+def message(record: dict) -> ET.Element:
+    root = ET.Element("AuditMessage")
+    event = ET.SubElement(root, "EventIdentification", {
+        "EventActionCode": ACTIONS.get(record.get("command", ""), "E"),
+        "EventDateTime": record["time_utc"],
+        "EventOutcomeIndicator": outcome_indicator(record.get("exit_code", 8)),
+    })
+    _coded(event, "EventID", INSTANCES_ACCESSED)
+    if record.get("message"):
+        ET.SubElement(event, "EventOutcomeDescription").text = record["message"]
+    ET.SubElement(root, "ActiveParticipant", {
+        "UserID": record.get("user", "unknown"), "UserIsRequestor": "true",
+        "NetworkAccessPointID": record.get("host", "unknown"), "NetworkAccessPointTypeCode": "1"})
+    ET.SubElement(root, "ActiveParticipant", {
+        "UserID": f"dvqa {record.get('versions', {}).get('dvqa', '')} pid {record.get('pid', '')}".strip(),
+        "UserIsRequestor": "false"})
+    source = ET.SubElement(root, "AuditSourceIdentification", {"AuditSourceID": record.get("host", "unknown")})
+    ET.SubElement(source, "AuditSourceTypeCode", {"csd-code": "4"})  # application server process
+    uids = record.get("uids") or {}
+    if uids.get("study_instance"):
+        study = ET.SubElement(root, "ParticipantObjectIdentification", {
+            "ParticipantObjectID": uids["study_instance"], "ParticipantObjectTypeCode": "2",
+            "ParticipantObjectTypeCodeRole": "3"})
+        _coded(study, "ParticipantObjectIDTypeCode", STUDY_UID)
+        ET.SubElement(study, "ParticipantObjectName").text = record["output"]["path"]
+        for kind, value in (("input SHA-256", (record.get("input") or {}).get("sha256")),
+                            ("output SHA-256", record["output"].get("sha256"))):
+            if value:
+                ET.SubElement(study, "ParticipantObjectDetail",
+                              {"type": kind.replace(" ", "-"), "value": base64.b64encode(value.encode()).decode()})
+        description = ET.SubElement(study, "ParticipantObjectDescription")
+        accession = (record.get("patient") or {}).get("AccessionNumber")
+        if accession:
+            ET.SubElement(description, "Accession", {"Number": accession})
+        sop_class = {"UID": uids["sop_class"]} if uids.get("sop_class") else {}
+        sop = ET.SubElement(description, "SOPClass", {**sop_class, "NumberOfInstances": "1"})
+        ET.SubElement(sop, "Instance", {"UID": uids["sop_instance"]})
+    patient = record.get("patient") or {}
+    if patient.get("PatientID"):
+        person = ET.SubElement(root, "ParticipantObjectIdentification", {
+            "ParticipantObjectID": patient["PatientID"], "ParticipantObjectTypeCode": "1",
+            "ParticipantObjectTypeCodeRole": "1"})
+        _coded(person, "ParticipantObjectIDTypeCode", PATIENT_NUMBER)
+        ET.SubElement(person, "ParticipantObjectName").text = patient.get("PatientName") or patient["PatientID"]
+    return root
+
+
+def to_xml(record: dict) -> bytes:
+    return ET.tostring(message(record), encoding="utf-8", xml_declaration=True)
