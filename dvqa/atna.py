@@ -23,6 +23,17 @@ def _coded(parent: ET.Element, tag: str, code: tuple[str, str, str]) -> ET.Eleme
     return ET.SubElement(parent, tag, {"csd-code": code[0], "codeSystemName": code[1], "originalText": code[2]})
 
 
+def _participant(root: ET.Element, object_id: str, type_code: str, role: str, id_type: tuple[str, str, str],
+                 name: str) -> ET.Element:
+    """A ParticipantObjectIdentification; the schema requires an ID type code and a name (or query)."""
+    element = ET.SubElement(root, "ParticipantObjectIdentification", {
+        "ParticipantObjectID": object_id, "ParticipantObjectTypeCode": type_code,
+        "ParticipantObjectTypeCodeRole": role})
+    _coded(element, "ParticipantObjectIDTypeCode", id_type)
+    ET.SubElement(element, "ParticipantObjectName").text = name
+    return element
+
+
 def outcome_indicator(exit_code: int) -> str:
     """0 success; 4 a check failed (minor: the tool worked, the file did not pass); 8 anything else."""
     return {0: "0", 1: "4"}.get(int(exit_code), "8")
@@ -48,11 +59,7 @@ def message(record: dict) -> ET.Element:
     ET.SubElement(source, "AuditSourceTypeCode", {"csd-code": "4"})  # application server process
     uids = record.get("uids") or {}
     if uids.get("study_instance"):
-        study = ET.SubElement(root, "ParticipantObjectIdentification", {
-            "ParticipantObjectID": uids["study_instance"], "ParticipantObjectTypeCode": "2",
-            "ParticipantObjectTypeCodeRole": "3"})
-        _coded(study, "ParticipantObjectIDTypeCode", STUDY_UID)
-        ET.SubElement(study, "ParticipantObjectName").text = record["output"]["path"]
+        study = _participant(root, uids["study_instance"], "2", "3", STUDY_UID, record["output"]["path"])
         for kind, value in (("input SHA-256", (record.get("input") or {}).get("sha256")),
                             ("output SHA-256", record["output"].get("sha256"))):
             if value:
@@ -67,11 +74,8 @@ def message(record: dict) -> ET.Element:
         ET.SubElement(sop, "Instance", {"UID": uids["sop_instance"]})
     patient = record.get("patient") or {}
     if patient.get("PatientID"):
-        person = ET.SubElement(root, "ParticipantObjectIdentification", {
-            "ParticipantObjectID": patient["PatientID"], "ParticipantObjectTypeCode": "1",
-            "ParticipantObjectTypeCodeRole": "1"})
-        _coded(person, "ParticipantObjectIDTypeCode", PATIENT_NUMBER)
-        ET.SubElement(person, "ParticipantObjectName").text = patient.get("PatientName") or patient["PatientID"]
+        _participant(root, patient["PatientID"], "1", "1", PATIENT_NUMBER,
+                     patient.get("PatientName") or patient["PatientID"])
     return root
 
 
