@@ -14,10 +14,12 @@ from dvqa.audit import AuditLog, conversion_event
 from dvqa import audit as audit_trail
 from dvqa.convert import ConvertOptions, convert
 from dvqa.errors import DvqaError, ExitCode, InputError, UsageError
-from dvqa.findings import exit_code
+from dvqa.findings import Severity, exit_code
+from dvqa.formats import RENDERERS
 from dvqa.iod import Metadata, VideoIOD
 from dvqa.metrics import SSIM_DEFINITIONS
 from dvqa.recheck import measure_files
+from dvqa.validate import validate, walk
 from dvqa.signature import PROFILES, PURPOSES, SIGNING_ALGORITHMS, Signer, load_trust, sign_file, verify_file
 
 
@@ -426,6 +428,35 @@ def audit_export_command(log: Path, fmt: str, out_dir: Path, debug: bool) -> Non
 
     count = _guarded(debug, work)
     click.echo(f"exported {count} audit messages to {out_dir}")
+
+
+@main.command("validate")
+@click.argument("targets", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True))
+@click.option("--profile", default=None, help="Per-modality rules to apply: a name from `dvqa profiles` or a YAML file.")
+@click.option("--format", "fmt", default="text", show_default=True, type=click.Choice(list(RENDERERS)))
+@click.option("--fail-on", default="error", show_default=True, type=click.Choice(["error", "warning"]),
+              help="Exit 1 when any finding is at least this severe.")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def validate_command(targets: tuple[Path, ...], profile: str | None, fmt: str, fail_on: str, jobs: int,
+                     debug: bool) -> None:
+    """Check DICOM FILES and every file below DIRS: video stream vs header, and a profile's rules."""
+    chosen = _guarded(debug, lambda: profiles.load(profile)) if profile else None
+    severity = Severity(fail_on)
+    files = list(walk(targets))
+    if not files:
+        _fail(UsageError(f"no files under {', '.join(map(str, targets))}."), debug)
+    bar = None
+    if sys.stderr.isatty() and fmt == "text" and len(files) > 20:
+        bar = click.progressbar(length=len(files), label="validating", file=sys.stderr)
+        bar.__enter__()
+    try:
+        results = _guarded(debug, lambda: validate(files, chosen, jobs, bar.update if bar else None))
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    click.echo(RENDERERS[fmt](results, severity))
+    sys.exit(int(exit_code([f for r in results for f in r.findings], severity)))
 
 
 @main.command("profiles")

@@ -17,10 +17,12 @@ from typing import Iterator
 
 from pydicom import config, dcmread
 from pydicom.dataset import Dataset
-from pydicom.encaps import EncapsulatedBuffer, generate_fragments
+from pydicom.encaps import EncapsulatedBuffer
 
 _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
 _UNDEFINED_LENGTH = b"\xff\xff\xff\xff"
+_ITEM_TAG = b"\xfe\xff\x00\xe0"
+_SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0"
 # pydicom copies buffered Pixel Data in pieces of settings.buffered_read_size (8 KiB by default);
 # 1 MiB pieces write a 1 GB stream in a thousand Python steps instead of 120,000.
 COPY_CHUNK = 1 << 20
@@ -94,11 +96,27 @@ def read_fragments(path: Path) -> Iterator[bytes]:
     """Yield the items of a file's encapsulated Pixel Data (Basic Offset Table first), from disk.
 
     Streams one fragment at a time, so a many-GiB video is never held in memory.
-    Encapsulated transfer syntaxes are explicit VR little endian (PS3.5 §A.4).
+    Encapsulated transfer syntaxes are explicit VR little endian (PS3.5 §A.4): each item is
+    (FFFE,E000) with a 32-bit length, the last is followed by (FFFE,E0DD). A file cut short, or
+    an item that is not an item, raises ValueError naming the byte offset.
     """
     with open(path, "rb") as handle:
         dcmread(handle, stop_before_pixels=True)
         header = handle.read(12)  # pydicom stops at the Pixel Data tag
         if header[:4] != _PIXEL_DATA_TAG or header[8:12] != _UNDEFINED_LENGTH:
             raise ValueError(f"{path}: no encapsulated Pixel Data (7FE0,0010) of undefined length")
-        yield from generate_fragments(handle)
+        while True:
+            at = handle.tell()
+            item = handle.read(8)
+            if len(item) < 8:
+                raise ValueError(f"{path}: the Pixel Data is cut short at byte {at} (no Sequence Delimitation Item)")
+            tag, length = item[:4], int.from_bytes(item[4:], "little")
+            if tag == _SEQUENCE_DELIMITER:
+                return
+            if tag != _ITEM_TAG:
+                raise ValueError(f"{path}: byte {at} holds {tag.hex()} where a Pixel Data item (FFFE,E000) belongs")
+            data = handle.read(length)
+            if len(data) < length:
+                raise ValueError(f"{path}: the Pixel Data item at byte {at} declares {length} bytes but the file "
+                                 f"ends after {len(data)}: the file is cut short")
+            yield data

@@ -32,16 +32,36 @@ class QualityFloor:
     source: str
 
 
+RULE_CHECKS = ("attribute_in", "range", "required")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One per-modality rule: `attribute_in` (values), `range` (min/max) or `required` (non-empty)."""
+
+    id: str
+    check: str
+    attributes: tuple[str, ...]  # DICOM keywords, or "frame_rate" (from Frame Time / Cine Rate)
+    severity: Severity
+    message: str
+    source: str
+    values: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
     description: str
     path: Path
     quality_floors: tuple[QualityFloor, ...]
+    rules: tuple[Rule, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         return {"name": self.name, "description": self.description, "path": str(self.path),
-                "quality_floors": [{**f.__dict__, "severity": f.severity.value} for f in self.quality_floors]}
+                "quality_floors": [{**f.__dict__, "severity": f.severity.value} for f in self.quality_floors],
+                "rules": [{**r.__dict__, "severity": r.severity.value} for r in self.rules]}
 
 
 def available() -> list[str]:
@@ -59,7 +79,8 @@ def load(name_or_path: str) -> Profile:
     try:
         data = yaml.safe_load(path.read_text())
         floors = tuple(_floor(entry, path) for entry in data.get("quality_floors", []))
-        return Profile(str(data["profile"]), str(data.get("description", "")), path, floors)
+        rules = tuple(_rule(entry) for entry in data.get("rules", []))
+        return Profile(str(data["profile"]), str(data.get("description", "")), path, floors, rules)
     except (yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise UsageError(f"{path}: not a valid dvqa profile ({exc}); see rules/README.md.") from None
 
@@ -74,6 +95,18 @@ def _floor(entry: dict, path: Path) -> QualityFloor:
     return QualityFloor(id=str(entry["id"]), metric=metric, statistic=statistic,
                         minimum=float(entry["min"]), severity=Severity(entry.get("severity", "error")),
                         message=str(entry["message"]), source=str(entry["source"]))
+
+
+def _rule(entry: dict) -> Rule:
+    if entry["check"] not in RULE_CHECKS:
+        raise ValueError(f"rule {entry.get('id')}: check must be one of {RULE_CHECKS}")
+    if not str(entry.get("source", "")).strip():
+        raise ValueError(f"rule {entry.get('id')}: every rule needs a source")
+    attributes = entry["attributes"] if isinstance(entry["attributes"], list) else [entry["attributes"]]
+    return Rule(id=str(entry["id"]), check=entry["check"], attributes=tuple(map(str, attributes)),
+                severity=Severity(entry.get("severity", "error")), message=str(entry["message"]),
+                source=str(entry["source"]), values=tuple(map(str, entry.get("values", []))),
+                minimum=entry.get("min"), maximum=entry.get("max"))
 
 
 def check_quality(profile: Profile, quality, file: str) -> list[Finding]:

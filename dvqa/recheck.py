@@ -26,7 +26,8 @@ from dvqa.errors import InputError
 from dvqa.probe import decide_range, probe
 from dvqa.quality import QualityMeter, QualityResult
 from dvqa.scan import scan
-from dvqa.timing import COMMON_RATES, ConstantRate
+from dvqa.streamcheck import declared_rate
+from dvqa.timing import ConstantRate
 
 # Photometric Interpretation -> (the decoder's pixel format, sample range) for 8-bit video
 DICOM_PIXELS = {"YBR_PARTIAL_420": ("yuv420p", "limited"), "YBR_FULL_422": ("yuvj422p", "full")}
@@ -73,15 +74,10 @@ def open_distorted(path: Path) -> Distorted:
         if photometric not in DICOM_PIXELS:
             raise InputError(f"{path}: Photometric Interpretation {photometric!r} is not one dvqa "
                              f"compares ({', '.join(DICOM_PIXELS)}).")
-        if "FrameTime" in ds:
-            rate = Fraction(1000) / Fraction(str(ds.FrameTime)).limit_denominator(1_000_000)
-        elif "CineRate" in ds:
-            rate = Fraction(int(ds.CineRate))
-        else:
+        rate = declared_rate(ds)
+        if rate is None:
             raise InputError(f"{path}: neither Frame Time nor Cine Rate is present, so frame times "
                              "are unknown; the file is not a valid video object.")
-        nearest = min(COMMON_RATES, key=lambda r: abs(r - rate))  # Frame Time is a rounded decimal
-        rate = nearest if abs(nearest - rate) < Fraction(1, 100) else rate
         pix_fmt, color_range = DICOM_PIXELS[photometric]
         return Distorted(path, "dicom", syntax.codec, int(ds.Columns), int(ds.Rows), rate, pix_fmt,
                          color_range, _dicom_frames(path, syntax.codec), int(ds.get("NumberOfFrames", 0)))

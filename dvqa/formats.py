@@ -1,0 +1,106 @@
+"""Findings rendered for people and for CI servers: text, JSON, JUnit XML, SARIF 2.1.0.
+
+All four render the same list of `validate.FileResult`s; none decides anything.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from xml.etree import ElementTree as ET
+
+from dvqa import __version__
+from dvqa.findings import Severity
+
+LAYERS = {"file": "file", "stream": "stream", "iod": "iod"}  # finding code prefix -> layer; else profile
+
+
+def _layer(code: str) -> str:
+    return LAYERS.get(code.split(".")[0], "profile")
+
+
+def _failing(severity: Severity, fail_on: Severity) -> bool:
+    return severity is Severity.ERROR or (fail_on is Severity.WARNING and severity is Severity.WARNING)
+
+
+def text(results, fail_on: Severity) -> str:
+    lines, counts = [], Counter()
+    notes = {r.layers["iod"] for r in results if r.layers.get("iod", "ran") != "ran"}
+    for note in sorted(notes):
+        lines.append(f"note     {note}")
+    for r in results:
+        for f in r.findings:
+            counts[f.severity.value] += 1
+            where = f" {f.where}" if f.where else ""
+            ref = f" [{f.reference}]" if f.reference else ""
+            lines.append(f"{f.severity.value:<8} {f.code}: {r.path}{where}: {f.message}{ref}")
+    failed = sum(1 for r in results if any(_failing(f.severity, fail_on) for f in r.findings))
+    lines.append(f"checked  {len(results)} files: {failed} failed; {counts['error']} errors, "
+                 f"{counts['warning']} warnings, {counts['info']} notes")
+    return "\n".join(lines)
+
+
+def as_json(results, fail_on: Severity) -> str:
+    return json.dumps({
+        "tool": {"name": "dvqa", "version": __version__}, "fail_on": fail_on.value,
+        "files": [{"path": r.path, "ok": not any(_failing(f.severity, fail_on) for f in r.findings),
+                   "layers": r.layers, "findings": [f.to_dict() for f in r.findings]} for r in results],
+    }, indent=2)
+
+
+def junit(results, fail_on: Severity) -> str:
+    """One test case per file and check layer; a layer that did not run is a skipped case, not a pass."""
+    suite = ET.Element("testsuite", name="dvqa validate")
+    tests = failures = skipped = 0
+    for r in results:
+        layers = ["file"] + [layer for layer in ("iod", "stream", "profile") if layer in r.layers]
+        for layer in layers:
+            case = ET.SubElement(suite, "testcase", classname=r.path, name=layer)
+            tests += 1
+            bad = [f for f in r.findings if _layer(f.code) == layer and _failing(f.severity, fail_on)]
+            note = r.layers.get(layer, "ran")
+            if bad:
+                failures += 1
+                failure = ET.SubElement(case, "failure", message=bad[0].message, type=bad[0].code)
+                failure.text = "\n".join(f"{f.severity.value} {f.code} {f.where}: {f.message} [{f.reference}]"
+                                         for f in bad)
+            elif layer == "iod" and note != "ran":
+                skipped += 1
+                ET.SubElement(case, "skipped", message=note)
+    suite.set("tests", str(tests))
+    suite.set("failures", str(failures))
+    suite.set("skipped", str(skipped))
+    suite.set("errors", "0")
+    root = ET.Element("testsuites")
+    root.append(suite)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True)
+
+
+SARIF_LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
+
+
+def sarif(results, fail_on: Severity) -> str:
+    """SARIF 2.1.0 as GitHub code scanning reads it: one rule per check id, one result per finding."""
+    rules: dict[str, dict] = {}
+    out = []
+    for r in results:
+        for f in r.findings:
+            rules.setdefault(f.code, {"id": f.code, "shortDescription": {"text": f.code},
+                                      "properties": {"layer": _layer(f.code)}})
+            if f.reference:
+                rules[f.code].setdefault("help", {"text": f"Reference: {f.reference}"})
+            out.append({
+                "ruleId": f.code, "level": SARIF_LEVEL[f.severity],
+                "message": {"text": f"{f.message}" + (f" ({f.where})" if f.where else "")},
+                "locations": [{"physicalLocation": {"artifactLocation": {"uri": r.path.lstrip("/")},
+                                                    "region": {"startLine": 1}}}],
+            })
+    return json.dumps({
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json", "version": "2.1.0",
+        "runs": [{"tool": {"driver": {"name": "dvqa", "version": __version__,
+                                      "rules": list(rules.values())}},
+                  "results": out}],
+    }, indent=2)
+
+
+RENDERERS = {"text": text, "json": as_json, "junit": junit, "sarif": sarif}
