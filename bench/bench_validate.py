@@ -1,0 +1,76 @@
+"""Benchmark `dvqa validate` against dciodvfy on the same 1,000 files.
+
+Run: python bench/bench_validate.py [--files 1000] [--repeat 3]
+
+The files are copies of dvqa outputs in every codec family (H.264, HEVC, MPEG-2, Motion JPEG,
+320x240, 90 frames), made once into bench/.cache/validate/. dvqa runs as one command over the
+folder (its real use: one process, the syntax table and rules loaded once), with --jobs 1 and
+--jobs 2; dciodvfy runs once per file, as it must. Prints medians and files per second. dvqa's
+IOD layer is not built yet (see README), so dvqa does less work per file than dciodvfy here in
+one respect and more in another (it parses every picture of the stream).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+CACHE = HERE / ".cache" / "validate"
+sys.path.insert(0, str(ROOT))
+
+
+def make_files(count: int) -> Path:
+    from dvqa.convert import ConvertOptions, convert
+
+    folder = CACHE / str(count)
+    if folder.is_dir() and len(list(folder.iterdir())) == count:
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    source = ROOT / "reference_videos" / "synthetic" / "h264_cfr_high.mkv"
+    bases = []
+    for syntax in ("auto", "hevc-main", "mpeg2-mp-ml", "mjpeg"):
+        out = CACHE / f"base-{syntax}.dcm"
+        if not out.exists():
+            convert(source, out, ConvertOptions(syntax=syntax, quality=False))
+        bases.append(out)
+    for n in range(count):
+        shutil.copy(bases[n % len(bases)], folder / f"{n:05d}.dcm")
+    return folder
+
+
+def timed(cmd: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, capture_output=True)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--files", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    dciodvfy = shutil.which("dciodvfy")
+    if not dciodvfy:
+        raise SystemExit("dciodvfy not found: apt-get install dicom3tools")
+    folder = make_files(args.files)
+    files = sorted(folder.iterdir())
+    dvqa = [sys.executable, "-m", "dvqa", "validate", str(folder), "--format", "json"]
+    one = statistics.median(timed(dvqa) for _ in range(args.repeat))
+    two = statistics.median(timed([*dvqa, "--jobs", "2"]) for _ in range(args.repeat))
+    script = f"for f in {folder}/*.dcm; do {dciodvfy} \"$f\" >/dev/null 2>&1; done"
+    ref = statistics.median(timed(["bash", "-c", script]) for _ in range(args.repeat))
+    n = len(files)
+    print(f"{n} files: dvqa validate --jobs 1 {one:.1f} s ({n / one:.0f} files/s), --jobs 2 {two:.1f} s "
+          f"({n / two:.0f} files/s); dciodvfy per file {ref:.1f} s ({n / ref:.0f} files/s); "
+          f"ratio dvqa(jobs 2)/dciodvfy {two / ref:.2f}")
+
+
+if __name__ == "__main__":
+    main()
