@@ -374,7 +374,9 @@ def verify_command(files: tuple[Path, ...], trust: Path | None, require_signatur
                 if r["ok"]:
                     click.echo(f"OK       {entry['file']}{where}: signed {r['datetime']} by {r['signer']} "
                                f"({r['algorithm']}{', purpose ' + r['purpose'] if r['purpose'] else ''}"
-                               f"{', ' + r['chain'] if r['chain'] else ''}); covers {len(r['covered'])} "
+                               f"{', ' + r['chain'] if r['chain'] else ''}"
+                               f"{'; meets ' + ', '.join(r['profiles_met']) + ' profile' if r['profiles_met'] else ''}"
+                               f"); covers {len(r['covered'])} "
                                f"elements, not covered: {', '.join(r['not_covered']) or 'none'}")
                 else:
                     click.echo(f"FAIL     {entry['file']}{where}: signature {r['uid']}: {r['problem']}")

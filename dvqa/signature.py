@@ -179,8 +179,9 @@ class Signer:
                     raise UsageError(f"{key_path}: a PEM key needs --cert CERT.pem.")
                 cert = _load_cert(cert_path)
         except (ValueError, TypeError) as exc:
-            hint = "give --passphrase" if "password" in str(exc).lower() or "encrypted" in str(exc).lower() \
-                else "give a PEM or PKCS#12 private key"
+            hint = ("give its passphrase with --passphrase-env VAR"
+                    if "password" in str(exc).lower() or "encrypted" in str(exc).lower()
+                    else "give a PEM or PKCS#12 private key")
             raise UsageError(f"{key_path}: cannot read the private key ({exc}); {hint}.") from None
         if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)) or cert is None:
             raise UsageError(f"{key_path}: only RSA and ECDSA keys with a certificate are supported.")
@@ -221,7 +222,7 @@ def sign_dataset(ds: Dataset, signer: Signer, profile: str = "base", algorithm: 
     if profile == "creator" and not {Tag(0x0008, 0x0016), Tag(0x0008, 0x0018)} <= set(tags):
         raise InputError("the creator profile needs SOP Class and SOP Instance UID in the file.")
     # every signable element is signed, so the creator profile's list (CREATOR_REQUIRED, when
-    # present) is always covered; this is what the profile's check in verify relies on
+    # present) is always covered; verify reports which profiles a signature's coverage meets
     existing = [int(i.MACIDNumber) for i in ds.get("MACParametersSequence", [])]
     mac_id = max(existing, default=0) + 1
     when = (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y%m%d%H%M%S.%f+0000")
@@ -231,11 +232,10 @@ def sign_dataset(ds: Dataset, signer: Signer, profile: str = "base", algorithm: 
     item.DigitalSignatureDateTime = when
     item.CertificateType = CERTIFICATE_TYPE
     item.CertificateOfSigner = signer.certificate.public_bytes(serialization.Encoding.DER)
-    code = purpose
-    if code:
+    if purpose:
         coded = Dataset()
-        coded.CodeValue, coded.CodingSchemeDesignator = code, "ASTM-sigpurpose"
-        coded.CodeMeaning = PURPOSES.get(code, f"purpose {code}")
+        coded.CodeValue, coded.CodingSchemeDesignator = purpose, "ASTM-sigpurpose"
+        coded.CodeMeaning = PURPOSES.get(purpose, f"purpose {purpose}")
         item.DigitalSignaturePurposeCodeSequence = Sequence([coded])
     # the MAC is over the encoded signature item, so encode it the way it will be read back
     item = _round_trip(item)
@@ -284,6 +284,7 @@ class Verification:
     covered: list[str] = field(default_factory=list)
     not_covered: list[str] = field(default_factory=list)
     chain: str = ""  # result of --trust, when asked
+    profiles_met: list[str] = field(default_factory=list)  # RSA profiles whose requirements it meets
 
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -332,6 +333,10 @@ def _verify_one(ds: Dataset, item: Dataset, params: dict, present: list[BaseTag]
         _check(cert.public_key(), bytes(item.Signature), digest, result.algorithm)
         result.ok = True
         result.covered = [_tag(t) for t in signed]
+        if isinstance(cert.public_key(), rsa.RSAPublicKey):
+            result.profiles_met = ["base"]
+            if all(t in set(signed) for t in CREATOR_REQUIRED if t in ds):
+                result.profiles_met.append("creator")
         result.not_covered = [_tag(t) for t in present if t not in set(signed)]
     except InvalidSignature:
         result.problem = "the signature does not match the signed elements: they were changed after signing"

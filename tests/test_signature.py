@@ -122,6 +122,7 @@ def test_dvqa_verifies_what_dcmsign_signs(dcmsign_options: tuple[str, ...], vide
     assert out.returncode == 0, out.stdout + out.stderr
     sig = json.loads(out.stdout)[0]["signatures"][0]
     assert sig["ok"] and sig["chain"].startswith("trusted") and "(7FE0,0010)" in sig["covered"]
+    assert sig["profiles_met"] == ["base", "creator"]  # dcmsign signs everything by default
     expected = {(): "RIPEMD160", ("+m5", "+pb"): "SHA512"}.get(dcmsign_options, "SHA256")
     assert sig["algorithm"] == expected
 
