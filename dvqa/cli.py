@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from dvqa import __version__, atna, profiles, reports, syntaxes
+from dvqa import __version__, atna, pacs, profiles, reports, syntaxes
+from dvqa.pacs import Peer
 from dvqa.audit import AuditLog, conversion_event
 from dvqa import audit as audit_trail
 from dvqa.convert import ConvertOptions, convert
@@ -459,6 +460,59 @@ def validate_command(targets: tuple[Path, ...], profile: str | None, fmt: str, f
             bar.__exit__(None, None, None)
     click.echo(RENDERERS[fmt](results, severity))
     sys.exit(int(exit_code([f for r in results for f in r.findings], severity)))
+
+
+@main.group("pacs")
+def pacs_group() -> None:
+    """Send to a PACS and record what it accepted."""
+
+
+def _peer_options(fn):
+    for option in reversed([
+        click.option("--host", default="127.0.0.1", show_default=True),
+        click.option("--port", type=int, required=True),
+        click.option("--called-aet", default="ANY-SCP", show_default=True, help="The PACS's AE title."),
+        click.option("--aet", "calling_aet", default="DVQA", show_default=True, help="dvqa's own AE title."),
+        click.option("--timeout", default=30.0, show_default=True, help="Seconds for each network step."),
+        click.option("--format", "fmt", default="text", show_default=True, type=click.Choice(["text", "json"])),
+        click.option("--debug", is_flag=True, help="Show tracebacks."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+@pacs_group.command("echo")
+@_peer_options
+def pacs_echo_command(host: str, port: int, called_aet: str, calling_aet: str, timeout: float, fmt: str,
+                      debug: bool) -> None:
+    """C-ECHO: is the PACS there and does it accept dvqa's AE title? Exit 4 if not."""
+    peer = Peer(host, port, called_aet, calling_aet, timeout)
+    result = _guarded(debug, lambda: pacs.echo(peer))
+    click.echo(json.dumps(result, indent=2) if fmt == "json" else f"OK       C-ECHO {peer} in {result['elapsed_s']} s")
+
+
+@pacs_group.command("store")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@_peer_options
+@click.option("--retries", default=3, show_default=True, type=click.IntRange(0, 20),
+              help="Retries after a network failure (1 s, 2 s, 4 s ... apart). A PACS's refusal is not retried.")
+def pacs_store_command(files: tuple[Path, ...], host: str, port: int, called_aet: str, calling_aet: str,
+                       timeout: float, fmt: str, debug: bool, retries: int) -> None:
+    """C-STORE FILES, each in its own transfer syntax; say exactly what the PACS refused.
+
+    Exit 0 all stored, 1 the PACS refused some, 4 it could not be reached. Files are never moved.
+    """
+    peer = Peer(host, port, called_aet, calling_aet, timeout)
+    results = _guarded(debug, lambda: pacs.store(peer, list(files), retries))
+    if fmt == "json":
+        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        for r in results:
+            click.echo(f"{r.outcome:<8} {r.path}{': ' + r.message if r.message else ''}")
+    outcomes = {r.outcome for r in results}
+    if outcomes == {"stored"}:
+        sys.exit(int(ExitCode.OK))
+    sys.exit(int(ExitCode.CHECK_FAILED if "rejected" in outcomes else ExitCode.ENVIRONMENT))
 
 
 @main.command("profiles")

@@ -1,0 +1,176 @@
+"""Talking to a PACS over DICOM (pynetdicom): C-ECHO and C-STORE, with every refusal spelled out.
+
+Each file is offered in exactly the transfer syntax it holds, under its own SOP class (one
+presentation context per pair, PS3.7 Annex D / PS3.8 §9.3.2.2): dvqa never lets the toolkit
+transcode silently. What the PACS accepted, refused, and answered is kept per file. Network
+failures (refused connection, aborted association, timeouts) are retried with exponential
+backoff; a PACS that answers is not retried - its answer stands. Local files are only read.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pydicom
+from pydicom.uid import UID
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
+
+from dvqa.errors import EnvironmentProblem, InputError
+
+MAX_CONTEXTS = 128  # PS3.8 §9.3.2.2: presentation context IDs are odd numbers 1-255
+
+
+@dataclass(frozen=True)
+class Peer:
+    host: str
+    port: int
+    called_aet: str = "ANY-SCP"
+    calling_aet: str = "DVQA"
+    timeout: float = 30.0
+
+    def __str__(self) -> str:
+        return f"{self.called_aet}@{self.host}:{self.port}"
+
+
+@dataclass
+class StoreResult:
+    path: str
+    sop_class: str
+    sop_instance: str
+    transfer_syntax: str
+    outcome: str = "not sent"  # stored | rejected | failed | not sent
+    status: int | None = None
+    message: str = ""
+    attempts: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+def _ae(peer: Peer) -> AE:
+    ae = AE(ae_title=peer.calling_aet)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = peer.timeout
+    return ae
+
+
+def _name(uid: str) -> str:
+    u = UID(uid)
+    return f"{u.name} ({uid})" if u.name and u.name != uid else uid
+
+
+def echo(peer: Peer) -> dict[str, object]:
+    """C-ECHO: the PACS is there and speaks DICOM to this AE title."""
+    ae = _ae(peer)
+    ae.add_requested_context(Verification)
+    started = time.monotonic()
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.called_aet)
+    if not assoc.is_established:
+        raise EnvironmentProblem(_association_failure(peer, assoc))
+    try:
+        status = assoc.send_c_echo()
+    finally:
+        assoc.release()
+    if not status or status.Status != 0x0000:
+        code = getattr(status, "Status", None)
+        raise EnvironmentProblem(f"{peer}: C-ECHO answered {code!r} instead of Success (0x0000).")
+    return {"peer": str(peer), "status": "0x0000", "elapsed_s": round(time.monotonic() - started, 3)}
+
+
+def _unreachable(peer: Peer) -> str | None:
+    """Why no TCP connection can be made, in words; None when one can (pynetdicom calls both "aborted")."""
+    try:
+        socket.create_connection((peer.host, peer.port), timeout=peer.timeout).close()
+    except OSError as exc:
+        return (f"{peer}: no DICOM association could be opened: cannot connect to {peer.host}:{peer.port} "
+                f"({exc.strerror or exc}); is the PACS running and reachable?")
+    return None
+
+
+def _association_failure(peer: Peer, assoc) -> str:
+    unreachable = _unreachable(peer)
+    if unreachable:
+        return unreachable
+    if assoc.is_rejected:
+        return (f"{peer}: the association was rejected (check the called AE title "
+                f"{peer.called_aet!r} and whether the PACS knows {peer.calling_aet!r}).")
+    if assoc.is_aborted:
+        return f"{peer}: the PACS aborted the association."
+    return f"{peer}: no DICOM association could be opened (is the PACS running and reachable?)."
+
+
+def _describe(path: Path) -> StoreResult:
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+        return StoreResult(str(path), str(ds.SOPClassUID), str(ds.SOPInstanceUID),
+                           str(ds.file_meta.TransferSyntaxUID))
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear sentence
+        raise InputError(f"{path}: not a DICOM file that can be sent ({type(exc).__name__}: {exc}).") from None
+
+
+def store(peer: Peer, paths: list[Path], retries: int = 3, backoff: float = 1.0) -> list[StoreResult]:
+    """C-STORE every file; refusals are reported per file, network failures retried."""
+    results = [_describe(p) for p in paths]
+    pairs = sorted({(r.sop_class, r.transfer_syntax) for r in results})
+    if len(pairs) > MAX_CONTEXTS:
+        raise InputError(f"{len(pairs)} SOP class / transfer syntax pairs exceed the {MAX_CONTEXTS} presentation "
+                         "contexts one association can offer; send the files in smaller groups.")
+    pending = list(results)
+    attempt = 0
+    while pending and attempt <= retries:
+        if attempt:
+            time.sleep(backoff * 2 ** (attempt - 1))
+        attempt += 1
+        ae = _ae(peer)
+        for sop_class, syntax in pairs:
+            ae.add_requested_context(sop_class, [syntax])
+        assoc = ae.associate(peer.host, peer.port, ae_title=peer.called_aet)
+        if not assoc.is_established:
+            failure = _association_failure(peer, assoc)
+            for r in pending:
+                r.attempts, r.outcome, r.message = attempt, "failed", failure
+            if assoc.is_rejected:
+                break  # a rejection is an answer, not a network failure
+            continue
+        try:
+            pending = _send(assoc, pending, attempt)
+        finally:
+            if assoc.is_established:
+                assoc.release()
+    return results
+
+
+def _send(assoc, pending: list[StoreResult], attempt: int) -> list[StoreResult]:
+    """Send what the PACS accepted a context for; return the files to retry (network failures)."""
+    accepted = {(c.abstract_syntax, c.transfer_syntax[0]) for c in assoc.accepted_contexts}
+    retry = []
+    for r in pending:
+        r.attempts = attempt
+        if (r.sop_class, r.transfer_syntax) not in accepted:
+            offered = f"{_name(r.sop_class)} in {_name(r.transfer_syntax)}"
+            took = sorted({_name(ts) for sop, ts in accepted if sop == r.sop_class})
+            r.outcome = "rejected"
+            r.message = (f"the PACS refused the presentation context {offered}"
+                         + (f"; for this SOP class it accepted only {', '.join(took)}" if took
+                            else "; it accepted no transfer syntax for this SOP class"))
+            continue
+        if not assoc.is_established:
+            r.outcome, r.message = "failed", "the association ended before this file was sent"
+            retry.append(r)
+            continue
+        status = assoc.send_c_store(Path(r.path))
+        code = getattr(status, "Status", None) if status else None
+        r.status = code
+        if code is None:
+            r.outcome, r.message = "failed", "no answer to C-STORE (timeout or aborted association)"
+            retry.append(r)
+        elif code in (0x0000, 0xB000, 0xB007, 0xB006):  # success or warning (PS3.4 B.2.3)
+            r.outcome, r.message = "stored", "" if code == 0 else f"stored with warning 0x{code:04X}"
+        else:
+            r.outcome = "rejected"
+            r.message = f"the PACS answered C-STORE with failure status 0x{code:04X}" + (
+                " (out of resources: retry later)" if 0xA700 <= code <= 0xA7FF else "")
+    return retry

@@ -1,0 +1,144 @@
+"""`dvqa pacs`: real servers on 127.0.0.1, started and stopped here - Orthanc, and DCMTK's storescp
+configured as a PACS that takes only JPEG video."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from dvqa.convert import ConvertOptions, convert
+from dvqa.dicomfile import read_fragments
+from helpers import CLIPS, dvqa, tool
+
+SYNTAXES = ["h264-high-4.1", "h264-high-4.2", "hevc-main", "mpeg2-mp-ml", "mjpeg"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, what: str) -> None:
+    for _ in range(100):
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not open port {port}")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("send")
+    return {s: convert(CLIPS / "h264_cfr_high.mkv", d / f"{s}.dcm", ConvertOptions(syntax=s, quality=False)).output
+            for s in SYNTAXES}
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory):
+    exe = tool("Orthanc")
+    d = tmp_path_factory.mktemp("orthanc")
+    dicom_port, http_port = _free_port(), _free_port()
+    config = d / "orthanc.json"
+    config.write_text(json.dumps({
+        "Name": "dvqa-test", "StorageDirectory": str(d / "db"), "IndexDirectory": str(d / "db"),
+        "DicomAet": "ORTHANC", "DicomPort": dicom_port, "HttpPort": http_port, "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False, "DicomCheckCalledAet": True, "Plugins": [], "StorageCompression": False,
+    }))
+    process = subprocess.Popen([exe, str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_port(dicom_port, process, "Orthanc")
+        _wait_for_port(http_port, process, "Orthanc")
+        yield {"port": dicom_port, "http": f"http://127.0.0.1:{http_port}"}
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.read()
+
+
+def test_echo_and_store_every_syntax_to_orthanc_and_read_it_back(orthanc, files, tmp_path: Path) -> None:
+    port = str(orthanc["port"])
+    echo = dvqa("pacs", "echo", "--port", port, "--called-aet", "ORTHANC")
+    assert echo.returncode == 0 and "OK       C-ECHO ORTHANC@127.0.0.1" in echo.stdout
+    proc = dvqa("pacs", "store", *map(str, files.values()), "--port", port, "--called-aet", "ORTHANC",
+                "--format", "json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [r["outcome"] for r in json.loads(proc.stdout)] == ["stored"] * len(files)
+    stored = {}
+    for instance in json.loads(_get(f"{orthanc['http']}/instances")):
+        back = tmp_path / f"{instance}.dcm"
+        back.write_bytes(_get(f"{orthanc['http']}/instances/{instance}/file"))
+        stored[str(pydicom.dcmread(str(back), stop_before_pixels=True).SOPInstanceUID)] = back
+    for syntax, sent in files.items():  # Orthanc 1.10 keeps each video byte for byte, in its syntax
+        ds = pydicom.dcmread(str(sent), stop_before_pixels=True)
+        back = stored[str(ds.SOPInstanceUID)]
+        assert pydicom.dcmread(str(back), stop_before_pixels=True).file_meta.TransferSyntaxUID == \
+            ds.file_meta.TransferSyntaxUID, syntax
+        assert list(read_fragments(back)) == list(read_fragments(sent)), syntax
+
+
+def test_wrong_called_ae_title_is_a_clear_environment_error(orthanc) -> None:
+    proc = dvqa("pacs", "echo", "--port", str(orthanc["port"]), "--called-aet", "NOT-ORTHANC")
+    assert proc.returncode == 4 and "association was rejected" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.fixture()
+def jpeg_only_pacs(tmp_path: Path):
+    """DCMTK storescp accepting Video Endoscopic Image Storage in JPEG Baseline only."""
+    exe = tool("storescp")
+    config = tmp_path / "storescp.cfg"
+    config.write_text("[[TransferSyntaxes]]\n[JPEGOnly]\nTransferSyntax1 = 1.2.840.10008.1.2.4.50\n\n"
+                      "[[PresentationContexts]]\n[VideoJPEG]\n"
+                      "PresentationContext1 = 1.2.840.10008.5.1.4.1.1.77.1.1.1\\JPEGOnly\n\n"
+                      "[[Profiles]]\n[JPEGVideo]\nPresentationContexts = VideoJPEG\n")
+    out = tmp_path / "received"
+    out.mkdir()
+    port = _free_port()
+    process = subprocess.Popen([exe, "-xf", str(config), "JPEGVideo", "-od", str(out), "-aet", "STORESCP", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_port(port, process, "storescp")
+        yield {"port": port, "out": out, "process": process}
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def test_a_pacs_that_refuses_video_says_what_it_refused(jpeg_only_pacs, files) -> None:
+    before = {p: p.read_bytes() for p in (files["h264-high-4.1"], files["mjpeg"])}
+    proc = dvqa("pacs", "store", str(files["h264-high-4.1"]), str(files["mjpeg"]), "--port",
+                str(jpeg_only_pacs["port"]), "--called-aet", "STORESCP")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("rejected") and "MPEG-4 AVC/H.264 High Profile / Level 4.1" in lines[0]
+    assert "accepted only JPEG Baseline" in lines[0]
+    assert lines[1].startswith("stored")
+    assert len(list(jpeg_only_pacs["out"].iterdir())) == 1  # the JPEG one arrived
+    assert all(p.read_bytes() == data for p, data in before.items())  # nothing local moved or changed
+
+
+def test_unreachable_pacs_is_retried_then_exit_4(files) -> None:
+    port = _free_port()  # nothing listens here
+    started = time.monotonic()
+    proc = dvqa("pacs", "store", str(files["mjpeg"]), "--port", str(port), "--retries", "2", "--timeout", "2",
+                "--format", "json")
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    result = json.loads(proc.stdout)[0]
+    assert result["outcome"] == "failed" and result["attempts"] == 3 and "no DICOM association" in result["message"]
+    assert elapsed >= 3.0  # backoff 1 s + 2 s between the three attempts
+    assert files["mjpeg"].exists()
