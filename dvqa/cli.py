@@ -470,7 +470,7 @@ def pacs_group() -> None:
 def _peer_options(fn):
     for option in reversed([
         click.option("--host", default="127.0.0.1", show_default=True),
-        click.option("--port", type=int, required=True),
+        click.option("--port", type=int, default=None, help="The PACS's DICOM port."),
         click.option("--called-aet", default="ANY-SCP", show_default=True, help="The PACS's AE title."),
         click.option("--aet", "calling_aet", default="DVQA", show_default=True, help="dvqa's own AE title."),
         click.option("--timeout", default=30.0, show_default=True, help="Seconds for each network step."),
@@ -486,6 +486,8 @@ def _peer_options(fn):
 def pacs_echo_command(host: str, port: int, called_aet: str, calling_aet: str, timeout: float, fmt: str,
                       debug: bool) -> None:
     """C-ECHO: is the PACS there and does it accept dvqa's AE title? Exit 4 if not."""
+    if port is None:
+        _fail(UsageError("give --port, the PACS's DICOM port."), debug)
     peer = Peer(host, port, called_aet, calling_aet, timeout)
     result = _guarded(debug, lambda: pacs.echo(peer))
     click.echo(json.dumps(result, indent=2) if fmt == "json" else f"OK       C-ECHO {peer} in {result['elapsed_s']} s")
@@ -496,14 +498,21 @@ def pacs_echo_command(host: str, port: int, called_aet: str, calling_aet: str, t
 @_peer_options
 @click.option("--retries", default=3, show_default=True, type=click.IntRange(0, 20),
               help="Retries after a network failure (1 s, 2 s, 4 s ... apart). A PACS's refusal is not retried.")
-def pacs_store_command(files: tuple[Path, ...], host: str, port: int, called_aet: str, calling_aet: str,
-                       timeout: float, fmt: str, debug: bool, retries: int) -> None:
-    """C-STORE FILES, each in its own transfer syntax; say exactly what the PACS refused.
+@click.option("--stow", "stow_url", default=None, metavar="URL",
+              help="Send with DICOMweb STOW-RS to this service root instead of DIMSE C-STORE.")
+def pacs_store_command(files: tuple[Path, ...], host: str, port: int | None, called_aet: str, calling_aet: str,
+                       timeout: float, fmt: str, debug: bool, retries: int, stow_url: str | None) -> None:
+    """C-STORE (or STOW-RS) FILES, each in its own transfer syntax; say exactly what was refused.
 
     Exit 0 all stored, 1 the PACS refused some, 4 it could not be reached. Files are never moved.
     """
-    peer = Peer(host, port, called_aet, calling_aet, timeout)
-    results = _guarded(debug, lambda: pacs.store(peer, list(files), retries))
+    if stow_url:
+        results = _guarded(debug, lambda: pacs.stow(stow_url, list(files), retries))
+    else:
+        if port is None:
+            _fail(UsageError("give --port (DIMSE) or --stow URL (DICOMweb)."), debug)
+        peer = Peer(host, port, called_aet, calling_aet, timeout)
+        results = _guarded(debug, lambda: pacs.store(peer, list(files), retries))
     if fmt == "json":
         click.echo(json.dumps([r.to_dict() for r in results], indent=2))
     else:

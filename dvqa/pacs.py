@@ -174,3 +174,48 @@ def _send(assoc, pending: list[StoreResult], attempt: int) -> list[StoreResult]:
             r.message = f"the PACS answered C-STORE with failure status 0x{code:04X}" + (
                 " (out of resources: retry later)" if 0xA700 <= code <= 0xA7FF else "")
     return retry
+
+
+def stow(url: str, paths: list[Path], retries: int = 3, backoff: float = 1.0) -> list[StoreResult]:
+    """STOW-RS (PS3.18 §10.5) with dicomweb-client; the per-instance result is read from the response."""
+    import requests
+    from dicomweb_client.api import DICOMwebClient
+
+    results = [_describe(p) for p in paths]
+    session = requests.Session()
+    client = DICOMwebClient(url=url, session=session)
+    client.set_http_retry_params(retry=False)  # dvqa's own retries, with its own record of attempts
+    for attempt in range(1, retries + 2):
+        if attempt > 1:
+            time.sleep(backoff * 2 ** (attempt - 2))
+        for r in results:
+            r.attempts = attempt
+        try:
+            response = client.store_instances([pydicom.dcmread(r.path) for r in results])
+        except requests.ConnectionError as exc:
+            for r in results:
+                r.outcome, r.message = "failed", f"{url}: cannot connect ({type(exc).__name__}); is the server up?"
+            continue
+        except requests.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else None
+            for r in results:
+                r.outcome, r.status = "rejected", status
+                r.message = f"{url} answered HTTP {status} to STOW-RS"
+            break
+        by_uid = {r.sop_instance: r for r in results}
+        for item in response.get("ReferencedSOPSequence", []):
+            r = by_uid.get(str(item.ReferencedSOPInstanceUID))
+            if r:
+                r.outcome, r.message = "stored", str(item.get("RetrieveURL", ""))
+        for item in response.get("FailedSOPSequence", []):
+            r = by_uid.get(str(item.ReferencedSOPInstanceUID))
+            if r:
+                reason = item.get("FailureReason")
+                r.outcome, r.status = "rejected", int(reason) if reason is not None else None
+                r.message = f"the server refused it (Failure Reason 0x{int(reason):04X})" if reason is not None \
+                    else "the server refused it"
+        for r in results:
+            if r.outcome == "not sent":
+                r.outcome, r.message = "failed", "the STOW-RS response does not mention this instance"
+        break
+    return results

@@ -21,7 +21,8 @@ CLIPS = ROOT / "reference_videos" / "synthetic"
 RECORDED = ROOT / "reference_videos" / "chromium"
 
 APT_PACKAGE = {"dciodvfy": "dicom3tools", "dcmdump": "dcmtk", "dcmsign": "dcmtk", "ffprobe": "ffmpeg", "ffmpeg": "ffmpeg",
-               "chromium": "chromium", "jing": "jing", "Orthanc": "orthanc", "storescp": "dcmtk"}
+               "chromium": "chromium", "jing": "jing", "Orthanc": "orthanc", "storescp": "dcmtk",
+               "orthanc-dicomweb": "orthanc-dicomweb"}
 
 
 def tool(name: str) -> str:

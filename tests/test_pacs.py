@@ -17,6 +17,7 @@ from dvqa.convert import ConvertOptions, convert
 from dvqa.dicomfile import read_fragments
 from helpers import CLIPS, dvqa, tool
 
+DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"  # Debian orthanc-dicomweb
 SYNTAXES = ["h264-high-4.1", "h264-high-4.2", "hevc-main", "mpeg2-mp-ml", "mjpeg"]
 
 
@@ -47,13 +48,16 @@ def files(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def orthanc(tmp_path_factory):
     exe = tool("Orthanc")
+    if not Path(DICOMWEB_PLUGIN).exists():
+        tool("orthanc-dicomweb")  # not a command: skips locally / fails in CI with the apt hint
     d = tmp_path_factory.mktemp("orthanc")
     dicom_port, http_port = _free_port(), _free_port()
     config = d / "orthanc.json"
     config.write_text(json.dumps({
         "Name": "dvqa-test", "StorageDirectory": str(d / "db"), "IndexDirectory": str(d / "db"),
         "DicomAet": "ORTHANC", "DicomPort": dicom_port, "HttpPort": http_port, "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False, "DicomCheckCalledAet": True, "Plugins": [], "StorageCompression": False,
+        "AuthenticationEnabled": False, "DicomCheckCalledAet": True, "StorageCompression": False,
+        "Plugins": [DICOMWEB_PLUGIN], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
     }))
     process = subprocess.Popen([exe, str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -142,3 +146,15 @@ def test_unreachable_pacs_is_retried_then_exit_4(files) -> None:
     assert result["outcome"] == "failed" and result["attempts"] == 3 and "no DICOM association" in result["message"]
     assert elapsed >= 3.0  # backoff 1 s + 2 s between the three attempts
     assert files["mjpeg"].exists()
+
+
+def test_stow_rs_to_orthanc_dicomweb(orthanc, files, tmp_path: Path) -> None:
+    proc = dvqa("pacs", "store", *map(str, files.values()), "--stow", f"{orthanc['http']}/dicom-web",
+                "--format", "json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads(proc.stdout)
+    assert [r["outcome"] for r in results] == ["stored"] * len(files)
+    assert all("/dicom-web/studies/" in r["message"] for r in results)  # the RetrieveURL Orthanc gave
+    unreachable = dvqa("pacs", "store", str(files["mjpeg"]), "--stow", f"http://127.0.0.1:{_free_port()}/dicom-web",
+                       "--retries", "0")
+    assert unreachable.returncode == 4 and "cannot connect" in unreachable.stdout
