@@ -14,9 +14,12 @@ import base64
 from xml.etree import ElementTree as ET
 
 INSTANCES_ACCESSED = ("110103", "DCM", "DICOM Instances Accessed")
+INSTANCES_TRANSFERRED = ("110104", "DCM", "DICOM Instances Transferred")
+SOURCE_ROLE = ("110153", "DCM", "Source Role ID")
+DESTINATION_ROLE = ("110152", "DCM", "Destination Role ID")
 STUDY_UID = ("110180", "DCM", "Study Instance UID")
 PATIENT_NUMBER = ("2", "RFC-3881", "Patient Number")
-ACTIONS = {"convert": "C", "sign": "U"}
+ACTIONS = {"convert": "C", "sign": "U", "pacs-store": "R"}  # the sender reads what it sends (A.5.3.4)
 
 
 def _coded(parent: ET.Element, tag: str, code: tuple[str, str, str]) -> ET.Element:
@@ -46,12 +49,18 @@ def message(record: dict) -> ET.Element:
         "EventDateTime": record["time_utc"],
         "EventOutcomeIndicator": outcome_indicator(record.get("exit_code", 8)),
     })
-    _coded(event, "EventID", INSTANCES_ACCESSED)
+    sending = record.get("command") == "pacs-store"
+    _coded(event, "EventID", INSTANCES_TRANSFERRED if sending else INSTANCES_ACCESSED)
     if record.get("message"):
         ET.SubElement(event, "EventOutcomeDescription").text = record["message"]
-    ET.SubElement(root, "ActiveParticipant", {
+    user = ET.SubElement(root, "ActiveParticipant", {
         "UserID": record.get("user", "unknown"), "UserIsRequestor": "true",
         "NetworkAccessPointID": record.get("host", "unknown"), "NetworkAccessPointTypeCode": "1"})
+    if sending:
+        _coded(user, "RoleIDCode", SOURCE_ROLE)
+        destination = ET.SubElement(root, "ActiveParticipant", {
+            "UserID": record.get("destination", "unknown"), "UserIsRequestor": "false"})
+        _coded(destination, "RoleIDCode", DESTINATION_ROLE)
     ET.SubElement(root, "ActiveParticipant", {
         "UserID": f"dvqa {record.get('versions', {}).get('dvqa', '')} pid {record.get('pid', '')}".strip(),
         "UserIsRequestor": "false"})

@@ -198,7 +198,7 @@ def records(path: Path) -> list[dict]:
     return out
 
 
-def _file_facts(path: Path | None) -> dict[str, object] | None:
+def file_facts(path: Path | None) -> dict[str, object] | None:
     from dvqa.digest import sha256_file
 
     if path is None:
@@ -213,7 +213,7 @@ def _file_facts(path: Path | None) -> dict[str, object] | None:
 
 def conversion_event(source: Path, output: Path, result=None, exit_code: int = 0, message: str = "") -> dict:
     """What one `dvqa convert` attempt did, successful or not, for the audit trail."""
-    event: dict[str, object] = {"command": "convert", "input": _file_facts(source)}
+    event: dict[str, object] = {"command": "convert", "input": file_facts(source)}
     if result is None:
         event.update(output={"path": str(output), "written": False}, outcome="failure",
                      exit_code=exit_code, message=message)

@@ -500,12 +500,17 @@ def pacs_echo_command(host: str, port: int, called_aet: str, calling_aet: str, t
               help="Retries after a network failure (1 s, 2 s, 4 s ... apart). A PACS's refusal is not retried.")
 @click.option("--stow", "stow_url", default=None, metavar="URL",
               help="Send with DICOMweb STOW-RS to this service root instead of DIMSE C-STORE.")
+@click.option("--audit", "audit_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Append one record per file (where it went, what the PACS answered) to this audit log.")
+@click.option("--audit-key-env", default=None, metavar="VAR", help="Environment variable holding the HMAC key.")
 def pacs_store_command(files: tuple[Path, ...], host: str, port: int | None, called_aet: str, calling_aet: str,
-                       timeout: float, fmt: str, debug: bool, retries: int, stow_url: str | None) -> None:
+                       timeout: float, fmt: str, debug: bool, retries: int, stow_url: str | None,
+                       audit_path: Path | None, audit_key_env: str | None) -> None:
     """C-STORE (or STOW-RS) FILES, each in its own transfer syntax; say exactly what was refused.
 
     Exit 0 all stored, 1 the PACS refused some, 4 it could not be reached. Files are never moved.
     """
+    audit = _audit_log(audit_path, audit_key_env, debug)
     if stow_url:
         results = _guarded(debug, lambda: pacs.stow(stow_url, list(files), retries))
     else:
@@ -513,6 +518,10 @@ def pacs_store_command(files: tuple[Path, ...], host: str, port: int | None, cal
             _fail(UsageError("give --port (DIMSE) or --stow URL (DICOMweb)."), debug)
         peer = Peer(host, port, called_aet, calling_aet, timeout)
         results = _guarded(debug, lambda: pacs.store(peer, list(files), retries))
+    if audit:
+        destination, protocol = (stow_url, "STOW-RS") if stow_url else (str(peer), "DIMSE C-STORE")
+        for r in results:
+            audit.append(pacs.send_event(r, destination, protocol))
     if fmt == "json":
         click.echo(json.dumps([r.to_dict() for r in results], indent=2))
     else:

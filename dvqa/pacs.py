@@ -19,6 +19,7 @@ from pydicom.uid import UID
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
+from dvqa.audit import file_facts
 from dvqa.errors import EnvironmentProblem, InputError
 
 MAX_CONTEXTS = 128  # PS3.8 §9.3.2.2: presentation context IDs are odd numbers 1-255
@@ -42,6 +43,9 @@ class StoreResult:
     sop_class: str
     sop_instance: str
     transfer_syntax: str
+    study_instance: str = ""
+    patient_id: str = ""
+    patient_name: str = ""
     outcome: str = "not sent"  # stored | rejected | failed | not sent
     status: int | None = None
     message: str = ""
@@ -106,7 +110,8 @@ def _describe(path: Path) -> StoreResult:
     try:
         ds = pydicom.dcmread(str(path), stop_before_pixels=True)
         return StoreResult(str(path), str(ds.SOPClassUID), str(ds.SOPInstanceUID),
-                           str(ds.file_meta.TransferSyntaxUID))
+                           str(ds.file_meta.TransferSyntaxUID), str(ds.get("StudyInstanceUID", "")),
+                           str(ds.get("PatientID", "")), str(ds.get("PatientName", "")))
     except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear sentence
         raise InputError(f"{path}: not a DICOM file that can be sent ({type(exc).__name__}: {exc}).") from None
 
@@ -219,3 +224,20 @@ def stow(url: str, paths: list[Path], retries: int = 3, backoff: float = 1.0) ->
                 r.outcome, r.message = "failed", "the STOW-RS response does not mention this instance"
         break
     return results
+
+
+EXIT_OF_OUTCOME = {"stored": 0, "rejected": 1}  # anything else: the PACS was not reached (4)
+
+
+def send_event(result: StoreResult, destination: str, protocol: str) -> dict[str, object]:
+    """One audit record per file sent: where, how, and what the PACS answered."""
+    return {
+        "command": "pacs-store", "protocol": protocol, "destination": destination,
+        "input": file_facts(Path(result.path)), "transfer_syntax": result.transfer_syntax,
+        "uids": {"sop_class": result.sop_class, "sop_instance": result.sop_instance,
+                 "study_instance": result.study_instance},
+        "patient": {"PatientID": result.patient_id, "PatientName": result.patient_name},
+        "output": {"path": destination},
+        "outcome": result.outcome, "status": result.status, "attempts": result.attempts,
+        "exit_code": EXIT_OF_OUTCOME.get(result.outcome, 4), "message": result.message,
+    }

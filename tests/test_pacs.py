@@ -15,7 +15,10 @@ import pytest
 
 from dvqa.convert import ConvertOptions, convert
 from dvqa.dicomfile import read_fragments
-from helpers import CLIPS, dvqa, tool
+from dvqa.audit import records
+from helpers import CLIPS, dvqa, run, tool
+
+SCHEMA = Path(__file__).resolve().parent / "data" / "dicom-audit-message.rnc"
 
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"  # Debian orthanc-dicomweb
 SYNTAXES = ["h264-high-4.1", "h264-high-4.2", "hevc-main", "mpeg2-mp-ml", "mjpeg"]
@@ -122,10 +125,11 @@ def jpeg_only_pacs(tmp_path: Path):
         process.wait(30)
 
 
-def test_a_pacs_that_refuses_video_says_what_it_refused(jpeg_only_pacs, files) -> None:
+def test_a_pacs_that_refuses_video_says_what_it_refused(jpeg_only_pacs, files, tmp_path: Path) -> None:
     before = {p: p.read_bytes() for p in (files["h264-high-4.1"], files["mjpeg"])}
+    log = tmp_path / "audit.jsonl"
     proc = dvqa("pacs", "store", str(files["h264-high-4.1"]), str(files["mjpeg"]), "--port",
-                str(jpeg_only_pacs["port"]), "--called-aet", "STORESCP")
+                str(jpeg_only_pacs["port"]), "--called-aet", "STORESCP", "--audit", str(log))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("rejected") and "MPEG-4 AVC/H.264 High Profile / Level 4.1" in lines[0]
@@ -133,6 +137,16 @@ def test_a_pacs_that_refuses_video_says_what_it_refused(jpeg_only_pacs, files) -
     assert lines[1].startswith("stored")
     assert len(list(jpeg_only_pacs["out"].iterdir())) == 1  # the JPEG one arrived
     assert all(p.read_bytes() == data for p, data in before.items())  # nothing local moved or changed
+    # the audit trail says what happened to each file, and exports as DICOM Instances Transferred
+    refused, sent = records(log)
+    assert (refused["outcome"], refused["exit_code"], sent["outcome"]) == ("rejected", 1, "stored")
+    assert refused["destination"].startswith("STORESCP@127.0.0.1") and refused["input"]["sha256"]
+    assert dvqa("audit", "verify", str(log)).returncode == 0
+    assert dvqa("audit", "export", str(log), "-o", str(tmp_path / "atna")).returncode == 0
+    for message in sorted((tmp_path / "atna").iterdir()):
+        check = run(tool("jing"), "-c", str(SCHEMA), str(message))
+        assert check.returncode == 0, check.stdout
+        assert 'csd-code="110104"' in message.read_text() and 'csd-code="110152"' in message.read_text()
 
 
 def test_unreachable_pacs_is_retried_then_exit_4(files) -> None:
