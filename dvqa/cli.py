@@ -500,11 +500,17 @@ def pacs_echo_command(host: str, port: int, called_aet: str, calling_aet: str, t
               help="Retries after a network failure (1 s, 2 s, 4 s ... apart). A PACS's refusal is not retried.")
 @click.option("--stow", "stow_url", default=None, metavar="URL",
               help="Send with DICOMweb STOW-RS to this service root instead of DIMSE C-STORE.")
+@click.option("--commit", is_flag=True,
+              help="Request Storage Commitment and wait for the PACS's report: 'archived' means confirmed.")
+@click.option("--listen-port", type=int, default=None, help="With --commit: where the PACS sends its report.")
+@click.option("--listen-host", default="127.0.0.1", show_default=True, help="With --commit: address to listen on.")
+@click.option("--commit-wait", default=60.0, show_default=True, help="With --commit: seconds to wait for the report.")
 @click.option("--audit", "audit_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Append one record per file (where it went, what the PACS answered) to this audit log.")
 @click.option("--audit-key-env", default=None, metavar="VAR", help="Environment variable holding the HMAC key.")
 def pacs_store_command(files: tuple[Path, ...], host: str, port: int | None, called_aet: str, calling_aet: str,
-                       timeout: float, fmt: str, debug: bool, retries: int, stow_url: str | None,
+                       timeout: float, fmt: str, debug: bool, retries: int, stow_url: str | None, commit: bool,
+                       listen_port: int | None, listen_host: str, commit_wait: float,
                        audit_path: Path | None, audit_key_env: str | None) -> None:
     """C-STORE (or STOW-RS) FILES, each in its own transfer syntax; say exactly what was refused.
 
@@ -516,8 +522,12 @@ def pacs_store_command(files: tuple[Path, ...], host: str, port: int | None, cal
     else:
         if port is None:
             _fail(UsageError("give --port (DIMSE) or --stow URL (DICOMweb)."), debug)
+        if commit and listen_port is None:
+            _fail(UsageError("--commit needs --listen-port, where the PACS sends its N-EVENT-REPORT."), debug)
         peer = Peer(host, port, called_aet, calling_aet, timeout)
         results = _guarded(debug, lambda: pacs.store(peer, list(files), retries))
+        if commit:
+            _guarded(debug, lambda: pacs.commit(peer, results, (listen_host, listen_port), commit_wait))
     if audit:
         destination, protocol = (stow_url, "STOW-RS") if stow_url else (str(peer), "DIMSE C-STORE")
         for r in results:
@@ -527,10 +537,12 @@ def pacs_store_command(files: tuple[Path, ...], host: str, port: int | None, cal
     else:
         for r in results:
             click.echo(f"{r.outcome:<8} {r.path}{': ' + r.message if r.message else ''}")
+    wanted = "committed" if commit else "stored"
     outcomes = {r.outcome for r in results}
-    if outcomes == {"stored"}:
+    if outcomes == {wanted}:
         sys.exit(int(ExitCode.OK))
-    sys.exit(int(ExitCode.CHECK_FAILED if "rejected" in outcomes else ExitCode.ENVIRONMENT))
+    refused = outcomes & {"rejected", "not committed"}
+    sys.exit(int(ExitCode.CHECK_FAILED if refused else ExitCode.ENVIRONMENT))
 
 
 @main.command("profiles")

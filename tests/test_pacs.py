@@ -15,6 +15,7 @@ import pytest
 
 from dvqa.convert import ConvertOptions, convert
 from dvqa.dicomfile import read_fragments
+from dvqa import pacs
 from dvqa.audit import records
 from helpers import CLIPS, dvqa, run, tool
 
@@ -54,19 +55,21 @@ def orthanc(tmp_path_factory):
     if not Path(DICOMWEB_PLUGIN).exists():
         tool("orthanc-dicomweb")  # not a command: skips locally / fails in CI with the apt hint
     d = tmp_path_factory.mktemp("orthanc")
-    dicom_port, http_port = _free_port(), _free_port()
+    dicom_port, http_port, listen_port = _free_port(), _free_port(), _free_port()
     config = d / "orthanc.json"
     config.write_text(json.dumps({
         "Name": "dvqa-test", "StorageDirectory": str(d / "db"), "IndexDirectory": str(d / "db"),
         "DicomAet": "ORTHANC", "DicomPort": dicom_port, "HttpPort": http_port, "RemoteAccessAllowed": False,
         "AuthenticationEnabled": False, "DicomCheckCalledAet": True, "StorageCompression": False,
         "Plugins": [DICOMWEB_PLUGIN], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        # where Orthanc sends storage commitment reports: dvqa's AE title and listening port
+        "DicomModalities": {"dvqa": ["DVQA", "127.0.0.1", listen_port]},
     }))
     process = subprocess.Popen([exe, str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for_port(dicom_port, process, "Orthanc")
         _wait_for_port(http_port, process, "Orthanc")
-        yield {"port": dicom_port, "http": f"http://127.0.0.1:{http_port}"}
+        yield {"port": dicom_port, "http": f"http://127.0.0.1:{http_port}", "listen": listen_port}
     finally:
         process.terminate()
         process.wait(30)
@@ -172,3 +175,30 @@ def test_stow_rs_to_orthanc_dicomweb(orthanc, files, tmp_path: Path) -> None:
     unreachable = dvqa("pacs", "store", str(files["mjpeg"]), "--stow", f"http://127.0.0.1:{_free_port()}/dicom-web",
                        "--retries", "0")
     assert unreachable.returncode == 4 and "cannot connect" in unreachable.stdout
+
+
+def test_storage_commitment_with_orthanc(orthanc, files) -> None:
+    proc = dvqa("pacs", "store", str(files["mjpeg"]), str(files["hevc-main"]), "--port", str(orthanc["port"]),
+                "--called-aet", "ORTHANC", "--commit", "--listen-port", str(orthanc["listen"]),
+                "--commit-wait", "30", "--format", "json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [r["outcome"] for r in json.loads(proc.stdout)] == ["committed", "committed"]
+    # a file the PACS lost between store and commitment is reported, not assumed archived
+    peer = pacs.Peer("127.0.0.1", orthanc["port"], "ORTHANC", "DVQA", 30)
+    results = pacs.store(peer, [files["h264-high-4.2"]])
+    assert results[0].outcome == "stored"
+    found = json.loads(_post(f"{orthanc['http']}/tools/find",
+                             {"Level": "Instance", "Query": {"SOPInstanceUID": results[0].sop_instance}}))
+    urllib.request.urlopen(urllib.request.Request(f"{orthanc['http']}/instances/{found[0]}", method="DELETE"))
+    pacs.commit(peer, results, ("127.0.0.1", orthanc["listen"]), wait=30)
+    assert results[0].outcome == "not committed" and "0x0112" in results[0].message  # no such instance
+    missing = dvqa("pacs", "store", str(files["mjpeg"]), "--port", str(orthanc["port"]), "--called-aet", "ORTHANC",
+                   "--commit")
+    assert missing.returncode == 2 and "--listen-port" in missing.stderr
+
+
+def _post(url: str, body: dict) -> bytes:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.read()
