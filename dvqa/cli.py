@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import click
 
-from dvqa import __version__, atna, pacs, profiles, reports, syntaxes
+from dvqa import __version__, atna, matrix, pacs, profiles, reports, syntaxes
 from dvqa.pacs import Peer
 from dvqa.audit import AuditLog, conversion_event
 from dvqa import audit as audit_trail
@@ -543,6 +544,37 @@ def pacs_store_command(files: tuple[Path, ...], host: str, port: int | None, cal
         sys.exit(int(ExitCode.OK))
     refused = outcomes & {"rejected", "not committed"}
     sys.exit(int(ExitCode.CHECK_FAILED if refused else ExitCode.ENVIRONMENT))
+
+
+@pacs_group.command("matrix")
+@click.option("--target", "target_specs", multiple=True, required=True,
+              help="NAME=AET@HOST:PORT[,wado=URL] - a PACS to test; WADO-RS root to read the files back.")
+@click.option("--iod", "iods", multiple=True, type=click.Choice([i.option for i in VideoIOD]),
+              help="IODs to test (default: all three video IODs).")
+@click.option("--syntax", "names", multiple=True, type=click.Choice([s.name for s in syntaxes.SYNTAXES if s.bits == 8]),
+              help="Transfer syntaxes to test (default: every one dvqa writes).")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Folder for matrix.json, matrix.md and matrix.html (e.g. docs/).")
+@click.option("--aet", "calling_aet", default="DVQA", show_default=True)
+@click.option("--timeout", default=30.0, show_default=True)
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def pacs_matrix_command(target_specs: tuple[str, ...], iods: tuple[str, ...], names: tuple[str, ...], out_dir: Path,
+                        calling_aet: str, timeout: float, debug: bool) -> None:
+    """Send one file per (video IOD x transfer syntax) to each target and record what it did."""
+    def work():
+        targets = [matrix.Target.parse(spec, calling_aet, timeout) for spec in target_specs]
+        chosen_iods = list(iods) or [i.option for i in VideoIOD]
+        chosen = list(names) or [s.name for s in syntaxes.SYNTAXES if s.bits == 8]
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="dvqa-matrix-") as scratch:
+            cells = matrix.run(targets, chosen_iods, chosen, Path(scratch))
+        (out_dir / "matrix.json").write_text(matrix.to_json(cells) + "\n")
+        (out_dir / "matrix.md").write_text(matrix.to_markdown(cells) + "\n")
+        (out_dir / "matrix.html").write_text(matrix.to_html(cells))
+        return cells
+
+    cells = _guarded(debug, work)
+    click.echo(matrix.to_markdown(cells))
 
 
 @main.command("profiles")

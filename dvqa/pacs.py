@@ -26,6 +26,9 @@ from dvqa.audit import file_facts
 from dvqa.errors import EnvironmentProblem, InputError
 
 MAX_CONTEXTS = 128  # PS3.8 §9.3.2.2: presentation context IDs are odd numbers 1-255
+# presentation context results (PS3.8 Table 9-18)
+REASONS = {1: " (user rejection)", 2: " (no reason given)", 3: " (abstract syntax not supported)",
+           4: " (transfer syntax not supported)"}
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,9 @@ def store(peer: Peer, paths: list[Path], retries: int = 3, backoff: float = 1.0)
         for sop_class, syntax in pairs:
             ae.add_requested_context(sop_class, [syntax])
         assoc = ae.associate(peer.host, peer.port, ae_title=peer.called_aet)
+        if not assoc.is_established and assoc.rejected_contexts and not assoc.accepted_contexts:
+            _send(assoc, pending, attempt)  # the PACS answered: it accepts none of these contexts
+            break
         if not assoc.is_established:
             failure = _association_failure(peer, assoc)
             for r in pending:
@@ -161,7 +167,9 @@ def _send(assoc, pending: list[StoreResult], attempt: int) -> list[StoreResult]:
             offered = f"{_name(r.sop_class)} in {_name(r.transfer_syntax)}"
             took = sorted({_name(ts) for sop, ts in accepted if sop == r.sop_class})
             r.outcome = "rejected"
-            r.message = (f"the PACS refused the presentation context {offered}"
+            reason = next((REASONS.get(c.result, "") for c in assoc.rejected_contexts
+                           if c.abstract_syntax == r.sop_class and c.transfer_syntax[0] == r.transfer_syntax), "")
+            r.message = (f"the PACS refused the presentation context {offered}{reason}"
                          + (f"; for this SOP class it accepted only {', '.join(took)}" if took
                             else "; it accepted no transfer syntax for this SOP class"))
             continue

@@ -202,3 +202,23 @@ def _post(url: str, body: dict) -> bytes:
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
         return response.read()
+
+
+def test_compatibility_matrix_orthanc_and_a_jpeg_only_pacs(orthanc, jpeg_only_pacs, tmp_path: Path) -> None:
+    out = tmp_path / "matrix"
+    proc = dvqa("pacs", "matrix",
+                "--target", f"Orthanc=ORTHANC@127.0.0.1:{orthanc['port']},wado={orthanc['http']}/dicom-web",
+                "--target", f"JPEG only=STORESCP@127.0.0.1:{jpeg_only_pacs['port']}",
+                "--iod", "endoscopic", "--syntax", "h264-high-4.1", "--syntax", "mjpeg", "--out", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cells = {(c["target"], c["syntax"]): c for c in json.loads((out / "matrix.json").read_text())["cells"]}
+    assert (cells[("Orthanc", "h264-high-4.1")]["outcome"], cells[("Orthanc", "h264-high-4.1")]["retrieved"]) == \
+        ("stored", "identical")
+    assert cells[("Orthanc", "mjpeg")]["retrieved"] == "identical"
+    assert cells[("JPEG only", "h264-high-4.1")]["outcome"] == "rejected"
+    assert (cells[("JPEG only", "mjpeg")]["outcome"], cells[("JPEG only", "mjpeg")]["retrieved"]) == \
+        ("stored", "not retrieved")
+    markdown = (out / "matrix.md").read_text()
+    assert "| h264-high-4.1 (1.2.840.10008.1.2.4.102) | stored, identical |" in markdown
+    assert "| h264-high-4.1 (1.2.840.10008.1.2.4.102) | rejected |" in markdown
+    assert '<td class="rejected"' in (out / "matrix.html").read_text()
