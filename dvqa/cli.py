@@ -501,6 +501,12 @@ def pacs_echo_command(host: str, port: int, called_aet: str, calling_aet: str, t
               help="Retries after a network failure (1 s, 2 s, 4 s ... apart). A PACS's refusal is not retried.")
 @click.option("--stow", "stow_url", default=None, metavar="URL",
               help="Send with DICOMweb STOW-RS to this service root instead of DIMSE C-STORE.")
+@click.option("--fallback", "fallback_syntax", default=None,
+              type=click.Choice([s.name for s in syntaxes.SYNTAXES if s.bits == 8]),
+              help="When the PACS refuses a file, send a copy converted to this syntax (new SOP instance, "
+                   "same series; the original is kept).")
+@click.option("--fallback-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Keep the fallback copies here (default: a temporary folder, removed afterwards).")
 @click.option("--commit", is_flag=True,
               help="Request Storage Commitment and wait for the PACS's report: 'archived' means confirmed.")
 @click.option("--listen-port", type=int, default=None, help="With --commit: where the PACS sends its report.")
@@ -510,7 +516,8 @@ def pacs_echo_command(host: str, port: int, called_aet: str, calling_aet: str, t
               help="Append one record per file (where it went, what the PACS answered) to this audit log.")
 @click.option("--audit-key-env", default=None, metavar="VAR", help="Environment variable holding the HMAC key.")
 def pacs_store_command(files: tuple[Path, ...], host: str, port: int | None, called_aet: str, calling_aet: str,
-                       timeout: float, fmt: str, debug: bool, retries: int, stow_url: str | None, commit: bool,
+                       timeout: float, fmt: str, debug: bool, retries: int, stow_url: str | None,
+                       fallback_syntax: str | None, fallback_dir: Path | None, commit: bool,
                        listen_port: int | None, listen_host: str, commit_wait: float,
                        audit_path: Path | None, audit_key_env: str | None) -> None:
     """C-STORE (or STOW-RS) FILES, each in its own transfer syntax; say exactly what was refused.
@@ -526,7 +533,14 @@ def pacs_store_command(files: tuple[Path, ...], host: str, port: int | None, cal
         if commit and listen_port is None:
             _fail(UsageError("--commit needs --listen-port, where the PACS sends its N-EVENT-REPORT."), debug)
         peer = Peer(host, port, called_aet, calling_aet, timeout)
-        results = _guarded(debug, lambda: pacs.store(peer, list(files), retries))
+        if fallback_syntax:
+            with tempfile.TemporaryDirectory(prefix="dvqa-fallback-") as scratch:
+                folder = fallback_dir or Path(scratch)
+                folder.mkdir(parents=True, exist_ok=True)
+                results = _guarded(debug, lambda: pacs.store_with_fallback(peer, list(files), fallback_syntax,
+                                                                           folder, retries))
+        else:
+            results = _guarded(debug, lambda: pacs.store(peer, list(files), retries))
         if commit:
             _guarded(debug, lambda: pacs.commit(peer, results, (listen_host, listen_port), commit_wait))
     if audit:
@@ -538,9 +552,14 @@ def pacs_store_command(files: tuple[Path, ...], host: str, port: int | None, cal
     else:
         for r in results:
             click.echo(f"{r.outcome:<8} {r.path}{': ' + r.message if r.message else ''}")
+            if r.fallback:
+                f = r.fallback
+                click.echo(f"{'':<8} fallback {f['syntax']}: {f['outcome']}"
+                           + (f" as {f['sop_instance']} (PSNR-Y mean {f['psnr_y_mean']:.2f} dB vs the original)"
+                              if f.get("psnr_y_mean") is not None else "") + (f"; {f['message']}" if f.get("message") else ""))
     wanted = "committed" if commit else "stored"
     outcomes = {r.outcome for r in results}
-    if outcomes == {wanted}:
+    if outcomes == {wanted} or (not commit and all(r.delivered for r in results)):
         sys.exit(int(ExitCode.OK))
     refused = outcomes & {"rejected", "not committed"}
     sys.exit(int(ExitCode.CHECK_FAILED if refused else ExitCode.ENVIRONMENT))

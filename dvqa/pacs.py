@@ -56,6 +56,13 @@ class StoreResult:
     status: int | None = None
     message: str = ""
     attempts: int = 0
+    fallback: dict | None = None  # the copy sent instead when the original was refused
+
+    @property
+    def delivered(self) -> bool:
+        """Stored (or committed) as itself, or as its fallback copy."""
+        return self.outcome in ("stored", "committed") or bool(
+            self.fallback and self.fallback.get("outcome") in ("stored", "committed"))
 
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -167,8 +174,9 @@ def _send(assoc, pending: list[StoreResult], attempt: int) -> list[StoreResult]:
             offered = f"{_name(r.sop_class)} in {_name(r.transfer_syntax)}"
             took = sorted({_name(ts) for sop, ts in accepted if sop == r.sop_class})
             r.outcome = "rejected"
+            # the A-ASSOCIATE-AC names no transfer syntax for a refused context: match on the SOP class
             reason = next((REASONS.get(c.result, "") for c in assoc.rejected_contexts
-                           if c.abstract_syntax == r.sop_class and c.transfer_syntax[0] == r.transfer_syntax), "")
+                           if c.abstract_syntax == r.sop_class), "")
             r.message = (f"the PACS refused the presentation context {offered}{reason}"
                          + (f"; for this SOP class it accepted only {', '.join(took)}" if took
                             else "; it accepted no transfer syntax for this SOP class"))
@@ -323,5 +331,34 @@ def send_event(result: StoreResult, destination: str, protocol: str) -> dict[str
         "patient": {"PatientID": result.patient_id, "PatientName": result.patient_name},
         "output": {"path": destination},
         "outcome": result.outcome, "status": result.status, "attempts": result.attempts,
-        "exit_code": EXIT_OF_OUTCOME.get(result.outcome, 4), "message": result.message,
+        "exit_code": 0 if result.delivered else EXIT_OF_OUTCOME.get(result.outcome, 4), "message": result.message,
+        "fallback": result.fallback,
     }
+
+
+def store_with_fallback(peer: Peer, paths: list[Path], syntax: str, folder: Path, retries: int = 3
+                        ) -> list[StoreResult]:
+    """C-STORE; for each file the PACS refused, convert a copy to `syntax` and send that instead.
+
+    The original is never changed or removed; the copy is a new SOP instance in the same series,
+    written into `folder`, and what happened to it is recorded in the original's result.
+    """
+    from dvqa.fallback import transcode_dicom
+
+    results = store(peer, paths, retries)
+    for r in results:
+        if r.outcome != "rejected":
+            continue
+        copy = folder / f"{Path(r.path).stem}.{syntax}.dcm"
+        try:
+            converted = transcode_dicom(Path(r.path), syntax, copy)
+        except Exception as exc:  # noqa: BLE001 - a fallback that cannot be made is recorded, not raised
+            r.fallback = {"syntax": syntax, "outcome": "not made", "message": f"{type(exc).__name__}: {exc}"}
+            continue
+        sent = store(peer, [copy], retries)[0]
+        quality = converted.quality
+        r.fallback = {"syntax": syntax, "path": str(copy), "sop_instance": sent.sop_instance,
+                      "transfer_syntax": sent.transfer_syntax, "sha256": converted.output_sha256,
+                      "psnr_y_mean": quality.statistic("psnr_y", "mean") if quality else None,
+                      "outcome": sent.outcome, "message": sent.message}
+    return results

@@ -222,3 +222,26 @@ def test_compatibility_matrix_orthanc_and_a_jpeg_only_pacs(orthanc, jpeg_only_pa
     assert "| h264-high-4.1 (1.2.840.10008.1.2.4.102) | stored, identical |" in markdown
     assert "| h264-high-4.1 (1.2.840.10008.1.2.4.102) | rejected |" in markdown
     assert '<td class="rejected"' in (out / "matrix.html").read_text()
+
+
+def test_fallback_sends_a_converted_copy_when_video_is_refused(jpeg_only_pacs, files, tmp_path: Path) -> None:
+    original = files["h264-high-4.1"]
+    before = original.read_bytes()
+    kept = tmp_path / "fallbacks"
+    log = tmp_path / "audit.jsonl"
+    proc = dvqa("pacs", "store", str(original), "--port", str(jpeg_only_pacs["port"]), "--called-aet", "STORESCP",
+                "--fallback", "mjpeg", "--fallback-dir", str(kept), "--audit", str(log), "--format", "json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr  # delivered, as its fallback copy
+    result = json.loads(proc.stdout)[0]
+    assert result["outcome"] == "rejected" and "(transfer syntax not supported)" in result["message"]
+    fallback = result["fallback"]
+    assert fallback["outcome"] == "stored" and fallback["transfer_syntax"] == "1.2.840.10008.1.2.4.50"
+    assert fallback["psnr_y_mean"] > 35  # measured against the decoded original
+    copy = pydicom.dcmread(fallback["path"], stop_before_pixels=True)
+    first = pydicom.dcmread(str(original), stop_before_pixels=True)
+    assert (copy.StudyInstanceUID, copy.SeriesInstanceUID) == (first.StudyInstanceUID, first.SeriesInstanceUID)
+    assert copy.SOPInstanceUID != first.SOPInstanceUID and copy.NumberOfFrames == first.NumberOfFrames
+    received = list(jpeg_only_pacs["out"].iterdir())
+    assert len(received) == 1 and pydicom.dcmread(str(received[0])).SOPInstanceUID == copy.SOPInstanceUID
+    assert original.read_bytes() == before
+    assert records(log)[0]["fallback"]["sop_instance"] == copy.SOPInstanceUID
