@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from dvqa import __version__, atna, matrix, pacs, profiles, reports, syntaxes
+from dvqa import __version__, atna, matrix, pacs, profiles, reports, simulate, syntaxes
 from dvqa.pacs import Peer
 from dvqa.audit import AuditLog, conversion_event
 from dvqa import audit as audit_trail
@@ -594,6 +594,33 @@ def pacs_matrix_command(target_specs: tuple[str, ...], iods: tuple[str, ...], na
 
     cells = _guarded(debug, work)
     click.echo(matrix.to_markdown(cells))
+
+
+@pacs_group.command("simulate")
+@click.option("--port", type=int, required=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--aet", default="SIMULATED", show_default=True, help="The simulated PACS's AE title.")
+@click.option("--accept", "accepts", multiple=True, required=True, metavar="SOP=TS[,TS...]",
+              help="A SOP class UID and the transfer syntax UIDs accepted for it. Repeatable.")
+@click.option("--fault", default="none", show_default=True, type=click.Choice(list(simulate.FAULTS)),
+              help="Answer every C-STORE with 0xA700 out of resources, abort the association, or never answer.")
+@click.option("--store-dir", type=click.Path(path_type=Path, file_okay=False), help="Keep received files here.")
+def pacs_simulate_command(port: int, host: str, aet: str, accepts: tuple[str, ...], fault: str,
+                          store_dir: Path | None) -> None:
+    """Run a Storage SCP that accepts exactly --accept and misbehaves as --fault says (Ctrl-C stops it)."""
+    accept: dict[str, list[str]] = {}
+    for spec in accepts:
+        sop, _, syntaxes_ = spec.partition("=")
+        if not syntaxes_:
+            _fail(UsageError(f"--accept {spec!r}: write SOP_CLASS_UID=TS_UID[,TS_UID...]."), False)
+        accept.setdefault(sop, []).extend(syntaxes_.split(","))
+    if store_dir:
+        store_dir.mkdir(parents=True, exist_ok=True)
+    click.echo(f"listening {aet}@{host}:{port}; fault: {fault}", err=True)
+    try:
+        simulate.serve(host, port, aet, simulate.Behaviour(accept, fault, store_dir))
+    except KeyboardInterrupt:
+        pass
 
 
 @main.command("profiles")

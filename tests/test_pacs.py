@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -245,3 +246,46 @@ def test_fallback_sends_a_converted_copy_when_video_is_refused(jpeg_only_pacs, f
     assert len(received) == 1 and pydicom.dcmread(str(received[0])).SOPInstanceUID == copy.SOPInstanceUID
     assert original.read_bytes() == before
     assert records(log)[0]["fallback"]["sop_instance"] == copy.SOPInstanceUID
+
+
+VIDEO_ENDOSCOPIC = "1.2.840.10008.5.1.4.1.1.77.1.1.1"
+
+
+@pytest.fixture()
+def simulated(files, tmp_path: Path):
+    """`dvqa pacs simulate` in its own process, one fault at a time."""
+    started = []
+
+    def start(fault: str) -> int:
+        port = _free_port()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dvqa", "pacs", "simulate", "--port", str(port), "--fault", fault,
+             "--accept", f"{VIDEO_ENDOSCOPIC}=1.2.840.10008.1.2.4.102,1.2.840.10008.1.2.4.50",
+             "--store-dir", str(tmp_path / fault)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.append(process)
+        _wait_for_port(port, process, "dvqa pacs simulate")
+        return port
+
+    yield start
+    for process in started:
+        process.terminate()
+        process.wait(30)
+
+
+def test_faults_out_of_resources_abort_and_silence(simulated, files, tmp_path: Path) -> None:
+    sent = str(files["h264-high-4.1"])
+    ok = dvqa("pacs", "store", sent, "--port", str(simulated("none")), "--called-aet", "SIMULATED")
+    assert ok.returncode == 0 and len(list((tmp_path / "none").iterdir())) == 1
+    full = dvqa("pacs", "store", sent, "--port", str(simulated("out-of-resources")), "--format", "json")
+    result = json.loads(full.stdout)[0]
+    assert full.returncode == 1 and result["status"] == 0xA700 and "out of resources" in result["message"]
+    assert result["attempts"] == 1  # an answer is not retried
+    aborted = dvqa("pacs", "store", sent, "--port", str(simulated("abort")), "--retries", "1", "--format", "json")
+    result = json.loads(aborted.stdout)[0]
+    assert aborted.returncode == 4 and result["outcome"] == "failed" and result["attempts"] == 2
+    started = time.monotonic()
+    silent = dvqa("pacs", "store", sent, "--port", str(simulated("silent")), "--retries", "0", "--timeout", "3",
+                  "--format", "json")
+    assert silent.returncode == 4 and time.monotonic() - started < 60
+    assert json.loads(silent.stdout)[0]["outcome"] == "failed"
+    assert Path(sent).exists()
