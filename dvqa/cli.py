@@ -525,6 +525,8 @@ def pacs_store_command(files: tuple[Path, ...], host: str, port: int | None, cal
     Exit 0 all stored, 1 the PACS refused some, 4 it could not be reached. Files are never moved.
     """
     audit = _audit_log(audit_path, audit_key_env, debug)
+    if stow_url and (commit or fallback_syntax):
+        _fail(UsageError("--commit and --fallback work with DIMSE C-STORE (--port), not with --stow."), debug)
     if stow_url:
         results = _guarded(debug, lambda: pacs.stow(stow_url, list(files), retries))
     else:
