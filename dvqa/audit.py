@@ -235,7 +235,10 @@ def conversion_event(source: Path, output: Path, result=None, exit_code: int = 0
                  if q else None),
         profile=r["profile"]["name"] if r["profile"] else None,
         findings=[{"code": f["code"], "severity": f["severity"]} for f in r["findings"]],
-        validation={"run": False, "reason": "dvqa validate is not part of convert yet"},
+        validation={"layers": r["validation"]["layers"],
+                    "errors": sum(1 for f in r["validation"]["findings"] if f["severity"] == "error"),
+                    "warnings": sum(1 for f in r["validation"]["findings"] if f["severity"] == "warning"),
+                    "codes": sorted({f["code"] for f in r["validation"]["findings"]})},
         signature_uid=r["signature"]["uid"] if r["signature"] else None,
         outcome="success" if exit_code == 0 else "check failed", exit_code=exit_code, message=message,
     )

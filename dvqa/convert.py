@@ -12,14 +12,15 @@ import os
 import re
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import av
 import av.logging
+import pydicom
 
-from dvqa import __version__, dicomfile, profiles, syntaxes
+from dvqa import __version__, dicomfile, profiles, streamcheck, syntaxes
 from dvqa.iod import Metadata, PixelFacts, VideoIOD, build as build_dataset
 from dvqa.encode import ElementaryStream, Encoder, FrameShaper, settings_for
 from dvqa.digest import sha256_file
@@ -83,6 +84,7 @@ class ConversionResult:
     signature: SignatureResult | None = None
     patient: dict[str, str] = field(default_factory=dict)  # identifiers written (for the audit trail)
     sop_class_uid: str = ""
+    validation: list[dict[str, str]] = field(default_factory=list)  # stream-layer findings on the output
 
     @property
     def exit_code(self) -> ExitCode:
@@ -114,6 +116,7 @@ class ConversionResult:
             "written": self.written,
             "profile": self.profile.to_dict() if self.profile else None,
             "findings": [f.to_dict() for f in self.findings],
+            "validation": {"layers": ["stream"], "findings": self.validation},
             "quality": self.quality.to_dict(per_frame=mapping) if self.quality else None,
             "signature": ({k: v for k, v in self.signature.__dict__.items() if k != "signed_tags"}
                           if self.signature else None),
@@ -350,6 +353,11 @@ def convert(source: Path | str, output: Path | str, options: ConvertOptions | No
         if quality:  # the bytes that were decoded and scored are the bytes in the file
             _check_pixel_data(dicom_tmp, es, es_hash, plan.syntax.one_fragment_per_frame)
         findings = profiles.check_quality(profile, quality, str(output)) if profile and quality else []
+        # the file as written, checked the way `dvqa validate` checks anyone's (stream layer): an
+        # error here is a dvqa bug, and the file is not kept unless --keep-failed
+        validation = [replace(f, file=str(output)) for f in streamcheck.check(dicom_tmp, pydicom.dcmread(
+            str(dicom_tmp), stop_before_pixels=True))]
+        findings += validation
         written = exit_code(findings) == ExitCode.OK or options.keep_failed
         signed = None
         if options.signer and written:  # signed last: the signature covers the final file
@@ -366,6 +374,7 @@ def convert(source: Path | str, output: Path | str, options: ConvertOptions | No
             notes=notes, quality=quality, profile=profile, findings=findings, written=written,
             input_sha256=sha256_file(source), output_sha256=output_sha256, signature=signed,
             patient={k: str(ds.get(k, "")) for k in ("PatientID", "PatientName", "AccessionNumber")},
+            validation=[f.to_dict() for f in validation],
             sop_class_uid=str(ds.SOPClassUID),
             encoder_build="" if plan.passthrough else _encoder_build(stream_path),
         )

@@ -59,6 +59,8 @@ def check_written(result, tmp_path: Path) -> None:
     and the frame counters prove every output frame shows the source frame the timing map says."""
     ds = pydicom.dcmread(str(result.output))
     syntax = result.plan.syntax
+    # dvqa's own stream-layer validation of what it wrote: no errors
+    assert [f for f in result.validation if f["severity"] == "error"] == []
     assert str(ds.file_meta.TransferSyntaxUID) == result.transfer_syntax_uid
     assert ds.NumberOfFrames == result.frames == result.timing.output_frames
     assert (ds.Rows, ds.Columns) == (result.plan.height, result.plan.width)
