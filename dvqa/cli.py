@@ -625,6 +625,30 @@ def pacs_simulate_command(port: int, host: str, aet: str, accepts: tuple[str, ..
         pass
 
 
+@main.group("rules")
+def rules_group() -> None:
+    """The per-modality rules and quality floors in rules/*.yaml."""
+
+
+@rules_group.command("list")
+@click.option("--format", "fmt", default="text", type=click.Choice(["text", "json"]))
+def rules_list_command(fmt: str) -> None:
+    """Every rule and floor of every profile: id, severity, what it checks and the source behind it."""
+    loaded = [profiles.load(name) for name in profiles.available()]
+    if fmt == "json":
+        click.echo(json.dumps([p.to_dict() for p in loaded], indent=2))
+        return
+    for p in loaded:
+        click.echo(f"profile {p.name} ({p.path.name})")
+        for f in p.quality_floors:
+            click.echo(f"  {f.id} [{f.severity.value}] {f.statistic} {f.metric} >= {f.minimum:g}\n"
+                       f"      source: {f.source}")
+        for r in p.rules:
+            what = {"attribute_in": f"in {', '.join(r.values)}", "required": "present and not empty",
+                    "range": f"between {r.minimum:g} and {r.maximum:g}"}[r.check]
+            click.echo(f"  {r.id} [{r.severity.value}] {', '.join(r.attributes)} {what}\n      source: {r.source}")
+
+
 @main.command("profiles")
 @click.option("--format", "fmt", default="text", type=click.Choice(["text", "json"]))
 def profiles_command(fmt: str) -> None:

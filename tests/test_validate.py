@@ -152,3 +152,12 @@ def test_mutated_files_never_crash(corpus) -> None:
         if kind == "cut":
             assert any(f.severity.value == "error" for f in result.findings), (n, kind)
     assert with_findings > count // 4
+
+
+def test_rules_list_documents_every_rule_with_its_source() -> None:
+    proc = dvqa("rules", "list", "--format", "json")
+    assert proc.returncode == 0
+    profile = {p["name"]: p for p in json.loads(proc.stdout)}["endoscopy"]
+    assert {r["id"] for r in profile["rules"]} >= {"endoscopy.sop-class", "endoscopy.frame-rate"}
+    assert all(r["source"].strip() for r in profile["rules"] + profile["quality_floors"])
+    assert "source: PS3.3 C.8.12.1" in dvqa("rules", "list").stdout
