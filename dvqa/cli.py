@@ -644,8 +644,10 @@ def rules_list_command(fmt: str) -> None:
             click.echo(f"  {f.id} [{f.severity.value}] {f.statistic} {f.metric} >= {f.minimum:g}\n"
                        f"      source: {f.source}")
         for r in p.rules:
-            what = {"attribute_in": f"in {', '.join(r.values)}", "required": "present and not empty",
-                    "range": f"between {r.minimum:g} and {r.maximum:g}"}[r.check]
+            if r.check == "range":
+                what = f"between {r.minimum:g} and {r.maximum:g}"
+            else:
+                what = f"in {', '.join(r.values)}" if r.check == "attribute_in" else "present and not empty"
             click.echo(f"  {r.id} [{r.severity.value}] {', '.join(r.attributes)} {what}\n      source: {r.source}")
 
 
