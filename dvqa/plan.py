@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from dvqa import syntaxes
+from dvqa.h264 import sps_frame_rate
 from dvqa.errors import InputError, UsageError
 from dvqa.probe import SourceInfo
 from dvqa.scan import Scan
@@ -104,6 +105,11 @@ def passthrough_refusal(syntax: VideoSyntax, info: SourceInfo, scan: Scan, rate:
         return f"{info.width}x{info.height} at {float(rate):.3f} fps is outside {syntax.name}"
     if len(scan.parameter_sets) > 1:
         return "the sequence parameter set changes mid-stream (canvas size change)"
+    for sps in scan.parameter_sets:
+        stated = sps_frame_rate(sps)
+        if stated is not None and abs(stated - rate) > rate / 100:
+            return (f"the stream's own timing (H.264 VUI) says {float(stated):g} fps, not {float(rate):g}: "
+                    "a viewer decoding it from the DICOM file would play it at the wrong speed")
     first = scan.pts[0]
     period = 1 / float(rate)
     worst = max(abs(p - (first + i * period)) for i, p in enumerate(scan.pts))

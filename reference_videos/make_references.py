@@ -95,13 +95,17 @@ def raf_times_ms(count: int, seed: int) -> list[int]:
 
 
 def _video_stream(container, codec: str, width: int, height: int, options: dict[str, str],
-                  pix_fmt: str = "yuv420p", full_range: bool = True):
+                  pix_fmt: str = "yuv420p", full_range: bool = True, cfr: int | None = None):
     stream = container.add_stream(codec, rate=30, options=options)
     stream.width, stream.height = width, height
     stream.pix_fmt = pix_fmt
     stream.time_base = MS
     cc = stream.codec_context
-    cc.time_base = MS
+    # a constant-rate clip states its rate in the H.264 VUI as a camera's encoder does; the
+    # browser-like clips keep the 1 ms clock (x264 then writes 1000 fps timing, never used)
+    cc.time_base = Fraction(1, cfr) if cfr else MS
+    if cfr:
+        cc.framerate = cfr
     cc.color_range = 2 if full_range else 1  # AVCOL_RANGE_JPEG / MPEG
     cc.colorspace = 1  # BT.709
     cc.color_primaries = 1
@@ -124,14 +128,16 @@ def _frames(times: list[int], width: int, height: int, full_range: bool,
 def write_single(path: Path, fmt: str, codec: str, width: int, height: int, times: list[int],
                  options: dict[str, str], audio: str | None = None, unseekable: bool = True,
                  full_range: bool = True, container_options: dict[str, str] | None = None,
-                 pix_fmt: str = "yuv420p") -> None:
-    """One encoder, one video track, optional audio as track 0."""
+                 pix_fmt: str = "yuv420p", cfr: int | None = None) -> None:
+    """One encoder, one video track, optional audio as track 0; `cfr`: a constant rate, stated in-stream."""
     with open(path, "wb") as raw:
         target = _Unseekable(raw) if unseekable else raw
         with av.open(target, "w", format=fmt, options=container_options or {}) as out:
             audio_stream = _add_audio(out, audio) if audio else None
-            video = _video_stream(out, codec, width, height, options, pix_fmt, full_range)
+            video = _video_stream(out, codec, width, height, options, pix_fmt, full_range, cfr)
             for frame in _frames(times, width, height, full_range, pix_fmt):
+                if cfr:
+                    frame.pts, frame.time_base = round(frame.pts * cfr / 1000), Fraction(1, cfr)
                 for packet in video.encode(frame):
                     out.mux(packet)
             for packet in video.encode(None):
@@ -224,10 +230,10 @@ def main(outdir: Path) -> None:
     cfr = [round(i * 1000 / 30) for i in range(90)]
     write_single(outdir / "h264_cfr_high.mkv", "matroska", "libx264", 320, 240, cfr,
                  {**x264, "profile": "high", "x264-params": "level=3.0:keyint=30"}, unseekable=False,
-                 full_range=False)
+                 full_range=False, cfr=30)
     write_single(outdir / "h264_cb42.mkv", "matroska", "libx264", 320, 240, cfr,
                  {**x264, "profile": "baseline", "x264-params": "level=4.2:keyint=30"},
-                 unseekable=False, full_range=False)
+                 unseekable=False, full_range=False, cfr=30)
 
     half = browser_times_ms(120, 1000 / 30, seed=7)
     write_segments(outdir / "vp8_size_change.webm", "webm", "libvpx",

@@ -265,3 +265,22 @@ def test_stream_over_one_fragment_uses_the_fragmentable_syntax(tmp_path: Path, m
     assert "1.2.840.10008.1.2.4.102.1" in dump.stdout and dump.returncode == 0
     errors, _ = dciodvfy_findings(result.output, tmp_path)
     assert errors == []
+
+
+def test_stream_stating_another_rate_is_not_passed_through(tmp_path: Path) -> None:
+    """An H.264 stream whose VUI states 1000 fps (an encoder fed a 1 ms clock) would play 33x too fast
+    in a viewer that trusts the stream, so it is re-encoded rather than wrapped."""
+    import sys
+
+    sys.path.insert(0, str(CLIPS.parent))
+    import make_references
+
+    clip = tmp_path / "ms_clock.mkv"
+    make_references.write_single(clip, "matroska", "libx264", 320, 240, [round(i * 1000 / 30) for i in range(30)],
+                                 {"preset": "veryfast", "profile": "high"}, unseekable=False, full_range=False)
+    result = convert(clip, tmp_path / "out.dcm")
+    assert not result.plan.passthrough
+    assert "H.264 VUI) says 1000 fps, not 30" in result.plan.passthrough_refusal
+    assert [f for f in result.validation if f["code"] == "stream.frame-rate"] == []  # the re-encode states 30
+    wrapped = convert(CLIPS / "h264_cfr_high.mkv", tmp_path / "wrapped.dcm")  # states 30 fps itself
+    assert wrapped.plan.passthrough and wrapped.validation == []
