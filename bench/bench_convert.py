@@ -38,7 +38,7 @@ import make_references as refs  # noqa: E402
 def make_inputs(seconds: int) -> tuple[Path, Path]:
     CACHE.mkdir(exist_ok=True)
     vp9 = CACHE / f"vp9_1080p_{seconds}s.webm"
-    h264 = CACHE / f"h264_1080p_{seconds}s.mkv"
+    h264 = CACHE / f"h264_1080p_{seconds}s_vui30.mkv"  # states 30 fps in its VUI, so it passes through
     frames = seconds * 30
     if not vp9.exists():
         refs.write_single(vp9, "webm", "libvpx-vp9", 1920, 1080,
@@ -48,7 +48,7 @@ def make_inputs(seconds: int) -> tuple[Path, Path]:
         refs.write_single(h264, "matroska", "libx264", 1920, 1080,
                           [round(i * 1000 / 30) for i in range(frames)],
                           {"preset": "ultrafast", "crf": "20", "profile": "high",
-                           "x264-params": "level=4.1:keyint=30"}, unseekable=False, full_range=False)
+                           "x264-params": "level=4.1:keyint=30"}, unseekable=False, full_range=False, cfr=30)
     return vp9, h264
 
 
