@@ -394,14 +394,18 @@ def _encoder_build(stream_path: Path) -> str:
 
 def _check_pixel_data(path: Path, es: ElementaryStream, es_hash: str, per_frame: bool) -> None:
     """Read the written file's fragments back and prove they hold the scored stream, byte for byte."""
-    digest, total = hashlib.sha256(), 0
-    items = dicomfile.read_fragments(path)
-    next(items)  # the Basic Offset Table
-    for number, item in enumerate(items):
+    digest, total, item_bytes = hashlib.sha256(), 0, 0
+    current = 0
+    for number, piece in dicomfile.read_chunks(path):  # piece by piece: memory stays flat
+        if number == 0:
+            continue  # the Basic Offset Table
+        if number != current:
+            current, item_bytes = number, 0
         if per_frame:  # each JPEG in its own fragment, padded to even length
-            item = item[: es.frame_lengths[number]]
-        digest.update(item[: max(0, es.size - total)])
-        total += len(item)
+            piece = piece[: max(0, es.frame_lengths[number - 1] - item_bytes)]
+            item_bytes += len(piece)
+        digest.update(piece[: max(0, es.size - total)])
+        total += len(piece)
     if digest.hexdigest() != es_hash or total - es.size not in (0, 1):
         raise DvqaError(f"{path}: the Pixel Data written differs from the stream that was scored; "
                         "nothing was written - report this as a dvqa bug.")

@@ -92,19 +92,21 @@ def write(ds: Dataset, target: Path, pieces: list[FileSlice], basic_offset_table
         del ds.PixelData
 
 
-def read_fragments(path: Path) -> Iterator[bytes]:
-    """Yield the items of a file's encapsulated Pixel Data (Basic Offset Table first), from disk.
+def read_chunks(path: Path, size: int = COPY_CHUNK) -> Iterator[tuple[int, bytes]]:
+    """(item number, piece) for the items of a file's encapsulated Pixel Data, from disk.
 
-    Streams one fragment at a time, so a many-GiB video is never held in memory.
-    Encapsulated transfer syntaxes are explicit VR little endian (PS3.5 §A.4): each item is
-    (FFFE,E000) with a 32-bit length, the last is followed by (FFFE,E0DD). A file cut short, or
-    an item that is not an item, raises ValueError naming the byte offset.
+    Item 0 is the Basic Offset Table. Pieces are at most `size` bytes, so a many-GiB stream in one
+    fragment never sits in memory. Encapsulated transfer syntaxes are explicit VR little endian
+    (PS3.5 §A.4): each item is (FFFE,E000) with a 32-bit length, the last is followed by
+    (FFFE,E0DD). A file cut short, or an item that is not an item, raises ValueError naming the
+    byte offset.
     """
     with open(path, "rb") as handle:
         dcmread(handle, stop_before_pixels=True)
         header = handle.read(12)  # pydicom stops at the Pixel Data tag
         if header[:4] != _PIXEL_DATA_TAG or header[8:12] != _UNDEFINED_LENGTH:
             raise ValueError(f"{path}: no encapsulated Pixel Data (7FE0,0010) of undefined length")
+        number = 0
         while True:
             at = handle.tell()
             item = handle.read(8)
@@ -115,8 +117,30 @@ def read_fragments(path: Path) -> Iterator[bytes]:
                 return
             if tag != _ITEM_TAG:
                 raise ValueError(f"{path}: byte {at} holds {tag.hex()} where a Pixel Data item (FFFE,E000) belongs")
-            data = handle.read(length)
-            if len(data) < length:
-                raise ValueError(f"{path}: the Pixel Data item at byte {at} declares {length} bytes but the file "
-                                 f"ends after {len(data)}: the file is cut short")
-            yield data
+            left = length
+            if not left:
+                yield number, b""
+            while left:
+                piece = handle.read(min(size, left))
+                if not piece:
+                    raise ValueError(f"{path}: the Pixel Data item at byte {at} declares {length} bytes but the "
+                                     f"file ends after {length - left}: the file is cut short")
+                left -= len(piece)
+                yield number, piece
+            number += 1
+
+
+def read_fragments(path: Path) -> Iterator[bytes]:
+    """Whole items (Basic Offset Table first): for small fragments, such as one JPEG frame each."""
+    current, pieces = 0, []
+    for number, piece in read_chunks(path):
+        if number != current:
+            yield b"".join(pieces)
+            current, pieces = number, []
+        pieces.append(piece)
+    yield b"".join(pieces)
+
+
+def stream_pieces(path: Path) -> Iterator[bytes]:
+    """The encapsulated stream after the Basic Offset Table, piece by piece."""
+    return (piece for number, piece in read_chunks(path) if number > 0)

@@ -49,10 +49,8 @@ class Distorted:
 
 def _dicom_frames(path: Path, codec: str) -> Iterator[av.VideoFrame]:
     decoder = av.CodecContext.create(codec, "r")
-    items = dicomfile.read_fragments(path)
-    next(items)  # the Basic Offset Table
-    for fragment in items:
-        for packet in decoder.parse(fragment):
+    for piece in dicomfile.stream_pieces(path):  # never the whole stream in memory
+        for packet in decoder.parse(piece):
             yield from decoder.decode(packet)
     for packet in decoder.parse(b""):
         yield from decoder.decode(packet)

@@ -38,22 +38,22 @@ REF_SECTION = {"mpeg2video": "PS3.5 §8.2.5/§8.2.6", "h264": "PS3.5 §8.2.7/§8
 class _FragmentReader(io.RawIOBase):
     """The elementary stream, read fragment by fragment from the file (never all in memory)."""
 
-    def __init__(self, fragments: Iterator[bytes]) -> None:
-        self._fragments = fragments
-        self._buffer = b""
+    def __init__(self, pieces: Iterator[bytes]) -> None:
+        self._pieces = pieces
+        self._buffer = memoryview(b"")
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, target) -> int:  # type: ignore[override]
-        while not self._buffer:
-            chunk = next(self._fragments, None)
-            if chunk is None:
+        while not len(self._buffer):
+            piece = next(self._pieces, None)
+            if piece is None:
                 return 0
-            self._buffer = chunk
+            self._buffer = memoryview(piece)
         n = min(len(target), len(self._buffer))
         target[:n] = self._buffer[:n]
-        self._buffer = self._buffer[n:]
+        self._buffer = self._buffer[n:]  # a view: no copying of what is left
         return n
 
 
@@ -90,20 +90,23 @@ def check(path: Path, ds: Dataset) -> list[Finding]:
         found.append(Finding(severity, code, message, str(path), where, ref))
 
     try:
-        items = dicomfile.read_fragments(path)
-        bot = next(items)
-        if syntax.one_fragment_per_frame:
-            _check_jpeg(ds, bot, items, add)
+        if syntax.one_fragment_per_frame:  # one JPEG per item: small, read whole
+            items = dicomfile.read_fragments(path)
+            _check_jpeg(ds, next(items), items, add)
             return found
-        fragments = 0
+        bot_pieces: list[bytes] = []
+        seen: set[int] = set()
 
-        def counted() -> Iterator[bytes]:
-            nonlocal fragments
-            for fragment in items:
-                fragments += 1
-                yield fragment
+        def stream() -> Iterator[bytes]:
+            for number, piece in dicomfile.read_chunks(path):
+                if number == 0:
+                    bot_pieces.append(piece)
+                else:
+                    seen.add(number)
+                    yield piece
 
-        facts = _stream_facts(_FragmentReader(counted()), syntax.codec)
+        facts = _stream_facts(_FragmentReader(stream()), syntax.codec)
+        bot, fragments = b"".join(bot_pieces), len(seen)
     except (ValueError, av.error.FFmpegError, StopIteration) as exc:
         add(Severity.ERROR, "stream.unreadable", f"the encapsulated stream cannot be parsed ({exc})",
             "(7FE0,0010)")
