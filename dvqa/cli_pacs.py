@@ -1,0 +1,184 @@
+"""`dvqa pacs`: echo, store, matrix, simulate."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from dvqa.cli_common import audit_log, fail, guarded
+from dvqa.errors import ExitCode, UsageError
+from dvqa import matrix, pacs, simulate, syntaxes
+from dvqa.iod import VideoIOD
+from dvqa.pacs import Peer
+
+
+def register(main: click.Group) -> None:
+    main.add_command(pacs_group)
+
+
+@click.group("pacs")
+def pacs_group() -> None:
+    """Send to a PACS and record what it accepted."""
+
+
+def _peer_options(fn):
+    for option in reversed([
+        click.option("--host", default="127.0.0.1", show_default=True),
+        click.option("--port", type=int, default=None, help="The PACS's DICOM port."),
+        click.option("--called-aet", default="ANY-SCP", show_default=True, help="The PACS's AE title."),
+        click.option("--aet", "calling_aet", default="DVQA", show_default=True, help="dvqa's own AE title."),
+        click.option("--timeout", default=30.0, show_default=True, help="Seconds for each network step."),
+        click.option("--format", "fmt", default="text", show_default=True, type=click.Choice(["text", "json"])),
+        click.option("--debug", is_flag=True, help="Show tracebacks."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+@pacs_group.command("echo")
+@_peer_options
+def pacs_echo_command(host: str, port: int, called_aet: str, calling_aet: str, timeout: float, fmt: str,
+                      debug: bool) -> None:
+    """C-ECHO: is the PACS there and does it accept dvqa's AE title? Exit 4 if not."""
+    if port is None:
+        fail(UsageError("give --port, the PACS's DICOM port."), debug)
+    peer = Peer(host, port, called_aet, calling_aet, timeout)
+    result = guarded(debug, lambda: pacs.echo(peer))
+    click.echo(json.dumps(result, indent=2) if fmt == "json" else f"OK       C-ECHO {peer} in {result['elapsed_s']} s")
+
+
+@pacs_group.command("store")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@_peer_options
+@click.option("--retries", default=3, show_default=True, type=click.IntRange(0, 20),
+              help="Retries after a network failure (1 s, 2 s, 4 s ... apart). A PACS's refusal is not retried.")
+@click.option("--stow", "stow_url", default=None, metavar="URL",
+              help="Send with DICOMweb STOW-RS to this service root instead of DIMSE C-STORE.")
+@click.option("--fallback", "fallback_syntax", default=None,
+              type=click.Choice([s.name for s in syntaxes.SYNTAXES if s.bits == 8]),
+              help="When the PACS refuses a file, send a copy converted to this syntax (new SOP instance, "
+                   "same series; the original is kept).")
+@click.option("--fallback-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Keep the fallback copies here (default: a temporary folder, removed afterwards).")
+@click.option("--commit", is_flag=True,
+              help="Request Storage Commitment and wait for the PACS's report: 'archived' means confirmed.")
+@click.option("--listen-port", type=int, default=None, help="With --commit: where the PACS sends its report.")
+@click.option("--listen-host", default="127.0.0.1", show_default=True, help="With --commit: address to listen on.")
+@click.option("--commit-wait", default=60.0, show_default=True, help="With --commit: seconds to wait for the report.")
+@click.option("--audit", "audit_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Append one record per file (where it went, what the PACS answered) to this audit log.")
+@click.option("--audit-key-env", default=None, metavar="VAR", help="Environment variable holding the HMAC key.")
+def pacs_store_command(files: tuple[Path, ...], host: str, port: int | None, called_aet: str, calling_aet: str,
+                       timeout: float, fmt: str, debug: bool, retries: int, stow_url: str | None,
+                       fallback_syntax: str | None, fallback_dir: Path | None, commit: bool,
+                       listen_port: int | None, listen_host: str, commit_wait: float,
+                       audit_path: Path | None, audit_key_env: str | None) -> None:
+    """C-STORE (or STOW-RS) FILES, each in its own transfer syntax; say exactly what was refused.
+
+    Exit 0 all stored, 1 the PACS refused some, 4 it could not be reached. Files are never moved.
+    """
+    audit = audit_log(audit_path, audit_key_env, debug)
+    if stow_url and (commit or fallback_syntax):
+        fail(UsageError("--commit and --fallback work with DIMSE C-STORE (--port), not with --stow."), debug)
+    if stow_url:
+        results = guarded(debug, lambda: pacs.stow(stow_url, list(files), retries))
+    else:
+        if port is None:
+            fail(UsageError("give --port (DIMSE) or --stow URL (DICOMweb)."), debug)
+        if commit and listen_port is None:
+            fail(UsageError("--commit needs --listen-port, where the PACS sends its N-EVENT-REPORT."), debug)
+        peer = Peer(host, port, called_aet, calling_aet, timeout)
+        if fallback_syntax:
+            with tempfile.TemporaryDirectory(prefix="dvqa-fallback-") as scratch:
+                folder = fallback_dir or Path(scratch)
+                folder.mkdir(parents=True, exist_ok=True)
+                results = guarded(debug, lambda: pacs.store_with_fallback(peer, list(files), fallback_syntax,
+                                                                           folder, retries))
+        else:
+            results = guarded(debug, lambda: pacs.store(peer, list(files), retries))
+        if commit:
+            guarded(debug, lambda: pacs.commit(peer, results, (listen_host, listen_port), commit_wait))
+    if audit:
+        destination, protocol = (stow_url, "STOW-RS") if stow_url else (str(peer), "DIMSE C-STORE")
+        for r in results:
+            audit.append(pacs.send_event(r, destination, protocol))
+    if fmt == "json":
+        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        for r in results:
+            click.echo(f"{r.outcome:<8} {r.path}{': ' + r.message if r.message else ''}")
+            if r.fallback:
+                f = r.fallback
+                click.echo(f"{'':<8} fallback {f['syntax']}: {f['outcome']}"
+                           + (f" as {f['sop_instance']} (PSNR-Y mean {f['psnr_y_mean']:.2f} dB vs the original)"
+                              if f.get("psnr_y_mean") is not None else "") + (f"; {f['message']}" if f.get("message") else ""))
+    wanted = "committed" if commit else "stored"
+    outcomes = {r.outcome for r in results}
+    if outcomes == {wanted} or (not commit and all(r.delivered for r in results)):
+        sys.exit(int(ExitCode.OK))
+    refused = outcomes & {"rejected", "not committed"}
+    sys.exit(int(ExitCode.CHECK_FAILED if refused else ExitCode.ENVIRONMENT))
+
+
+@pacs_group.command("matrix")
+@click.option("--target", "target_specs", multiple=True, required=True,
+              help="NAME=AET@HOST:PORT[,wado=URL] - a PACS to test; WADO-RS root to read the files back.")
+@click.option("--iod", "iods", multiple=True, type=click.Choice([i.option for i in VideoIOD]),
+              help="IODs to test (default: all three video IODs).")
+@click.option("--syntax", "names", multiple=True, type=click.Choice([s.name for s in syntaxes.SYNTAXES if s.bits == 8]),
+              help="Transfer syntaxes to test (default: every one dvqa writes).")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Folder for matrix.json, matrix.md and matrix.html (e.g. docs/).")
+@click.option("--aet", "calling_aet", default="DVQA", show_default=True)
+@click.option("--timeout", default=30.0, show_default=True)
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def pacs_matrix_command(target_specs: tuple[str, ...], iods: tuple[str, ...], names: tuple[str, ...], out_dir: Path,
+                        calling_aet: str, timeout: float, debug: bool) -> None:
+    """Send one file per (video IOD x transfer syntax) to each target and record what it did."""
+    def work():
+        targets = [matrix.Target.parse(spec, calling_aet, timeout) for spec in target_specs]
+        chosen_iods = list(iods) or [i.option for i in VideoIOD]
+        chosen = list(names) or [s.name for s in syntaxes.SYNTAXES if s.bits == 8]
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="dvqa-matrix-") as scratch:
+            cells = matrix.run(targets, chosen_iods, chosen, Path(scratch))
+        (out_dir / "matrix.json").write_text(matrix.to_json(cells) + "\n")
+        (out_dir / "matrix.md").write_text(matrix.to_markdown(cells) + "\n")
+        (out_dir / "matrix.html").write_text(matrix.to_html(cells))
+        return cells
+
+    cells = guarded(debug, work)
+    click.echo(matrix.to_markdown(cells))
+
+
+@pacs_group.command("simulate")
+@click.option("--port", type=int, required=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--aet", default="SIMULATED", show_default=True, help="The simulated PACS's AE title.")
+@click.option("--accept", "accepts", multiple=True, required=True, metavar="SOP=TS[,TS...]",
+              help="A SOP class UID and the transfer syntax UIDs accepted for it. Repeatable.")
+@click.option("--fault", default="none", show_default=True, type=click.Choice(list(simulate.FAULTS)),
+              help="Answer every C-STORE with 0xA700 out of resources, abort the association, or never answer.")
+@click.option("--store-dir", type=click.Path(path_type=Path, file_okay=False), help="Keep received files here.")
+def pacs_simulate_command(port: int, host: str, aet: str, accepts: tuple[str, ...], fault: str,
+                          store_dir: Path | None) -> None:
+    """Run a Storage SCP that accepts exactly --accept and misbehaves as --fault says (Ctrl-C stops it)."""
+    accept: dict[str, list[str]] = {}
+    for spec in accepts:
+        sop, _, syntaxes_ = spec.partition("=")
+        if not syntaxes_:
+            fail(UsageError(f"--accept {spec!r}: write SOP_CLASS_UID=TS_UID[,TS_UID...]."), False)
+        accept.setdefault(sop, []).extend(syntaxes_.split(","))
+    if store_dir:
+        store_dir.mkdir(parents=True, exist_ok=True)
+    click.echo(f"listening {aet}@{host}:{port}; fault: {fault}", err=True)
+    try:
+        simulate.serve(host, port, aet, simulate.Behaviour(accept, fault, store_dir))
+    except KeyboardInterrupt:
+        pass
+
+

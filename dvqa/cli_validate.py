@@ -1,0 +1,78 @@
+"""`dvqa validate` and `dvqa rules`: checks on anyone's DICOM video, and the rules behind them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from dvqa.cli_common import fail, guarded
+from dvqa.errors import UsageError
+from dvqa import profiles
+from dvqa.findings import Severity, exit_code
+from dvqa.formats import RENDERERS
+from dvqa.validate import validate, walk
+
+
+def register(main: click.Group) -> None:
+    main.add_command(validate_command)
+    main.add_command(rules_group)
+
+
+@click.command("validate")
+@click.argument("targets", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True))
+@click.option("--profile", default=None, help="Per-modality rules to apply: a name from `dvqa profiles` or a YAML file.")
+@click.option("--format", "fmt", default="text", show_default=True, type=click.Choice(list(RENDERERS)))
+@click.option("--fail-on", default="error", show_default=True, type=click.Choice(["error", "warning"]),
+              help="Exit 1 when any finding is at least this severe.")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def validate_command(targets: tuple[Path, ...], profile: str | None, fmt: str, fail_on: str, jobs: int,
+                     debug: bool) -> None:
+    """Check DICOM FILES and every file below DIRS: video stream vs header, and a profile's rules."""
+    chosen = guarded(debug, lambda: profiles.load(profile)) if profile else None
+    severity = Severity(fail_on)
+    files = list(walk(targets))
+    if not files:
+        fail(UsageError(f"no files under {', '.join(map(str, targets))}."), debug)
+    bar = None
+    if sys.stderr.isatty() and fmt == "text" and len(files) > 20:
+        bar = click.progressbar(length=len(files), label="validating", file=sys.stderr)
+        bar.__enter__()
+    try:
+        results = guarded(debug, lambda: validate(files, chosen, jobs, bar.update if bar else None))
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    click.echo(RENDERERS[fmt](results, severity))
+    sys.exit(int(exit_code([f for r in results for f in r.findings], severity)))
+
+
+@click.group("rules")
+def rules_group() -> None:
+    """The per-modality rules and quality floors in rules/*.yaml."""
+
+
+@rules_group.command("list")
+@click.option("--format", "fmt", default="text", type=click.Choice(["text", "json"]))
+def rules_list_command(fmt: str) -> None:
+    """Every rule and floor of every profile: id, severity, what it checks and the source behind it."""
+    loaded = [profiles.load(name) for name in profiles.available()]
+    if fmt == "json":
+        click.echo(json.dumps([p.to_dict() for p in loaded], indent=2))
+        return
+    for p in loaded:
+        click.echo(f"profile {p.name} ({p.path.name})")
+        for f in p.quality_floors:
+            click.echo(f"  {f.id} [{f.severity.value}] {f.statistic} {f.metric} >= {f.minimum:g}\n"
+                       f"      source: {f.source}")
+        for r in p.rules:
+            if r.check == "range":
+                what = f"between {r.minimum:g} and {r.maximum:g}"
+            else:
+                what = f"in {', '.join(r.values)}" if r.check == "attribute_in" else "present and not empty"
+            click.echo(f"  {r.id} [{r.severity.value}] {', '.join(r.attributes)} {what}\n      source: {r.source}")
+
+
