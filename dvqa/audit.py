@@ -35,6 +35,7 @@ import av
 import pydicom
 
 from dvqa import __version__
+from dvqa.digest import sha256_file
 from dvqa.errors import InputError
 
 GENESIS = "0" * 64
@@ -199,8 +200,6 @@ def records(path: Path) -> list[dict]:
 
 
 def file_facts(path: Path | None) -> dict[str, object] | None:
-    from dvqa.digest import sha256_file
-
     if path is None:
         return None
     facts: dict[str, object] = {"path": str(path)}

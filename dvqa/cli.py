@@ -17,7 +17,7 @@ from dvqa.iod import Metadata, VideoIOD
 from dvqa.metrics import SSIM_DEFINITIONS
 from dvqa.recheck import measure_files
 from dvqa.signature import PROFILES, Signer
-from dvqa.cli_common import audit_log, fail, passphrase
+from dvqa.cli_common import audit_log, fail, guarded, passphrase
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -218,7 +218,7 @@ def _print_quality(q: dict) -> None:
 def quality_command(reference: Path, distorted: Path, ssim: str, source_range: str, profile: str | None,
                     report_paths: tuple[Path, ...], fmt: str, debug: bool) -> None:
     """Measure DISTORTED (a DICOM video or a video file) against REFERENCE, frame by frame."""
-    try:
+    def work():
         for path in report_paths:
             reports.kind_of(path)
         chosen = profiles.load(profile) if profile else None
@@ -231,15 +231,9 @@ def quality_command(reference: Path, distorted: Path, ssim: str, source_range: s
         record["findings"] = [f.to_dict() for f in findings]
         for path in report_paths:
             reports.write(path, record, result)
-    except DvqaError as exc:
-        fail(exc, debug)
-        return
-    except Exception as exc:
-        if debug:
-            raise
-        click.echo(f"dvqa: internal error: {type(exc).__name__}: {exc} - rerun with --debug and report it.",
-                   err=True)
-        sys.exit(int(ExitCode.ENVIRONMENT))
+        return record, findings
+
+    record, findings = guarded(debug, work)
     if fmt == "json":
         brief = dict(record)
         brief["quality"] = {k: v for k, v in record["quality"].items() if k != "per_frame"}
@@ -264,7 +258,7 @@ def _register() -> None:
 @click.option("--format", "fmt", default="text", type=click.Choice(["text", "json"]))
 def profiles_command(fmt: str) -> None:
     """List the profiles in rules/ and the quality floors each enforces."""
-    loaded = [profiles.load(name) for name in profiles.available()]
+    loaded = profiles.load_all()
     if fmt == "json":
         click.echo(json.dumps([p.to_dict() for p in loaded], indent=2))
         return

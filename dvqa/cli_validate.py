@@ -59,7 +59,7 @@ def rules_group() -> None:
 @click.option("--format", "fmt", default="text", type=click.Choice(["text", "json"]))
 def rules_list_command(fmt: str) -> None:
     """Every rule and floor of every profile: id, severity, what it checks and the source behind it."""
-    loaded = [profiles.load(name) for name in profiles.available()]
+    loaded = profiles.load_all()
     if fmt == "json":
         click.echo(json.dumps([p.to_dict() for p in loaded], indent=2))
         return

@@ -75,7 +75,7 @@ def reference_files(folder: Path, iods: list[str], names: list[str]) -> dict[tup
     return made
 
 
-def _retrieve(target: Target, sent: Path, scratch: Path) -> str:
+def _retrieve(target: Target, sent: Path) -> str:
     from dicomweb_client.api import DICOMwebClient
 
     ds = pydicom.dcmread(str(sent), stop_before_pixels=True)
@@ -101,7 +101,7 @@ def run(targets: list[Target], iods: list[str], names: list[str], work: Path) ->
             result = pacs.store(target.peer, [path], retries=1)[0]
             retrieved = "not retrieved"
             if result.outcome == "stored" and target.wado:
-                retrieved = _retrieve(target, path, work)
+                retrieved = _retrieve(target, path)
             cells.append(Cell(target.name, iod, name, syntaxes.BY_NAME[name].uid, result.outcome, retrieved,
                               result.message))
     return cells

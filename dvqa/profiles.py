@@ -68,6 +68,10 @@ def available() -> list[str]:
     return sorted(p.stem for p in data_dir("rules").glob("*.yaml"))
 
 
+def load_all() -> list[Profile]:
+    return [load(name) for name in available()]
+
+
 def load(name_or_path: str) -> Profile:
     """A profile by name (`rules/NAME.yaml`) or by path to a YAML file."""
     path = Path(name_or_path)
