@@ -11,7 +11,7 @@ import click
 
 from dvqa.cli_common import audit_log, fail, guarded
 from dvqa.errors import ExitCode, UsageError
-from dvqa import matrix, pacs, simulate, syntaxes
+from dvqa import matrix, pacs, pacsprofiles, simulate, syntaxes
 from dvqa.iod import VideoIOD
 from dvqa.pacs import Peer
 
@@ -26,6 +26,7 @@ def pacs_group() -> None:
 
 
 def _peer_options(fn):
+    fn = _tls_options(fn)
     for option in reversed([
         click.option("--host", default="127.0.0.1", show_default=True),
         click.option("--port", type=int, default=None, help="The PACS's DICOM port."),
@@ -39,14 +40,36 @@ def _peer_options(fn):
     return fn
 
 
+def _tls_options(fn):
+    for option in reversed([
+        click.option("--tls", is_flag=True, help="DICOM over TLS (PS3.15 B.1); the PACS's certificate is verified."),
+        click.option("--tls-ca", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+                     help="PEM certificates trusted for the PACS (default: the system's). Implies --tls."),
+        click.option("--tls-cert", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+                     help="dvqa's own PEM certificate, for a PACS that requires one. Implies --tls."),
+        click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+                     help="The unencrypted PEM key of --tls-cert (if not in the same file)."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _tls(tls: bool, ca: Path | None, cert: Path | None, key: Path | None) -> pacs.Tls | None:
+    if key and not cert:
+        raise UsageError("--tls-key needs --tls-cert.")
+    return pacs.Tls(ca, cert, key) if (tls or ca or cert) else None
+
+
 @pacs_group.command("echo")
 @_peer_options
 def pacs_echo_command(host: str, port: int, called_aet: str, calling_aet: str, timeout: float, fmt: str,
-                      debug: bool) -> None:
+                      debug: bool, tls: bool, tls_ca: Path | None, tls_cert: Path | None,
+                      tls_key: Path | None) -> None:
     """C-ECHO: is the PACS there and does it accept dvqa's AE title? Exit 4 if not."""
     if port is None:
         fail(UsageError("give --port, the PACS's DICOM port."), debug)
-    peer = Peer(host, port, called_aet, calling_aet, timeout)
+    peer = Peer(host, port, called_aet, calling_aet, timeout, guarded(debug, lambda: _tls(tls, tls_ca, tls_cert,
+                                                                                          tls_key)))
     result = guarded(debug, lambda: pacs.echo(peer))
     click.echo(json.dumps(result, indent=2) if fmt == "json" else f"OK       C-ECHO {peer} in {result['elapsed_s']} s")
 
@@ -76,7 +99,8 @@ def pacs_store_command(files: tuple[Path, ...], host: str, port: int | None, cal
                        timeout: float, fmt: str, debug: bool, retries: int, stow_url: str | None,
                        fallback_syntax: str | None, fallback_dir: Path | None, commit: bool,
                        listen_port: int | None, listen_host: str, commit_wait: float,
-                       audit_path: Path | None, audit_key_env: str | None) -> None:
+                       audit_path: Path | None, audit_key_env: str | None, tls: bool, tls_ca: Path | None,
+                       tls_cert: Path | None, tls_key: Path | None) -> None:
     """C-STORE (or STOW-RS) FILES, each in its own transfer syntax; say exactly what was refused.
 
     Exit 0 all stored, 1 the PACS refused some, 4 it could not be reached. Files are never moved.
@@ -84,6 +108,10 @@ def pacs_store_command(files: tuple[Path, ...], host: str, port: int | None, cal
     audit = audit_log(audit_path, audit_key_env, debug)
     if stow_url and (commit or fallback_syntax):
         fail(UsageError("--commit and --fallback work with DIMSE C-STORE (--port), not with --stow."), debug)
+    security = guarded(debug, lambda: _tls(tls, tls_ca, tls_cert, tls_key))
+    if security and (commit or stow_url):
+        fail(UsageError("--tls works with plain C-STORE; --commit's report listener and --stow (use an https:// "
+                        "URL) do not take the TLS options."), debug)
     if stow_url:
         results = guarded(debug, lambda: pacs.stow(stow_url, list(files), retries))
     else:
@@ -91,7 +119,7 @@ def pacs_store_command(files: tuple[Path, ...], host: str, port: int | None, cal
             fail(UsageError("give --port (DIMSE) or --stow URL (DICOMweb)."), debug)
         if commit and listen_port is None:
             fail(UsageError("--commit needs --listen-port, where the PACS sends its N-EVENT-REPORT."), debug)
-        peer = Peer(host, port, called_aet, calling_aet, timeout)
+        peer = Peer(host, port, called_aet, calling_aet, timeout, security)
         if fallback_syntax:
             with tempfile.TemporaryDirectory(prefix="dvqa-fallback-") as scratch:
                 folder = fallback_dir or Path(scratch)
@@ -125,49 +153,71 @@ def pacs_store_command(files: tuple[Path, ...], host: str, port: int | None, cal
 
 
 @pacs_group.command("matrix")
-@click.option("--target", "target_specs", multiple=True, required=True,
-              help="NAME=AET@HOST:PORT[,wado=URL] - a PACS to test; WADO-RS root to read the files back.")
+@click.option("--target", "target_specs", multiple=True,
+              help="NAME=AET@HOST:PORT[,wado=URL][,get] - a running PACS to test; read the files back over "
+                   "WADO-RS from URL and/or with C-GET.")
+@click.option("--profile", "profile_ids", multiple=True, metavar="ID",
+              help="Add the rows a PACS profile documents (`dvqa pacs profiles`; 'all' for every one), marked as "
+                   "from documents.")
 @click.option("--iod", "iods", multiple=True, type=click.Choice([i.option for i in VideoIOD]),
               help="IODs to test (default: all three video IODs).")
 @click.option("--syntax", "names", multiple=True, type=click.Choice([s.name for s in syntaxes.SYNTAXES if s.bits == 8]),
               help="Transfer syntaxes to test (default: every one dvqa writes).")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
-              help="Folder for matrix.json, matrix.md and matrix.html (e.g. docs/).")
+              help="Folder for matrix.json, matrix.md and matrix.html (e.g. docs/pacs-matrix).")
 @click.option("--aet", "calling_aet", default="DVQA", show_default=True)
 @click.option("--timeout", default=30.0, show_default=True)
+@_tls_options
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def pacs_matrix_command(target_specs: tuple[str, ...], iods: tuple[str, ...], names: tuple[str, ...], out_dir: Path,
-                        calling_aet: str, timeout: float, debug: bool) -> None:
+def pacs_matrix_command(target_specs: tuple[str, ...], profile_ids: tuple[str, ...], iods: tuple[str, ...],
+                        names: tuple[str, ...], out_dir: Path, calling_aet: str, timeout: float, tls: bool,
+                        tls_ca: Path | None, tls_cert: Path | None, tls_key: Path | None, debug: bool) -> None:
     """Send one file per (video IOD x transfer syntax) to each target and record what it did."""
+    if not target_specs and not profile_ids:
+        fail(UsageError("give at least one --target NAME=AET@HOST:PORT or --profile ID."), debug)
+
     def work():
-        targets = [matrix.Target.parse(spec, calling_aet, timeout) for spec in target_specs]
+        security = _tls(tls, tls_ca, tls_cert, tls_key)
+        targets = [matrix.Target.parse(spec, calling_aet, timeout, security) for spec in target_specs]
+        chosen_profiles = pacsprofiles.load_all() if "all" in profile_ids else \
+            [pacsprofiles.load(p) for p in profile_ids]
         chosen_iods = list(iods) or [i.option for i in VideoIOD]
         chosen = list(names) or [s.name for s in syntaxes.SYNTAXES if s.bits == 8]
         out_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="dvqa-matrix-") as scratch:
-            cells = matrix.run(targets, chosen_iods, chosen, Path(scratch))
-        (out_dir / "matrix.json").write_text(matrix.to_json(cells) + "\n")
-        (out_dir / "matrix.md").write_text(matrix.to_markdown(cells) + "\n")
-        (out_dir / "matrix.html").write_text(matrix.to_html(cells))
-        return cells
+            cells = matrix.run(targets, chosen_iods, chosen, Path(scratch), chosen_profiles, calling_aet, timeout)
+        meta = matrix.metadata()
+        (out_dir / "matrix.json").write_text(matrix.to_json(cells, meta) + "\n")
+        (out_dir / "matrix.md").write_text(matrix.to_markdown(cells, meta) + "\n")
+        (out_dir / "matrix.html").write_text(matrix.to_html(cells, meta))
+        return cells, meta
 
-    cells = guarded(debug, work)
-    click.echo(matrix.to_markdown(cells))
+    cells, meta = guarded(debug, work)
+    click.echo(matrix.to_markdown(cells, meta))
 
 
 @pacs_group.command("simulate")
 @click.option("--port", type=int, required=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--aet", default="SIMULATED", show_default=True, help="The simulated PACS's AE title.")
-@click.option("--accept", "accepts", multiple=True, required=True, metavar="SOP=TS[,TS...]",
+@click.option("--accept", "accepts", multiple=True, metavar="SOP=TS[,TS...]",
               help="A SOP class UID and the transfer syntax UIDs accepted for it. Repeatable.")
+@click.option("--profile", "profile_id", default=None, metavar="ID",
+              help="Accept exactly what a PACS profile documents (`dvqa pacs profiles`), instead of --accept.")
 @click.option("--fault", default="none", show_default=True, type=click.Choice(list(simulate.FAULTS)),
               help="Answer every C-STORE with 0xA700 out of resources, abort the association, or never answer.")
 @click.option("--store-dir", type=click.Path(path_type=Path, file_okay=False), help="Keep received files here.")
-def pacs_simulate_command(port: int, host: str, aet: str, accepts: tuple[str, ...], fault: str,
-                          store_dir: Path | None) -> None:
-    """Run a Storage SCP that accepts exactly --accept and misbehaves as --fault says (Ctrl-C stops it)."""
+def pacs_simulate_command(port: int, host: str, aet: str, accepts: tuple[str, ...], profile_id: str | None,
+                          fault: str, store_dir: Path | None) -> None:
+    """Run a Storage SCP that accepts exactly --accept (or a --profile) and misbehaves as --fault says.
+
+    Ctrl-C stops it. A profile whose sources do not say what it accepts cannot be simulated (exit 2).
+    """
+    if bool(accepts) == bool(profile_id):
+        fail(UsageError("give either --accept SOP=TS[,TS...] (repeatable) or --profile ID."), False)
     accept: dict[str, list[str]] = {}
+    if profile_id:
+        accept = guarded(False, lambda: pacsprofiles.load(profile_id).accept_map([i.sop_class for i in VideoIOD]))
     for spec in accepts:
         sop, _, syntaxes_ = spec.partition("=")
         if not syntaxes_:
@@ -177,8 +227,26 @@ def pacs_simulate_command(port: int, host: str, aet: str, accepts: tuple[str, ..
         store_dir.mkdir(parents=True, exist_ok=True)
     click.echo(f"listening {aet}@{host}:{port}; fault: {fault}", err=True)
     try:
-        simulate.serve(host, port, aet, simulate.Behaviour(accept, fault, store_dir))
+        simulate.start(host, port, aet, simulate.Behaviour(accept, fault, store_dir), block=True)
     except KeyboardInterrupt:
         pass
 
 
+@pacs_group.command("profiles")
+@click.option("--format", "fmt", default="text", show_default=True, type=click.Choice(["text", "json"]))
+def pacs_profiles_command(fmt: str) -> None:
+    """List the PACS profiles in rules/pacs/: what each system's documents say it accepts, and where from."""
+    loaded = guarded(False, pacsprofiles.load_all)
+    if fmt == "json":
+        click.echo(json.dumps([p.to_dict() for p in loaded], indent=2))
+        return
+    names = {s.uid: s.name for s in syntaxes.SYNTAXES}
+    for p in loaded:
+        if p.documented:
+            video = [names[u] for u in p.transfer_syntaxes if u in names]
+            accepted = ", ".join(video) or "no video transfer syntax dvqa writes"
+        else:
+            accepted = "unknown"
+        click.echo(f"{p.id:<24} {p.evidence:<22} {accepted}")
+        for source in p.sources:
+            click.echo(f"{'':<24} source: {source.title} ({source.dated})")

@@ -10,6 +10,7 @@ backoff; a PACS that answers is not retried - its answer stands. Local files are
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -18,17 +19,39 @@ from pathlib import Path
 import pydicom
 from pydicom.uid import UID
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
-from pynetdicom import AE, evt
-from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, build_role, evt
+from pynetdicom.sop_class import (StorageCommitmentPushModel, StudyRootQueryRetrieveInformationModelGet,
+                                  Verification)
 
 from dvqa.audit import file_facts
-from dvqa.errors import EnvironmentProblem, InputError
+from dvqa.errors import EnvironmentProblem, InputError, UsageError
 
 MAX_CONTEXTS = 128  # PS3.8 §9.3.2.2: presentation context IDs are odd numbers 1-255
 # presentation context results (PS3.8 Table 9-18)
 REASONS = {1: " (user rejection)", 2: " (no reason given)", 3: " (abstract syntax not supported)",
            4: " (transfer syntax not supported)"}
+
+
+@dataclass(frozen=True)
+class Tls:
+    """DICOM over TLS (PS3.15 B.1): the PACS's certificate is always verified, against `ca` or the system's
+    trusted certificates, including its host name; `cert`/`key` are dvqa's own, for PACS that require one."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+    def context(self) -> ssl.SSLContext:
+        try:
+            context = ssl.create_default_context(cafile=str(self.ca) if self.ca else None)
+            if self.cert:
+                context.load_cert_chain(str(self.cert), str(self.key) if self.key else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"TLS: cannot load {'--tls-ca ' + str(self.ca) if self.ca else 'the certificates'}"
+                             f"{' / --tls-cert ' + str(self.cert) if self.cert else ''} ({exc}); give PEM files "
+                             "(the key unencrypted).") from None
+        return context
 
 
 @dataclass(frozen=True)
@@ -38,9 +61,10 @@ class Peer:
     called_aet: str = "ANY-SCP"
     calling_aet: str = "DVQA"
     timeout: float = 30.0
+    tls: Tls | None = None
 
     def __str__(self) -> str:
-        return f"{self.called_aet}@{self.host}:{self.port}"
+        return f"{self.called_aet}@{self.host}:{self.port}{' (TLS)' if self.tls else ''}"
 
 
 @dataclass
@@ -74,6 +98,11 @@ def _ae(peer: Peer) -> AE:
     return ae
 
 
+def _associate(ae: AE, peer: Peer, **kwargs):
+    tls_args = (peer.tls.context(), peer.host) if peer.tls else None
+    return ae.associate(peer.host, peer.port, ae_title=peer.called_aet, tls_args=tls_args, **kwargs)
+
+
 def _name(uid: str) -> str:
     u = UID(uid)
     return f"{u.name} ({uid})" if u.name and u.name != uid else uid
@@ -84,7 +113,7 @@ def echo(peer: Peer) -> dict[str, object]:
     ae = _ae(peer)
     ae.add_requested_context(Verification)
     started = time.monotonic()
-    assoc = ae.associate(peer.host, peer.port, ae_title=peer.called_aet)
+    assoc = _associate(ae, peer)
     if not assoc.is_established:
         raise EnvironmentProblem(_association_failure(peer, assoc))
     try:
@@ -98,12 +127,26 @@ def echo(peer: Peer) -> dict[str, object]:
 
 
 def _unreachable(peer: Peer) -> str | None:
-    """Why no TCP connection can be made, in words; None when one can (pynetdicom calls both "aborted")."""
+    """Why no TCP (or TLS) connection can be made, in words; None when one can (pynetdicom calls all of
+    these "aborted")."""
     try:
-        socket.create_connection((peer.host, peer.port), timeout=peer.timeout).close()
+        raw = socket.create_connection((peer.host, peer.port), timeout=peer.timeout)
     except OSError as exc:
         return (f"{peer}: no DICOM association could be opened: cannot connect to {peer.host}:{peer.port} "
                 f"({exc.strerror or exc}); is the PACS running and reachable?")
+    if not peer.tls:
+        raw.close()
+        return None
+    try:
+        with peer.tls.context().wrap_socket(raw, server_hostname=peer.host) as tls:
+            tls.settimeout(1.0)  # TLS 1.3: a refused client certificate arrives as an alert after the handshake
+            tls.recv(1)
+    except ssl.SSLError as exc:
+        reason = getattr(exc, "verify_message", None) or exc.reason or str(exc)
+        return (f"{peer}: the TLS handshake failed ({reason}); check --tls-ca (the PACS's certificate must be "
+                "issued for this host by a certificate in it) and, if the PACS requires one, --tls-cert/--tls-key.")
+    except OSError:
+        pass  # the PACS waits for an association request: TLS itself is fine
     return None
 
 
@@ -145,7 +188,7 @@ def store(peer: Peer, paths: list[Path], retries: int = 3, backoff: float = 1.0)
         ae = _ae(peer)
         for sop_class, syntax in pairs:
             ae.add_requested_context(sop_class, [syntax])
-        assoc = ae.associate(peer.host, peer.port, ae_title=peer.called_aet)
+        assoc = _associate(ae, peer)
         if not assoc.is_established and assoc.rejected_contexts and not assoc.accepted_contexts:
             _send(assoc, pending, attempt)  # the PACS answered: it accepts none of these contexts
             break
@@ -245,6 +288,46 @@ def stow(url: str, paths: list[Path], retries: int = 3, backoff: float = 1.0) ->
     return results
 
 
+def get_instance(peer: Peer, sop_class: str, syntax: str, study: str, series: str, instance: str) -> Dataset:
+    """C-GET one instance (PS3.4 C.4.3, Study Root, IMAGE level) as a PACS with only DIMSE returns it.
+
+    dvqa offers the instance's own transfer syntax and, in a second context, Explicit/Implicit VR Little
+    Endian, so a PACS that stored it transcoded can still send it and the caller sees the syntax it chose.
+    """
+    ae = _ae(peer)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(sop_class, [syntax])
+    if syntax not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+        ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    received: list[Dataset] = []
+
+    def on_store(event) -> int:
+        ds = event.dataset
+        ds.file_meta = event.file_meta
+        received.append(ds)
+        return 0x0000
+
+    assoc = _associate(ae, peer, ext_neg=[build_role(sop_class, scp_role=True)],
+                       evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    if not assoc.is_established:
+        raise EnvironmentProblem(_association_failure(peer, assoc))
+    query = Dataset()
+    query.QueryRetrieveLevel = "IMAGE"
+    query.StudyInstanceUID, query.SeriesInstanceUID, query.SOPInstanceUID = study, series, instance
+    final = None
+    try:
+        for status, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet):
+            if status:
+                final = status.Status
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    if not received:
+        answer = f"final status 0x{final:04X}" if final is not None else "no answer"
+        raise EnvironmentProblem(f"{peer}: C-GET of {instance} returned no instance ({answer}).")
+    return received[0]
+
+
 EXIT_OF_OUTCOME = {"stored": 0, "committed": 0, "rejected": 1, "not committed": 1}  # else: not reached (4)
 STORAGE_COMMITMENT_INSTANCE = UID("1.2.840.10008.1.20.1.1")  # the well-known SOP instance (PS3.4 J.3.5)
 
@@ -283,7 +366,7 @@ def commit(peer: Peer, results: list[StoreResult], listen: tuple[str, int], wait
         request.ReferencedSOPSequence = [_reference(r) for r in stored]
         ae = _ae(peer)
         ae.add_requested_context(StorageCommitmentPushModel)
-        assoc = ae.associate(peer.host, peer.port, ae_title=peer.called_aet)
+        assoc = _associate(ae, peer)
         if not assoc.is_established:
             raise EnvironmentProblem(_association_failure(peer, assoc))
         try:

@@ -41,11 +41,12 @@ def _on_store(behaviour: Behaviour):
     return handle
 
 
-def serve(host: str, port: int, ae_title: str, behaviour: Behaviour) -> None:
-    """Serve until interrupted (block=True); a fault applies to every C-STORE."""
+def start(host: str, port: int, ae_title: str, behaviour: Behaviour, block: bool = False):
+    """Start the SCP; a fault applies to every C-STORE. Non-blocking: returns the server (port 0 picks a
+    free port: `server.server_address`); blocking: serves until interrupted."""
     ae = AE(ae_title=ae_title)
     ae.add_supported_context(Verification)
     for sop_class, syntaxes in behaviour.accept.items():
         ae.add_supported_context(sop_class, syntaxes)
     ae.maximum_pdu_size = 0
-    ae.start_server((host, port), block=True, evt_handlers=[(evt.EVT_C_STORE, _on_store(behaviour))])
+    return ae.start_server((host, port), block=block, evt_handlers=[(evt.EVT_C_STORE, _on_store(behaviour))])

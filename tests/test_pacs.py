@@ -205,24 +205,41 @@ def _post(url: str, body: dict) -> bytes:
         return response.read()
 
 
-def test_compatibility_matrix_orthanc_and_a_jpeg_only_pacs(orthanc, jpeg_only_pacs, tmp_path: Path) -> None:
+def test_compatibility_matrix_measured_and_documented(orthanc, jpeg_only_pacs, tmp_path: Path) -> None:
     out = tmp_path / "matrix"
     proc = dvqa("pacs", "matrix",
-                "--target", f"Orthanc=ORTHANC@127.0.0.1:{orthanc['port']},wado={orthanc['http']}/dicom-web",
+                "--target", f"Orthanc=ORTHANC@127.0.0.1:{orthanc['port']},wado={orthanc['http']}/dicom-web,get",
                 "--target", f"JPEG only=STORESCP@127.0.0.1:{jpeg_only_pacs['port']}",
-                "--iod", "endoscopic", "--syntax", "h264-high-4.1", "--syntax", "mjpeg", "--out", str(out))
+                "--profile", "dcm4chee-arc", "--profile", "ge-centricity",
+                "--iod", "endoscopic", "--syntax", "h264-high-4.1", "--syntax", "hevc-main", "--syntax", "mjpeg",
+                "--out", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    cells = {(c["target"], c["syntax"]): c for c in json.loads((out / "matrix.json").read_text())["cells"]}
-    assert (cells[("Orthanc", "h264-high-4.1")]["outcome"], cells[("Orthanc", "h264-high-4.1")]["retrieved"]) == \
-        ("stored", "identical")
-    assert cells[("Orthanc", "mjpeg")]["retrieved"] == "identical"
+    made = json.loads((out / "matrix.json").read_text())
+    assert made["pynetdicom"] and made["measured"].startswith(time.strftime("%Y-", time.gmtime()))
+    cells = {(c["target"], c["syntax"]): c for c in made["cells"]}
+    for syntax in ("h264-high-4.1", "hevc-main", "mjpeg"):  # read back both ways, byte for byte
+        cell = cells[("Orthanc", syntax)]
+        assert (cell["outcome"], cell["evidence"]) == ("stored", "measured")
+        assert cell["retrieved"] == "identical (WADO-RS); identical (C-GET)", cell
     assert cells[("JPEG only", "h264-high-4.1")]["outcome"] == "rejected"
     assert (cells[("JPEG only", "mjpeg")]["outcome"], cells[("JPEG only", "mjpeg")]["retrieved"]) == \
         ("stored", "not retrieved")
+    # documented rows: dcm4chee's statement lists H.264 High Profile 4.1 and JPEG for video, not HEVC
+    dcm4chee = "dcm4chee-arc-light (dcm4che Archive 5)"
+    assert [cells[(dcm4chee, s)]["outcome"] for s in ("h264-high-4.1", "hevc-main", "mjpeg")] == \
+        ["stored", "rejected", "stored"]
+    assert {cells[(dcm4chee, s)]["evidence"] for s in ("h264-high-4.1", "mjpeg")} == {"conformance statement"}
+    assert cells[("GE Centricity PACS", "mjpeg")]["outcome"] == "unknown"
     markdown = (out / "matrix.md").read_text()
-    assert "| h264-high-4.1 (1.2.840.10008.1.2.4.102) | stored, identical |" in markdown
+    assert "| h264-high-4.1 (1.2.840.10008.1.2.4.102) | stored, identical (WADO-RS); identical (C-GET) |" in markdown
     assert "| h264-high-4.1 (1.2.840.10008.1.2.4.102) | rejected |" in markdown
-    assert '<td class="rejected"' in (out / "matrix.html").read_text()
+    assert "| hevc-main (1.2.840.10008.1.2.4.107) | refused |" in markdown  # documented: worded apart
+    assert markdown.count("**Measured** against a running server.") == 2
+    assert "**From documents (conformance statement)**, not measured" in markdown and "**Unknown**" in markdown
+    assert "| GE Centricity PACS | none found | unknown | unknown | unknown |" in markdown
+    html = (out / "matrix.html").read_text()
+    assert '<td class="rejected"' in html and '<table class="documented">' in html
+    assert dvqa("pacs", "matrix", "--out", str(out)).returncode == 2  # nothing to test
 
 
 def test_fallback_sends_a_converted_copy_when_video_is_refused(jpeg_only_pacs, files, tmp_path: Path) -> None:
@@ -256,12 +273,13 @@ def simulated(files, tmp_path: Path):
     """`dvqa pacs simulate` in its own process, one fault at a time."""
     started = []
 
-    def start(fault: str) -> int:
+    def start(fault: str, profile: str | None = None) -> int:
         port = _free_port()
+        accept = ["--profile", profile] if profile else \
+            ["--accept", f"{VIDEO_ENDOSCOPIC}=1.2.840.10008.1.2.4.102,1.2.840.10008.1.2.4.50"]
         process = subprocess.Popen(
-            [sys.executable, "-m", "dvqa", "pacs", "simulate", "--port", str(port), "--fault", fault,
-             "--accept", f"{VIDEO_ENDOSCOPIC}=1.2.840.10008.1.2.4.102,1.2.840.10008.1.2.4.50",
-             "--store-dir", str(tmp_path / fault)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [sys.executable, "-m", "dvqa", "pacs", "simulate", "--port", str(port), "--fault", fault, *accept,
+             "--store-dir", str(tmp_path / (profile or fault))], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         started.append(process)
         _wait_for_port(port, process, "dvqa pacs simulate")
         return port
@@ -289,3 +307,37 @@ def test_faults_out_of_resources_abort_and_silence(simulated, files, tmp_path: P
     assert silent.returncode == 4 and time.monotonic() - started < 60
     assert json.loads(silent.stdout)[0]["outcome"] == "failed"
     assert Path(sent).exists()
+
+
+NAMED_SYSTEMS = {"philips-intellispace", "ge-centricity", "siemens-syngo-plaza", "fujifilm-synapse", "agfa-impax",
+                 "dcm4chee-arc", "conquest", "clearcanvas", "google-cloud-healthcare", "aws-healthimaging",
+                 "azure-dicom-service"}
+
+
+def test_every_named_pacs_has_a_profile_with_sources_or_says_unknown() -> None:
+    proc = dvqa("pacs", "profiles", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    listed = {p["id"]: p for p in json.loads(proc.stdout)}
+    assert NAMED_SYSTEMS <= set(listed)
+    for p in listed.values():
+        if p["transfer_syntaxes"] == "unknown":
+            assert p["evidence"] in ("none found", "conformance statement") and p["notes"], p["id"]
+            continue
+        assert p["sources"], p["id"]  # a documented list always names where it comes from, dated or saying why not
+        assert all(s["title"] and s["where"] and s["dated"] and s["read"] and s["says"] for s in p["sources"])
+    text = dvqa("pacs", "profiles").stdout
+    assert "conquest                 default configuration  mjpeg" in text
+
+
+def test_simulated_profiles_accept_exactly_what_their_documents_say(simulated, files) -> None:
+    def outcomes(port: int) -> list[str]:
+        proc = dvqa("pacs", "store", *(str(files[s]) for s in SYNTAXES), "--port", str(port),
+                    "--called-aet", "SIMULATED", "--format", "json")
+        return [r["outcome"] for r in json.loads(proc.stdout)]
+
+    # SYNTAXES: h264-high-4.1, h264-high-4.2, hevc-main, mpeg2-mp-ml, mjpeg
+    assert outcomes(simulated("none", "dcm4chee-arc")) == ["stored", "rejected", "rejected", "stored", "stored"]
+    assert outcomes(simulated("none", "conquest")) == ["rejected"] * 4 + ["stored"]
+    assert outcomes(simulated("none", "aws-healthimaging")) == ["stored"] * 5
+    unknown = dvqa("pacs", "simulate", "--port", str(_free_port()), "--profile", "ge-centricity")
+    assert unknown.returncode == 2 and "nothing to simulate" in unknown.stderr and "Traceback" not in unknown.stderr

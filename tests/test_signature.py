@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import shutil
@@ -10,32 +9,14 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import NameOID
 
 from dvqa.dicomfile import read_fragments
-from helpers import CLIPS, dvqa, run, tool
+from helpers import CLIPS, certificate, dvqa, run, tool
 
 PASSPHRASE = "correct horse"
-
-
-def _name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
-
-def _certificate(subject: str, key, issuer: str, issuer_key, ca: bool = False,
-                 days: tuple[int, int] = (-1, 30)) -> x509.Certificate:
-    now = dt.datetime.now(dt.timezone.utc)
-    builder = (x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(_name(issuer))
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now + dt.timedelta(days=days[0]))
-               .not_valid_after(now + dt.timedelta(days=days[1])))
-    if ca:
-        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-    return builder.sign(issuer_key, hashes.SHA256())
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +24,13 @@ def pki(tmp_path_factory) -> dict[str, Path]:
     """A site CA, an RSA signer (plain, encrypted and PKCS#12), an ECDSA signer, a stranger CA."""
     d = tmp_path_factory.mktemp("pki")
     ca_key = rsa.generate_private_key(65537, 2048)
-    ca = _certificate("dvqa test CA", ca_key, "dvqa test CA", ca_key, ca=True)
+    ca = certificate("dvqa test CA", ca_key, "dvqa test CA", ca_key, ca=True)
     key = rsa.generate_private_key(65537, 2048)
-    cert = _certificate("dvqa test signer", key, "dvqa test CA", ca_key)
+    cert = certificate("dvqa test signer", key, "dvqa test CA", ca_key)
     ec_key = ec.generate_private_key(ec.SECP256R1())
-    ec_cert = _certificate("dvqa ecdsa signer", ec_key, "dvqa test CA", ca_key)
+    ec_cert = certificate("dvqa ecdsa signer", ec_key, "dvqa test CA", ca_key)
     other_key = rsa.generate_private_key(65537, 2048)
-    other = _certificate("another CA", other_key, "another CA", other_key, ca=True)
+    other = certificate("another CA", other_key, "another CA", other_key, ca=True)
     pem = serialization.Encoding.PEM
     files = {
         "ca": ca.public_bytes(pem), "other_ca": other.public_bytes(pem), "cert": cert.public_bytes(pem),
