@@ -142,7 +142,8 @@ def _unreachable(peer: Peer) -> str | None:
             tls.settimeout(1.0)  # TLS 1.3: a refused client certificate arrives as an alert after the handshake
             tls.recv(1)
     except ssl.SSLError as exc:
-        reason = getattr(exc, "verify_message", None) or exc.reason or str(exc)
+        reason = f"certificate verify failed: {exc.verify_message}" if isinstance(exc, ssl.SSLCertVerificationError) \
+            else exc.reason or str(exc)
         return (f"{peer}: the TLS handshake failed ({reason}); check --tls-ca (the PACS's certificate must be "
                 "issued for this host by a certificate in it) and, if the PACS requires one, --tls-cert/--tls-key.")
     except OSError:

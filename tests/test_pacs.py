@@ -18,7 +18,10 @@ from dvqa.convert import ConvertOptions, convert
 from dvqa.dicomfile import read_fragments
 from dvqa import pacs
 from dvqa.audit import records
-from helpers import CLIPS, dvqa, run, tool
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from helpers import CLIPS, certificate, dvqa, run, tool
 
 SCHEMA = Path(__file__).resolve().parent / "data" / "dicom-audit-message.rnc"
 
@@ -341,3 +344,66 @@ def test_simulated_profiles_accept_exactly_what_their_documents_say(simulated, f
     assert outcomes(simulated("none", "aws-healthimaging")) == ["stored"] * 5
     unknown = dvqa("pacs", "simulate", "--port", str(_free_port()), "--profile", "ge-centricity")
     assert unknown.returncode == 2 and "nothing to simulate" in unknown.stderr and "Traceback" not in unknown.stderr
+
+
+@pytest.fixture(scope="module")
+def tls_pki(tmp_path_factory) -> dict[str, Path]:
+    """A site CA with a server and a client certificate for 127.0.0.1, and a stranger CA."""
+    d = tmp_path_factory.mktemp("tls")
+    ca_key, other_key, server_key, client_key = (rsa.generate_private_key(65537, 2048) for _ in range(4))
+    pem = serialization.Encoding.PEM
+    made = {"ca": certificate("dvqa site CA", ca_key, "dvqa site CA", ca_key, ca=True),
+            "other_ca": certificate("another CA", other_key, "another CA", other_key, ca=True),
+            "server": certificate("pacs.test", server_key, "dvqa site CA", ca_key, ip="127.0.0.1"),
+            "client": certificate("dvqa workstation", client_key, "dvqa site CA", ca_key, ip="127.0.0.1")}
+    paths = {}
+    for name, cert in made.items():
+        paths[name] = d / f"{name}.pem"
+        paths[name].write_bytes(cert.public_bytes(pem))
+    for name, key in (("server_key", server_key), ("client_key", client_key)):
+        paths[name] = d / f"{name}.pem"
+        paths[name].write_bytes(key.private_bytes(pem, serialization.PrivateFormat.TraditionalOpenSSL,
+                                                  serialization.NoEncryption()))
+    return paths
+
+
+@pytest.fixture()
+def tls_storescp(tls_pki, tmp_path: Path):
+    """DCMTK storescp over TLS, requiring a client certificate from the site CA (its default, -rc)."""
+    exe = tool("storescp")
+    out = tmp_path / "received-tls"
+    out.mkdir()
+    port = _free_port()
+    process = subprocess.Popen([exe, "+tls", str(tls_pki["server_key"]), str(tls_pki["server"]), "-pw",
+                                "+cf", str(tls_pki["ca"]), "+xa", "-od", str(out), "-aet", "TLSSCP", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_port(port, process, "storescp +tls")
+        yield {"port": port, "out": out}
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def test_tls_echo_and_store_with_a_client_certificate(tls_storescp, tls_pki, files) -> None:
+    peer = ["--port", str(tls_storescp["port"]), "--called-aet", "TLSSCP"]
+    mine = ["--tls-ca", str(tls_pki["ca"]), "--tls-cert", str(tls_pki["client"]), "--tls-key", str(tls_pki["client_key"])]
+    echo = dvqa("pacs", "echo", *peer, *mine)
+    assert echo.returncode == 0 and "TLSSCP@127.0.0.1" in echo.stdout and "(TLS)" in echo.stdout, echo.stderr
+    stored = dvqa("pacs", "store", str(files["h264-high-4.1"]), *peer, *mine)
+    assert stored.returncode == 0, stored.stdout + stored.stderr
+    received = list(tls_storescp["out"].iterdir())
+    assert len(received) == 1 and list(read_fragments(received[0])) == list(read_fragments(files["h264-high-4.1"]))
+    # the PACS's certificate is not from the CA dvqa trusts: refused before any DICOM is sent
+    stranger = dvqa("pacs", "echo", *peer, "--tls-ca", str(tls_pki["other_ca"]), "--tls-cert",
+                    str(tls_pki["client"]), "--tls-key", str(tls_pki["client_key"]))
+    assert stranger.returncode == 4 and "TLS handshake failed" in stranger.stderr
+    assert "certificate verify failed" in stranger.stderr and "Traceback" not in stranger.stderr
+    # the PACS requires a client certificate and dvqa has none
+    anonymous = dvqa("pacs", "echo", *peer, "--tls-ca", str(tls_pki["ca"]))
+    assert anonymous.returncode == 4 and "TLS handshake failed" in anonymous.stderr and "--tls-cert" in anonymous.stderr
+    plain = dvqa("pacs", "echo", *peer, "--timeout", "5")
+    assert plain.returncode == 4 and "Traceback" not in plain.stderr
+    assert len(list(tls_storescp["out"].iterdir())) == 1
+    unreadable = dvqa("pacs", "echo", *peer, "--tls-ca", str(files["mjpeg"]))
+    assert unreadable.returncode == 2 and "--tls-ca" in unreadable.stderr
