@@ -13,7 +13,7 @@ import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
@@ -80,6 +80,7 @@ class StoreResult:
     status: int | None = None
     message: str = ""
     attempts: int = 0
+    history: list[str] = field(default_factory=list)  # one line per attempt: what happened then
     fallback: dict | None = None  # the copy sent instead when the original was refused
 
     @property
@@ -186,26 +187,33 @@ def store(peer: Peer, paths: list[Path], retries: int = 3, backoff: float = 1.0)
         if attempt:
             time.sleep(backoff * 2 ** (attempt - 1))
         attempt += 1
-        ae = _ae(peer)
-        for sop_class, syntax in pairs:
-            ae.add_requested_context(sop_class, [syntax])
-        assoc = _associate(ae, peer)
-        if not assoc.is_established and assoc.rejected_contexts and not assoc.accepted_contexts:
-            _send(assoc, pending, attempt)  # the PACS answered: it accepts none of these contexts
-            break
-        if not assoc.is_established:
-            failure = _association_failure(peer, assoc)
-            for r in pending:
-                r.attempts, r.outcome, r.message = attempt, "failed", failure
-            if assoc.is_rejected:
-                break  # a rejection is an answer, not a network failure
-            continue
-        try:
-            pending = _send(assoc, pending, attempt)
-        finally:
-            if assoc.is_established:
-                assoc.release()
+        tried = list(pending)
+        pending = _attempt(peer, pairs, pending, attempt)
+        for r in tried:
+            r.history.append(f"attempt {attempt}: {r.outcome}" + (f" - {r.message}" if r.message else ""))
     return results
+
+
+def _attempt(peer: Peer, pairs: list[tuple[str, str]], pending: list[StoreResult], attempt: int
+             ) -> list[StoreResult]:
+    """One association; returns the files worth retrying (an empty list when the PACS gave its answer)."""
+    ae = _ae(peer)
+    for sop_class, syntax in pairs:
+        ae.add_requested_context(sop_class, [syntax])
+    assoc = _associate(ae, peer)
+    if not assoc.is_established and assoc.rejected_contexts and not assoc.accepted_contexts:
+        _send(assoc, pending, attempt)  # the PACS answered: it accepts none of these contexts
+        return []
+    if not assoc.is_established:
+        failure = _association_failure(peer, assoc)
+        for r in pending:
+            r.attempts, r.outcome, r.message = attempt, "failed", failure
+        return [] if assoc.is_rejected else pending  # a rejection is an answer, not a network failure
+    try:
+        return _send(assoc, pending, attempt)
+    finally:
+        if assoc.is_established:
+            assoc.release()
 
 
 def _send(assoc, pending: list[StoreResult], attempt: int) -> list[StoreResult]:
@@ -229,11 +237,16 @@ def _send(assoc, pending: list[StoreResult], attempt: int) -> list[StoreResult]:
             r.outcome, r.message = "failed", "the association ended before this file was sent"
             retry.append(r)
             continue
+        started = time.monotonic()
         status = assoc.send_c_store(Path(r.path))
         code = getattr(status, "Status", None) if status else None
         r.status = code
         if code is None:
-            r.outcome, r.message = "failed", "no answer to C-STORE (timeout or aborted association)"
+            r.outcome = "failed"  # pynetdicom aborts the association itself when its DIMSE timeout expires
+            r.message = (f"no answer to C-STORE within {assoc.dimse_timeout:g} s (--timeout)"
+                         if time.monotonic() - started >= assoc.dimse_timeout else
+                         "the association was aborted during the transfer (connection lost, or the PACS stopped "
+                         "or aborted it)")
             retry.append(r)
         elif code in (0x0000, 0xB000, 0xB007, 0xB006):  # success or warning (PS3.4 B.2.3)
             r.outcome, r.message = "stored", "" if code == 0 else f"stored with warning 0x{code:04X}"
@@ -414,7 +427,7 @@ def send_event(result: StoreResult, destination: str, protocol: str) -> dict[str
                  "study_instance": result.study_instance},
         "patient": {"PatientID": result.patient_id, "PatientName": result.patient_name},
         "output": {"path": destination},
-        "outcome": result.outcome, "status": result.status, "attempts": result.attempts,
+        "outcome": result.outcome, "status": result.status, "attempts": result.attempts, "history": result.history,
         "exit_code": 0 if result.delivered else EXIT_OF_OUTCOME.get(result.outcome, 4), "message": result.message,
         "fallback": result.fallback,
     }

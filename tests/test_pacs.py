@@ -3,6 +3,7 @@ configured as a PACS that takes only JPEG video."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.encaps import encapsulate
 
 from dvqa.convert import ConvertOptions, convert
 from dvqa.dicomfile import read_fragments
@@ -304,11 +306,13 @@ def test_faults_out_of_resources_abort_and_silence(simulated, files, tmp_path: P
     aborted = dvqa("pacs", "store", sent, "--port", str(simulated("abort")), "--retries", "1", "--format", "json")
     result = json.loads(aborted.stdout)[0]
     assert aborted.returncode == 4 and result["outcome"] == "failed" and result["attempts"] == 2
+    assert len(result["history"]) == 2 and all("aborted during the transfer" in h for h in result["history"])
     started = time.monotonic()
     silent = dvqa("pacs", "store", sent, "--port", str(simulated("silent")), "--retries", "0", "--timeout", "3",
                   "--format", "json")
     assert silent.returncode == 4 and time.monotonic() - started < 60
-    assert json.loads(silent.stdout)[0]["outcome"] == "failed"
+    result = json.loads(silent.stdout)[0]
+    assert result["outcome"] == "failed" and "no answer to C-STORE within 3 s" in result["message"]
     assert Path(sent).exists()
 
 
@@ -407,3 +411,85 @@ def test_tls_echo_and_store_with_a_client_certificate(tls_storescp, tls_pki, fil
     assert len(list(tls_storescp["out"].iterdir())) == 1
     unreadable = dvqa("pacs", "echo", *peer, "--tls-ca", str(files["mjpeg"]))
     assert unreadable.returncode == 2 and "--tls-ca" in unreadable.stderr
+
+
+def _big_copy(source: Path, out: Path, megabytes: int) -> Path:
+    """`source` with one Pixel Data fragment of `megabytes` MB: a transfer long enough to interrupt."""
+    ds = pydicom.dcmread(str(source))
+    ds.PixelData = encapsulate([bytes(megabytes * 1024 * 1024)])
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(str(out), enforce_file_format=True)
+    return out
+
+
+def _bytes_read(pid: int) -> int:
+    """Bytes the process has read so far (Linux /proc/PID/io), sockets included."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/PID/io")
+
+
+def _kill_mid_transfer(server: subprocess.Popen, sender: subprocess.Popen) -> None:
+    """SIGKILL the PACS once 25 MB of the 250 MB file have arrived: no A-ABORT, no answer, just gone."""
+    baseline = _bytes_read(server.pid)
+    deadline = time.monotonic() + 120
+    while _bytes_read(server.pid) - baseline < 25 * 1024 * 1024:
+        assert time.monotonic() < deadline and sender.poll() is None, "the transfer never got going"
+        time.sleep(0.02)
+    server.kill()
+    server.wait(30)
+
+
+def _storescp(port: int, out: Path) -> subprocess.Popen:
+    process = subprocess.Popen([tool("storescp"), "+xa", "-od", str(out), "-aet", "STORESCP", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for_port(port, process, "storescp")
+    return process
+
+
+def test_pacs_stopped_mid_transfer_then_back_loses_nothing(files, tmp_path: Path) -> None:
+    big = _big_copy(files["h264-high-4.1"], tmp_path / "big.dcm", 250)
+    digest = hashlib.sha256(big.read_bytes()).hexdigest()
+    port, first, second = _free_port(), tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    server = _storescp(port, first)
+    log = tmp_path / "audit.jsonl"
+    sender = subprocess.Popen([sys.executable, "-m", "dvqa", "pacs", "store", str(big), "--port", str(port),
+                               "--called-aet", "STORESCP", "--retries", "2", "--audit", str(log), "--format", "json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _kill_mid_transfer(server, sender)
+    server = _storescp(port, second)  # and comes back before dvqa's first retry (1 s backoff)
+    try:
+        stdout, stderr = sender.communicate(timeout=240)
+    finally:
+        server.terminate()
+        server.wait(30)
+    assert sender.returncode == 0, stdout + stderr
+    result = json.loads(stdout)[0]
+    assert (result["outcome"], result["attempts"]) == ("stored", 2)
+    assert "aborted during the transfer" in result["history"][0] and result["history"][1] == "attempt 2: stored"
+    received = list(second.iterdir())
+    assert len(received) == 1 and list(read_fragments(received[0])) == list(read_fragments(big))
+    assert hashlib.sha256(big.read_bytes()).hexdigest() == digest  # the local file is untouched
+    record = records(log)[0]
+    assert (record["outcome"], record["attempts"], record["exit_code"]) == ("stored", 2, 0)
+    assert record["history"] == result["history"]
+
+
+def test_pacs_stopped_mid_transfer_for_good_is_exit_4(files, tmp_path: Path) -> None:
+    big = _big_copy(files["h264-high-4.1"], tmp_path / "big.dcm", 250)
+    port = _free_port()
+    (tmp_path / "in").mkdir()
+    server = _storescp(port, tmp_path / "in")
+    sender = subprocess.Popen([sys.executable, "-m", "dvqa", "pacs", "store", str(big), "--port", str(port),
+                               "--called-aet", "STORESCP", "--retries", "1", "--format", "json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _kill_mid_transfer(server, sender)
+    stdout, stderr = sender.communicate(timeout=240)
+    assert sender.returncode == 4 and "Traceback" not in stderr, stdout + stderr
+    result = json.loads(stdout)[0]
+    assert result["outcome"] == "failed" and result["attempts"] == 2
+    assert "aborted during the transfer" in result["history"][0]
+    assert "cannot connect" in result["history"][1] and big.exists()
