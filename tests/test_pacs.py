@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -23,29 +22,15 @@ from dvqa.audit import records
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from bench import orthanc as orthanc_server
 from helpers import CLIPS, certificate, dvqa, run, tool
 
 SCHEMA = Path(__file__).resolve().parent / "data" / "dicom-audit-message.rnc"
 
-DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"  # Debian orthanc-dicomweb
 SYNTAXES = ["h264-high-4.1", "h264-high-4.2", "hevc-main", "mpeg2-mp-ml", "mjpeg"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_port(port: int, process: subprocess.Popen, what: str) -> None:
-    for _ in range(100):
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} did not open port {port}")
+_free_port, _wait_for_port = orthanc_server.free_port, orthanc_server.wait_for_port
 
 
 @pytest.fixture(scope="module")
@@ -58,27 +43,10 @@ def files(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def orthanc(tmp_path_factory):
     exe = tool("Orthanc")
-    if not Path(DICOMWEB_PLUGIN).exists():
+    if not Path(orthanc_server.DICOMWEB_PLUGIN).exists():
         tool("orthanc-dicomweb")  # not a command: skips locally / fails in CI with the apt hint
-    d = tmp_path_factory.mktemp("orthanc")
-    dicom_port, http_port, listen_port = _free_port(), _free_port(), _free_port()
-    config = d / "orthanc.json"
-    config.write_text(json.dumps({
-        "Name": "dvqa-test", "StorageDirectory": str(d / "db"), "IndexDirectory": str(d / "db"),
-        "DicomAet": "ORTHANC", "DicomPort": dicom_port, "HttpPort": http_port, "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False, "DicomCheckCalledAet": True, "StorageCompression": False,
-        "Plugins": [DICOMWEB_PLUGIN], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
-        # where Orthanc sends storage commitment reports: dvqa's AE title and listening port
-        "DicomModalities": {"dvqa": ["DVQA", "127.0.0.1", listen_port]},
-    }))
-    process = subprocess.Popen([exe, str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_for_port(dicom_port, process, "Orthanc")
-        _wait_for_port(http_port, process, "Orthanc")
-        yield {"port": dicom_port, "http": f"http://127.0.0.1:{http_port}", "listen": listen_port}
-    finally:
-        process.terminate()
-        process.wait(30)
+    with orthanc_server.running(tmp_path_factory.mktemp("orthanc"), exe) as server:
+        yield server
 
 
 def _get(url: str) -> bytes:

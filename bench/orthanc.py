@@ -1,0 +1,69 @@
+"""Start Debian's Orthanc (with its DICOMweb plugin) on free 127.0.0.1 ports with a throw-away
+configuration and storage - for the tests, the PACS benchmark and the matrix in docs/.
+
+dvqa's own code never starts a PACS; this module is tooling around it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterator
+
+DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"  # Debian orthanc-dicomweb
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, what: str) -> None:
+    for _ in range(100):
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not open port {port}")
+
+
+def version(exe: str) -> str:
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
+    return out.splitlines()[0].split()[-1] if out else "?"
+
+
+@contextlib.contextmanager
+def running(folder: Path, exe: str | None = None, calling_aet: str = "DVQA",
+            extra: dict[str, object] | None = None) -> Iterator[dict[str, object]]:
+    """Orthanc with AE title ORTHANC; `calling_aet` is registered at a free port for storage commitment
+    reports and C-GET; `extra` overrides configuration keys. Yields ports and URLs; stops Orthanc on exit."""
+    exe = exe or shutil.which("Orthanc")
+    if not exe or not Path(DICOMWEB_PLUGIN).exists():
+        raise FileNotFoundError("Orthanc and its DICOMweb plugin are needed: apt-get install orthanc orthanc-dicomweb")
+    dicom_port, http_port, listen_port = free_port(), free_port(), free_port()
+    config = folder / "orthanc.json"
+    config.write_text(json.dumps({
+        "Name": "dvqa", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
+        "DicomAet": "ORTHANC", "DicomPort": dicom_port, "HttpPort": http_port, "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False, "DicomCheckCalledAet": True, "StorageCompression": False,
+        "Plugins": [DICOMWEB_PLUGIN], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        "DicomModalities": {"dvqa": [calling_aet, "127.0.0.1", listen_port]},
+        **(extra or {}),
+    }))
+    process = subprocess.Popen([exe, str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(dicom_port, process, "Orthanc")
+        wait_for_port(http_port, process, "Orthanc")
+        yield {"port": dicom_port, "http": f"http://127.0.0.1:{http_port}", "listen": listen_port,
+               "version": version(exe), "storage": folder / "db"}
+    finally:
+        process.terminate()
+        process.wait(30)
