@@ -124,14 +124,23 @@ def _measure(target: Target, files: dict[tuple[str, str], Path]) -> list[Cell]:
     cells = []
     for (iod, name), path in files.items():
         result = pacs.store(target.peer, [path], retries=1)[0]
-        retrieved = []
+        retrieved = {}
         if result.outcome == "stored" and target.wado:
-            retrieved.append(_retrieve_wado(target, path) + (" (WADO-RS)" if target.cget else ""))
+            retrieved["WADO-RS"] = _retrieve_wado(target, path)
         if result.outcome == "stored" and target.cget:
-            retrieved.append(_retrieve_cget(target, path) + (" (C-GET)" if target.wado else ""))
+            retrieved["C-GET"] = _retrieve_cget(target, path)
         cells.append(Cell(target.name, iod, name, syntaxes.BY_NAME[name].uid, result.outcome,
-                          "; ".join(retrieved) or "not retrieved", result.message))
+                          _retrieval_words(retrieved), result.message))
     return cells
+
+
+def _retrieval_words(retrieved: dict[str, str]) -> str:
+    """"identical (WADO-RS, C-GET)" when the ways agree, else each way's own result."""
+    if not retrieved:
+        return "not retrieved"
+    if len(set(retrieved.values())) == 1:
+        return f"{next(iter(retrieved.values()))} ({', '.join(retrieved)})"
+    return "; ".join(f"{how}: {what}" for how, what in retrieved.items())
 
 
 def _documented(profile: pacsprofiles.PacsProfile, files: dict[tuple[str, str], Path], calling_aet: str,

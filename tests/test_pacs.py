@@ -193,7 +193,7 @@ def test_compatibility_matrix_measured_and_documented(orthanc, jpeg_only_pacs, t
     for syntax in ("h264-high-4.1", "hevc-main", "mjpeg"):  # read back both ways, byte for byte
         cell = cells[("Orthanc", syntax)]
         assert (cell["outcome"], cell["evidence"]) == ("stored", "measured")
-        assert cell["retrieved"] == "identical (WADO-RS); identical (C-GET)", cell
+        assert cell["retrieved"] == "identical (WADO-RS, C-GET)", cell
     assert cells[("JPEG only", "h264-high-4.1")]["outcome"] == "rejected"
     assert (cells[("JPEG only", "mjpeg")]["outcome"], cells[("JPEG only", "mjpeg")]["retrieved"]) == \
         ("stored", "not retrieved")
@@ -204,7 +204,7 @@ def test_compatibility_matrix_measured_and_documented(orthanc, jpeg_only_pacs, t
     assert {cells[(dcm4chee, s)]["evidence"] for s in ("h264-high-4.1", "mjpeg")} == {"conformance statement"}
     assert cells[("GE Centricity PACS", "mjpeg")]["outcome"] == "unknown"
     markdown = (out / "matrix.md").read_text()
-    assert "| h264-high-4.1 (1.2.840.10008.1.2.4.102) | stored, identical (WADO-RS); identical (C-GET) |" in markdown
+    assert "| h264-high-4.1 (1.2.840.10008.1.2.4.102) | stored, identical (WADO-RS, C-GET) |" in markdown
     assert "| h264-high-4.1 (1.2.840.10008.1.2.4.102) | rejected |" in markdown
     assert "| hevc-main (1.2.840.10008.1.2.4.107) | refused |" in markdown  # documented: worded apart
     assert markdown.count("**Measured** against a running server.") == 2
