@@ -167,11 +167,11 @@ def _documented(profile: pacsprofiles.PacsProfile, files: dict[tuple[str, str], 
 
 
 def run(targets: list[Target], iods: list[str], names: list[str], work: Path,
-        profiles: list[pacsprofiles.PacsProfile] = (), calling_aet: str = "DVQA", timeout: float = 30.0
+        profiles: list[pacsprofiles.PacsProfile] | None = None, calling_aet: str = "DVQA", timeout: float = 30.0
         ) -> list[Cell]:
     files = reference_files(work, iods, names)
     cells = [cell for target in targets for cell in _measure(target, files)]
-    return cells + [cell for p in profiles for cell in _documented(p, files, calling_aet, timeout)]
+    return cells + [cell for p in profiles or [] for cell in _documented(p, files, calling_aet, timeout)]
 
 
 def metadata() -> dict[str, str]:
@@ -182,11 +182,6 @@ def metadata() -> dict[str, str]:
 
 def to_json(cells: list[Cell], meta: dict[str, str]) -> str:
     return json.dumps({**meta, "cells": [c.__dict__ for c in cells]}, indent=2)
-
-
-def from_json(text: str) -> tuple[list[Cell], dict[str, str]]:
-    data = json.loads(text)
-    return [Cell(**c) for c in data.pop("cells")], data
 
 
 def _grid(cells: list[Cell]) -> tuple[list[str], list[str], list[str], dict]:

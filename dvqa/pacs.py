@@ -107,7 +107,8 @@ def _ae(peer: Peer) -> AE:
 def _no_delay(event) -> None:
     """TCP_NODELAY on the association's socket, as DCMTK sets it. Without it Nagle's algorithm holds every
     P-DATA PDU smaller than the segment size (16 KiB PDUs on a 64 KiB loopback MSS: all of them) until the
-    previous one is acknowledged, and sending becomes latency-bound (measured: 40 MB/s instead of 100)."""
+    previous one is acknowledged, and sending becomes latency-bound (measured to storescp on loopback:
+    40 MB/s without it, 54 MB/s with it)."""
     event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
