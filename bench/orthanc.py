@@ -42,9 +42,12 @@ def version(exe: str) -> str:
 
 @contextlib.contextmanager
 def running(folder: Path, exe: str | None = None, calling_aet: str = "DVQA",
-            extra: dict[str, object] | None = None) -> Iterator[dict[str, object]]:
+            extra: dict[str, object] | None = None, tls: tuple[Path, Path, Path] | None = None
+            ) -> Iterator[dict[str, object]]:
     """Orthanc with AE title ORTHANC; `calling_aet` is registered at a free port for storage commitment
-    reports and C-GET; `extra` overrides configuration keys. Yields ports and URLs; stops Orthanc on exit."""
+    reports and C-GET; `extra` overrides configuration keys. `tls` = (certificate, key, trusted CA): DICOM
+    over TLS only, client certificates required, and TLS towards dvqa as well. Yields ports and URLs; stops
+    Orthanc on exit."""
     exe = exe or shutil.which("Orthanc")
     if not exe or not Path(DICOMWEB_PLUGIN).exists():
         raise FileNotFoundError("Orthanc and its DICOMweb plugin are needed: apt-get install orthanc orthanc-dicomweb")
@@ -55,7 +58,10 @@ def running(folder: Path, exe: str | None = None, calling_aet: str = "DVQA",
         "DicomAet": "ORTHANC", "DicomPort": dicom_port, "HttpPort": http_port, "RemoteAccessAllowed": False,
         "AuthenticationEnabled": False, "DicomCheckCalledAet": True, "StorageCompression": False,
         "Plugins": [DICOMWEB_PLUGIN], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
-        "DicomModalities": {"dvqa": [calling_aet, "127.0.0.1", listen_port]},
+        "DicomModalities": {"dvqa": {"AET": calling_aet, "Host": "127.0.0.1", "Port": listen_port,
+                                     "UseDicomTls": bool(tls)}},
+        **({"DicomTlsEnabled": True, "DicomTlsCertificate": str(tls[0]), "DicomTlsPrivateKey": str(tls[1]),
+            "DicomTlsTrustedCertificates": str(tls[2]), "DicomTlsRemoteCertificateRequired": True} if tls else {}),
         **(extra or {}),
     }))
     process = subprocess.Popen([exe, str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -109,9 +109,12 @@ def pacs_store_command(files: tuple[Path, ...], host: str, port: int | None, cal
     if stow_url and (commit or fallback_syntax):
         fail(UsageError("--commit and --fallback work with DIMSE C-STORE (--port), not with --stow."), debug)
     security = guarded(debug, lambda: _tls(tls, tls_ca, tls_cert, tls_key))
-    if security and (commit or stow_url):
-        fail(UsageError("--tls works with plain C-STORE; --commit's report listener and --stow (use an https:// "
-                        "URL) do not take the TLS options."), debug)
+    if security and stow_url:
+        fail(UsageError("--tls is for DIMSE; with --stow give an https:// URL (its certificate is verified)."),
+             debug)
+    if security and commit and not security.cert:
+        fail(UsageError("--commit over TLS needs --tls-cert (and --tls-key): the PACS connects back to dvqa to "
+                        "deliver its report, and dvqa must present a certificate."), debug)
     if stow_url:
         results = guarded(debug, lambda: pacs.stow(stow_url, list(files), retries))
     else:

@@ -58,6 +58,20 @@ class Tls:
                              "(the key unencrypted).") from None
         return context
 
+    def server_context(self) -> ssl.SSLContext:
+        """For dvqa's own listener (storage commitment reports): dvqa's certificate, and the PACS's verified."""
+        if not self.cert:
+            raise UsageError("--commit over TLS needs --tls-cert (and --tls-key): the PACS connects back to dvqa "
+                             "to deliver its report, and dvqa must present a certificate.")
+        try:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(self.ca) if self.ca else None)
+            context.load_cert_chain(str(self.cert), str(self.key) if self.key else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"TLS: cannot load --tls-cert {self.cert} ({exc}); give PEM files (the key "
+                             "unencrypted).") from None
+        context.verify_mode = ssl.CERT_REQUIRED
+        return context
+
 
 @dataclass(frozen=True)
 class Peer:
@@ -174,7 +188,8 @@ def _association_failure(peer: Peer, assoc) -> str:
         return (f"{peer}: the association was rejected (check the called AE title "
                 f"{peer.called_aet!r} and whether the PACS knows {peer.calling_aet!r}).")
     if assoc.is_aborted:
-        return f"{peer}: the PACS aborted the association."
+        return f"{peer}: the PACS aborted the association" + (
+            "." if peer.tls else " (if it expects DICOM over TLS, add --tls).")
     return f"{peer}: no DICOM association could be opened (is the PACS running and reachable?)."
 
 
@@ -384,7 +399,8 @@ def commit(peer: Peer, results: list[StoreResult], listen: tuple[str, int], wait
     listener = AE(ae_title=peer.calling_aet)
     listener.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
     try:
-        server = listener.start_server(listen, block=False, evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
+        server = listener.start_server(listen, block=False, evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)],
+                                       ssl_context=peer.tls.server_context() if peer.tls else None)
     except OSError as exc:
         raise EnvironmentProblem(f"cannot listen on {listen[0]}:{listen[1]} for the commitment report "
                                  f"({exc.strerror}); choose another --listen-port.") from None

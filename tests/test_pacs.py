@@ -463,3 +463,35 @@ def test_pacs_stopped_mid_transfer_for_good_is_exit_4(files, tmp_path: Path) -> 
     assert result["outcome"] == "failed" and result["attempts"] == 2
     assert "aborted during the transfer" in result["history"][0]
     assert "cannot connect" in result["history"][1] and big.exists()
+
+
+@pytest.fixture()
+def tls_orthanc(tls_pki, tmp_path: Path):
+    """Orthanc speaking DICOM over TLS only (its server certificate from the site CA, client certificates
+    required), and delivering storage commitment reports to dvqa over TLS as well."""
+    exe = tool("Orthanc")
+    if not Path(orthanc_server.DICOMWEB_PLUGIN).exists():
+        tool("orthanc-dicomweb")
+    with orthanc_server.running(tmp_path, exe,
+                                tls=(tls_pki["server"], tls_pki["server_key"], tls_pki["ca"])) as server:
+        yield server
+
+
+def test_orthanc_over_tls_store_commit_and_c_get(tls_orthanc, tls_pki, files, tmp_path: Path) -> None:
+    peer = ["--port", str(tls_orthanc["port"]), "--called-aet", "ORTHANC"]
+    mine = ["--tls-ca", str(tls_pki["ca"]), "--tls-cert", str(tls_pki["client"]), "--tls-key", str(tls_pki["client_key"])]
+    stored = dvqa("pacs", "store", str(files["h264-high-4.1"]), *peer, *mine, "--commit", "--listen-port",
+                  str(tls_orthanc["listen"]), "--commit-wait", "30", "--format", "json")
+    assert stored.returncode == 0, stored.stdout + stored.stderr
+    assert json.loads(stored.stdout)[0]["outcome"] == "committed"  # the report came back over TLS too
+    out = tmp_path / "matrix"
+    matrix = dvqa("pacs", "matrix", "--target", f"Orthanc TLS=ORTHANC@127.0.0.1:{tls_orthanc['port']},get", *mine,
+                  "--iod", "endoscopic", "--syntax", "hevc-main", "--out", str(out))
+    assert matrix.returncode == 0, matrix.stdout + matrix.stderr
+    cell = json.loads((out / "matrix.json").read_text())["cells"][0]
+    assert (cell["outcome"], cell["retrieved"]) == ("stored", "identical (C-GET)")
+    plain = dvqa("pacs", "echo", *peer, "--timeout", "5")
+    assert plain.returncode == 4 and "add --tls" in plain.stderr
+    no_cert = dvqa("pacs", "store", str(files["mjpeg"]), *peer, "--tls-ca", str(tls_pki["ca"]), "--commit",
+                   "--listen-port", str(tls_orthanc["listen"]))
+    assert no_cert.returncode == 2 and "--commit over TLS needs --tls-cert" in no_cert.stderr
