@@ -198,20 +198,10 @@ def _transcode(info: SourceInfo, plan: Plan, scanned: Scan, source_range: str,
     if checker and meter:
         checker.finish()
         quality = meter.result(len(cfr.map.dropped), len(cfr.map.duplicated))
-    transforms = []
-    if source_range != settings.color_range:
-        transforms.append(f"colour range converted {source_range} -> {settings.color_range} "
-                          f"(BT.709 matrix, swscale) for {plan.syntax.photometric}")
-    for (w, h), place in shaper.placements.items():
-        if (w, h) != (place.width, place.height):
-            how = "letterboxed" if place.padded else "scaled"
-            transforms.append(f"{w}x{h} {how} to {place.width}x{place.height} "
-                              f"(picture at {place.x},{place.y} size {place.box_width}x{place.box_height})")
+    transforms = shaper.describe(quality_measured=quality is not None)
     for number, (at, w, h) in enumerate(sizes[1:], 1):
         pw, ph = sizes[number - 1][1:]
         transforms.append(f"canvas size changed at source frame {at} from {pw}x{ph} to {w}x{h}")
-    if quality and any(p.padded for p in shaper.placements.values()):
-        transforms.append("quality measured inside the picture only: letterbox bars are excluded")
     boxes = [{"source_width": w, "source_height": h, "x": p.x, "y": p.y,
               "width": p.box_width, "height": p.box_height} for (w, h), p in shaper.placements.items()]
     return es, cfr.map, transforms, settings.to_dict(), boxes, quality

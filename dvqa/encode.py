@@ -132,6 +132,20 @@ class FrameShaper:
             self.placements[key] = fit(src_w, src_h, self.width, self.height)
         return self.placements[key]
 
+    def describe(self, quality_measured: bool) -> list[str]:
+        """What shaping did to the frames, worded once for every report (convert and `dvqa quality`)."""
+        lines = []
+        if self.source_range != self.out_range:
+            lines.append(f"colour range converted {self.source_range} -> {self.out_range} (BT.709 matrix, swscale)")
+        for (w, h), place in self.placements.items():
+            if (w, h) != (place.width, place.height):
+                how = "letterboxed" if place.padded else "scaled"
+                lines.append(f"{w}x{h} {how} to {place.width}x{place.height} "
+                             f"(picture at {place.x},{place.y} size {place.box_width}x{place.box_height})")
+        if quality_measured and any(p.padded for p in self.placements.values()):
+            lines.append("quality measured inside the picture only: letterbox bars are excluded")
+        return lines
+
     def shape(self, frame: av.VideoFrame) -> av.VideoFrame:
         place = self.placement(frame.width, frame.height)
         src_range = RANGE_CODE.get(self.source_range, 1)

@@ -139,16 +139,8 @@ def measure_files(reference: Path, distorted_path: Path, ssim: str = "fast",
                      f"{float(distorted.rate):g} fps, {distorted.path} holds {result.frames + extra}; "
                      f"the first {result.frames} were compared")
     transforms = [f"reference mapped to {float(distorted.rate):g} fps by nearest slot "
-                  f"({len(cfr.map.duplicated)} duplicated, {len(cfr.map.dropped)} dropped)"]
-    if ref_range != distorted.color_range:
-        transforms.append(f"colour range converted {ref_range} -> {distorted.color_range} "
-                          "(BT.709 matrix, swscale)")
-    for (w, h), place in shaper.placements.items():
-        if (w, h) != (place.width, place.height):
-            how = "letterboxed" if place.padded else "scaled"
-            transforms.append(f"{w}x{h} {how} to {place.width}x{place.height}")
-    if any(p.padded for p in shaper.placements.values()):
-        transforms.append("quality measured inside the picture only: letterbox bars are excluded")
+                  f"({len(cfr.map.duplicated)} duplicated, {len(cfr.map.dropped)} dropped)",
+                  *shaper.describe(quality_measured=True)]
     record: dict[str, object] = {
         "dvqa_version": __version__, "pyav_version": av.__version__, "ffmpeg_version": av.ffmpeg_version_info,
         "input": {"path": str(reference), "sha256": sha256_file(reference), "codec": info.codec,
