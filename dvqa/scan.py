@@ -15,7 +15,7 @@ import av
 import av.logging
 
 from dvqa.errors import InputError
-from dvqa.probe import SourceInfo
+from dvqa.probe import DEMUX_ONLY, SourceInfo
 from dvqa.timing import nominal_rate
 
 H264_SPS = 7
@@ -85,7 +85,7 @@ def scan(info: SourceInfo) -> Scan:
     av.logging.set_level(av.logging.ERROR)
     with av.logging.Capture(False) as logs:
         try:
-            with av.open(str(info.path), "r", format=info.container) as container:
+            with av.open(str(info.path), "r", format=info.container, options=DEMUX_ONLY) as container:
                 stream = container.streams.video[0]
                 extradata = stream.codec_context.extradata or b""
                 annexb = not extradata.startswith(b"\x01")
