@@ -69,7 +69,7 @@ def running(folder: Path, exe: str | None = None, calling_aet: str = "DVQA",
         wait_for_port(dicom_port, process, "Orthanc")
         wait_for_port(http_port, process, "Orthanc")
         yield {"port": dicom_port, "http": f"http://127.0.0.1:{http_port}", "listen": listen_port,
-               "version": version(exe), "storage": folder / "db"}
+               "version": version(exe)}
     finally:
         process.terminate()
         process.wait(30)

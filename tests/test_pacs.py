@@ -13,16 +13,15 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.encaps import encapsulate
-
-from dvqa.convert import ConvertOptions, convert
-from dvqa.dicomfile import read_fragments
-from dvqa import pacs
-from dvqa.audit import records
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from pydicom.encaps import encapsulate
 
 from bench import orthanc as orthanc_server
+from dvqa import pacs
+from dvqa.audit import records
+from dvqa.convert import ConvertOptions, convert
+from dvqa.dicomfile import read_fragments
 from helpers import CLIPS, certificate, dvqa, run, tool
 
 SCHEMA = Path(__file__).resolve().parent / "data" / "dicom-audit-message.rnc"
