@@ -46,8 +46,10 @@ def running(folder: Path, exe: str | None = None, calling_aet: str = "DVQA",
             ) -> Iterator[dict[str, object]]:
     """Orthanc with AE title ORTHANC; `calling_aet` is registered at a free port for storage commitment
     reports and C-GET; `extra` overrides configuration keys. `tls` = (certificate, key, trusted CA): DICOM
-    over TLS only, client certificates required, and TLS towards dvqa as well. Yields ports and URLs; stops
-    Orthanc on exit."""
+    over TLS only, client certificates required, and TLS towards dvqa as well (REST/DICOMweb stay plain HTTP:
+    Debian 12's Orthanc 1.10.1 segfaults in a civetweb worker on the first HTTPS request - seen 2026-11-25 -
+    so HTTPS is put in front with a TLS-terminating proxy instead, as many sites do). Yields ports and URLs;
+    stops Orthanc on exit."""
     exe = exe or shutil.which("Orthanc")
     if not exe or not Path(DICOMWEB_PLUGIN).exists():
         raise FileNotFoundError("Orthanc and its DICOMweb plugin are needed: apt-get install orthanc orthanc-dicomweb")
@@ -68,8 +70,8 @@ def running(folder: Path, exe: str | None = None, calling_aet: str = "DVQA",
     try:
         wait_for_port(dicom_port, process, "Orthanc")
         wait_for_port(http_port, process, "Orthanc")
-        yield {"port": dicom_port, "http": f"http://127.0.0.1:{http_port}", "listen": listen_port,
-               "version": version(exe)}
+        yield {"port": dicom_port, "http": f"http://127.0.0.1:{http_port}", "http_port": http_port,
+               "listen": listen_port, "version": version(exe)}
     finally:
         process.terminate()
         process.wait(30)

@@ -109,14 +109,13 @@ def pacs_store_command(files: tuple[Path, ...], host: str, port: int | None, cal
     if stow_url and (commit or fallback_syntax):
         fail(UsageError("--commit and --fallback work with DIMSE C-STORE (--port), not with --stow."), debug)
     security = guarded(debug, lambda: _tls(tls, tls_ca, tls_cert, tls_key))
-    if security and stow_url:
-        fail(UsageError("--tls is for DIMSE; with --stow give an https:// URL (its certificate is verified)."),
-             debug)
+    if security and stow_url and not stow_url.startswith("https://"):
+        fail(UsageError(f"--stow {stow_url}: the TLS options need an https:// URL."), debug)
     if security and commit and not security.cert:
         fail(UsageError("--commit over TLS needs --tls-cert (and --tls-key): the PACS connects back to dvqa to "
                         "deliver its report, and dvqa must present a certificate."), debug)
     if stow_url:
-        results = guarded(debug, lambda: pacs.stow(stow_url, list(files), retries))
+        results = guarded(debug, lambda: pacs.stow(stow_url, list(files), retries, tls=security))
     else:
         if port is None:
             fail(UsageError("give --port (DIMSE) or --stow URL (DICOMweb)."), debug)

@@ -100,7 +100,7 @@ def _retrieve_wado(target: Target, sent: Path) -> str:
     from dicomweb_client.api import DICOMwebClient
 
     ds = pydicom.dcmread(str(sent), stop_before_pixels=True)
-    client = DICOMwebClient(url=target.wado)
+    client = DICOMwebClient(url=target.wado, session=pacs.http_session(target.peer.tls))
     client.set_http_retry_params(retry=False)
     try:
         back = client.retrieve_instance(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID),

@@ -286,14 +286,44 @@ def _send(assoc, pending: list[StoreResult], attempt: int) -> list[StoreResult]:
     return retry
 
 
-def stow(url: str, paths: list[Path], retries: int = 3, backoff: float = 1.0) -> list[StoreResult]:
-    """STOW-RS (PS3.18 §10.5) with dicomweb-client; the per-instance result is read from the response."""
+def http_session(tls: Tls | None):
+    """A requests session for DICOMweb that applies --tls-ca / --tls-cert to every HTTPS request.
+
+    `Session.verify` is not enough: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE from the environment
+    override it, so a site CA given on the command line would be silently ignored on many systems (it was
+    on this one). An adapter's `send` gets the last word.
+    """
+    import requests  # imported here: every other dvqa command starts without requests
+    import requests.adapters
+
+    session = requests.Session()
+    if not tls:
+        return session
+
+    class TlsAdapter(requests.adapters.HTTPAdapter):
+        def send(self, request, **kwargs):
+            if tls.ca:
+                kwargs["verify"] = str(tls.ca)
+            if tls.cert:
+                kwargs["cert"] = (str(tls.cert), str(tls.key)) if tls.key else str(tls.cert)
+            return super().send(request, **kwargs)
+
+    session.mount("https://", TlsAdapter())
+    return session
+
+
+def stow(url: str, paths: list[Path], retries: int = 3, backoff: float = 1.0, tls: Tls | None = None
+         ) -> list[StoreResult]:
+    """STOW-RS (PS3.18 §10.5) with dicomweb-client; the per-instance result is read from the response.
+
+    An https:// server's certificate is verified against `tls.ca` (or the system's trusted
+    certificates); `tls.cert`/`tls.key` are presented when given. A failed handshake is not retried.
+    """
     import requests
     from dicomweb_client.api import DICOMwebClient
 
     results = [_describe(p) for p in paths]
-    session = requests.Session()
-    client = DICOMwebClient(url=url, session=session)
+    client = DICOMwebClient(url=url, session=http_session(tls))
     client.set_http_retry_params(retry=False)  # dvqa's own retries, with its own record of attempts
     for attempt in range(1, retries + 2):
         if attempt > 1:
@@ -302,6 +332,12 @@ def stow(url: str, paths: list[Path], retries: int = 3, backoff: float = 1.0) ->
             r.attempts = attempt
         try:
             response = client.store_instances([pydicom.dcmread(r.path) for r in results])
+        except requests.exceptions.SSLError as exc:
+            reason = "certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in str(exc) else type(exc).__name__
+            for r in results:
+                r.outcome, r.message = "failed", (f"{url}: the TLS handshake failed ({reason}); check --tls-ca (the "
+                                                  "server's certificate must be issued for this host by one in it)")
+            break
         except requests.ConnectionError as exc:
             for r in results:
                 r.outcome, r.message = "failed", f"{url}: cannot connect ({type(exc).__name__}); is the server up?"

@@ -27,7 +27,7 @@ RECORDED = ROOT / "reference_videos" / "chromium"
 
 APT_PACKAGE = {"dciodvfy": "dicom3tools", "dcmdump": "dcmtk", "dcmsign": "dcmtk", "ffprobe": "ffmpeg", "ffmpeg": "ffmpeg",
                "chromium": "chromium", "jing": "jing", "Orthanc": "orthanc", "storescp": "dcmtk",
-               "orthanc-dicomweb": "orthanc-dicomweb"}
+               "orthanc-dicomweb": "orthanc-dicomweb", "socat": "socat"}
 
 
 def tool(name: str) -> str:

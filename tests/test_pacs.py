@@ -465,6 +465,28 @@ def test_pacs_stopped_mid_transfer_for_good_is_exit_4(files, tmp_path: Path) -> 
 
 
 @pytest.fixture()
+def https_proxy(tls_pki, tmp_path: Path):
+    """socat terminating TLS (the site's server certificate) and forwarding to a plain HTTP port."""
+    exe = tool("socat")
+    pem = tmp_path / "proxy.pem"
+    pem.write_bytes(tls_pki["server"].read_bytes() + tls_pki["server_key"].read_bytes())
+    started = []
+
+    def start(http_port: int) -> int:
+        port = _free_port()
+        process = subprocess.Popen([exe, f"OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={pem},verify=0",
+                                    f"TCP:127.0.0.1:{http_port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.append(process)
+        _wait_for_port(port, process, "socat")
+        return port
+
+    yield start
+    for process in started:
+        process.terminate()
+        process.wait(30)
+
+
+@pytest.fixture()
 def tls_orthanc(tls_pki, tmp_path: Path):
     """Orthanc speaking DICOM over TLS only (its server certificate from the site CA, client certificates
     required), and delivering storage commitment reports to dvqa over TLS as well."""
@@ -476,7 +498,8 @@ def tls_orthanc(tls_pki, tmp_path: Path):
         yield server
 
 
-def test_orthanc_over_tls_store_commit_and_c_get(tls_orthanc, tls_pki, files, tmp_path: Path) -> None:
+def test_orthanc_over_tls_store_commit_c_get_and_https_stow(tls_orthanc, tls_pki, https_proxy, files,
+                                                             tmp_path: Path) -> None:
     peer = ["--port", str(tls_orthanc["port"]), "--called-aet", "ORTHANC"]
     mine = ["--tls-ca", str(tls_pki["ca"]), "--tls-cert", str(tls_pki["client"]), "--tls-key", str(tls_pki["client_key"])]
     stored = dvqa("pacs", "store", str(files["h264-high-4.1"]), *peer, *mine, "--commit", "--listen-port",
@@ -491,6 +514,18 @@ def test_orthanc_over_tls_store_commit_and_c_get(tls_orthanc, tls_pki, files, tm
     assert (cell["outcome"], cell["retrieved"]) == ("stored", "identical (C-GET)")
     plain = dvqa("pacs", "echo", *peer, "--timeout", "5")
     assert plain.returncode == 4 and "add --tls" in plain.stderr
+    # STOW-RS over HTTPS, through socat terminating TLS in front of Orthanc's DICOMweb (a reverse proxy, as
+    # sites run it): the server's certificate is checked against the site CA; a failure is not retried
+    stow = f"https://127.0.0.1:{https_proxy(tls_orthanc['http_port'])}/dicom-web"
+    https = dvqa("pacs", "store", str(files["mjpeg"]), "--stow", stow, "--tls-ca", str(tls_pki["ca"]), "--format",
+                 "json")
+    assert https.returncode == 0 and json.loads(https.stdout)[0]["outcome"] == "stored", https.stdout + https.stderr
+    untrusted = dvqa("pacs", "store", str(files["mjpeg"]), "--stow", stow, "--retries", "3", "--format", "json")
+    result = json.loads(untrusted.stdout)[0]
+    assert untrusted.returncode == 4 and result["attempts"] == 1 and "certificate verify failed" in result["message"]
+    plain_url = dvqa("pacs", "store", str(files["mjpeg"]), "--stow", stow.replace("https", "http"), "--tls-ca",
+                     str(tls_pki["ca"]))
+    assert plain_url.returncode == 2 and "need an https:// URL" in plain_url.stderr
     no_cert = dvqa("pacs", "store", str(files["mjpeg"]), *peer, "--tls-ca", str(tls_pki["ca"]), "--commit",
                    "--listen-port", str(tls_orthanc["listen"]))
     assert no_cert.returncode == 2 and "--commit over TLS needs --tls-cert" in no_cert.stderr
