@@ -218,9 +218,13 @@ def store(peer: Peer, paths: list[Path], retries: int = 3, backoff: float = 1.0)
         attempt += 1
         tried = list(pending)
         pending = _attempt(peer, pairs, pending, attempt)
-        for r in tried:
-            r.history.append(f"attempt {attempt}: {r.outcome}" + (f" - {r.message}" if r.message else ""))
+        _record_attempt(tried, attempt)
     return results
+
+
+def _record_attempt(results: list[StoreResult], attempt: int) -> None:
+    for r in results:
+        r.history.append(f"attempt {attempt}: {r.outcome}" + (f" - {r.message}" if r.message else ""))
 
 
 def _attempt(peer: Peer, pairs: list[tuple[str, str]], pending: list[StoreResult], attempt: int
@@ -319,7 +323,6 @@ def stow(url: str, paths: list[Path], retries: int = 3, backoff: float = 1.0, tl
     An https:// server's certificate is verified against `tls.ca` (or the system's trusted
     certificates); `tls.cert`/`tls.key` are presented when given. A failed handshake is not retried.
     """
-    import requests
     from dicomweb_client.api import DICOMwebClient
 
     results = [_describe(p) for p in paths]
@@ -330,41 +333,51 @@ def stow(url: str, paths: list[Path], retries: int = 3, backoff: float = 1.0, tl
             time.sleep(backoff * 2 ** (attempt - 2))
         for r in results:
             r.attempts = attempt
-        try:
-            response = client.store_instances([pydicom.dcmread(r.path) for r in results])
-        except requests.exceptions.SSLError as exc:
-            reason = "certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in str(exc) else type(exc).__name__
-            for r in results:
-                r.outcome, r.message = "failed", (f"{url}: the TLS handshake failed ({reason}); check --tls-ca (the "
-                                                  "server's certificate must be issued for this host by one in it)")
+        retry = _stow_attempt(client, url, results)
+        _record_attempt(results, attempt)
+        if not retry:
             break
-        except requests.ConnectionError as exc:
-            for r in results:
-                r.outcome, r.message = "failed", f"{url}: cannot connect ({type(exc).__name__}); is the server up?"
-            continue
-        except requests.HTTPError as exc:
-            status = exc.response.status_code if exc.response is not None else None
-            for r in results:
-                r.outcome, r.status = "rejected", status
-                r.message = f"{url} answered HTTP {status} to STOW-RS"
-            break
-        by_uid = {r.sop_instance: r for r in results}
-        for item in response.get("ReferencedSOPSequence", []):
-            r = by_uid.get(str(item.ReferencedSOPInstanceUID))
-            if r:
-                r.outcome, r.message = "stored", str(item.get("RetrieveURL", ""))
-        for item in response.get("FailedSOPSequence", []):
-            r = by_uid.get(str(item.ReferencedSOPInstanceUID))
-            if r:
-                reason = item.get("FailureReason")
-                r.outcome, r.status = "rejected", int(reason) if reason is not None else None
-                r.message = f"the server refused it (Failure Reason 0x{int(reason):04X})" if reason is not None \
-                    else "the server refused it"
-        for r in results:
-            if r.outcome == "not sent":
-                r.outcome, r.message = "failed", "the STOW-RS response does not mention this instance"
-        break
     return results
+
+
+def _stow_attempt(client, url: str, results: list[StoreResult]) -> bool:
+    """One STOW-RS request; True when it failed in a way worth retrying (no connection)."""
+    import requests
+
+    try:
+        response = client.store_instances([pydicom.dcmread(r.path) for r in results])
+    except requests.exceptions.SSLError as exc:
+        reason = "certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in str(exc) else type(exc).__name__
+        for r in results:
+            r.outcome, r.message = "failed", (f"{url}: the TLS handshake failed ({reason}); check --tls-ca (the "
+                                              "server's certificate must be issued for this host by one in it)")
+        return False
+    except requests.ConnectionError as exc:
+        for r in results:
+            r.outcome, r.message = "failed", f"{url}: cannot connect ({type(exc).__name__}); is the server up?"
+        return True
+    except requests.HTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        for r in results:
+            r.outcome, r.status = "rejected", status
+            r.message = f"{url} answered HTTP {status} to STOW-RS"
+        return False
+    by_uid = {r.sop_instance: r for r in results}
+    for item in response.get("ReferencedSOPSequence", []):
+        r = by_uid.get(str(item.ReferencedSOPInstanceUID))
+        if r:
+            r.outcome, r.message = "stored", str(item.get("RetrieveURL", ""))
+    for item in response.get("FailedSOPSequence", []):
+        r = by_uid.get(str(item.ReferencedSOPInstanceUID))
+        if r:
+            reason = item.get("FailureReason")
+            r.outcome, r.status = "rejected", int(reason) if reason is not None else None
+            r.message = f"the server refused it (Failure Reason 0x{int(reason):04X})" if reason is not None \
+                else "the server refused it"
+    for r in results:
+        if r.outcome == "not sent":
+            r.outcome, r.message = "failed", "the STOW-RS response does not mention this instance"
+    return False
 
 
 def get_instance(peer: Peer, sop_class: str, syntax: str, study: str, series: str, instance: str) -> Dataset:

@@ -523,6 +523,7 @@ def test_orthanc_over_tls_store_commit_c_get_and_https_stow(tls_orthanc, tls_pki
     untrusted = dvqa("pacs", "store", str(files["mjpeg"]), "--stow", stow, "--retries", "3", "--format", "json")
     result = json.loads(untrusted.stdout)[0]
     assert untrusted.returncode == 4 and result["attempts"] == 1 and "certificate verify failed" in result["message"]
+    assert len(result["history"]) == 1 and result["history"][0].startswith("attempt 1: failed - ")
     plain_url = dvqa("pacs", "store", str(files["mjpeg"]), "--stow", stow.replace("https", "http"), "--tls-ca",
                      str(tls_pki["ca"]))
     assert plain_url.returncode == 2 and "need an https:// URL" in plain_url.stderr
