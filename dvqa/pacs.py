@@ -180,11 +180,29 @@ def _unreachable(peer: Peer) -> str | None:
     return None
 
 
+def _rejects(peer: Peer, asks: int = 3) -> bool:
+    """Ask again with a bare Verification association (up to `asks` times): does the PACS reject it?
+
+    A PACS that sends A-ASSOCIATE-RJ and closes at once can reach pynetdicom as an abort (about 1 in 12
+    associations with Orthanc 1.10 here: the connection's reset overtakes the RJ PDU), which would turn a
+    wrong AE title into a vague "aborted"."""
+    for _ in range(asks):
+        ae = _ae(peer)
+        ae.add_requested_context(Verification)
+        assoc = _associate(ae, peer)
+        if assoc.is_established:
+            assoc.release()
+            return False
+        if assoc.is_rejected:
+            return True
+    return False
+
+
 def _association_failure(peer: Peer, assoc) -> str:
     unreachable = _unreachable(peer)
     if unreachable:
         return unreachable
-    if assoc.is_rejected:
+    if assoc.is_rejected or (assoc.is_aborted and _rejects(peer)):
         return (f"{peer}: the association was rejected (check the called AE title "
                 f"{peer.called_aet!r} and whether the PACS knows {peer.calling_aet!r}).")
     if assoc.is_aborted:
