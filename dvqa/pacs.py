@@ -1,4 +1,5 @@
-"""Talking to a PACS over DICOM (pynetdicom): C-ECHO and C-STORE, with every refusal spelled out.
+"""Talking to a PACS (pynetdicom, dicomweb-client): C-ECHO, C-STORE, Storage Commitment, C-GET and
+STOW-RS, optionally over TLS, with every refusal spelled out.
 
 Each file is offered in exactly the transfer syntax it holds, under its own SOP class (one
 presentation context per pair, PS3.7 Annex D / PS3.8 §9.3.2.2): dvqa never lets the toolkit
@@ -17,9 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
-from pydicom.uid import UID
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, _config, build_role, evt
 from pynetdicom.sop_class import (StorageCommitmentPushModel, StudyRootQueryRetrieveInformationModelGet,
                                   Verification)
