@@ -81,7 +81,25 @@ def test_wrong_called_ae_title_is_a_clear_environment_error(orthanc) -> None:
 
 
 @pytest.fixture()
-def jpeg_only_pacs(tmp_path: Path):
+def launch():
+    """Start a server process and wait for its port; whatever a test started is stopped after it."""
+    started: list[subprocess.Popen] = []
+
+    def start(command: list[str], port: int, what: str) -> subprocess.Popen:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.append(process)
+        _wait_for_port(port, process, what)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(30)
+
+
+@pytest.fixture()
+def jpeg_only_pacs(launch, tmp_path: Path):
     """DCMTK storescp accepting Video Endoscopic Image Storage in JPEG Baseline only."""
     exe = tool("storescp")
     config = tmp_path / "storescp.cfg"
@@ -92,14 +110,8 @@ def jpeg_only_pacs(tmp_path: Path):
     out = tmp_path / "received"
     out.mkdir()
     port = _free_port()
-    process = subprocess.Popen([exe, "-xf", str(config), "JPEGVideo", "-od", str(out), "-aet", "STORESCP", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_for_port(port, process, "storescp")
-        yield {"port": port, "out": out, "process": process}
-    finally:
-        process.terminate()
-        process.wait(30)
+    launch([exe, "-xf", str(config), "JPEGVideo", "-od", str(out), "-aet", "STORESCP", str(port)], port, "storescp")
+    return {"port": port, "out": out}
 
 
 def test_a_pacs_that_refuses_video_says_what_it_refused(jpeg_only_pacs, files, tmp_path: Path) -> None:
@@ -242,25 +254,17 @@ VIDEO_ENDOSCOPIC = "1.2.840.10008.5.1.4.1.1.77.1.1.1"
 
 
 @pytest.fixture()
-def simulated(files, tmp_path: Path):
+def simulated(launch, files, tmp_path: Path):
     """`dvqa pacs simulate` in its own process, one fault at a time."""
-    started = []
-
     def start(fault: str, profile: str | None = None) -> int:
         port = _free_port()
         accept = ["--profile", profile] if profile else \
             ["--accept", f"{VIDEO_ENDOSCOPIC}=1.2.840.10008.1.2.4.102,1.2.840.10008.1.2.4.50"]
-        process = subprocess.Popen(
-            [sys.executable, "-m", "dvqa", "pacs", "simulate", "--port", str(port), "--fault", fault, *accept,
-             "--store-dir", str(tmp_path / (profile or fault))], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        started.append(process)
-        _wait_for_port(port, process, "dvqa pacs simulate")
+        launch([sys.executable, "-m", "dvqa", "pacs", "simulate", "--port", str(port), "--fault", fault, *accept,
+                "--store-dir", str(tmp_path / (profile or fault))], port, "dvqa pacs simulate")
         return port
 
-    yield start
-    for process in started:
-        process.terminate()
-        process.wait(30)
+    return start
 
 
 def test_faults_out_of_resources_abort_and_silence(simulated, files, tmp_path: Path) -> None:
@@ -341,21 +345,15 @@ def tls_pki(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture()
-def tls_storescp(tls_pki, tmp_path: Path):
+def tls_storescp(launch, tls_pki, tmp_path: Path):
     """DCMTK storescp over TLS, requiring a client certificate from the site CA (its default, -rc)."""
     exe = tool("storescp")
     out = tmp_path / "received-tls"
     out.mkdir()
     port = _free_port()
-    process = subprocess.Popen([exe, "+tls", str(tls_pki["server_key"]), str(tls_pki["server"]), "-pw",
-                                "+cf", str(tls_pki["ca"]), "+xa", "-od", str(out), "-aet", "TLSSCP", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_for_port(port, process, "storescp +tls")
-        yield {"port": port, "out": out}
-    finally:
-        process.terminate()
-        process.wait(30)
+    launch([exe, "+tls", str(tls_pki["server_key"]), str(tls_pki["server"]), "-pw", "+cf", str(tls_pki["ca"]), "+xa",
+            "-od", str(out), "-aet", "TLSSCP", str(port)], port, "storescp +tls")
+    return {"port": port, "out": out}
 
 
 def test_tls_echo_and_store_with_a_client_certificate(tls_storescp, tls_pki, files) -> None:
@@ -410,31 +408,24 @@ def _kill_mid_transfer(server: subprocess.Popen, sender: subprocess.Popen) -> No
     server.wait(30)
 
 
-def _storescp(port: int, out: Path) -> subprocess.Popen:
-    process = subprocess.Popen([tool("storescp"), "+xa", "-od", str(out), "-aet", "STORESCP", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_for_port(port, process, "storescp")
-    return process
+def _storescp(launch, port: int, out: Path) -> subprocess.Popen:
+    return launch([tool("storescp"), "+xa", "-od", str(out), "-aet", "STORESCP", str(port)], port, "storescp")
 
 
-def test_pacs_stopped_mid_transfer_then_back_loses_nothing(files, tmp_path: Path) -> None:
+def test_pacs_stopped_mid_transfer_then_back_loses_nothing(launch, files, tmp_path: Path) -> None:
     big = _big_copy(files["h264-high-4.1"], tmp_path / "big.dcm", 250)
     digest = hashlib.sha256(big.read_bytes()).hexdigest()
     port, first, second = _free_port(), tmp_path / "first", tmp_path / "second"
     first.mkdir()
     second.mkdir()
-    server = _storescp(port, first)
+    server = _storescp(launch, port, first)
     log = tmp_path / "audit.jsonl"
     sender = subprocess.Popen([sys.executable, "-m", "dvqa", "pacs", "store", str(big), "--port", str(port),
                                "--called-aet", "STORESCP", "--retries", "2", "--audit", str(log), "--format", "json"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _kill_mid_transfer(server, sender)
-    server = _storescp(port, second)  # and comes back before dvqa's first retry (1 s backoff)
-    try:
-        stdout, stderr = sender.communicate(timeout=240)
-    finally:
-        server.terminate()
-        server.wait(30)
+    _storescp(launch, port, second)  # and comes back before dvqa's first retry (1 s backoff)
+    stdout, stderr = sender.communicate(timeout=240)
     assert sender.returncode == 0, stdout + stderr
     result = json.loads(stdout)[0]
     assert (result["outcome"], result["attempts"]) == ("stored", 2)
@@ -447,11 +438,11 @@ def test_pacs_stopped_mid_transfer_then_back_loses_nothing(files, tmp_path: Path
     assert record["history"] == result["history"]
 
 
-def test_pacs_stopped_mid_transfer_for_good_is_exit_4(files, tmp_path: Path) -> None:
+def test_pacs_stopped_mid_transfer_for_good_is_exit_4(launch, files, tmp_path: Path) -> None:
     big = _big_copy(files["h264-high-4.1"], tmp_path / "big.dcm", 250)
     port = _free_port()
     (tmp_path / "in").mkdir()
-    server = _storescp(port, tmp_path / "in")
+    server = _storescp(launch, port, tmp_path / "in")
     sender = subprocess.Popen([sys.executable, "-m", "dvqa", "pacs", "store", str(big), "--port", str(port),
                                "--called-aet", "STORESCP", "--retries", "1", "--format", "json"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -465,25 +456,19 @@ def test_pacs_stopped_mid_transfer_for_good_is_exit_4(files, tmp_path: Path) -> 
 
 
 @pytest.fixture()
-def https_proxy(tls_pki, tmp_path: Path):
+def https_proxy(launch, tls_pki, tmp_path: Path):
     """socat terminating TLS (the site's server certificate) and forwarding to a plain HTTP port."""
     exe = tool("socat")
     pem = tmp_path / "proxy.pem"
     pem.write_bytes(tls_pki["server"].read_bytes() + tls_pki["server_key"].read_bytes())
-    started = []
 
     def start(http_port: int) -> int:
         port = _free_port()
-        process = subprocess.Popen([exe, f"OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={pem},verify=0",
-                                    f"TCP:127.0.0.1:{http_port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        started.append(process)
-        _wait_for_port(port, process, "socat")
+        launch([exe, f"OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={pem},verify=0",
+                f"TCP:127.0.0.1:{http_port}"], port, "socat")
         return port
 
-    yield start
-    for process in started:
-        process.terminate()
-        process.wait(30)
+    return start
 
 
 @pytest.fixture()
