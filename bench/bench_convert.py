@@ -53,11 +53,13 @@ def make_inputs(seconds: int) -> tuple[Path, Path]:
 
 
 def timed(cmd: list[str]) -> float:
+    """Elapsed seconds of one run; a failed run stops the benchmark with what the command said."""
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+        shown = " ".join(cmd[:8]) + (" ..." if len(cmd) > 8 else "")
+        raise SystemExit(f"failed: {shown}\n{proc.stdout[-1500:]}{proc.stderr[-2000:]}")
     return elapsed
 
 

@@ -21,10 +21,8 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -35,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 import make_references as refs  # noqa: E402
 from bench import orthanc  # noqa: E402
+from bench_convert import timed  # noqa: E402
 
 
 def make_files(count: int) -> list[Path]:
@@ -69,13 +68,7 @@ def timed_run(command: list[str], exe: str, max_pdu: int) -> float:
     """A fresh Orthanc, then the timed command; fails loudly if the command reports a failure."""
     with tempfile.TemporaryDirectory(prefix="dvqa-bench-orthanc-") as scratch, \
             orthanc.running(Path(scratch), exe, extra={"MaximumPduLength": max_pdu}) as server:
-        cmd = [part.replace("{port}", str(server["port"])) for part in command]
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        elapsed = time.perf_counter() - start
-        if proc.returncode != 0:
-            raise SystemExit(f"failed: {' '.join(cmd[:8])} ...\n{proc.stdout[-1500:]}{proc.stderr[-1500:]}")
-    return elapsed
+        return timed([part.replace("{port}", str(server["port"])) for part in command])
 
 
 def main() -> None:
