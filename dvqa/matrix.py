@@ -88,47 +88,56 @@ def reference_files(folder: Path, iods: list[str], names: list[str]) -> dict[tup
     return made
 
 
-def _compare(sent: Path, back: pydicom.Dataset) -> str:
+def _compare(sent: pydicom.Dataset, fragments: list[bytes], back: pydicom.Dataset) -> str:
     syntax_back = str(back.file_meta.get("TransferSyntaxUID", "?"))
-    if syntax_back != str(pydicom.dcmread(str(sent), stop_before_pixels=True).file_meta.TransferSyntaxUID):
+    if syntax_back != str(sent.file_meta.TransferSyntaxUID):
         return f"transcoded to {syntax_back}"
     fragments_back = list(generate_fragments(back.PixelData))
-    return "identical" if fragments_back == list(read_fragments(sent)) else "changed (Pixel Data differs)"
+    return "identical" if fragments_back == fragments else "changed (Pixel Data differs)"
 
 
-def _retrieve_wado(target: Target, sent: Path) -> str:
+def _retrieve_wado(target: Target, sent: pydicom.Dataset) -> pydicom.Dataset | str:
+    """The instance as the server returns it over WADO-RS, or why it could not be had."""
     from dicomweb_client.api import DICOMwebClient
 
-    ds = pydicom.dcmread(str(sent), stop_before_pixels=True)
     client = DICOMwebClient(url=target.wado, session=pacs.http_session(target.peer.tls))
     client.set_http_retry_params(retry=False)
     try:
-        back = client.retrieve_instance(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID),
-                                        media_types=(("application/dicom", "*"),))
+        return client.retrieve_instance(str(sent.StudyInstanceUID), str(sent.SeriesInstanceUID),
+                                        str(sent.SOPInstanceUID), media_types=(("application/dicom", "*"),))
     except Exception as exc:  # noqa: BLE001 - any retrieval failure is a cell, not a crash
         return f"not retrievable over WADO-RS ({type(exc).__name__})"
-    return _compare(sent, back)
 
 
-def _retrieve_cget(target: Target, sent: Path) -> str:
-    ds = pydicom.dcmread(str(sent), stop_before_pixels=True)
+def _retrieve_cget(target: Target, sent: pydicom.Dataset) -> pydicom.Dataset | str:
+    """The instance as the server returns it with C-GET, or why it could not be had."""
     try:
-        back = pacs.get_instance(target.peer, str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID),
-                                 str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID))
+        return pacs.get_instance(target.peer, str(sent.SOPClassUID), str(sent.file_meta.TransferSyntaxUID),
+                                 str(sent.StudyInstanceUID), str(sent.SeriesInstanceUID), str(sent.SOPInstanceUID))
     except EnvironmentProblem as exc:
         return f"not retrievable with C-GET ({exc})"
-    return _compare(sent, back)
+
+
+def _read_back(target: Target, path: Path) -> dict[str, str]:
+    """Each way the target offers, what came back compared with what was sent (read once)."""
+    ways = {**({"WADO-RS": _retrieve_wado} if target.wado else {}),
+            **({"C-GET": _retrieve_cget} if target.cget else {})}
+    if not ways:
+        return {}
+    sent = pydicom.dcmread(str(path), stop_before_pixels=True)
+    fragments = list(read_fragments(path))
+    compared = {}
+    for how, fetch in ways.items():
+        back = fetch(target, sent)
+        compared[how] = back if isinstance(back, str) else _compare(sent, fragments, back)
+    return compared
 
 
 def _measure(target: Target, files: dict[tuple[str, str], Path]) -> list[Cell]:
     cells = []
     for (iod, name), path in files.items():
         result = pacs.store(target.peer, [path], retries=1)[0]
-        retrieved = {}
-        if result.outcome == "stored" and target.wado:
-            retrieved["WADO-RS"] = _retrieve_wado(target, path)
-        if result.outcome == "stored" and target.cget:
-            retrieved["C-GET"] = _retrieve_cget(target, path)
+        retrieved = _read_back(target, path) if result.outcome == "stored" else {}
         cells.append(Cell(target.name, iod, name, syntaxes.BY_NAME[name].uid, result.outcome,
                           _retrieval_words(retrieved), result.message))
     return cells
