@@ -199,16 +199,22 @@ def _rejects(peer: Peer, asks: int = 3) -> bool:
 
 
 def _association_failure(peer: Peer, assoc) -> str:
+    return _why_no_association(peer, assoc)[0]
+
+
+def _why_no_association(peer: Peer, assoc) -> tuple[str, bool]:
+    """One sentence on why no association was made, and whether the PACS rejected it - an answer, which
+    is not retried (decided here once, so the message and the retry never disagree)."""
     unreachable = _unreachable(peer)
     if unreachable:
-        return unreachable
+        return unreachable, False
     if assoc.is_rejected or (assoc.is_aborted and _rejects(peer)):
         return (f"{peer}: the association was rejected (check the called AE title "
-                f"{peer.called_aet!r} and whether the PACS knows {peer.calling_aet!r}).")
+                f"{peer.called_aet!r} and whether the PACS knows {peer.calling_aet!r})."), True
     if assoc.is_aborted:
         return f"{peer}: the PACS aborted the association" + (
-            "." if peer.tls else " (if it expects DICOM over TLS, add --tls).")
-    return f"{peer}: no DICOM association could be opened (is the PACS running and reachable?)."
+            "." if peer.tls else " (if it expects DICOM over TLS, add --tls)."), False
+    return f"{peer}: no DICOM association could be opened (is the PACS running and reachable?).", False
 
 
 def _describe(path: Path) -> StoreResult:
@@ -256,10 +262,10 @@ def _attempt(peer: Peer, pairs: list[tuple[str, str]], pending: list[StoreResult
         _send(assoc, pending, attempt)  # the PACS answered: it accepts none of these contexts
         return []
     if not assoc.is_established:
-        failure = _association_failure(peer, assoc)
+        failure, rejected = _why_no_association(peer, assoc)
         for r in pending:
             r.attempts, r.outcome, r.message = attempt, "failed", failure
-        return [] if assoc.is_rejected else pending  # a rejection is an answer, not a network failure
+        return [] if rejected else pending  # a rejection is an answer, not a network failure
     try:
         return _send(assoc, pending, attempt)
     finally:
