@@ -36,7 +36,8 @@ import pydicom
 
 from dvqa import __version__
 from dvqa.digest import sha256_file
-from dvqa.errors import InputError
+from dvqa import outputs
+from dvqa.errors import EnvironmentProblem, InputError
 
 GENESIS = "0" * 64
 
@@ -75,11 +76,27 @@ class AuditLog:
         self.path = path
         self.key = key
 
+    def check(self) -> list[str]:
+        """Open the log once before any work: a log dvqa cannot append to fails the command before it
+        converts or sends anything. Returns warnings (a log others can read)."""
+        fd, warnings = outputs.open_append(self.path)
+        os.close(fd)
+        return warnings
+
     def append(self, event: dict) -> dict:
-        """Append one record (environment + `event`), locked, fsync'd; returns the record."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        """Append one record (environment + `event`), locked, fsync'd; returns the record.
+
+        All of the record reaches the disk or none of it: a write that fails part-way (a full disk
+        or quota) is cut back to where the log ended, and EnvironmentProblem says so - the caller
+        must then not claim the work it records as done.
+        """
+        try:
+            fd, _ = outputs.open_append(self.path)
+        except OSError as exc:
+            raise _append_failed(self.path, exc) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
+            size = os.fstat(fd).st_size
             complete, torn = _split_last(_tail(fd))
             last = _last_record(complete.splitlines())
             record: dict = {"seq": (last[0]["seq"] + 1) if last else 1,
@@ -92,11 +109,32 @@ class AuditLog:
             record.update(event)
             if self.key:
                 record["hmac"] = _mac(record, self.key)
-            os.write(fd, prefix + _canonical(record) + b"\n")
-            os.fsync(fd)
+            data = prefix + _canonical(record) + b"\n"
+            try:
+                written = 0
+                while written < len(data):  # os.write may write part of it on a nearly full disk
+                    written += os.write(fd, data[written:])
+                os.fsync(fd)
+            except OSError as exc:
+                try:
+                    os.ftruncate(fd, size)  # no short record: the log ends where it did
+                    os.fsync(fd)
+                except OSError:
+                    pass
+                raise _append_failed(self.path, exc) from None
             return record
         finally:
             os.close(fd)  # releases the lock
+
+
+class AuditWriteFailed(EnvironmentProblem):
+    """The record could not be appended; whatever it would have recorded must not be claimed as done."""
+
+
+def _append_failed(path: Path, exc: OSError) -> AuditWriteFailed:
+    problem = outputs.environment_error(exc, path)
+    reason = str(problem).split(": ", 1)[1].rstrip(".") if problem else (exc.strerror or str(exc))
+    return AuditWriteFailed(f"{path}: the audit record could not be written ({reason}).")
 
 
 def _tail(fd: int) -> bytes:

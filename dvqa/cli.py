@@ -8,9 +8,8 @@ from pathlib import Path
 
 import click
 
-from dvqa import __version__, profiles, reports, syntaxes
-from dvqa.audit import conversion_event
-from dvqa.convert import ConvertOptions, convert
+from dvqa import __version__, outputs, profiles, reports, signals, syntaxes
+from dvqa.convert import ConvertOptions, convert, record_failure
 from dvqa.errors import DvqaError, ExitCode, InputError
 from dvqa.findings import exit_code
 from dvqa.iod import Metadata, VideoIOD
@@ -20,18 +19,32 @@ from dvqa.signature import PROFILES, Signer
 from dvqa.cli_common import audit_log, fail, guarded, passphrase
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Ctrl-C, SIGTERM and SIGHUP end any command with 128 + the signal number, never Click's 'Aborted!'
+    and exit 1. Commands that write handle them first and say what is on disk."""
+
+    def invoke(self, ctx: click.Context):
+        signals.install()
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            click.echo(f"dvqa: interrupted ({getattr(exc, 'name', 'SIGINT')}).", err=True)
+            sys.exit(signals.exit_code_of(exc))
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dvqa")
 def main() -> None:
     """DICOM video quality assurance: convert, validate, sign, audit.
 
     Exit codes: 0 pass, 1 a check failed, 2 usage error, 3 unreadable or
-    unsupported input, 4 environment problem.
+    unsupported input, 4 environment problem, 130/143/129 interrupted by
+    SIGINT/SIGTERM/SIGHUP.
     """
 
 
 @main.command("convert")
-@click.argument("source", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("source", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="DICOM file to write.")
 @click.option("--syntax", default="auto", show_default=True,
               help=f"auto or one of: {', '.join(syntaxes.names())}.")
@@ -87,24 +100,24 @@ def convert_command(source: Path, output: Path, syntax: str, iod_name: str, uid_
     """Convert a browser recording (WebM, Matroska, MP4) to a DICOM video object."""
     audit = audit_log(audit_path, audit_key_env, debug)
     try:
-        metadata = Metadata()
-        if metadata_from:
-            metadata.values.update(Metadata.from_dicom_file(metadata_from).values)
-        if metadata_json:
-            metadata.values.update(Metadata.from_json_file(metadata_json).values)
-        for keyword, value in (("PatientName", patient_name), ("PatientID", patient_id),
-                               ("PatientBirthDate", patient_birth_date), ("PatientSex", patient_sex),
-                               ("AccessionNumber", accession_number), ("StudyInstanceUID", study_uid),
-                               ("StudyDescription", study_description)):
-            if value is not None:
-                metadata.values[keyword] = value
-        for path in report_paths:
-            reports.kind_of(path)  # a bad report name fails before the work, not after
-        signer = Signer.load(sign_key, sign_cert, passphrase(passphrase_env)) if sign_key else None
-        options = ConvertOptions(syntax=syntax, iod=iod_name, uid_root=uid_root, metadata=metadata,
-                                 force=force, passthrough=not no_passthrough, source_range=source_range,
-                                 quality=not no_quality, ssim=ssim, profile=profile, keep_failed=keep_failed,
-                                 signer=signer, signature_profile=sign_profile)
+        options = _convert_options(
+            audit, metadata_from, metadata_json,
+            {"PatientName": ("--patient-name", patient_name), "PatientID": ("--patient-id", patient_id),
+             "PatientBirthDate": ("--patient-birth-date", patient_birth_date),
+             "PatientSex": ("--patient-sex", patient_sex),
+             "AccessionNumber": ("--accession-number", accession_number),
+             "StudyInstanceUID": ("--study-uid", study_uid),
+             "StudyDescription": ("--study-description", study_description)}, report_paths, sign_key, sign_cert, passphrase_env,
+            syntax=syntax, iod=iod_name, uid_root=uid_root, force=force, passthrough=not no_passthrough,
+            source_range=source_range, quality=not no_quality, ssim=ssim, profile=profile,
+            keep_failed=keep_failed, signature_profile=sign_profile)
+    except DvqaError as exc:  # before any work: still one audit record for the attempt
+        failure = exc
+        guarded(debug, lambda: record_failure(ConvertOptions(audit=audit), source, output,
+                                              int(failure.exit_code), str(failure)))
+        fail(failure, debug)
+        return
+    try:
         bar = None
 
         def on_plan(plan, scanned) -> None:
@@ -124,41 +137,66 @@ def convert_command(source: Path, output: Path, syntax: str, iod_name: str, uid_
                 bar.__exit__(None, None, None)
         record = result.to_dict()
     except DvqaError as exc:
-        if audit:
-            audit.append(conversion_event(source, output, None, int(exc.exit_code), str(exc)))
         fail(exc, debug)
         return
-    except KeyboardInterrupt:
-        if audit:
-            audit.append(conversion_event(source, output, None, 130, "interrupted"))
-        click.echo("dvqa: interrupted; nothing was written.", err=True)
-        sys.exit(130)
-    except Exception as exc:  # a dvqa bug or an unforeseen environment failure
-        if audit:
-            audit.append(conversion_event(source, output, None, int(ExitCode.ENVIRONMENT),
-                                          f"internal error: {type(exc).__name__}: {exc}"))
+    except KeyboardInterrupt as exc:
+        done = getattr(exc, "result", None)
+        name = getattr(exc, "name", "SIGINT")
+        if done is not None:
+            click.echo(f"dvqa: interrupted ({name}) after the conversion finished: {output} was "
+                       f"{'written' if done.written else 'not written (quality floors not met)'}"
+                       + (", as the audit log records" if audit else "") + "; no report was written.", err=True)
+        else:
+            click.echo(f"dvqa: interrupted ({name}); nothing was written"
+                       + (", and the audit log records the attempt." if audit else "."), err=True)
+        sys.exit(signals.exit_code_of(exc))
+    except Exception as exc:  # a dvqa bug or an unforeseen environment failure (recorded by convert)
         if debug:
             raise
         click.echo(f"dvqa: internal error: {type(exc).__name__}: {exc}; nothing was written - "
                    "rerun with --debug and report it.", err=True)
         sys.exit(int(ExitCode.ENVIRONMENT))
-    if audit:
-        audit.append(conversion_event(source, output, result, int(result.exit_code),
-                                      "; ".join(f["message"] for f in record["findings"])))
     try:
         for path in report_paths:
             reports.write(path, result.to_dict(mapping=True), result.quality)
+    except KeyboardInterrupt as exc:
+        click.echo(f"dvqa: interrupted ({getattr(exc, 'name', 'SIGINT')}) while writing the reports: "
+                   f"{output} was {'written' if result.written else 'not written'}; no partial report was left.",
+                   err=True)
+        sys.exit(signals.exit_code_of(exc))
     except Exception as exc:  # the DICOM is already in place: say so, do not claim otherwise
         if debug:
             raise
-        click.echo(f"dvqa: error: the conversion finished ({'written to ' + str(output) if result.written else 'not written'}) "
-                   f"but a report failed: {type(exc).__name__}: {exc}; rerun with --debug and report it.", err=True)
+        written = "written to " + str(output) if result.written else "not written"
+        problem = outputs.environment_error(exc) if isinstance(exc, OSError) else None
+        reason = str(problem) if problem else f"{type(exc).__name__}: {exc}; rerun with --debug and report it"
+        click.echo(f"dvqa: error: the conversion finished ({written}) but a report failed: {reason}", err=True)
         sys.exit(int(ExitCode.ENVIRONMENT))
     if fmt == "json":
         click.echo(json.dumps(record, indent=2))
     else:
         _print_text(record)
     sys.exit(int(result.exit_code))
+
+
+def _convert_options(audit, metadata_from: Path | None, metadata_json: Path | None,
+                     given: dict[str, tuple[str, str | None]], report_paths: tuple[Path, ...],
+                     sign_key: Path | None, sign_cert: Path | None, passphrase_env: str | None,
+                     **settings) -> ConvertOptions:
+    """Everything checked before the work starts: metadata (each value against its VR), report names, key."""
+    metadata = Metadata()
+    if metadata_from:
+        metadata.merge(Metadata.from_dicom_file(metadata_from))
+    if metadata_json:
+        metadata.merge(Metadata.from_json_file(metadata_json))
+    for keyword, (option, value) in given.items():
+        if value is not None:
+            metadata.set(keyword, value, option)
+    metadata.check()
+    for path in report_paths:
+        reports.kind_of(path)  # a bad report name fails before the work, not after
+    signer = Signer.load(sign_key, sign_cert, passphrase(passphrase_env)) if sign_key else None
+    return ConvertOptions(metadata=metadata, signer=signer, audit=audit, **settings)
 
 
 def _print_text(r: dict) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from dvqa import outputs
 from dvqa.audit import AuditLog
 from dvqa.errors import DvqaError, ExitCode, UsageError
 
@@ -19,14 +20,21 @@ def fail(exc: DvqaError, debug: bool) -> None:
     sys.exit(int(exc.exit_code))
 
 
+def warn(message: str) -> None:
+    click.echo(f"dvqa: warning: {message}", err=True)
+
+
 def audit_log(path: Path | None, key_env: str | None, debug: bool) -> AuditLog | None:
-    """Opened before any work, so a bad --audit fails without converting anything."""
+    """Opened before any work, so a bad --audit fails without converting or sending anything."""
     if path is None:
         return None
     key = guarded(debug, lambda: passphrase(key_env)) if key_env else None
     if path.is_dir() or not path.parent.is_dir():
         fail(UsageError(f"--audit {path}: give a file in an existing folder."), debug)
-    return AuditLog(path, key.encode() if key else None)
+    log = AuditLog(path, key.encode() if key else None)
+    for message in guarded(debug, log.check):
+        warn(message)
+    return log
 
 
 def passphrase(variable: str | None) -> str | None:
@@ -44,6 +52,9 @@ def guarded(debug: bool, work):
     except DvqaError as exc:
         fail(exc, debug)
     except Exception as exc:  # a dvqa bug or an unforeseen environment failure
+        problem = outputs.environment_error(exc) if isinstance(exc, OSError) else None
+        if problem is not None and not debug:
+            fail(problem, debug)
         if debug:
             raise
         click.echo(f"dvqa: internal error: {type(exc).__name__}: {exc} - rerun with --debug and report it.",

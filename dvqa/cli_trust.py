@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from dvqa.cli_common import audit_log, guarded, passphrase
+from dvqa import outputs, signals
 from dvqa.errors import DvqaError, ExitCode
 from dvqa import atna
 from dvqa import audit as audit_trail
@@ -35,35 +36,51 @@ def register(main: click.Group) -> None:
               help="Add a Digital Signature Purpose Code Sequence item (CID 7007, ASTM E1762 code).")
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
               help="Write the signed file here (default: replace FILE, atomically).")
+@click.option("--allow-invalid-certificate", is_flag=True,
+              help="Sign even though the certificate is expired or not yet valid (verify will fail it).")
 @click.option("--audit", "audit_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Append a record of this signing to this audit log.")
 @click.option("--audit-key-env", default=None, metavar="VAR", help="Environment variable holding the HMAC key.")
 @click.option("--format", "fmt", default="text", show_default=True, type=click.Choice(["text", "json"]))
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def sign_command(file: Path, key_path: Path, cert_path: Path | None, passphrase_env: str | None, sig_profile: str,
-                 mac: str, purpose: str | None, output: Path | None, audit_path: Path | None,
-                 audit_key_env: str | None, fmt: str, debug: bool) -> None:
+                 mac: str, purpose: str | None, output: Path | None, allow_invalid_certificate: bool,
+                 audit_path: Path | None, audit_key_env: str | None, fmt: str, debug: bool) -> None:
     """Add a DICOM digital signature (PS3.15 Annex C) over every signable element of FILE."""
     audit = audit_log(audit_path, audit_key_env, debug)
+    target = output or file
 
     def work():
-        try:
-            signer = Signer.load(key_path, cert_path, passphrase(passphrase_env))
-            result = sign_file(file, output or file, signer, sig_profile, mac, purpose)
-        except DvqaError as exc:
+        signer = None
+
+        def record(result) -> None:
             if audit:
-                audit.append({"command": "sign", "input": str(file), "outcome": "failure",
-                              "exit_code": int(exc.exit_code), "message": str(exc)})
+                audit.append({"command": "sign", "input": str(file), "output": str(target),
+                              "signature_uid": result.uid, "signer": signer.certificate.subject.rfc4514_string(),
+                              "profile": result.profile, "mac_algorithm": result.algorithm,
+                              "outcome": "success", "exit_code": 0})
+
+        try:
+            signer = Signer.load(key_path, cert_path, passphrase(passphrase_env), allow_invalid_certificate)
+            return sign_file(file, target, signer, sig_profile, mac, purpose, record=record)
+        except KeyboardInterrupt as exc:
+            if audit:
+                audit.append({"command": "sign", "input": str(file), "output": str(target), "outcome": "failure",
+                              "exit_code": signals.exit_code_of(exc),
+                              "message": f"interrupted by {getattr(exc, 'name', 'SIGINT')}; {target} unchanged"})
             raise
-        if audit:
-            audit.append({"command": "sign", "input": str(file), "output": str(output or file),
-                          "signature_uid": result.uid, "signer": signer.certificate.subject.rfc4514_string(),
-                          "profile": result.profile, "mac_algorithm": result.algorithm,
-                          "outcome": "success", "exit_code": 0})
-        return result
+        except Exception as exc:
+            problem = outputs.environment_error(exc, target.parent) if isinstance(exc, OSError) else None
+            failure = problem or exc
+            if audit and isinstance(failure, DvqaError) and not isinstance(failure, audit_trail.AuditWriteFailed):
+                audit.append({"command": "sign", "input": str(file), "output": str(target), "outcome": "failure",
+                              "exit_code": int(failure.exit_code), "message": str(failure)})
+            if problem:
+                raise problem from exc
+            raise
 
     result = guarded(debug, work)
-    record = {"file": str(output or file), **result.__dict__}
+    record = {"file": str(target), **result.__dict__}
     if fmt == "json":
         click.echo(json.dumps(record, indent=2))
     else:
@@ -84,23 +101,35 @@ def verify_command(files: tuple[Path, ...], trust: Path | None, require_signatur
     """Check every digital signature in FILES (also those inside sequence items); exit 1 if any fails."""
     anchors = guarded(debug, lambda: load_trust(trust)) if trust else None
     report, failed = [], False
-    for path in files:
-        results = guarded(debug, lambda: verify_file(path, anchors))
+    for path in files:  # one file's failure is that file's result; the others are still checked
+        try:
+            results = verify_file(path, anchors)
+            error = ""
+        except DvqaError as exc:
+            results, error = [], str(exc)
+        except Exception as exc:  # noqa: BLE001 - never one file's crash instead of every file's result
+            if debug:
+                raise
+            results, error = [], f"{path}: cannot be verified ({type(exc).__name__}: {exc})"
         bad = [r for r in results if not r.ok] or (["no signature"] if require_signature and not results else [])
-        failed |= bool(bad)
-        report.append({"file": str(path), "ok": not bad, "signatures": [r.to_dict() for r in results]})
+        failed |= bool(bad) or bool(error)
+        report.append({"file": str(path), "ok": not bad and not error, "error": error,
+                       "signatures": [r.to_dict() for r in results]})
     if fmt == "json":
         click.echo(json.dumps(report, indent=2))
     else:
         for entry in report:
-            if not entry["signatures"]:
+            if entry["error"]:
+                click.echo(f"FAIL     {entry['error']}")
+            elif not entry["signatures"]:
                 click.echo(f"{'FAIL' if not entry['ok'] else 'none'}     {entry['file']}: no digital signature")
             for r in entry["signatures"]:
                 where = f" in {r['location'].rstrip('/')}" if r["location"] else ""
                 if r["ok"]:
                     click.echo(f"OK       {entry['file']}{where}: signed {r['datetime']} by {r['signer']} "
                                f"({r['algorithm']}{', purpose ' + r['purpose'] if r['purpose'] else ''}"
-                               f"{', ' + r['chain'] if r['chain'] else ''}"
+                               f"; certificate {r['certificate']}"
+                               f"{'; ' + r['chain'] if r['chain'] else ''}"
                                f"{'; meets ' + ', '.join(r['profiles_met']) + ' profile' if r['profiles_met'] else ''}"
                                f"); covers {len(r['covered'])} "
                                f"elements, not covered: {', '.join(r['not_covered']) or 'none'}")
@@ -147,10 +176,10 @@ def audit_verify_command(log: Path, key_env: str | None, fmt: str, debug: bool) 
 def audit_export_command(log: Path, fmt: str, out_dir: Path, debug: bool) -> None:
     """Write LOG's records as DICOM audit messages (PS3.15 A.5, IHE ATNA) for an audit repository."""
     def work():
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         written = 0
-        for record in audit_trail.records(log):
-            (out_dir / f"record-{record['seq']:06d}.xml").write_bytes(atna.to_xml(record))
+        for record in audit_trail.records(log):  # PHI: each file private, never written through a link
+            outputs.write_atomic(out_dir / f"record-{record['seq']:06d}.xml", atna.to_xml(record))
             written += 1
         return written
 

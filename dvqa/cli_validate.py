@@ -28,13 +28,14 @@ def register(main: click.Group) -> None:
 @click.option("--fail-on", default="error", show_default=True, type=click.Choice(["error", "warning"]),
               help="Exit 1 when any finding is at least this severe.")
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
+@click.option("--include-hidden", is_flag=True, help="Also check files and folders whose names start with a dot.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def validate_command(targets: tuple[Path, ...], profile: str | None, fmt: str, fail_on: str, jobs: int,
-                     debug: bool) -> None:
+                     include_hidden: bool, debug: bool) -> None:
     """Check DICOM FILES and every file below DIRS: video stream vs header, and a profile's rules."""
     chosen = guarded(debug, lambda: profiles.load(profile)) if profile else None
     severity = Severity(fail_on)
-    files = list(walk(targets))
+    files = list(walk(targets, include_hidden))
     if not files:
         fail(UsageError(f"no files under {', '.join(map(str, targets))}."), debug)
     bar = None

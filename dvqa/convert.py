@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,7 +20,8 @@ import av
 import av.logging
 import pydicom
 
-from dvqa import __version__, dicomfile, profiles, streamcheck, syntaxes
+from dvqa import __version__, dicomfile, outputs, profiles, signals, streamcheck, syntaxes
+from dvqa.audit import AuditLog, AuditWriteFailed, conversion_event
 from dvqa.iod import Metadata, PixelFacts, VideoIOD, build as build_dataset
 from dvqa.encode import ElementaryStream, Encoder, FrameShaper, settings_for
 from dvqa.digest import sha256_file
@@ -53,6 +54,7 @@ class ConvertOptions:
     keep_failed: bool = False  # write OUT even when a floor is not met
     signer: Signer | None = None  # sign OUT (PS3.15 Annex C) before it is moved into place
     signature_profile: str = "base"
+    audit: AuditLog | None = None  # append one record per attempt (dvqa.audit)
 
 
 @dataclass
@@ -127,7 +129,7 @@ class ConversionResult:
 
 
 def _check_output(output: Path, force: bool) -> None:
-    if output.exists() and not force:
+    if os.path.lexists(output) and not force:
         raise UsageError(f"{output}: already exists; pass --force to replace it.")
     if output.is_dir():
         raise UsageError(f"{output}: is a directory; give a file name such as {output / 'video.dcm'}.")
@@ -272,11 +274,62 @@ def convert(source: Path | str, output: Path | str, options: ConvertOptions | No
             ) -> ConversionResult:
     """Convert `source` to a DICOM video object at `output`; raise DvqaError on any failure.
 
-    On failure nothing is left at `output`; the input is only ever read.
+    On failure nothing is left at `output`; the input is only ever read. With `options.audit`,
+    exactly one record is appended per attempt, and a written output always has its record: the
+    output is placed and recorded as one step (dvqa.outputs.commit), so an audit log that cannot
+    be written leaves no output, and a signal cannot fall between the two. An interruption
+    (KeyboardInterrupt, also for SIGTERM/SIGHUP) that comes after that step carries the result
+    as `exc.result`.
     """
-    started = time.monotonic()
     options = options or ConvertOptions()
     source, output = Path(source), Path(output)
+    attempt = _Attempt()
+    try:
+        return _convert(source, output, options, progress, on_plan, attempt)
+    except KeyboardInterrupt as exc:
+        if attempt.recorded is not None:
+            exc.result = attempt.recorded  # type: ignore[attr-defined]
+            raise
+        record_failure(options, source, output, signals.exit_code_of(exc),
+                        f"interrupted by {getattr(exc, 'name', 'SIGINT')}; nothing was written")
+        raise
+    except AuditWriteFailed:
+        raise  # the log cannot take a record: not even this failure's
+    except DvqaError as exc:
+        record_failure(options, source, output, int(exc.exit_code), str(exc))
+        raise
+    except OSError as exc:
+        problem = outputs.environment_error(exc, output.parent)
+        if problem is None:
+            record_failure(options, source, output, int(ExitCode.ENVIRONMENT),
+                            f"internal error: {type(exc).__name__}: {exc}")
+            raise
+        record_failure(options, source, output, int(problem.exit_code), f"{problem} Nothing was written.")
+        raise EnvironmentProblem(f"{problem} Nothing was written.") from exc
+    except Exception as exc:
+        record_failure(options, source, output, int(ExitCode.ENVIRONMENT),
+                        f"internal error: {type(exc).__name__}: {exc}")
+        raise
+
+
+@dataclass
+class _Attempt:
+    recorded: ConversionResult | None = None  # set once the outcome is final (output placed) and recorded
+
+
+def record_failure(options: ConvertOptions, source: Path, output: Path, code: int, message: str) -> None:
+    """The audit record of an attempt that wrote nothing (when the options carry an audit log)."""
+    if options.audit is None:
+        return
+    try:
+        options.audit.append(conversion_event(source, output, None, code, message))
+    except EnvironmentProblem as exc:
+        raise EnvironmentProblem(f"{message.rstrip('.')}; and {exc}", ExitCode.ENVIRONMENT) from None
+
+
+def _convert(source: Path, output: Path, options: ConvertOptions, progress: Progress | None,
+             on_plan: Callable[[Plan, Scan], None] | None, attempt: _Attempt) -> ConversionResult:
+    started = time.monotonic()
     chosen_iod = VideoIOD.named(options.iod)
     if options.source_range not in ("auto", "full", "limited"):
         raise UsageError(f"--source-range {options.source_range!r}: use auto, full or limited.")
@@ -304,9 +357,10 @@ def convert(source: Path | str, output: Path | str, options: ConvertOptions | No
         notes.append(f"audio dropped ({', '.join(info.audio)}): voices can carry patient "
                      "information and the video IODs hold no audio")
 
-    workdir = tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent)
-    stream_path = Path(workdir) / "stream.bin"
-    dicom_tmp = Path(workdir) / "out.dcm"
+    notes += outputs.sweep(output.parent)
+    workdir = outputs.temp_dir(output.parent, output.name)
+    stream_path = workdir / "stream.bin"
+    dicom_tmp = workdir / "out.dcm"
     try:
         with open(stream_path, "wb") as stream_file:
             ssim = options.ssim if options.quality else None
@@ -352,10 +406,9 @@ def convert(source: Path | str, output: Path | str, options: ConvertOptions | No
         signed = None
         if options.signer and written:  # signed last: the signature covers the final file
             signed = sign_file(dicom_tmp, dicom_tmp, options.signer, options.signature_profile)
+        os.chmod(dicom_tmp, outputs.file_mode())
         output_size, output_sha256 = dicom_tmp.stat().st_size, sha256_file(dicom_tmp)
-        if written:
-            _move_into_place(dicom_tmp, output, options.force)
-        return ConversionResult(
+        result = ConversionResult(
             source=info, plan=plan, output=output, output_size=output_size,
             frames=frames, timing=timing, transforms=transforms, picture_boxes=boxes, encoder=encoder,
             elementary_stream_sha256=es_hash, sop_instance_uid=str(ds.SOPInstanceUID),
@@ -368,10 +421,23 @@ def convert(source: Path | str, output: Path | str, options: ConvertOptions | No
             sop_class_uid=str(ds.SOPClassUID),
             encoder_build="" if plan.passthrough else _encoder_build(stream_path),
         )
+        event = conversion_event(source, output, result, int(result.exit_code),
+                                 "; ".join(f.message for f in result.findings))
+        record = (lambda: options.audit.append(event)) if options.audit else None
+        try:
+            if written:
+                outputs.commit(dicom_tmp, output, options.force, record)
+            elif record:
+                with signals.deferred():
+                    record()
+        except signals.Interrupted as exc:
+            if exc.held:  # the signal came during the commit, which completed
+                attempt.recorded = result
+            raise
+        attempt.recorded = result
+        return result
     finally:
-        for leftover in (stream_path, dicom_tmp):
-            leftover.unlink(missing_ok=True)
-        os.rmdir(workdir)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _encoder_build(stream_path: Path) -> str:
@@ -399,13 +465,3 @@ def _check_pixel_data(path: Path, es: ElementaryStream, es_hash: str, per_frame:
     if digest.hexdigest() != es_hash or total - es.size not in (0, 1):
         raise DvqaError(f"{path}: the Pixel Data written differs from the stream that was scored; "
                         "nothing was written - report this as a dvqa bug.")
-
-
-def _move_into_place(tmp: Path, output: Path, force: bool) -> None:
-    if force:
-        os.replace(tmp, output)
-        return
-    try:
-        os.link(tmp, output)  # fails if OUT appeared meanwhile: never clobber without --force
-    except FileExistsError:
-        raise UsageError(f"{output}: already exists; pass --force to replace it.") from None

@@ -12,11 +12,12 @@ from xml.etree import ElementTree as ET
 from dvqa import __version__
 from dvqa.findings import Severity
 
-LAYERS = {"file": "file", "stream": "stream", "iod": "iod"}  # finding code prefix -> layer; else profile
+LAYERS = ("file", "value", "iod", "stream", "profile")  # a finding's layer is its code's prefix; else profile
 
 
 def _layer(code: str) -> str:
-    return LAYERS.get(code.split(".")[0], "profile")
+    prefix = code.split(".")[0]
+    return prefix if prefix in LAYERS else "profile"
 
 
 def _failing(severity: Severity, fail_on: Severity) -> bool:
@@ -53,7 +54,9 @@ def junit(results, fail_on: Severity) -> str:
     suite = ET.Element("testsuite", name="dvqa validate")
     tests = failures = skipped = 0
     for r in results:
-        layers = ["file"] + [layer for layer in ("iod", "stream", "profile") if layer in r.layers]
+        # every layer that ran or has a finding: no finding may be left out of the XML
+        found = {_layer(f.code) for f in r.findings}
+        layers = [layer for layer in LAYERS if layer == "file" or layer in r.layers or layer in found]
         for layer in layers:
             case = ET.SubElement(suite, "testcase", classname=r.path, name=layer)
             tests += 1
@@ -64,9 +67,10 @@ def junit(results, fail_on: Severity) -> str:
                 failure = ET.SubElement(case, "failure", message=bad[0].message, type=bad[0].code)
                 failure.text = "\n".join(f"{f.severity.value} {f.code} {f.where}: {f.message} [{f.reference}]"
                                          for f in bad)
-            elif layer == "iod" and note != "ran":
+            elif note == "skipped" or (layer == "iod" and note != "ran"):
                 skipped += 1
-                ET.SubElement(case, "skipped", message=note)
+                shown = next((f.message for f in r.findings), note) if note == "skipped" else note
+                ET.SubElement(case, "skipped", message=shown)
     suite.set("tests", str(tests))
     suite.set("failures", str(failures))
     suite.set("skipped", str(skipped))

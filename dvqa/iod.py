@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import warnings
 from dataclasses import dataclass, field
 from enum import Enum
 from fractions import Fraction
@@ -23,6 +24,7 @@ from pydicom.uid import UID, generate_uid
 from dvqa import __version__
 from dvqa.errors import InputError, UsageError
 from dvqa.syntaxes import VideoSyntax
+from dvqa.values import REFERENCE, check_dataset
 
 
 class VideoIOD(Enum):
@@ -64,11 +66,46 @@ class Metadata:
     """Patient / study / series facts supplied by the caller; unset Type 2 values stay empty."""
 
     values: dict[str, object] = field(default_factory=dict)
+    origins: dict[str, str] = field(default_factory=dict)  # keyword -> where the value came from, for messages
 
-    def update_from_dataset(self, ds: Dataset) -> None:
+    def update_from_dataset(self, ds: Dataset, origin: str = "") -> None:
         for keyword in COPYABLE:
             if keyword in ds:
                 self.values[keyword] = ds[keyword].value
+                self.origins[keyword] = origin
+
+    def merge(self, other: "Metadata") -> None:
+        self.values.update(other.values)
+        self.origins.update(other.origins)
+
+    def set(self, keyword: str, value: object, origin: str) -> None:
+        self.values[keyword] = value
+        self.origins[keyword] = origin
+
+    def check(self) -> None:
+        """Every value against its VR and VM (dvqa.values) before anything is written: a value a PACS or
+        dciodvfy would reject - too long, control characters, a backslash making two IDs, patient data in
+        a UID - is refused here with the option or file it came from."""
+        ds = Dataset()
+        ds.SpecificCharacterSet = "ISO_IR 192"  # what build() writes, unless the caller's data says otherwise
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's own length warnings: reported below, in one sentence
+            for keyword, value in self.values.items():
+                try:
+                    setattr(ds, keyword, value)
+                except (ValueError, TypeError, OverflowError) as exc:
+                    raise UsageError(f"{self._origin(keyword)}: {keyword} cannot be encoded ({exc}); fix the value.") \
+                        from None
+        problems = list(check_dataset(ds))
+        if problems:
+            first = problems[0]
+            keyword = first.where.split(" ")[0]
+            more = f" ({len(problems) - 1} more problem(s) after this one)" if len(problems) > 1 else ""
+            raise UsageError(f"{self._origin(keyword)}: {first.message} [{REFERENCE}]{more}; fix the value - "
+                             "nothing was written.")
+
+    def _origin(self, keyword: str) -> str:
+        return self.origins.get(keyword) or "the patient/study metadata"
 
     @classmethod
     def from_json_file(cls, path: Path) -> "Metadata":
@@ -77,11 +114,13 @@ class Metadata:
             raw = json.loads(Path(path).read_text(encoding="utf-8"))
             if isinstance(raw, list):  # a QIDO-RS answer: take the first object
                 raw = raw[0]
-            ds = Dataset.from_json(raw)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # pydicom's value warnings: check() reports them in one sentence
+                ds = Dataset.from_json(raw)
         except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
             raise InputError(f"{path}: not a DICOM JSON object (PS3.18 F.2) ({exc}); fix the file.") from exc
         meta = cls()
-        meta.update_from_dataset(ds)
+        meta.update_from_dataset(ds, f"--metadata-json {path}")
         return meta
 
     @classmethod
@@ -91,7 +130,7 @@ class Metadata:
         except (OSError, pydicom.errors.InvalidDicomError) as exc:
             raise InputError(f"{path}: not a readable DICOM file ({exc}); give a worklist or study file.") from exc
         meta = cls()
-        meta.update_from_dataset(ds)
+        meta.update_from_dataset(ds, f"--metadata-from {path}")
         return meta
 
 

@@ -100,8 +100,10 @@ def probe(path: Path) -> SourceInfo:
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file; check the path.")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give a recording file.")
     if not path.is_file():
-        raise InputError(f"{path}: is not a regular file; give a recording file.")
+        raise InputError(f"{path}: is not a regular file (a pipe or a device); give a recording file.")
     size = path.stat().st_size
     if size == 0:
         raise InputError(f"{path}: the file is empty (0 bytes); the recording was never written.")

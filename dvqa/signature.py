@@ -18,12 +18,14 @@ MAC is over exactly what is in the file.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import hashlib
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import pydicom
 from cryptography import x509
@@ -39,6 +41,8 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from dvqa import dicomread, outputs
+from dvqa.dicomread import FileProblem
 from dvqa.errors import InputError, UsageError
 
 MAC_TRANSFER_SYNTAX = ExplicitVRLittleEndian
@@ -163,9 +167,22 @@ def mac_of(ds: Dataset, tags: Iterable[BaseTag], signature_item: Dataset, algori
 class Signer:
     key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
     certificate: x509.Certificate
+    allow_outside_validity: bool = False  # sign with a certificate that is expired or not yet valid
+
+    def check_validity(self, when: dt.datetime) -> None:
+        """A signature made outside its certificate's validity period proves nothing; refuse unless asked."""
+        cert = self.certificate
+        if cert.not_valid_before_utc <= when <= cert.not_valid_after_utc or self.allow_outside_validity:
+            return
+        state = "expired" if when > cert.not_valid_after_utc else "not yet valid"
+        raise UsageError(f"the signer's certificate ({cert.subject.rfc4514_string()}) is {state} at the signing time "
+                         f"{when.isoformat(timespec='seconds')} (valid {cert.not_valid_before_utc.isoformat()} to "
+                         f"{cert.not_valid_after_utc.isoformat()}); renew it, or pass --allow-invalid-certificate "
+                         "to sign anyway (verify will report it).")
 
     @classmethod
-    def load(cls, key_path: Path, cert_path: Path | None, passphrase: str | None) -> "Signer":
+    def load(cls, key_path: Path, cert_path: Path | None, passphrase: str | None,
+             allow_outside_validity: bool = False) -> "Signer":
         data = key_path.read_bytes()
         secret = passphrase.encode() if passphrase is not None else None
         try:
@@ -187,7 +204,9 @@ class Signer:
             raise UsageError(f"{key_path}: only RSA and ECDSA keys with a certificate are supported.")
         if key.public_key().public_numbers() != cert.public_key().public_numbers():
             raise UsageError(f"{cert_path or key_path}: the certificate is not for this private key.")
-        return cls(key, cert)
+        signer = cls(key, cert, allow_outside_validity)
+        signer.check_validity(dt.datetime.now(dt.timezone.utc))  # fail before any work, not after it
+        return signer
 
 
 def _load_cert(path: Path) -> x509.Certificate:
@@ -225,7 +244,9 @@ def sign_dataset(ds: Dataset, signer: Signer, profile: str = "base", algorithm: 
     # present) is always covered; verify reports which profiles a signature's coverage meets
     existing = [int(i.MACIDNumber) for i in ds.get("MACParametersSequence", [])]
     mac_id = max(existing, default=0) + 1
-    when = (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y%m%d%H%M%S.%f+0000")
+    moment = now or dt.datetime.now(dt.timezone.utc)
+    signer.check_validity(moment)
+    when = moment.strftime("%Y%m%d%H%M%S.%f+0000")
     item = Dataset()
     item.MACIDNumber = mac_id
     item.DigitalSignatureUID = generate_uid()
@@ -284,6 +305,7 @@ class Verification:
     covered: list[str] = field(default_factory=list)
     not_covered: list[str] = field(default_factory=list)
     chain: str = ""  # result of --trust, when asked
+    certificate: str = ""  # the signer's certificate validity at the signing time, always checked
     profiles_met: list[str] = field(default_factory=list)  # RSA profiles whose requirements it meets
 
     def to_dict(self) -> dict[str, object]:
@@ -294,10 +316,20 @@ def verify_dataset(ds: Dataset, trust: list[x509.Certificate] | None = None, loc
                    ) -> list[Verification]:
     """Check every signature in `ds`, and in the items of its sequences, recursively."""
     results: list[Verification] = []
-    params = {int(p.MACIDNumber): p for p in ds.get("MACParametersSequence", [])}
+    params = {}
+    for p in ds.get("MACParametersSequence", []):
+        try:
+            params[int(p.MACIDNumber)] = p
+        except (AttributeError, TypeError, ValueError):
+            continue  # a damaged item: the signature that needs it fails with "no MAC Parameters item"
     present = [t for t in sorted(ds.keys()) if _signable_in(ds, t)]
-    for item in ds.get("DigitalSignaturesSequence", []):
+    signatures = ds.get("DigitalSignaturesSequence", [])
+    for item in signatures:
         results.append(_verify_one(ds, item, params, present, trust, location))
+    if "MACParametersSequence" in ds and not signatures:  # signed once; its signature is gone or damaged
+        results.append(Verification(location, "", 0, "", "", "", "", False,
+                                    "a MAC Parameters Sequence (4FFE,0001) is present but no Digital Signatures "
+                                    "Sequence (FFFA,FFFA): the signature was removed or damaged"))
     for tag in sorted(ds.keys()):
         if tag in (DIGITAL_SIGNATURES, MAC_PARAMETERS) or ds.get_item(tag).VR != "SQ":
             continue
@@ -308,6 +340,17 @@ def verify_dataset(ds: Dataset, trust: list[x509.Certificate] | None = None, loc
 
 def _verify_one(ds: Dataset, item: Dataset, params: dict, present: list[BaseTag],
                 trust: list[x509.Certificate] | None, location: str) -> Verification:
+    """One signature; any damage to its item, its MAC parameters or its certificate is its failure."""
+    try:
+        return _check_one(ds, item, params, present, trust, location)
+    except Exception as exc:  # noqa: BLE001 - a damaged signature item must fail, never crash the run
+        return Verification(location, str(item.get("DigitalSignatureUID", "")), -1, "", "", "", "", False,
+                            f"the signature item cannot be read ({type(exc).__name__}: {exc})")
+
+
+def _check_one(ds: Dataset, item: Dataset, params: dict, present: list[BaseTag],
+               trust: list[x509.Certificate] | None, location: str) -> Verification:
+    untouched = copy.deepcopy(item)  # reading a value re-encodes it when the MAC is taken: keep the raw bytes
     mac_id = int(item.get("MACIDNumber", -1))
     cert = None
     result = Verification(location, str(item.get("DigitalSignatureUID", "")), mac_id, "",
@@ -329,7 +372,7 @@ def _verify_one(ds: Dataset, item: Dataset, params: dict, present: list[BaseTag]
         missing = [t for t in signed if t not in ds]
         if missing:
             raise ValueError(f"signed element(s) {', '.join(_tag(t) for t in missing)} were removed")
-        digest = mac_of(ds, signed, item, result.algorithm)
+        digest = mac_of(ds, signed, untouched, result.algorithm)
         _check(cert.public_key(), bytes(item.Signature), digest, result.algorithm)
         result.ok = True
         result.covered = [_tag(t) for t in signed]
@@ -340,8 +383,12 @@ def _verify_one(ds: Dataset, item: Dataset, params: dict, present: list[BaseTag]
         result.not_covered = [_tag(t) for t in present if t not in set(signed)]
     except InvalidSignature:
         result.problem = "the signature does not match the signed elements: they were changed after signing"
-    except (ValueError, KeyError, AttributeError, InputError) as exc:
-        result.problem = str(exc)
+    except (ValueError, KeyError, AttributeError, TypeError, InputError) as exc:
+        result.problem = str(exc) or type(exc).__name__
+    if result.ok and cert is not None:
+        result.certificate = _validity_at(cert, result.datetime)
+        if not result.certificate.startswith("valid"):
+            result.ok, result.problem = False, result.certificate
     if result.ok and trust is not None and cert is not None:
         result.chain = _check_chain(cert, trust, result.datetime)
         if not result.chain.startswith("trusted"):
@@ -402,6 +449,20 @@ def _signing_time(value: str) -> dt.datetime | None:
     return when.replace(tzinfo=zone).astimezone(dt.timezone.utc)
 
 
+def _validity_at(cert: x509.Certificate, signed_at: str) -> str:
+    """Was the signer's certificate valid when the signature says it was made? A signature made with an
+    expired or not-yet-valid certificate fails, with or without --trust."""
+    when = _signing_time(signed_at)
+    if when is None:
+        return f"Digital Signature DateTime {signed_at!r} cannot be read, so the certificate cannot be checked"
+    period = f"valid {cert.not_valid_before_utc.isoformat()} to {cert.not_valid_after_utc.isoformat()}"
+    if when > cert.not_valid_after_utc:
+        return f"the signer's certificate had expired at the signing time {when.isoformat()} ({period})"
+    if when < cert.not_valid_before_utc:
+        return f"the signer's certificate was not yet valid at the signing time {when.isoformat()} ({period})"
+    return f"valid at the signing time ({period})"
+
+
 def _check_chain(cert: x509.Certificate, trust: list[x509.Certificate], signed_at: str) -> str:
     """Whether a --trust certificate issued the signer's, both valid at the signing time.
 
@@ -411,10 +472,6 @@ def _check_chain(cert: x509.Certificate, trust: list[x509.Certificate], signed_a
     when = _signing_time(signed_at)
     if when is None:
         return f"untrusted: Digital Signature DateTime {signed_at!r} cannot be read"
-    if not cert.not_valid_before_utc <= when <= cert.not_valid_after_utc:
-        return (f"untrusted: the signer's certificate was not valid at the signing time "
-                f"{when.isoformat()} (valid {cert.not_valid_before_utc.isoformat()} to "
-                f"{cert.not_valid_after_utc.isoformat()})")
     for anchor in trust:
         if anchor.subject != cert.issuer:
             continue
@@ -437,36 +494,55 @@ def load_trust(path: Path) -> list[x509.Certificate]:
 
 
 def sign_file(source: Path, output: Path, signer: Signer, profile: str = "base", algorithm: str = "SHA256",
-              purpose: str | None = None) -> SignatureResult:
-    """Sign `source` into `output` (which may be `source`): written beside it, checked, then renamed."""
+              purpose: str | None = None, record: Callable[[SignatureResult], object] | None = None
+              ) -> SignatureResult:
+    """Sign `source` into `output` (which may be `source`): written beside it, checked, then placed.
+
+    `record(result)` (the audit append) runs as part of placing it: if it fails, `output` is what it
+    was before (dvqa.outputs.commit).
+    """
     ds = _read(source)
     syntax = str(ds.file_meta.get("TransferSyntaxUID", MAC_TRANSFER_SYNTAX))
     # encapsulated Pixel Data cannot be expressed in Explicit VR Little Endian: such files are
     # MACed in their own syntax (same element encoding), as DCMTK's dcmsign does
     mac_syntax = syntax if _explicit_little(syntax) else MAC_TRANSFER_SYNTAX
     result = sign_dataset(ds, signer, profile, algorithm, purpose, transfer_syntax=mac_syntax)
-    tmp = output.with_name(f".{output.name}.signing")
+    fd, tmp = outputs.temp_file(output.parent, output.name)
     try:
-        ds.save_as(str(tmp), enforce_file_format=True)
+        with os.fdopen(fd, "wb") as handle:
+            ds.save_as(handle, enforce_file_format=True)
+            handle.flush()
+            os.fsync(handle.fileno())
         check = [v for v in verify_dataset(_read(tmp)) if v.uid == result.uid]
-        if not check or not check[0].ok:
+        outside_allowed = bool(check) and signer.allow_outside_validity and check[0].problem == check[0].certificate
+        if not check or not (check[0].ok or outside_allowed):
             raise InputError(f"{source}: the signature dvqa wrote does not verify "
                              f"({check[0].problem if check else 'not found'}); nothing was written.")
-        tmp.replace(output)
+        outputs.commit(tmp, output, replace=True, record=(lambda: record(result)) if record else None)
     finally:
         tmp.unlink(missing_ok=True)
     return result
 
 
 def verify_file(path: Path, trust: list[x509.Certificate] | None = None) -> list[Verification]:
-    return verify_dataset(_read(path), trust)
+    ds = _read(path)
+    results = verify_dataset(ds, trust)
+    if not results and _signature_tag_in_tail(path):
+        raise FileProblem(path, "holds a Digital Signatures Sequence (FFFA,FFFA) that the data set does not reach: "
+                          "the file was damaged after signing", "file.damaged", "PS3.15 C.1")
+    return results
+
+
+def _signature_tag_in_tail(path: Path, tail: int = 1 << 20) -> bool:
+    """Defence in depth: a signature sits after Pixel Data, at the end; is its tag there in the raw bytes?"""
+    with open(path, "rb") as handle:
+        handle.seek(max(0, os.fstat(handle.fileno()).st_size - tail))
+        data = handle.read()
+    return b"\xfa\xff\xfa\xffSQ" in data or b"\xff\xfa\xff\xfaSQ" in data
 
 
 def _read(path: Path) -> Dataset:
-    try:
-        ds = pydicom.dcmread(str(path))
-    except (pydicom.errors.InvalidDicomError, OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable DICOM file ({exc}).") from None
+    ds = dicomread.read(path, pixels=True)  # to the last byte, or a FileProblem saying where it stopped
     syntax = ds.file_meta.get("TransferSyntaxUID")
     if syntax is not None and not syntax.is_little_endian:
         raise InputError(f"{path}: big endian files are not supported for signatures; convert it first.")

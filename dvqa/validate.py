@@ -1,10 +1,13 @@
 """`dvqa validate`: every check on DICOM files someone else may have written, as one findings list.
 
-Layers: (1) the IOD against the DICOM standard through dicom-validator, which needs the
-standard's data offline - not bundled yet, so this layer reports that it did not run instead of
-passing silently; (2) the video stream against the header (dvqa.streamcheck); (3) a profile's
-per-modality rules (rules/*.yaml). A file that is not DICOM is a finding, never a crash. Files
-are checked in worker processes with --jobs; the order of the results follows the input order.
+Layers: the file itself (read to its last byte by dvqa.dicomread: meta header, structure, a data
+set with a SOP instance); (1) the IOD against the DICOM standard through dicom-validator, which
+needs the standard's data offline - not bundled yet, so this layer reports that it did not run
+instead of passing silently - and every value against its VR and VM (dvqa.values); (2) the video
+stream against the header (dvqa.streamcheck); (3) a profile's per-modality rules (rules/*.yaml).
+A file that is not DICOM is a finding, never a crash; a path that is not checked (a pipe, a folder
+that cannot be read, a link loop) is a finding too. Files are checked in worker processes with
+--jobs; the order of the results follows the input order.
 """
 
 from __future__ import annotations
@@ -18,12 +21,12 @@ from typing import Callable, Iterable, Iterator
 
 import pydicom
 
-from dvqa import streamcheck
+from dvqa import dicomread, streamcheck, values
 from dvqa.findings import Finding, Severity
 from dvqa.profiles import Profile, Rule
 
 IOD_LAYER_NOTE = ("IOD layer not run: the DICOM standard's data that dicom-validator needs offline is not "
-                  "bundled yet; only stream and profile checks ran")
+                  "bundled yet; the file, value, stream and profile checks ran")
 
 
 @dataclass
@@ -33,21 +36,61 @@ class FileResult:
     layers: dict[str, str] = field(default_factory=dict)  # layer -> "ran" | why it did not
 
 
-def walk(targets: Iterable[Path]) -> Iterator[Path]:
-    """Files as given, and every file below a folder (sorted, hidden files skipped)."""
+@dataclass(frozen=True)
+class Skipped:
+    """A path `walk` did not check, and why: reported as a finding, so a tree is never passed in part."""
+
+    path: Path
+    code: str
+    reason: str
+    severity: Severity = Severity.ERROR
+
+
+def walk(targets: Iterable[Path], include_hidden: bool = False) -> Iterator[Path | Skipped]:
+    """Files as given, and every file below a folder (sorted); what is not checked comes out as Skipped.
+
+    Symbolic links to folders are followed once (a loop is reported, not walked forever); names
+    starting with a dot (dvqa's own temporary files among them) are skipped unless `include_hidden`,
+    and each skip is reported; anything that is not a regular file is never opened.
+    """
     for target in targets:
-        if target.is_dir():
-            for root, dirs, files in os.walk(target):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for name in sorted(files):
-                    if not name.startswith("."):
-                        yield Path(root) / name
-        else:
-            yield target
+        if not target.is_dir():
+            yield target  # check_file reports a pipe, a device or a missing file
+            continue
+        seen: set[tuple[int, int]] = set()
+        pending = [target]
+        while pending:
+            folder = pending.pop()
+            try:
+                info = folder.stat()
+                entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            except OSError as exc:
+                yield Skipped(folder, "file.unreadable-folder", f"the folder cannot be read ({exc.strerror}); "
+                              "its files were not checked")
+                continue
+            if (info.st_dev, info.st_ino) in seen:
+                yield Skipped(folder, "file.link-loop", "a link back to a folder already walked; not walked again",
+                              Severity.WARNING)
+                continue
+            seen.add((info.st_dev, info.st_ino))
+            folders = []
+            for entry in entries:
+                path = Path(entry.path)
+                if entry.name.startswith(".") and not include_hidden:
+                    yield Skipped(path, "file.hidden", "hidden (its name starts with a dot): not checked; "
+                                  "--include-hidden checks it", Severity.WARNING)
+                elif entry.is_dir():  # follows a link to a folder
+                    folders.append(path)
+                else:
+                    yield path
+            pending.extend(reversed(folders))
 
 
-def check_file(path: Path, profile: Profile | None = None) -> FileResult:
+def check_file(path: Path | Skipped, profile: Profile | None = None) -> FileResult:
     """All layers for one file; pydicom's parse warnings become info findings, not stderr noise."""
+    if isinstance(path, Skipped):
+        return FileResult(str(path.path), [Finding(path.severity, path.code, path.reason, str(path.path))],
+                          {"file": "skipped"})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = _check_file(path, profile)
@@ -60,19 +103,29 @@ def _check_file(path: Path, profile: Profile | None) -> FileResult:
     result = FileResult(str(path))
     add = result.findings.append
     try:
-        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
-        ds.file_meta.get("TransferSyntaxUID")  # parse the meta header now, inside the guard
-    except Exception as exc:  # pydicom raises many types on damaged bytes: all mean "not readable"
-        add(Finding(Severity.ERROR, "file.not-dicom", f"not a readable DICOM file ({type(exc).__name__}: {exc})",
-                    str(path), "", "PS3.10 §7.1"))
+        ds = dicomread.read(path)
+    except dicomread.FileProblem as exc:
+        add(Finding(Severity.ERROR, exc.code, exc.reason, str(path), "", exc.reference))
+        result.layers["file"] = "failed"
         return result
+    result.layers["file"] = "ran"
     result.layers["iod"] = IOD_LAYER_NOTE
+    try:
+        for problem in values.check_dataset(ds):
+            add(Finding(Severity.ERROR, f"value.{problem.kind}", problem.message, str(path), problem.where,
+                        values.REFERENCE))
+        result.layers["value"] = "ran"
+    except Exception as exc:  # noqa: BLE001 - a value that breaks the checker is still that file's finding
+        add(Finding(Severity.ERROR, "value.unreadable", f"the values could not be checked ({type(exc).__name__}: "
+                    f"{exc})", str(path), "", values.REFERENCE))
+        result.layers["value"] = "failed"
     try:
         result.findings += streamcheck.check(path, ds)
         result.layers["stream"] = "ran" if "TransferSyntaxUID" in ds.file_meta else "no transfer syntax"
     except Exception as exc:  # a damaged file must give a finding, never a traceback
         add(Finding(Severity.ERROR, "stream.unreadable", f"the stream could not be checked ({type(exc).__name__}: "
                     f"{exc})", str(path), "(7FE0,0010)", ""))
+        result.layers["stream"] = "failed"
     if profile:
         try:
             result.findings += [f for rule in profile.rules for f in _apply(rule, ds, path)]
@@ -118,9 +171,10 @@ def _value(ds: pydicom.Dataset, attribute: str):
     return "" if value is None else value
 
 
-def validate(targets: Iterable[Path], profile: Profile | None = None, jobs: int = 1,
+def validate(targets: Iterable[Path | Skipped], profile: Profile | None = None, jobs: int = 1,
              progress: Callable[[int], None] | None = None) -> list[FileResult]:
-    files = list(walk(targets))
+    """Check `targets` (paths, or what `walk` yields) in order; one FileResult each."""
+    files = [t for t in targets]
     if jobs <= 1:
         results = []
         for path in files:

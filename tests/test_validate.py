@@ -65,7 +65,7 @@ EXPECTED = {
     "photometric-wrong": "stream.photometric", "bits-wrong": "stream.bit-depth", "level-too-high": "stream.level",
     "rate-wrong-mpeg2": "stream.frame-rate", "lossy-method-wrong": "stream.lossy-method",
     "mjpeg-frames-wrong": "stream.frame-count", "fragmented": "stream.fragments", "not-dicom": "file.not-dicom",
-    "truncated": "stream.unreadable",
+    "truncated": "file.truncated",
 }
 
 
