@@ -237,12 +237,14 @@ def records(path: Path) -> list[dict]:
     return out
 
 
-def file_facts(path: Path | None) -> dict[str, object] | None:
+def file_facts(path: Path | None, digest: bool = True) -> dict[str, object] | None:
     if path is None:
         return None
     facts: dict[str, object] = {"path": str(path)}
     try:
-        facts.update(size=path.stat().st_size, sha256=sha256_file(path))
+        facts.update(size=path.stat().st_size)
+        if digest:
+            facts.update(sha256=sha256_file(path))
     except OSError as exc:
         facts["unreadable"] = exc.strerror
     return facts
@@ -250,7 +252,8 @@ def file_facts(path: Path | None) -> dict[str, object] | None:
 
 def conversion_event(source: Path, output: Path, result=None, exit_code: int = 0, message: str = "") -> dict:
     """What one `dvqa convert` attempt did, successful or not, for the audit trail."""
-    event: dict[str, object] = {"command": "convert", "input": file_facts(source)}
+    # an interrupted attempt is recorded at once: the input's hash (seconds for a long video) is not taken
+    event: dict[str, object] = {"command": "convert", "input": file_facts(source, digest=exit_code < 128)}
     if result is None:
         event.update(output={"path": str(output), "written": False}, outcome="failure",
                      exit_code=exit_code, message=message)

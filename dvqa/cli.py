@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
+from dvqa import signals
 
-import click
+signals.install_early()  # before the heavy imports below: a signal during them ends dvqa quietly
 
-from dvqa import __version__, outputs, profiles, reports, signals, syntaxes
-from dvqa.convert import ConvertOptions, convert, record_failure
-from dvqa.errors import DvqaError, ExitCode, InputError
-from dvqa.findings import exit_code
-from dvqa.iod import Metadata, VideoIOD
-from dvqa.metrics import SSIM_DEFINITIONS
-from dvqa.recheck import measure_files
-from dvqa.signature import PROFILES, Signer
-from dvqa.cli_common import audit_log, fail, guarded, passphrase
+import json  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import click  # noqa: E402
+
+from dvqa import __version__, outputs, profiles, reports, syntaxes  # noqa: E402
+from dvqa.convert import ConvertOptions, convert, record_failure  # noqa: E402
+from dvqa.errors import DvqaError, ExitCode, InputError  # noqa: E402
+from dvqa.findings import exit_code  # noqa: E402
+from dvqa.iod import Metadata, VideoIOD  # noqa: E402
+from dvqa.metrics import SSIM_DEFINITIONS  # noqa: E402
+from dvqa.recheck import measure_files  # noqa: E402
+from dvqa.signature import PROFILES, Signer  # noqa: E402
+from dvqa.cli_common import audit_log, fail, guarded, passphrase  # noqa: E402
 
 
 class _Group(click.Group):
@@ -117,6 +121,7 @@ def convert_command(source: Path, output: Path, syntax: str, iod_name: str, uid_
                                               int(failure.exit_code), str(failure)))
         fail(failure, debug)
         return
+    result = None
     try:
         bar = None
 
@@ -140,7 +145,7 @@ def convert_command(source: Path, output: Path, syntax: str, iod_name: str, uid_
         fail(exc, debug)
         return
     except KeyboardInterrupt as exc:
-        done = getattr(exc, "result", None)
+        done = getattr(exc, "result", None) or result  # convert may have returned just before the signal
         name = getattr(exc, "name", "SIGINT")
         if done is not None:
             click.echo(f"dvqa: interrupted ({name}) after the conversion finished: {output} was "
@@ -156,18 +161,24 @@ def convert_command(source: Path, output: Path, syntax: str, iod_name: str, uid_
         click.echo(f"dvqa: internal error: {type(exc).__name__}: {exc}; nothing was written - "
                    "rerun with --debug and report it.", err=True)
         sys.exit(int(ExitCode.ENVIRONMENT))
+    try:  # the DICOM is in place (or, floors failed, deliberately not): every message from here says which
+        _report_and_print(result, record, report_paths, fmt, debug)
+    except KeyboardInterrupt as exc:
+        click.echo(f"dvqa: interrupted ({getattr(exc, 'name', 'SIGINT')}) after the conversion finished: {output} was "
+                   f"{'written' if result.written else 'not written'}; a report being written was not left behind.",
+                   err=True)
+        sys.exit(signals.exit_code_of(exc))
+    sys.exit(int(result.exit_code))
+
+
+def _report_and_print(result, record: dict, report_paths: tuple[Path, ...], fmt: str, debug: bool) -> None:
     try:
         for path in report_paths:
             reports.write(path, result.to_dict(mapping=True), result.quality)
-    except KeyboardInterrupt as exc:
-        click.echo(f"dvqa: interrupted ({getattr(exc, 'name', 'SIGINT')}) while writing the reports: "
-                   f"{output} was {'written' if result.written else 'not written'}; no partial report was left.",
-                   err=True)
-        sys.exit(signals.exit_code_of(exc))
     except Exception as exc:  # the DICOM is already in place: say so, do not claim otherwise
         if debug:
             raise
-        written = "written to " + str(output) if result.written else "not written"
+        written = "written to " + str(result.output) if result.written else "not written"
         problem = outputs.environment_error(exc) if isinstance(exc, OSError) else None
         reason = str(problem) if problem else f"{type(exc).__name__}: {exc}; rerun with --debug and report it"
         click.echo(f"dvqa: error: the conversion finished ({written}) but a report failed: {reason}", err=True)
@@ -176,7 +187,6 @@ def convert_command(source: Path, output: Path, syntax: str, iod_name: str, uid_
         click.echo(json.dumps(record, indent=2))
     else:
         _print_text(record)
-    sys.exit(int(result.exit_code))
 
 
 def _convert_options(audit, metadata_from: Path | None, metadata_json: Path | None,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import click
 
-from dvqa.cli_common import audit_log, fail, guarded
+from dvqa.cli_common import audit_log, fail, guarded, warn
 from dvqa.errors import ExitCode, UsageError
-from dvqa import matrix, pacs, pacsprofiles, simulate, syntaxes
+from dvqa import matrix, outputs, pacs, pacsprofiles, signals, simulate, syntaxes
 from dvqa.iod import VideoIOD
 from dvqa.pacs import Peer
 
@@ -88,17 +88,20 @@ def pacs_echo_command(host: str, port: int, called_aet: str, calling_aet: str, t
 @click.option("--fallback-dir", type=click.Path(path_type=Path, file_okay=False),
               help="Keep the fallback copies here (default: a temporary folder, removed afterwards).")
 @click.option("--commit", is_flag=True,
-              help="Request Storage Commitment and wait for the PACS's report: 'archived' means confirmed.")
+              help="Request Storage Commitment and wait for the PACS's report: 'committed' means confirmed.")
 @click.option("--listen-port", type=int, default=None, help="With --commit: where the PACS sends its report.")
 @click.option("--listen-host", default="127.0.0.1", show_default=True, help="With --commit: address to listen on.")
 @click.option("--commit-wait", default=60.0, show_default=True, help="With --commit: seconds to wait for the report.")
+@click.option("--require-tls", is_flag=True, envvar="DVQA_REQUIRE_TLS",
+              help="Refuse to send patient data without TLS (DIMSE --tls, or an https:// --stow URL). "
+                   "Sites set DVQA_REQUIRE_TLS=1 to make it the default.")
 @click.option("--audit", "audit_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Append one record per file (where it went, what the PACS answered) to this audit log.")
 @click.option("--audit-key-env", default=None, metavar="VAR", help="Environment variable holding the HMAC key.")
 def pacs_store_command(files: tuple[Path, ...], host: str, port: int | None, called_aet: str, calling_aet: str,
                        timeout: float, fmt: str, debug: bool, retries: int, stow_url: str | None,
                        fallback_syntax: str | None, fallback_dir: Path | None, commit: bool,
-                       listen_port: int | None, listen_host: str, commit_wait: float,
+                       listen_port: int | None, listen_host: str, commit_wait: float, require_tls: bool,
                        audit_path: Path | None, audit_key_env: str | None, tls: bool, tls_ca: Path | None,
                        tls_cert: Path | None, tls_key: Path | None) -> None:
     """C-STORE (or STOW-RS) FILES, each in its own transfer syntax; say exactly what was refused.
@@ -114,26 +117,47 @@ def pacs_store_command(files: tuple[Path, ...], host: str, port: int | None, cal
     if security and commit and not security.cert:
         fail(UsageError("--commit over TLS needs --tls-cert (and --tls-key): the PACS connects back to dvqa to "
                         "deliver its report, and dvqa must present a certificate."), debug)
-    if stow_url:
-        results = guarded(debug, lambda: pacs.stow(stow_url, list(files), retries, tls=security))
-    else:
-        if port is None:
-            fail(UsageError("give --port (DIMSE) or --stow URL (DICOMweb)."), debug)
-        if commit and listen_port is None:
-            fail(UsageError("--commit needs --listen-port, where the PACS sends its N-EVENT-REPORT."), debug)
-        peer = Peer(host, port, called_aet, calling_aet, timeout, security)
-        if fallback_syntax:
+    encrypted = stow_url.startswith("https://") if stow_url else security is not None
+    where = stow_url or f"{host}:{port}"
+    if not encrypted:
+        if require_tls:
+            fail(UsageError(f"{where}: sending patient data without TLS is not allowed here (--require-tls or "
+                            "DVQA_REQUIRE_TLS); use --tls (DIMSE) or an https:// --stow URL."), debug)
+        warn(f"patient data goes to {where} unencrypted (no TLS); anyone on the network path can read it - "
+             "use --tls or an https:// URL where the PACS offers it (--require-tls forbids clear text).")
+    if not stow_url and port is None:
+        fail(UsageError("give --port (DIMSE) or --stow URL (DICOMweb)."), debug)
+    if not stow_url and commit and listen_port is None:
+        fail(UsageError("--commit needs --listen-port, where the PACS sends its N-EVENT-REPORT."), debug)
+    peer = None if stow_url else Peer(host, port, called_aet, calling_aet, timeout, security)
+    destination, protocol = (stow_url, "STOW-RS") if stow_url else (str(peer), "DIMSE C-STORE")
+    results: list[pacs.StoreResult] = []
+    try:
+        if stow_url:
+            results = guarded(debug, lambda: pacs.stow(stow_url, list(files), retries, tls=security, timeout=timeout))
+        elif fallback_syntax:
             with tempfile.TemporaryDirectory(prefix="dvqa-fallback-") as scratch:
                 folder = fallback_dir or Path(scratch)
-                folder.mkdir(parents=True, exist_ok=True)
+                folder.mkdir(mode=0o700, parents=True, exist_ok=True)
                 results = guarded(debug, lambda: pacs.store_with_fallback(peer, list(files), fallback_syntax,
                                                                            folder, retries))
         else:
             results = guarded(debug, lambda: pacs.store(peer, list(files), retries))
         if commit:
             guarded(debug, lambda: pacs.commit(peer, results, (listen_host, listen_port), commit_wait))
+    except KeyboardInterrupt as exc:  # during a send (StoreInterrupted knows each file's state) or the commit
+        cause = exc.cause if isinstance(exc, pacs.StoreInterrupted) else exc
+        done = exc.results if isinstance(exc, pacs.StoreInterrupted) else results
+        code = signals.exit_code_of(cause)
+        if audit:
+            for r in done:
+                audit.append(pacs.send_event(r, destination, protocol, code))
+        for r in done:
+            click.echo(f"{r.outcome:<8} {r.path}{': ' + r.message if r.message else ''}")
+        click.echo(f"dvqa: interrupted ({getattr(cause, 'name', 'SIGINT')}); files not marked 'stored' were not "
+                   "stored" + (", as the audit log records." if audit else "."), err=True)
+        sys.exit(code)
     if audit:
-        destination, protocol = (stow_url, "STOW-RS") if stow_url else (str(peer), "DIMSE C-STORE")
         for r in results:
             audit.append(pacs.send_event(r, destination, protocol))
     if fmt == "json":
@@ -189,9 +213,9 @@ def pacs_matrix_command(target_specs: tuple[str, ...], profile_ids: tuple[str, .
         with tempfile.TemporaryDirectory(prefix="dvqa-matrix-") as scratch:
             cells = matrix.run(targets, chosen_iods, chosen, Path(scratch), chosen_profiles, calling_aet, timeout)
         meta = matrix.metadata()
-        (out_dir / "matrix.json").write_text(matrix.to_json(cells, meta) + "\n")
-        (out_dir / "matrix.md").write_text(matrix.to_markdown(cells, meta) + "\n")
-        (out_dir / "matrix.html").write_text(matrix.to_html(cells, meta))
+        outputs.write_atomic(out_dir / "matrix.json", matrix.to_json(cells, meta) + "\n")
+        outputs.write_atomic(out_dir / "matrix.md", matrix.to_markdown(cells, meta) + "\n")
+        outputs.write_atomic(out_dir / "matrix.html", matrix.to_html(cells, meta))
         return cells, meta
 
     cells, meta = guarded(debug, work)
@@ -208,12 +232,17 @@ def pacs_matrix_command(target_specs: tuple[str, ...], profile_ids: tuple[str, .
               help="Accept exactly what a PACS profile documents (`dvqa pacs profiles`), instead of --accept.")
 @click.option("--fault", default="none", show_default=True, type=click.Choice(list(simulate.FAULTS)),
               help="Answer every C-STORE with 0xA700 out of resources, abort the association, or never answer.")
-@click.option("--store-dir", type=click.Path(path_type=Path, file_okay=False), help="Keep received files here.")
+@click.option("--store-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Keep received files here (private files, named by a validated SOP Instance UID).")
+@click.option("--allow-aet", "allow_aets", multiple=True, metavar="AET",
+              help="Accept associations only from this calling AE title (repeatable; default: any).")
 def pacs_simulate_command(port: int, host: str, aet: str, accepts: tuple[str, ...], profile_id: str | None,
-                          fault: str, store_dir: Path | None) -> None:
+                          fault: str, store_dir: Path | None, allow_aets: tuple[str, ...]) -> None:
     """Run a Storage SCP that accepts exactly --accept (or a --profile) and misbehaves as --fault says.
 
-    Ctrl-C stops it. A profile whose sources do not say what it accepts cannot be simulated (exit 2).
+    A test tool, not a PACS: it listens on 127.0.0.1 by default and accepts any calling AE title unless
+    --allow-aet names some. Ctrl-C stops it. A profile whose sources do not say what it accepts cannot be
+    simulated (exit 2).
     """
     if bool(accepts) == bool(profile_id):
         fail(UsageError("give either --accept SOP=TS[,TS...] (repeatable) or --profile ID."), False)
@@ -226,10 +255,11 @@ def pacs_simulate_command(port: int, host: str, aet: str, accepts: tuple[str, ..
             fail(UsageError(f"--accept {spec!r}: write SOP_CLASS_UID=TS_UID[,TS_UID...]."), False)
         accept.setdefault(sop, []).extend(syntaxes_.split(","))
     if store_dir:
-        store_dir.mkdir(parents=True, exist_ok=True)
+        store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     click.echo(f"listening {aet}@{host}:{port}; fault: {fault}", err=True)
     try:
-        simulate.start(host, port, aet, simulate.Behaviour(accept, fault, store_dir), block=True)
+        simulate.start(host, port, aet, simulate.Behaviour(accept, fault, store_dir, allow_aet=allow_aets),
+                       block=True)
     except KeyboardInterrupt:
         pass
 

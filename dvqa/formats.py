@@ -6,6 +6,7 @@ All four render the same list of `validate.FileResult`s; none decides anything.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from xml.etree import ElementTree as ET
 
@@ -49,6 +50,15 @@ def as_json(results, fail_on: Severity) -> str:
     }, indent=2)
 
 
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml_text(text: str) -> str:
+    """XML 1.0 cannot carry most control characters even escaped (§2.2); a damaged file's values and
+    pydicom's messages about them do contain them. Written as \\xNN instead, so the report stays XML."""
+    return _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def junit(results, fail_on: Severity) -> str:
     """One test case per file and check layer; a layer that did not run is a skipped case, not a pass."""
     suite = ET.Element("testsuite", name="dvqa validate")
@@ -58,19 +68,19 @@ def junit(results, fail_on: Severity) -> str:
         found = {_layer(f.code) for f in r.findings}
         layers = [layer for layer in LAYERS if layer == "file" or layer in r.layers or layer in found]
         for layer in layers:
-            case = ET.SubElement(suite, "testcase", classname=r.path, name=layer)
+            case = ET.SubElement(suite, "testcase", classname=_xml_text(r.path), name=layer)
             tests += 1
             bad = [f for f in r.findings if _layer(f.code) == layer and _failing(f.severity, fail_on)]
             note = r.layers.get(layer, "ran")
             if bad:
                 failures += 1
-                failure = ET.SubElement(case, "failure", message=bad[0].message, type=bad[0].code)
-                failure.text = "\n".join(f"{f.severity.value} {f.code} {f.where}: {f.message} [{f.reference}]"
-                                         for f in bad)
+                failure = ET.SubElement(case, "failure", message=_xml_text(bad[0].message), type=bad[0].code)
+                failure.text = _xml_text("\n".join(f"{f.severity.value} {f.code} {f.where}: {f.message} [{f.reference}]"
+                                                    for f in bad))
             elif note == "skipped" or (layer == "iod" and note != "ran"):
                 skipped += 1
                 shown = next((f.message for f in r.findings), note) if note == "skipped" else note
-                ET.SubElement(case, "skipped", message=shown)
+                ET.SubElement(case, "skipped", message=_xml_text(shown))
     suite.set("tests", str(tests))
     suite.set("failures", str(failures))
     suite.set("skipped", str(skipped))

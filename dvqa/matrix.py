@@ -100,7 +100,7 @@ def _retrieve_wado(target: Target, sent: pydicom.Dataset) -> pydicom.Dataset | s
     """The instance as the server returns it over WADO-RS, or why it could not be had."""
     from dicomweb_client.api import DICOMwebClient
 
-    client = DICOMwebClient(url=target.wado, session=pacs.http_session(target.peer.tls))
+    client = DICOMwebClient(url=target.wado, session=pacs.http_session(target.peer.tls, target.peer.timeout))
     client.set_http_retry_params(retry=False)
     try:
         return client.retrieve_instance(str(sent.StudyInstanceUID), str(sent.SeriesInstanceUID),

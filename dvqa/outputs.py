@@ -223,7 +223,13 @@ def _alive(pid: int) -> bool:
 
 
 def environment_error(exc: OSError, path: Path | str | None = None) -> EnvironmentProblem | None:
-    """An OSError that is the machine's doing (full disk, quota, read-only, permissions) as one sentence."""
+    """An OSError that is the machine's doing (full disk, quota, read-only, permissions) as one sentence.
+
+    pydicom re-raises a write error as a new OSError without its errno (its message carries a
+    traceback); the original is its __cause__, so the chain is followed to the error that has one.
+    """
+    while exc.errno is None and isinstance(exc.__cause__, OSError):
+        exc = exc.__cause__
     where = exc.filename or path or "a file dvqa writes"
     fixes = {
         errno.ENOSPC: "no space left on the device; free space or write elsewhere",

@@ -24,6 +24,7 @@ from pynetdicom import AE, _config, build_role, evt
 from pynetdicom.sop_class import (StorageCommitmentPushModel, StudyRootQueryRetrieveInformationModelGet,
                                   Verification)
 
+from dvqa import dicomread
 from dvqa.audit import file_facts
 from dvqa.errors import EnvironmentProblem, InputError, UsageError
 
@@ -100,6 +101,7 @@ class StoreResult:
     message: str = ""
     attempts: int = 0
     history: list[str] = field(default_factory=list)  # one line per attempt: what happened then
+    transport: str = ""  # "TLS" or "clear text": how the patient data travelled
     fallback: dict | None = None  # the copy sent instead when the original was refused
 
     @property
@@ -114,22 +116,51 @@ class StoreResult:
 
 def _ae(peer: Peer) -> AE:
     ae = AE(ae_title=peer.calling_aet)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = peer.timeout
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = peer.timeout
     return ae
 
 
-def _no_delay(event) -> None:
-    """TCP_NODELAY on the association's socket, as DCMTK sets it. Without it Nagle's algorithm holds every
-    P-DATA PDU smaller than the segment size (16 KiB PDUs on a 64 KiB loopback MSS: all of them) until the
-    previous one is acknowledged, and sending becomes latency-bound (measured to storescp on loopback:
-    40 MB/s without it, 54 MB/s with it)."""
-    event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+def _on_connect(timeout: float):
+    """Set up the association's socket once connected (pynetdicom then leaves it blocking, with no timeout).
+
+    - A timeout on every send and receive: with none, a PACS that stops reading mid-transfer (frozen,
+      SIGSTOPped, a dead link with no reset) blocks pynetdicom's sending thread forever, and with it the
+      release, the abort and the exit of dvqa. A send that cannot progress for `timeout` seconds now ends
+      the association like any network failure (and is retried as one).
+    - TCP_NODELAY, as DCMTK sets it. Without it Nagle's algorithm holds every P-DATA PDU smaller than the
+      segment size (16 KiB PDUs on a 64 KiB loopback MSS: all of them) until the previous one is
+      acknowledged, and sending becomes latency-bound (measured to storescp on loopback: 40 MB/s
+      without it, 54 MB/s with it).
+    """
+    def handle(event) -> None:
+        sock = event.assoc.dul.socket.socket
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(timeout)
+    return handle
 
 
 def _associate(ae: AE, peer: Peer, evt_handlers: list | None = None, **kwargs):
     tls_args = (peer.tls.context(), peer.host) if peer.tls else None
     return ae.associate(peer.host, peer.port, ae_title=peer.called_aet, tls_args=tls_args,
-                        evt_handlers=[(evt.EVT_CONN_OPEN, _no_delay), *(evt_handlers or [])], **kwargs)
+                        evt_handlers=[(evt.EVT_CONN_OPEN, _on_connect(peer.timeout)), *(evt_handlers or [])],
+                        **kwargs)
+
+
+def drop_all(ae: AE) -> None:
+    """End every association of `ae` at once (Ctrl-C, SIGTERM): close the socket under it and stop its
+    thread, instead of the A-ABORT handshake a frozen peer would never complete - pynetdicom's threads
+    would otherwise keep dvqa alive after the interrupt."""
+    for assoc in ae.active_associations:
+        transport = getattr(assoc.dul, "socket", None)
+        sock = getattr(transport, "socket", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        assoc.dul.kill_dul()
+        assoc.is_established = False
 
 
 def _name(uid: str) -> str:
@@ -142,13 +173,17 @@ def echo(peer: Peer) -> dict[str, object]:
     ae = _ae(peer)
     ae.add_requested_context(Verification)
     started = time.monotonic()
-    assoc = _associate(ae, peer)
-    if not assoc.is_established:
-        raise EnvironmentProblem(_association_failure(peer, assoc))
     try:
-        status = assoc.send_c_echo()
-    finally:
-        assoc.release()
+        assoc = _associate(ae, peer)
+        if not assoc.is_established:
+            raise EnvironmentProblem(_association_failure(peer, assoc))
+        try:
+            status = assoc.send_c_echo()
+        finally:
+            assoc.release()
+    except KeyboardInterrupt:
+        drop_all(ae)
+        raise
     if not status or status.Status != 0x0000:
         code = getattr(status, "Status", None)
         raise EnvironmentProblem(f"{peer}: C-ECHO answered {code!r} instead of Success (0x0000).")
@@ -218,11 +253,14 @@ def _why_no_association(peer: Peer, assoc) -> tuple[str, bool]:
 
 
 def _describe(path: Path) -> StoreResult:
+    """What will be sent; a damaged file (read to its end by dvqa.dicomread) is refused before any network."""
     try:
-        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+        ds = dicomread.read(path)
         return StoreResult(str(path), str(ds.SOPClassUID), str(ds.SOPInstanceUID),
                            str(ds.file_meta.TransferSyntaxUID), str(ds.get("StudyInstanceUID", "")),
                            str(ds.get("PatientID", "")), str(ds.get("PatientName", "")))
+    except dicomread.FileProblem as exc:
+        raise InputError(f"{exc}; it was not sent.") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear sentence
         raise InputError(f"{path}: not a DICOM file that can be sent ({type(exc).__name__}: {exc}).") from None
 
@@ -230,20 +268,55 @@ def _describe(path: Path) -> StoreResult:
 def store(peer: Peer, paths: list[Path], retries: int = 3, backoff: float = 1.0) -> list[StoreResult]:
     """C-STORE every file; refusals are reported per file, network failures retried."""
     results = [_describe(p) for p in paths]
+    for r in results:
+        r.transport = "TLS" if peer.tls else "clear text"
     pairs = sorted({(r.sop_class, r.transfer_syntax) for r in results})
     if len(pairs) > MAX_CONTEXTS:
         raise InputError(f"{len(pairs)} SOP class / transfer syntax pairs exceed the {MAX_CONTEXTS} presentation "
                          "contexts one association can offer; send the files in smaller groups.")
     pending = list(results)
     attempt = 0
-    while pending and attempt <= retries:
-        if attempt:
-            time.sleep(backoff * 2 ** (attempt - 1))
-        attempt += 1
-        tried = list(pending)
-        pending = _attempt(peer, pairs, pending, attempt)
-        _record_attempt(tried, attempt)
+    try:
+        while pending and attempt <= retries:
+            if attempt:
+                _wait(backoff * 2 ** (attempt - 1), pending, attempt)
+            attempt += 1
+            tried = list(pending)
+            pending = _attempt(peer, pairs, pending, attempt)
+            _record_attempt(tried, attempt)
+    except StoreInterrupted as exc:
+        exc.results = results  # every file, stored ones included
+        raise
     return results
+
+
+class StoreInterrupted(KeyboardInterrupt):
+    """Ctrl-C / SIGTERM during a send; `results` says what each file's state was when it came."""
+
+    def __init__(self, cause: KeyboardInterrupt, results: list[StoreResult]) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.results = results
+
+    @property
+    def name(self) -> str:
+        return getattr(self.cause, "name", "SIGINT")
+
+
+def _interrupted(exc: KeyboardInterrupt, results: list[StoreResult], attempt: int) -> StoreInterrupted:
+    name = getattr(exc, "name", "SIGINT")
+    for r in results:
+        if r.outcome not in ("stored", "committed", "rejected"):
+            r.outcome, r.message = "interrupted", f"interrupted by {name} during attempt {attempt}; not stored"
+            r.history.append(f"attempt {attempt}: interrupted by {name}")
+    return StoreInterrupted(exc, results)
+
+
+def _wait(seconds: float, results: list[StoreResult], attempt: int) -> None:
+    try:
+        time.sleep(seconds)
+    except KeyboardInterrupt as exc:
+        raise _interrupted(exc, results, attempt) from None
 
 
 def _record_attempt(results: list[StoreResult], attempt: int) -> None:
@@ -257,6 +330,14 @@ def _attempt(peer: Peer, pairs: list[tuple[str, str]], pending: list[StoreResult
     ae = _ae(peer)
     for sop_class, syntax in pairs:
         ae.add_requested_context(sop_class, [syntax])
+    try:
+        return _attempt_on(ae, peer, pending, attempt)
+    except KeyboardInterrupt as exc:
+        drop_all(ae)
+        raise _interrupted(exc, pending, attempt) from None
+
+
+def _attempt_on(ae: AE, peer: Peer, pending: list[StoreResult], attempt: int) -> list[StoreResult]:
     assoc = _associate(ae, peer)
     if not assoc.is_established and assoc.rejected_contexts and not assoc.accepted_contexts:
         _send(assoc, pending, attempt)  # the PACS answered: it accepts none of these contexts
@@ -267,10 +348,16 @@ def _attempt(peer: Peer, pairs: list[tuple[str, str]], pending: list[StoreResult
             r.attempts, r.outcome, r.message = attempt, "failed", failure
         return [] if rejected else pending  # a rejection is an answer, not a network failure
     try:
-        return _send(assoc, pending, attempt)
-    finally:
+        retry = _send(assoc, pending, attempt)
+    except KeyboardInterrupt:
+        raise  # no release: a frozen peer would never answer it (the caller drops the association)
+    except BaseException:
         if assoc.is_established:
             assoc.release()
+        raise
+    if assoc.is_established:
+        assoc.release()
+    return retry
 
 
 def _send(assoc, pending: list[StoreResult], attempt: int) -> list[StoreResult]:
@@ -300,7 +387,8 @@ def _send(assoc, pending: list[StoreResult], attempt: int) -> list[StoreResult]:
         r.status = code
         if code is None:
             r.outcome = "failed"  # pynetdicom aborts the association itself when its DIMSE timeout expires
-            r.message = (f"no answer to C-STORE within {assoc.dimse_timeout:g} s (--timeout)"
+            r.message = (f"no progress or answer for {assoc.dimse_timeout:g} s (--timeout): the PACS stopped reading "
+                         "or answering"
                          if time.monotonic() - started >= assoc.dimse_timeout else
                          "the association was aborted during the transfer (connection lost, or the PACS stopped "
                          "or aborted it)")
@@ -314,53 +402,62 @@ def _send(assoc, pending: list[StoreResult], attempt: int) -> list[StoreResult]:
     return retry
 
 
-def http_session(tls: Tls | None):
-    """A requests session for DICOMweb that applies --tls-ca / --tls-cert to every HTTPS request.
+def http_session(tls: Tls | None, timeout: float = 30.0):
+    """A requests session for DICOMweb: every request bounded by `timeout`, and --tls-ca / --tls-cert
+    applied to every HTTPS request.
 
-    `Session.verify` is not enough: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE from the environment
-    override it, so a site CA given on the command line would be silently ignored on many systems (it was
-    on this one). An adapter's `send` gets the last word.
+    requests waits forever by default (a frozen server hangs dvqa); an adapter's `send` sets the timeout.
+    `Session.verify` is not enough either: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE from the
+    environment override it, so a site CA given on the command line would be silently ignored on many
+    systems (it was on this one). The adapter gets the last word.
     """
     import requests  # imported here: every other dvqa command starts without requests
     import requests.adapters
 
-    session = requests.Session()
-    if not tls:
-        return session
-
-    class TlsAdapter(requests.adapters.HTTPAdapter):
+    class Adapter(requests.adapters.HTTPAdapter):
         def send(self, request, **kwargs):
-            if tls.ca:
+            if kwargs.get("timeout") is None:
+                kwargs["timeout"] = timeout
+            if tls and tls.ca:
                 kwargs["verify"] = str(tls.ca)
-            if tls.cert:
+            if tls and tls.cert:
                 kwargs["cert"] = (str(tls.cert), str(tls.key)) if tls.key else str(tls.cert)
             return super().send(request, **kwargs)
 
-    session.mount("https://", TlsAdapter())
+    session = requests.Session()
+    session.mount("https://", Adapter())
+    session.mount("http://", Adapter())
     return session
 
 
-def stow(url: str, paths: list[Path], retries: int = 3, backoff: float = 1.0, tls: Tls | None = None
-         ) -> list[StoreResult]:
+def stow(url: str, paths: list[Path], retries: int = 3, backoff: float = 1.0, tls: Tls | None = None,
+         timeout: float = 30.0) -> list[StoreResult]:
     """STOW-RS (PS3.18 §10.5) with dicomweb-client; the per-instance result is read from the response.
 
     An https:// server's certificate is verified against `tls.ca` (or the system's trusted
     certificates); `tls.cert`/`tls.key` are presented when given. A failed handshake is not retried.
+    Each request waits at most `timeout` seconds for the server.
     """
     from dicomweb_client.api import DICOMwebClient
 
     results = [_describe(p) for p in paths]
-    client = DICOMwebClient(url=url, session=http_session(tls))
+    for r in results:
+        r.transport = "TLS" if url.startswith("https://") else "clear text"
+    client = DICOMwebClient(url=url, session=http_session(tls, timeout))
     client.set_http_retry_params(retry=False)  # dvqa's own retries, with its own record of attempts
-    for attempt in range(1, retries + 2):
-        if attempt > 1:
-            time.sleep(backoff * 2 ** (attempt - 2))
-        for r in results:
-            r.attempts = attempt
-        retry = _stow_attempt(client, url, results)
-        _record_attempt(results, attempt)
-        if not retry:
-            break
+    attempt = 1
+    try:
+        for attempt in range(1, retries + 2):
+            if attempt > 1:
+                time.sleep(backoff * 2 ** (attempt - 2))
+            for r in results:
+                r.attempts = attempt
+            retry = _stow_attempt(client, url, results)
+            _record_attempt(results, attempt)
+            if not retry:
+                break
+    except KeyboardInterrupt as exc:
+        raise _interrupted(exc, results, attempt) from None
     return results
 
 
@@ -376,6 +473,10 @@ def _stow_attempt(client, url: str, results: list[StoreResult]) -> bool:
             r.outcome, r.message = "failed", (f"{url}: the TLS handshake failed ({reason}); check --tls-ca (the "
                                               "server's certificate must be issued for this host by one in it)")
         return False
+    except requests.Timeout:
+        for r in results:
+            r.outcome, r.message = "failed", f"{url}: no answer within the timeout (--timeout)"
+        return True
     except requests.ConnectionError as exc:
         for r in results:
             r.outcome, r.message = "failed", f"{url}: cannot connect ({type(exc).__name__}); is the server up?"
@@ -521,17 +622,22 @@ def _reference(r: StoreResult) -> Dataset:
     return item
 
 
-def send_event(result: StoreResult, destination: str, protocol: str) -> dict[str, object]:
+def send_event(result: StoreResult, destination: str, protocol: str, interrupted_exit: int = 130
+               ) -> dict[str, object]:
     """One audit record per file sent: where, how, and what the PACS answered."""
     return {
         "command": "pacs-store", "protocol": protocol, "destination": destination,
-        "input": file_facts(Path(result.path)), "transfer_syntax": result.transfer_syntax,
+        # an interrupted send is recorded at once: its hash (seconds for a large video) is not taken
+        "input": file_facts(Path(result.path), digest=result.outcome != "interrupted"),
+        "transfer_syntax": result.transfer_syntax,
         "uids": {"sop_class": result.sop_class, "sop_instance": result.sop_instance,
                  "study_instance": result.study_instance},
         "patient": {"PatientID": result.patient_id, "PatientName": result.patient_name},
         "output": {"path": destination},
+        "transport": result.transport,
         "outcome": result.outcome, "status": result.status, "attempts": result.attempts, "history": result.history,
-        "exit_code": 0 if result.delivered else EXIT_OF_OUTCOME.get(result.outcome, 4), "message": result.message,
+        "exit_code": (0 if result.delivered else EXIT_OF_OUTCOME.get(result.outcome, 4))
+        if result.outcome != "interrupted" else interrupted_exit, "message": result.message,
         "fallback": result.fallback,
     }
 

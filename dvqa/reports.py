@@ -10,10 +10,9 @@ from __future__ import annotations
 import base64
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
+from dvqa import outputs
 from dvqa.errors import UsageError
 from dvqa.resources import data_dir
 
@@ -34,22 +33,7 @@ def write(path: Path, record: dict, quality=None) -> None:
     """Write `record` (a conversion or quality record) as JSON or HTML, atomically."""
     kind = kind_of(path)
     text = json.dumps(record, indent=1) + "\n" if kind == "json" else render_html(record, quality)
-    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False,
-                                         encoding="utf-8")
-    try:
-        with handle:
-            handle.write(text)
-        os.chmod(handle.name, 0o666 & ~_umask())  # as a plain open() would have made it
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    outputs.write_atomic(path, text)  # private (patient data), never through a planted link
 
 
 def _polyline(values: list[float], low: float, high: float, count: int) -> str:

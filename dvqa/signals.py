@@ -11,6 +11,7 @@ message say can never disagree; the signal is acted on right after.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from typing import Iterator
@@ -42,6 +43,16 @@ def exit_code_of(exc: KeyboardInterrupt) -> int:
 
 def _raise(signum: int, frame) -> None:
     raise Interrupted(signum)
+
+
+def install_early() -> None:
+    """Until a command starts (while Python imports FFmpeg, NumPy, pydicom), a signal ends dvqa at once and
+    quietly with 128 + its number: nothing has been opened or written yet, so there is nothing to clean up
+    or record - and no traceback from inside an import."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in HANDLED:
+        signal.signal(signum, lambda number, frame: os._exit(128 + number))
 
 
 def install() -> None:

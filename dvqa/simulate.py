@@ -1,16 +1,25 @@
 """`dvqa pacs simulate`: a small Storage SCP that accepts exactly what it is told to, and misbehaves on
 request, so senders can be tested against a PACS that refuses video, runs out of resources, drops
 the association or stops answering - behaviour no real server here can be made to show on demand.
+
+It is a test tool, not a PACS: it listens on 127.0.0.1 unless told otherwise, accepts any calling AE
+title unless `allow_aet` names some, and treats everything a peer sends as hostile - a received file
+is named by its SOP Instance UID only when that is a valid UID (digits and dots, at most 64
+characters, PS3.5 §9.1), and only ever inside the store folder, created privately (dvqa.outputs).
 """
 
 from __future__ import annotations
 
+import io
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
+
+from dvqa import outputs
 
 FAULTS = ("none", "out-of-resources", "abort", "silent")
 
@@ -21,6 +30,19 @@ class Behaviour:
     fault: str = "none"  # what to do on C-STORE
     store_dir: Path | None = None  # where received files are written (None: not kept)
     received: list[str] = field(default_factory=list)
+    allow_aet: tuple[str, ...] = ()  # calling AE titles accepted (empty: any)
+    refused: list[str] = field(default_factory=list)  # why a C-STORE was refused, for tests and the log
+
+
+UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+
+
+def stored_path(folder: Path, sop_instance_uid: str) -> Path | None:
+    """Where a received instance is kept, or None when the peer's UID cannot name a file safely."""
+    if len(sop_instance_uid) > 64 or not UID.fullmatch(sop_instance_uid):
+        return None
+    path = (folder / f"{sop_instance_uid}.dcm").resolve()
+    return path if path.parent == folder.resolve() else None
 
 
 def _on_store(behaviour: Behaviour):
@@ -34,9 +56,16 @@ def _on_store(behaviour: Behaviour):
             time.sleep(3600)  # never answers; the sender's timeout must end it
         ds = event.dataset
         ds.file_meta = event.file_meta
-        behaviour.received.append(str(ds.SOPInstanceUID))
+        uid = str(ds.get("SOPInstanceUID", ""))
         if behaviour.store_dir:
-            ds.save_as(str(behaviour.store_dir / f"{ds.SOPInstanceUID}.dcm"), enforce_file_format=True)
+            target = stored_path(behaviour.store_dir, uid)
+            if target is None:
+                behaviour.refused.append(f"SOP Instance UID {uid[:80]!r} is not a valid UID; not stored")
+                return 0xA900  # Error: data set does not match SOP class (PS3.4 Table B.2-1)
+            buffer = io.BytesIO()
+            ds.save_as(buffer, enforce_file_format=True)
+            outputs.write_atomic(target, buffer.getvalue())
+        behaviour.received.append(uid)
         return 0x0000
     return handle
 
@@ -45,6 +74,7 @@ def start(host: str, port: int, ae_title: str, behaviour: Behaviour, block: bool
     """Start the SCP; a fault applies to every C-STORE. Non-blocking: returns the server (port 0 picks a
     free port: `server.server_address`); blocking: serves until interrupted."""
     ae = AE(ae_title=ae_title)
+    ae.require_calling_aet = list(behaviour.allow_aet)
     ae.add_supported_context(Verification)
     for sop_class, syntaxes in behaviour.accept.items():
         ae.add_supported_context(sop_class, syntaxes)

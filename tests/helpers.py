@@ -133,3 +133,49 @@ def certificate(subject: str, key, issuer: str, issuer_key, ca: bool = False, da
         builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
                                                                 ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
     return builder.sign(issuer_key, hashes.SHA256())
+
+
+def require(condition: bool, message: str) -> None:
+    """Skip (locally) or fail (CI, DVQA_REQUIRE_TOOLS=1) when something a test needs is not here."""
+    if condition:
+        return
+    if os.environ.get("DVQA_REQUIRE_TOOLS") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+class SmallFilesystem:
+    """A tmpfs of `kib` KiB at `mountpoint` (root only), so a test can run dvqa on a full disk."""
+
+    def __init__(self, mountpoint: Path, kib: int) -> None:
+        self.path = mountpoint
+        mountpoint.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k,mode=0755", "tmpfs", str(mountpoint)],
+                              capture_output=True, text=True)
+        require(proc.returncode == 0, f"cannot mount a tmpfs here ({proc.stderr.strip() or 'not root'}); the "
+                                      "full-disk tests need root (CI runs them)")
+
+    def fill(self, leave: int = 0) -> None:
+        """Fill the file system, then free `leave` bytes again (a file of that size is removed)."""
+        if leave:
+            (self.path / ".spare").write_bytes(bytes(leave))
+        with open(self.path / ".filler", "wb", buffering=0) as handle:
+            try:
+                while True:
+                    handle.write(bytes(4096))
+            except OSError:
+                pass
+        if leave:
+            (self.path / ".spare").unlink()
+
+    def unmount(self) -> None:
+        subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
+
+
+def as_nobody(*args: str) -> list[str]:
+    """Prefix a command so it runs as user nobody (root can read everything; permission tests cannot run as root)."""
+    if os.geteuid() != 0:
+        return list(args)
+    setpriv = shutil.which("setpriv")
+    require(setpriv is not None, "setpriv not installed: apt-get install util-linux")
+    return [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", *args]
