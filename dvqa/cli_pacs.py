@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from dvqa.cli_common import audit_log, fail, guarded, warn
-from dvqa.errors import ExitCode, UsageError
+from dvqa.errors import UsageError
 from dvqa import matrix, outputs, pacs, pacsprofiles, signals, simulate, syntaxes
 from dvqa.iod import VideoIOD
 from dvqa.pacs import Peer
@@ -106,7 +106,8 @@ def pacs_store_command(files: tuple[Path, ...], host: str, port: int | None, cal
                        tls_cert: Path | None, tls_key: Path | None) -> None:
     """C-STORE (or STOW-RS) FILES, each in its own transfer syntax; say exactly what was refused.
 
-    Exit 0 all stored, 1 the PACS refused some, 4 it could not be reached. Files are never moved.
+    Exit 0 all stored, 1 the PACS refused some, 3 a file could not be read (it is not sent; the others
+    are), 4 the PACS could not be reached. Files are never moved.
     """
     audit = audit_log(audit_path, audit_key_env, debug)
     if stow_url and (commit or fallback_syntax):
@@ -170,12 +171,7 @@ def pacs_store_command(files: tuple[Path, ...], host: str, port: int | None, cal
                 click.echo(f"{'':<8} fallback {f['syntax']}: {f['outcome']}"
                            + (f" as {f['sop_instance']} (PSNR-Y mean {f['psnr_y_mean']:.2f} dB vs the original)"
                               if f.get("psnr_y_mean") is not None else "") + (f"; {f['message']}" if f.get("message") else ""))
-    wanted = "committed" if commit else "stored"
-    outcomes = {r.outcome for r in results}
-    if outcomes == {wanted} or (not commit and all(r.delivered for r in results)):
-        sys.exit(int(ExitCode.OK))
-    refused = outcomes & {"rejected", "not committed"}
-    sys.exit(int(ExitCode.CHECK_FAILED if refused else ExitCode.ENVIRONMENT))
+    sys.exit(pacs.exit_code_of(results, "committed" if commit else "stored"))
 
 
 @pacs_group.command("matrix")

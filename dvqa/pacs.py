@@ -252,29 +252,32 @@ def _why_no_association(peer: Peer, assoc) -> tuple[str, bool]:
     return f"{peer}: no DICOM association could be opened (is the PACS running and reachable?).", False
 
 
-def _describe(path: Path) -> StoreResult:
-    """What will be sent; a damaged file (read to its end by dvqa.dicomread) is refused before any network."""
+def _describe(path: Path, transport: str) -> StoreResult:
+    """What will be sent. A damaged or unreadable file (read to its end by dvqa.dicomread) is that file's
+    result, "unreadable", and is never sent; the other files still are."""
     try:
         ds = dicomread.read(path)
-        return StoreResult(str(path), str(ds.SOPClassUID), str(ds.SOPInstanceUID),
-                           str(ds.file_meta.TransferSyntaxUID), str(ds.get("StudyInstanceUID", "")),
-                           str(ds.get("PatientID", "")), str(ds.get("PatientName", "")))
+        result = StoreResult(str(path), str(ds.SOPClassUID), str(ds.SOPInstanceUID),
+                             str(ds.file_meta.TransferSyntaxUID), str(ds.get("StudyInstanceUID", "")),
+                             str(ds.get("PatientID", "")), str(ds.get("PatientName", "")))
     except dicomread.FileProblem as exc:
-        raise InputError(f"{exc}; it was not sent.") from None
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear sentence
-        raise InputError(f"{path}: not a DICOM file that can be sent ({type(exc).__name__}: {exc}).") from None
+        result = StoreResult(str(path), "", "", "", outcome="unreadable", message=f"{exc.reason}; it was not sent")
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear sentence, and only that file's
+        result = StoreResult(str(path), "", "", "", outcome="unreadable",
+                             message=f"not a DICOM file that can be sent ({type(exc).__name__}: {exc})")
+    result.transport = transport
+    return result
 
 
 def store(peer: Peer, paths: list[Path], retries: int = 3, backoff: float = 1.0) -> list[StoreResult]:
     """C-STORE every file; refusals are reported per file, network failures retried."""
-    results = [_describe(p) for p in paths]
-    for r in results:
-        r.transport = "TLS" if peer.tls else "clear text"
-    pairs = sorted({(r.sop_class, r.transfer_syntax) for r in results})
+    results = [_describe(p, "TLS" if peer.tls else "clear text") for p in paths]
+    sendable = [r for r in results if r.outcome != "unreadable"]
+    pairs = sorted({(r.sop_class, r.transfer_syntax) for r in sendable})
     if len(pairs) > MAX_CONTEXTS:
         raise InputError(f"{len(pairs)} SOP class / transfer syntax pairs exceed the {MAX_CONTEXTS} presentation "
                          "contexts one association can offer; send the files in smaller groups.")
-    pending = list(results)
+    pending = sendable
     attempt = 0
     try:
         while pending and attempt <= retries:
@@ -306,7 +309,7 @@ class StoreInterrupted(KeyboardInterrupt):
 def _interrupted(exc: KeyboardInterrupt, results: list[StoreResult], attempt: int) -> StoreInterrupted:
     name = getattr(exc, "name", "SIGINT")
     for r in results:
-        if r.outcome not in ("stored", "committed", "rejected"):
+        if r.outcome not in ("stored", "committed", "rejected", "unreadable"):
             r.outcome, r.message = "interrupted", f"interrupted by {name} during attempt {attempt}; not stored"
             r.history.append(f"attempt {attempt}: interrupted by {name}")
     return StoreInterrupted(exc, results)
@@ -440,24 +443,25 @@ def stow(url: str, paths: list[Path], retries: int = 3, backoff: float = 1.0, tl
     """
     from dicomweb_client.api import DICOMwebClient
 
-    results = [_describe(p) for p in paths]
-    for r in results:
-        r.transport = "TLS" if url.startswith("https://") else "clear text"
+    results = [_describe(p, "TLS" if url.startswith("https://") else "clear text") for p in paths]
+    sendable = [r for r in results if r.outcome != "unreadable"]
     client = DICOMwebClient(url=url, session=http_session(tls, timeout))
     client.set_http_retry_params(retry=False)  # dvqa's own retries, with its own record of attempts
     attempt = 1
     try:
         for attempt in range(1, retries + 2):
+            if not sendable:
+                break
             if attempt > 1:
                 time.sleep(backoff * 2 ** (attempt - 2))
-            for r in results:
+            for r in sendable:
                 r.attempts = attempt
-            retry = _stow_attempt(client, url, results)
-            _record_attempt(results, attempt)
+            retry = _stow_attempt(client, url, sendable)
+            _record_attempt(sendable, attempt)
             if not retry:
                 break
     except KeyboardInterrupt as exc:
-        raise _interrupted(exc, results, attempt) from None
+        raise _interrupted(exc, sendable, attempt) from None
     return results
 
 
@@ -545,7 +549,19 @@ def get_instance(peer: Peer, sop_class: str, syntax: str, study: str, series: st
     return received[0]
 
 
-EXIT_OF_OUTCOME = {"stored": 0, "committed": 0, "rejected": 1, "not committed": 1}  # else: not reached (4)
+EXIT_OF_OUTCOME = {"stored": 0, "committed": 0, "rejected": 1, "not committed": 1, "unreadable": 3}  # else 4
+
+
+def exit_code_of(results: list[StoreResult], wanted: str = "stored") -> int:
+    """The command's exit code: 4 if a PACS could not be reached for some file, else 3 if a file could not
+    be read, else 1 if the PACS refused (or did not commit) some, else 0."""
+    def code(r: StoreResult) -> int:
+        if r.outcome == wanted or (wanted == "stored" and r.delivered):
+            return 0
+        return {"rejected": 1, "not committed": 1, "unreadable": 3}.get(r.outcome, 4)  # "stored" uncommitted: 4
+
+    codes = {code(r) for r in results}
+    return next((c for c in (4, 3, 1) if c in codes), 0)
 STORAGE_COMMITMENT_INSTANCE = UID("1.2.840.10008.1.20.1.1")  # the well-known SOP instance (PS3.4 J.3.5)
 
 

@@ -38,11 +38,13 @@ UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 
 
 def stored_path(folder: Path, sop_instance_uid: str) -> Path | None:
-    """Where a received instance is kept, or None when the peer's UID cannot name a file safely."""
+    """Where a received instance is kept, or None when the peer's UID cannot name a file safely.
+
+    A valid UID is digits and dots with no empty component, so it can hold no "/" and no "..": the
+    path stays in `folder` by construction (and is not resolved, which would follow a planted link)."""
     if len(sop_instance_uid) > 64 or not UID.fullmatch(sop_instance_uid):
         return None
-    path = (folder / f"{sop_instance_uid}.dcm").resolve()
-    return path if path.parent == folder.resolve() else None
+    return folder / f"{sop_instance_uid}.dcm"
 
 
 def _on_store(behaviour: Behaviour):

@@ -93,12 +93,17 @@ def test_a_damaged_length_or_delimiter_never_verifies(signed, pki, tmp_path: Pat
     cases = {f"modality-length-bit{b}": _flip(data, modality + 6, b) for b in range(8)}
     cases.update({f"delimiter-bit{b}": _flip(data, delimiter + 1, b) for b in range(8)})
     for name, damaged in cases.items():
-        path = tmp_path / f"{name}.dcm"
-        path.write_bytes(damaged)
-        proc = dvqa("verify", str(path), "--trust", str(pki["ca"]))
-        assert proc.returncode == 1, (name, proc.stdout, proc.stderr)
-        assert proc.stdout.startswith("FAIL") and "Traceback" not in proc.stderr, (name, proc.stdout)
-        assert "no digital signature" not in proc.stdout, name
+        (tmp_path / f"{name}.dcm").write_bytes(damaged)
+    paths = [str(tmp_path / f"{name}.dcm") for name in cases]
+    proc = dvqa("verify", *paths, "--trust", str(pki["ca"]), "--format", "json")  # one run, every file its result
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    report = json.loads(proc.stdout)
+    assert [entry["file"] for entry in report] == paths
+    for entry in report:
+        assert not entry["ok"] and (entry["error"] or any(not s["ok"] for s in entry["signatures"])), entry
+    text = dvqa("verify", *paths[:2], "--trust", str(pki["ca"]))
+    assert text.returncode == 1 and all(line.startswith("FAIL") for line in text.stdout.splitlines())
+    assert "no digital signature" not in text.stdout
 
 
 def test_random_bit_flips_in_signed_bytes_never_verify(signed, pki) -> None:
