@@ -84,6 +84,8 @@ def sign_command(file: Path, key_path: Path, cert_path: Path | None, passphrase_
     if fmt == "json":
         click.echo(json.dumps(record, indent=2))
     else:
+        for note in result.notes:
+            click.echo(f"note     {note}")
         click.echo(f"signed   {record['file']}: signature {result.uid} (MAC ID {result.mac_id}, "
                    f"{result.algorithm}, {result.profile} profile) over {len(result.signed_tags)} elements")
 

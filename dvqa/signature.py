@@ -224,6 +224,7 @@ class SignatureResult:
     algorithm: str
     signed_tags: list[str]
     profile: str
+    notes: list[str] = field(default_factory=list)  # e.g. leftovers of killed dvqa processes removed
 
 
 def sign_dataset(ds: Dataset, signer: Signer, profile: str = "base", algorithm: str = "SHA256",
@@ -507,6 +508,7 @@ def sign_file(source: Path, output: Path, signer: Signer, profile: str = "base",
     # MACed in their own syntax (same element encoding), as DCMTK's dcmsign does
     mac_syntax = syntax if _explicit_little(syntax) else MAC_TRANSFER_SYNTAX
     result = sign_dataset(ds, signer, profile, algorithm, purpose, transfer_syntax=mac_syntax)
+    result.notes = outputs.sweep(output.parent)
     fd, tmp = outputs.temp_file(output.parent, output.name)
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -560,3 +560,21 @@ def test_outputs_commit_restores_the_previous_file_when_the_record_fails(tmp_pat
     with pytest.raises(OSError):
         outputs.commit(new, target, replace=True, record=record)
     assert target.read_bytes() == b"before" and _leftovers(tmp_path) == []
+
+
+def test_sweep_removes_only_leftovers_of_dead_dvqa_processes_on_this_host(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    tag = outputs._host_tag()
+    gone = tmp_path / f".v.dcm.dvqa-{dead.pid}-{tag}-abc123"
+    gone.mkdir()
+    (gone / "stream.bin").write_bytes(b"patient video")
+    alive = tmp_path / f".w.dcm.dvqa-{os.getpid()}-{tag}-def456"
+    alive.write_bytes(b"")
+    foreign = tmp_path / f".x.dcm.dvqa-{dead.pid}-00000000-0a1b2c"
+    foreign.write_bytes(b"")
+    unrelated = tmp_path / ".bashrc"
+    unrelated.write_bytes(b"")
+    notes = outputs.sweep(tmp_path)
+    assert not gone.exists() and alive.exists() and foreign.exists() and unrelated.exists()
+    assert any("which is gone" in n for n in notes) and any("another host or before a reboot" in n for n in notes)
