@@ -90,7 +90,6 @@ def read(path: Path | str, pixels: bool = False) -> Dataset:
             stopped = handle.tell()
             _check_meta(path, ds)
             walk(path, handle, size, ds.file_meta.TransferSyntaxUID)
-            handle.seek(stopped)
             if pixels:
                 handle.seek(0)
                 ds = pydicom.dcmread(handle)
@@ -98,7 +97,8 @@ def read(path: Path | str, pixels: bool = False) -> Dataset:
                     raise FileProblem(path, f"the data set ends at byte {handle.tell()} of {size}", "file.damaged",
                                       "PS3.5 §7")
             else:
-                _read_after_pixels(handle, ds, size)
+                handle.seek(stopped)
+                _read_after_pixels(path, handle, ds, size)
             _convert_sequences(path, ds)
         except RecursionError:
             raise FileProblem(path, f"its sequences nest more than {MAX_DEPTH} levels deep; dvqa does not read "
@@ -271,14 +271,13 @@ def _walk_meta(path: Path, handle, size: int) -> int:
     return end
 
 
-def _read_after_pixels(handle, ds: Dataset, size: int) -> None:
+def _read_after_pixels(path: Path, handle, ds: Dataset, size: int) -> None:
     """pydicom stopped before Pixel Data: step over it (its structure is already walked) and parse what
     follows - a Digital Signatures Sequence, trailing padding - into `ds`."""
     if handle.tell() >= size:
         return
     syntax = ds.file_meta.TransferSyntaxUID
     order, implicit = ("<" if syntax.is_little_endian else ">"), syntax.is_implicit_VR
-    path = Path(getattr(handle, "name", "the file"))
     _, _, length = _header(path, handle, size, order, implicit)
     if length != UNDEFINED:
         handle.seek(length, os.SEEK_CUR)

@@ -13,11 +13,12 @@ from pathlib import Path
 import av
 import numpy as np
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 import pydicom
 import pytest
-from pydicom.encaps import generate_fragments
+from pydicom.encaps import encapsulate, generate_fragments
 
 from dvqa import framecode
 
@@ -179,3 +180,40 @@ def as_nobody(*args: str) -> list[str]:
     setpriv = shutil.which("setpriv")
     require(setpriv is not None, "setpriv not installed: apt-get install util-linux")
     return [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", *args]
+
+
+PEM = serialization.Encoding.PEM
+
+
+def pem_key(key, passphrase: str | None = None) -> bytes:
+    encryption = serialization.BestAvailableEncryption(passphrase.encode()) if passphrase else \
+        serialization.NoEncryption()
+    return key.private_bytes(PEM, serialization.PrivateFormat.PKCS8, encryption)
+
+
+def write_pki(folder: Path, make) -> dict[str, Path]:
+    """A test CA ("dvqa test CA", as `ca.pem`) and one RSA key; `make(ca_key, key)` returns the other files
+    as {name: PEM bytes}. Written as folder/NAME.pem; returns NAME -> path."""
+    ca_key, key = rsa.generate_private_key(65537, 2048), rsa.generate_private_key(65537, 2048)
+    files = {"ca": certificate("dvqa test CA", ca_key, "dvqa test CA", ca_key, ca=True).public_bytes(PEM),
+             **make(ca_key, key)}
+    for name, data in files.items():
+        (folder / f"{name}.pem").write_bytes(data)
+    return {name: folder / f"{name}.pem" for name in files}
+
+
+def big_copy(source: Path, out: Path, megabytes: int) -> Path:
+    """`source` with one Pixel Data fragment of `megabytes` MB: a transfer long enough to interrupt."""
+    ds = pydicom.dcmread(str(source))
+    ds.PixelData = encapsulate([bytes(megabytes * 1024 * 1024)])
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(str(out), enforce_file_format=True)
+    return out
+
+
+def bytes_read(pid: int) -> int:
+    """Bytes the process has read so far (Linux /proc/PID/io), sockets included."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/PID/io")

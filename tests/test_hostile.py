@@ -24,10 +24,7 @@ from xml.etree import ElementTree as ET
 
 import pydicom
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from pydicom.datadict import tag_for_keyword
-from pydicom.encaps import encapsulate
 
 from bench import orthanc as orthanc_server
 from dvqa import outputs, signals
@@ -36,7 +33,8 @@ from dvqa.convert import ConvertOptions, convert
 from dvqa.errors import DvqaError
 from dvqa.signature import verify_file
 from dvqa.validate import check_file
-from helpers import CLIPS, SmallFilesystem, as_nobody, certificate, dvqa, run, tool
+from helpers import (CLIPS, PEM, SmallFilesystem, as_nobody, big_copy, bytes_read, certificate, dvqa, pem_key, run,
+                     tool, write_pki)
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -51,21 +49,12 @@ def _leftovers(folder: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("pki")
-    ca_key = rsa.generate_private_key(65537, 2048)
-    ca = certificate("hostile test CA", ca_key, "hostile test CA", ca_key, ca=True)
-    key = rsa.generate_private_key(65537, 2048)
-    pem = serialization.Encoding.PEM
-    files = {
-        "ca": ca.public_bytes(pem),
-        "cert": certificate("signer", key, "hostile test CA", ca_key).public_bytes(pem),
-        "expired": certificate("expired signer", key, "hostile test CA", ca_key, days=(-30, -1)).public_bytes(pem),
-        "future": certificate("future signer", key, "hostile test CA", ca_key, days=(2, 30)).public_bytes(pem),
-        "key": key.private_bytes(pem, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()),
-    }
-    for name, data in files.items():
-        (d / f"{name}.pem").write_bytes(data)
-    return {name: d / f"{name}.pem" for name in files}
+    def make(ca_key, key) -> dict[str, bytes]:
+        return {"cert": certificate("signer", key, "dvqa test CA", ca_key).public_bytes(PEM),
+                "expired": certificate("expired", key, "dvqa test CA", ca_key, days=(-30, -1)).public_bytes(PEM),
+                "future": certificate("future", key, "dvqa test CA", ca_key, days=(2, 30)).public_bytes(PEM),
+                "key": pem_key(key)}
+    return write_pki(tmp_path_factory.mktemp("pki"), make)
 
 
 @pytest.fixture(scope="module")
@@ -444,25 +433,10 @@ def test_a_folder_as_convert_input_is_exit_3(tmp_path: Path) -> None:
 
 # --- 2. frozen and half-open peers ----------------------------------------------------------------------
 
-def _big(source: Path, out: Path, megabytes: int) -> Path:
-    ds = pydicom.dcmread(str(source))
-    ds.PixelData = encapsulate([bytes(megabytes * 1024 * 1024)])
-    ds.SOPInstanceUID = pydicom.uid.generate_uid()
-    ds.save_as(str(out), enforce_file_format=True)
-    return out
-
-
-def _bytes_read(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
-        if line.startswith("rchar:"):
-            return int(line.split()[1])
-    raise AssertionError("no rchar")
-
-
 @pytest.fixture()
 def frozen_pacs(tmp_path: Path, signed):
     """storescp receiving a 60 MB file, then SIGSTOPped mid-transfer: connected, silent, reading nothing."""
-    big = _big(signed, tmp_path / "big.dcm", 60)
+    big = big_copy(signed, tmp_path / "big.dcm", 60)
     port = orthanc_server.free_port()
     (tmp_path / "in").mkdir()
     server = subprocess.Popen([tool("storescp"), "+xa", "-od", str(tmp_path / "in"), "-aet", "STORESCP", str(port)],
@@ -473,8 +447,8 @@ def frozen_pacs(tmp_path: Path, signed):
         sender = subprocess.Popen([sys.executable, "-m", "dvqa", "pacs", "store", str(big), "--port", str(port),
                                    "--called-aet", "STORESCP", "--retries", "0", *extra],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        baseline, deadline = _bytes_read(server.pid), time.monotonic() + 60
-        while _bytes_read(server.pid) - baseline < 8 * 1024 * 1024:
+        baseline, deadline = bytes_read(server.pid), time.monotonic() + 60
+        while bytes_read(server.pid) - baseline < 8 * 1024 * 1024:
             assert time.monotonic() < deadline and sender.poll() is None, "the transfer never got going"
             time.sleep(0.01)
         server.send_signal(signal.SIGSTOP)

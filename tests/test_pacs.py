@@ -15,14 +15,13 @@ import pydicom
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from pydicom.encaps import encapsulate
 
 from bench import orthanc as orthanc_server
 from dvqa import pacs
 from dvqa.audit import records
 from dvqa.convert import ConvertOptions, convert
 from dvqa.dicomfile import read_fragments
-from helpers import CLIPS, certificate, dvqa, run, tool
+from helpers import CLIPS, big_copy, bytes_read, certificate, dvqa, run, tool
 
 SCHEMA = Path(__file__).resolve().parent / "data" / "dicom-audit-message.rnc"
 
@@ -380,28 +379,11 @@ def test_tls_echo_and_store_with_a_client_certificate(tls_storescp, tls_pki, fil
     assert unreadable.returncode == 2 and "--tls-ca" in unreadable.stderr
 
 
-def _big_copy(source: Path, out: Path, megabytes: int) -> Path:
-    """`source` with one Pixel Data fragment of `megabytes` MB: a transfer long enough to interrupt."""
-    ds = pydicom.dcmread(str(source))
-    ds.PixelData = encapsulate([bytes(megabytes * 1024 * 1024)])
-    ds.SOPInstanceUID = pydicom.uid.generate_uid()
-    ds.save_as(str(out), enforce_file_format=True)
-    return out
-
-
-def _bytes_read(pid: int) -> int:
-    """Bytes the process has read so far (Linux /proc/PID/io), sockets included."""
-    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
-        if line.startswith("rchar:"):
-            return int(line.split()[1])
-    raise AssertionError("no rchar in /proc/PID/io")
-
-
 def _kill_mid_transfer(server: subprocess.Popen, sender: subprocess.Popen) -> None:
     """SIGKILL the PACS once 25 MB of the 250 MB file have arrived: no A-ABORT, no answer, just gone."""
-    baseline = _bytes_read(server.pid)
+    baseline = bytes_read(server.pid)
     deadline = time.monotonic() + 120
-    while _bytes_read(server.pid) - baseline < 25 * 1024 * 1024:
+    while bytes_read(server.pid) - baseline < 25 * 1024 * 1024:
         assert time.monotonic() < deadline and sender.poll() is None, "the transfer never got going"
         time.sleep(0.02)
     server.kill()
@@ -413,7 +395,7 @@ def _storescp(launch, port: int, out: Path) -> subprocess.Popen:
 
 
 def test_pacs_stopped_mid_transfer_then_back_loses_nothing(launch, files, tmp_path: Path) -> None:
-    big = _big_copy(files["h264-high-4.1"], tmp_path / "big.dcm", 250)
+    big = big_copy(files["h264-high-4.1"], tmp_path / "big.dcm", 250)
     digest = hashlib.sha256(big.read_bytes()).hexdigest()
     port, first, second = _free_port(), tmp_path / "first", tmp_path / "second"
     first.mkdir()
@@ -439,7 +421,7 @@ def test_pacs_stopped_mid_transfer_then_back_loses_nothing(launch, files, tmp_pa
 
 
 def test_pacs_stopped_mid_transfer_for_good_is_exit_4(launch, files, tmp_path: Path) -> None:
-    big = _big_copy(files["h264-high-4.1"], tmp_path / "big.dcm", 250)
+    big = big_copy(files["h264-high-4.1"], tmp_path / "big.dcm", 250)
     port = _free_port()
     (tmp_path / "in").mkdir()
     server = _storescp(launch, port, tmp_path / "in")

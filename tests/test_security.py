@@ -22,15 +22,13 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from pynetdicom import AE
 
 from dvqa import pacs, simulate
 from dvqa.cli import main
 from dvqa.dicomread import MAX_DEPTH
 from dvqa.iod import VideoIOD
-from helpers import CLIPS, certificate
+from helpers import CLIPS, PEM, certificate, pem_key, write_pki
 
 ROOT = Path(__file__).resolve().parent.parent
 VIDEO_ENDOSCOPIC = VideoIOD.ENDOSCOPIC.sop_class
@@ -51,23 +49,12 @@ def _mode(path: Path) -> int:
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("pki")
-    ca_key = rsa.generate_private_key(65537, 2048)
-    ca = certificate("security test CA", ca_key, "security test CA", ca_key, ca=True)
-    key = rsa.generate_private_key(65537, 2048)
-    pem = serialization.Encoding.PEM
-    files = {
-        "ca": ca.public_bytes(pem), "ca_key": ca_key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
-                                                                   serialization.NoEncryption()),
-        "cert": certificate("signer", key, "security test CA", ca_key).public_bytes(pem),
-        "key_enc": key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
-                                     serialization.BestAvailableEncryption(SECRET.encode())),
-        "server": certificate("pacs", key, "security test CA", ca_key, ip="127.0.0.2").public_bytes(pem),
-        "server_key": key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
-    }
-    for name, data in files.items():
-        (d / f"{name}.pem").write_bytes(data)
-    return {name: d / f"{name}.pem" for name in files}
+    def make(ca_key, key) -> dict[str, bytes]:
+        return {"cert": certificate("signer", key, "dvqa test CA", ca_key).public_bytes(PEM),
+                "key_enc": pem_key(key, SECRET),
+                "server": certificate("pacs", key, "dvqa test CA", ca_key, ip="127.0.0.2").public_bytes(PEM),
+                "server_key": pem_key(key)}
+    return write_pki(tmp_path_factory.mktemp("pki"), make)
 
 
 @pytest.fixture(scope="module")
