@@ -111,7 +111,8 @@ def convert_command(source: Path, output: Path, syntax: str, iod_name: str, uid_
              "PatientSex": ("--patient-sex", patient_sex),
              "AccessionNumber": ("--accession-number", accession_number),
              "StudyInstanceUID": ("--study-uid", study_uid),
-             "StudyDescription": ("--study-description", study_description)}, report_paths, sign_key, sign_cert, passphrase_env,
+             "StudyDescription": ("--study-description", study_description)},
+            report_paths, sign_key, sign_cert, passphrase_env,
             syntax=syntax, iod=iod_name, uid_root=uid_root, force=force, passthrough=not no_passthrough,
             source_range=source_range, quality=not no_quality, ssim=ssim, profile=profile,
             keep_failed=keep_failed, signature_profile=sign_profile)

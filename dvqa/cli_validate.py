@@ -10,7 +10,7 @@ import click
 
 from dvqa.cli_common import fail, guarded
 from dvqa.errors import UsageError
-from dvqa import profiles
+from dvqa import profiles, standard
 from dvqa.findings import Severity, exit_code
 from dvqa.formats import RENDERERS
 from dvqa.validate import validate, walk
@@ -29,11 +29,15 @@ def register(main: click.Group) -> None:
               help="Exit 1 when any finding is at least this severe.")
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
 @click.option("--include-hidden", is_flag=True, help="Also check files and folders whose names start with a dot.")
+@click.option("--standard", "standard_name", default=None, metavar="EDITION|PATH",
+              help="DICOM edition for the IOD layer (default: the newest installed; `dvqa standard` lists them).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def validate_command(targets: tuple[Path, ...], profile: str | None, fmt: str, fail_on: str, jobs: int,
-                     include_hidden: bool, debug: bool) -> None:
+                     include_hidden: bool, standard_name: str | None, debug: bool) -> None:
     """Check DICOM FILES and every file below DIRS: video stream vs header, and a profile's rules."""
     chosen = guarded(debug, lambda: profiles.load(profile)) if profile else None
+    edition = guarded(debug, lambda: standard.find(standard_name))
+    guarded(debug, lambda: standard.load(edition))  # a missing or broken edition fails here, not per file
     severity = Severity(fail_on)
     files = list(walk(targets, include_hidden))
     if not files:
@@ -43,11 +47,11 @@ def validate_command(targets: tuple[Path, ...], profile: str | None, fmt: str, f
         bar = click.progressbar(length=len(files), label="validating", file=sys.stderr)
         bar.__enter__()
     try:
-        results = guarded(debug, lambda: validate(files, chosen, jobs, bar.update if bar else None))
+        results = guarded(debug, lambda: validate(files, chosen, jobs, bar.update if bar else None, edition))
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
-    click.echo(RENDERERS[fmt](results, severity))
+    click.echo(RENDERERS[fmt](results, severity, edition))
     sys.exit(int(exit_code([f for r in results for f in r.findings], severity)))
 
 

@@ -273,12 +273,17 @@ def _walk_meta(path: Path, handle, size: int) -> int:
 
 def _read_after_pixels(path: Path, handle, ds: Dataset, size: int) -> None:
     """pydicom stopped before Pixel Data: step over it (its structure is already walked) and parse what
-    follows - a Digital Signatures Sequence, trailing padding - into `ds`."""
+    follows - a Digital Signatures Sequence, trailing padding - into `ds`.
+
+    (7FE0,0010) itself is kept as an empty placeholder: the IOD's conditions ask whether Pixel Data is
+    present (Pixel Padding Value, the Image Pixel module), and it is - only not read into memory."""
     if handle.tell() >= size:
         return
     syntax = ds.file_meta.TransferSyntaxUID
     order, implicit = ("<" if syntax.is_little_endian else ">"), syntax.is_implicit_VR
-    _, _, length = _header(path, handle, size, order, implicit)
+    tag, _, length = _header(path, handle, size, order, implicit)
+    if tag == 0x7FE00010:
+        ds.add_new(tag, "OB", b"")
     if length != UNDEFINED:
         handle.seek(length, os.SEEK_CUR)
     else:

@@ -25,11 +25,14 @@ def _failing(severity: Severity, fail_on: Severity) -> bool:
     return severity is Severity.ERROR or (fail_on is Severity.WARNING and severity is Severity.WARNING)
 
 
-def text(results, fail_on: Severity) -> str:
+def _standard(edition) -> dict[str, str]:
+    return {"edition": edition.name, "source": edition.source} if edition else {}
+
+
+def text(results, fail_on: Severity, edition=None) -> str:
     lines, counts = [], Counter()
-    notes = {r.layers["iod"] for r in results if r.layers.get("iod", "ran") != "ran"}
-    for note in sorted(notes):
-        lines.append(f"note     {note}")
+    if edition:
+        lines.append(f"standard DICOM {edition.name} ({edition.source})")
     for r in results:
         for f in r.findings:
             counts[f.severity.value] += 1
@@ -42,9 +45,9 @@ def text(results, fail_on: Severity) -> str:
     return "\n".join(lines)
 
 
-def as_json(results, fail_on: Severity) -> str:
+def as_json(results, fail_on: Severity, edition=None) -> str:
     return json.dumps({
-        "tool": {"name": "dvqa", "version": __version__}, "fail_on": fail_on.value,
+        "tool": {"name": "dvqa", "version": __version__}, "fail_on": fail_on.value, "standard": _standard(edition),
         "files": [{"path": r.path, "ok": not any(_failing(f.severity, fail_on) for f in r.findings),
                    "layers": r.layers, "findings": [f.to_dict() for f in r.findings]} for r in results],
     }, indent=2)
@@ -59,9 +62,13 @@ def _xml_text(text: str) -> str:
     return _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
-def junit(results, fail_on: Severity) -> str:
+def junit(results, fail_on: Severity, edition=None) -> str:
     """One test case per file and check layer; a layer that did not run is a skipped case, not a pass."""
     suite = ET.Element("testsuite", name="dvqa validate")
+    if edition:
+        properties = ET.SubElement(suite, "properties")
+        for key, value in _standard(edition).items():
+            ET.SubElement(properties, "property", name=f"dicom-{key}", value=value)
     tests = failures = skipped = 0
     for r in results:
         # every layer that ran or has a finding: no finding may be left out of the XML
@@ -93,7 +100,7 @@ def junit(results, fail_on: Severity) -> str:
 SARIF_LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
 
 
-def sarif(results, fail_on: Severity) -> str:
+def sarif(results, fail_on: Severity, edition=None) -> str:
     """SARIF 2.1.0 as GitHub code scanning reads it: one rule per check id, one result per finding."""
     rules: dict[str, dict] = {}
     out = []
@@ -113,7 +120,7 @@ def sarif(results, fail_on: Severity) -> str:
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json", "version": "2.1.0",
         "runs": [{"tool": {"driver": {"name": "dvqa", "version": __version__,
                                       "rules": list(rules.values())}},
-                  "results": out}],
+                  "results": out, "properties": {"standard": _standard(edition)}}],
     }, indent=2)
 
 

@@ -1,10 +1,10 @@
 """`dvqa validate`: every check on DICOM files someone else may have written, as one findings list.
 
 Layers: the file itself (read to its last byte by dvqa.dicomread: meta header, structure, a data
-set with a SOP instance); (1) the IOD against the DICOM standard through dicom-validator, which
-needs the standard's data offline - not bundled yet, so this layer reports that it did not run
-instead of passing silently - and every value against its VR and VM (dvqa.values); (2) the video
-stream against the header (dvqa.streamcheck); (3) a profile's per-modality rules (rules/*.yaml).
+set with a SOP instance); (1) the IOD against a DICOM edition through dicom-validator (dvqa.iodcheck,
+the edition from dvqa.standard: bundled, or imported) and every value against its VR and VM
+(dvqa.values); (2) the video stream against the header (dvqa.streamcheck); (3) a profile's
+per-modality rules (rules/*.yaml).
 A file that is not DICOM is a finding, never a crash; a path that is not checked (a pipe, a folder
 that cannot be read, a link loop) is a finding too. Files are checked in worker processes with
 --jobs; the order of the results follows the input order.
@@ -21,12 +21,11 @@ from typing import Callable, Iterable, Iterator
 
 import pydicom
 
-from dvqa import dicomread, streamcheck, values
+from dvqa import dicomread, iodcheck, standard, streamcheck, values
+from dvqa.standard import Edition
 from dvqa.findings import Finding, Severity
 from dvqa.profiles import Profile, Rule
 
-IOD_LAYER_NOTE = ("IOD layer not run: the DICOM standard's data that dicom-validator needs offline is not "
-                  "bundled yet; the file, value, stream and profile checks ran")
 
 
 @dataclass
@@ -86,20 +85,21 @@ def walk(targets: Iterable[Path], include_hidden: bool = False) -> Iterator[Path
             pending.extend(reversed(folders))
 
 
-def check_file(path: Path | Skipped, profile: Profile | None = None) -> FileResult:
+def check_file(path: Path | Skipped, profile: Profile | None = None, edition: Edition | None = None) -> FileResult:
     """All layers for one file; pydicom's parse warnings become info findings, not stderr noise."""
     if isinstance(path, Skipped):
         return FileResult(str(path.path), [Finding(path.severity, path.code, path.reason, str(path.path))],
                           {"file": "skipped"})
+    tables = standard.load(edition or standard.default())  # once per process: cached
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = _check_file(path, profile)
+        result = _check_file(path, profile, tables)
     for warning in {str(w.message) for w in caught}:
         result.findings.append(Finding(Severity.INFO, "file.parse-warning", warning, str(path), "", ""))
     return result
 
 
-def _check_file(path: Path, profile: Profile | None) -> FileResult:
+def _check_file(path: Path, profile: Profile | None, tables: standard.Tables) -> FileResult:
     result = FileResult(str(path))
     add = result.findings.append
     try:
@@ -109,9 +109,9 @@ def _check_file(path: Path, profile: Profile | None) -> FileResult:
         result.layers["file"] = "failed"
         return result
     result.layers["file"] = "ran"
-    result.layers["iod"] = IOD_LAYER_NOTE
+    result.findings += _meta_agrees(ds, path)
     try:
-        for problem in values.check_dataset(ds):
+        for problem in [*values.check_dataset(ds.file_meta), *values.check_dataset(ds)]:
             add(Finding(Severity.ERROR, f"value.{problem.kind}", problem.message, str(path), problem.where,
                         values.REFERENCE))
         result.layers["value"] = "ran"
@@ -119,6 +119,13 @@ def _check_file(path: Path, profile: Profile | None) -> FileResult:
         add(Finding(Severity.ERROR, "value.unreadable", f"the values could not be checked ({type(exc).__name__}: "
                     f"{exc})", str(path), "", values.REFERENCE))
         result.layers["value"] = "failed"
+    try:
+        result.findings += iodcheck.check(ds, str(path), tables)
+        result.layers["iod"] = "ran"
+    except Exception as exc:  # noqa: BLE001 - a data set that breaks the IOD check is still that file's finding
+        add(Finding(Severity.ERROR, "iod.unreadable", f"the IOD could not be checked ({type(exc).__name__}: {exc})",
+                    str(path), "", tables.edition.name))
+        result.layers["iod"] = "failed"
     try:
         result.findings += streamcheck.check(path, ds)
         result.layers["stream"] = "ran" if "TransferSyntaxUID" in ds.file_meta else "no transfer syntax"
@@ -134,6 +141,18 @@ def _check_file(path: Path, profile: Profile | None) -> FileResult:
                         f"cannot be read ({type(exc).__name__}: {exc})", str(path), "", ""))
         result.layers["profile"] = profile.name
     return result
+
+
+def _meta_agrees(ds: pydicom.Dataset, path: Path) -> list[Finding]:
+    """The File Meta Information names the SOP instance the data set holds (PS3.10 §7.1)."""
+    out = []
+    for meta, own in (("MediaStorageSOPClassUID", "SOPClassUID"), ("MediaStorageSOPInstanceUID", "SOPInstanceUID")):
+        stated, actual = str(ds.file_meta.get(meta, "")), str(ds.get(own, ""))
+        if stated != actual:
+            out.append(Finding(Severity.ERROR, "file.meta-mismatch", f"the File Meta Information's {meta} is "
+                               f"{stated!r} but the data set's {own} is {actual!r}", str(path),
+                               f"{meta} (0002,{'0002' if 'Class' in meta else '0003'})", "PS3.10 §7.1"))
+    return out
 
 
 def _apply(rule: Rule, ds: pydicom.Dataset, path: Path) -> list[Finding]:
@@ -172,19 +191,19 @@ def _value(ds: pydicom.Dataset, attribute: str):
 
 
 def validate(targets: Iterable[Path | Skipped], profile: Profile | None = None, jobs: int = 1,
-             progress: Callable[[int], None] | None = None) -> list[FileResult]:
+             progress: Callable[[int], None] | None = None, edition: Edition | None = None) -> list[FileResult]:
     """Check `targets` (paths, or what `walk` yields) in order; one FileResult each."""
     files = [t for t in targets]
     if jobs <= 1:
         results = []
         for path in files:
-            results.append(check_file(path, profile))
+            results.append(check_file(path, profile, edition))
             if progress:
                 progress(1)
         return results
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         results = []
-        for result in pool.map(check_file, files, [profile] * len(files), chunksize=4):
+        for result in pool.map(check_file, files, [profile] * len(files), [edition] * len(files), chunksize=4):
             results.append(result)
             if progress:
                 progress(1)

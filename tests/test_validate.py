@@ -101,14 +101,15 @@ def test_cli_formats_exit_codes_and_folders(corpus, tmp_path: Path) -> None:
     tree = tmp_path / "tree"
     text = dvqa("validate", str(tree))
     assert text.returncode == 1 and "checked  3 files: 2 failed" in text.stdout
-    assert "IOD layer not run" in text.stdout  # never a silent pass for a layer that did not run
+    assert text.stdout.startswith("standard DICOM 2020a (bundled")  # the edition the IOD layer used
     data = json.loads(dvqa("validate", str(tree), "--format", "json", "--jobs", "2").stdout)
     assert [Path(f["path"]).name for f in data["files"]] == ["frames-wrong.dcm", "h264.dcm", "notes.dcm"]
     assert [f["ok"] for f in data["files"]] == [False, True, False]
     suite = ET.fromstring(dvqa("validate", str(tree), "--format", "junit").stdout).find("testsuite")
     cases = suite.findall("testcase")
     assert int(suite.get("tests")) == len(cases) and int(suite.get("failures")) == 2
-    assert sum(1 for c in cases if c.find("skipped") is not None) == int(suite.get("skipped")) == 2
+    assert sum(1 for c in cases if c.find("skipped") is not None) == int(suite.get("skipped")) == 0
+    assert {p.get("name"): p.get("value") for p in suite.find("properties")}["dicom-edition"] == "2020a"
     sarif = json.loads(dvqa("validate", str(tree), "--format", "sarif").stdout)
     assert sarif["version"] == "2.1.0" and sarif["runs"][0]["tool"]["driver"]["name"] == "dvqa"
     results = sarif["runs"][0]["results"]

