@@ -19,6 +19,7 @@ from dvqa.validate import validate, walk
 def register(main: click.Group) -> None:
     main.add_command(validate_command)
     main.add_command(rules_group)
+    main.add_command(standard_group)
 
 
 @click.command("validate")
@@ -81,3 +82,59 @@ def rules_list_command(fmt: str) -> None:
             click.echo(f"  {r.id} [{r.severity.value}] {', '.join(r.attributes)} {what}\n      source: {r.source}")
 
 
+
+
+@click.group("standard", invoke_without_command=True)
+@click.option("--format", "fmt", default="text", show_default=True, type=click.Choice(["text", "json"]))
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.pass_context
+def standard_group(ctx: click.Context, fmt: str, debug: bool) -> None:
+    """The DICOM editions the IOD layer validates against: installed ones (default), import, fetch."""
+    if ctx.invoked_subcommand is not None:
+        return
+
+    def listing():
+        default = standard.default()
+        rows = []
+        for edition in standard.installed():
+            tables = standard.load(edition)
+            per_iod = standard.unevaluated_per_iod(tables)
+            rows.append({"edition": edition.name, "default": edition == default, "source": edition.source,
+                         "path": str(edition.path), "sha256": edition.sha256(), "sop_classes": len(tables.info.iods),
+                         "conditions_not_evaluated": sum(per_iod.values()),
+                         "conditions_not_evaluated_per_iod": per_iod})
+        return rows
+
+    rows = guarded(debug, listing)
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['edition']}{' (default)' if row['default'] else ''}: {row['source']}")
+        click.echo(f"  {row['sop_classes']} SOP classes; {row['conditions_not_evaluated']} conditions dvqa cannot "
+                   "evaluate (reported as 'condition not evaluated' where they apply)")
+        for name, digest in row["sha256"].items():
+            click.echo(f"  {name} sha256 {digest}")
+        for iod, count in row["conditions_not_evaluated_per_iod"].items():
+            click.echo(f"  {count:>5}  {iod}")
+
+
+@standard_group.command("import")
+@click.argument("source", type=click.Path(path_type=Path, exists=True))
+@click.option("--edition", default=None, help="The edition's name (default: read from part03.xml), e.g. 2024b.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def standard_import_command(source: Path, edition: str | None, debug: bool) -> None:
+    """Install an edition from NEMA's DocBook files (a folder or zip with part03/04/06.xml)."""
+    installed = guarded(debug, lambda: standard.import_docbook(source, edition))
+    click.echo(f"installed DICOM {installed.name} at {installed.path.parent}: {installed.source}")
+
+
+@standard_group.command("fetch")
+@click.argument("edition")
+@click.option("--url", default=None, metavar="URL",
+              help="A mirror laid out like https://dicom.nema.org/medical/dicom/ (the default).")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def standard_fetch_command(edition: str, url: str | None, debug: bool) -> None:
+    """Download EDITION's DocBook files (e.g. 2024b, or current) and install it. Needs a network."""
+    installed = guarded(debug, lambda: standard.fetch(edition, url))
+    click.echo(f"installed DICOM {installed.name} at {installed.path.parent}: {installed.source}")

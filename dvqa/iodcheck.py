@@ -90,7 +90,8 @@ def _strip_code_strings(ds: Dataset) -> None:
 def _reference(tables: Tables, iod: dict, module_name: str) -> str:
     usage = iod["modules"].get(module_name) or iod.get("group_macros", {}).get(module_name)
     if usage is None:  # "General": attributes outside every module of the IOD
-        return f"{iod.get('table') or 'PS3.3 Annex A'} ({iod['title']} IOD)"
+        title = iod["title"] if iod["title"].endswith("IOD") else f"{iod['title']} IOD"
+        return f"{iod.get('table') or 'PS3.3 Annex A'} ({title})"
     ref = usage["ref"]
     known = tables.references.get(ref)
     return known["table"] if known else f"PS3.3 Section {ref}"
