@@ -136,20 +136,39 @@ def _unevaluated(ds: Dataset, iod: dict, tables: Tables, path: str) -> list[Find
     """Info findings for absent attributes and modules whose condition could not be parsed."""
     findings = []
     for module_name, usage in iod["modules"].items():
-        module = tables.info.modules.get(usage["ref"], {})
-        if "unevaluated" in usage and not _present(ds, module):
+        tags, branches = _prepared(tables, usage["ref"])
+        present = any(tag in ds for tag in tags)
+        if "unevaluated" in usage and not present:
             findings.append(Finding(Severity.INFO, "iod.condition-not-evaluated",
                                     f"the {module_name} module is absent; its usage condition could not be evaluated "
                                     f"by dvqa: {usage['unevaluated']}", path, module_name,
                                     _reference(tables, iod, module_name)))
             continue
-        if usage["use"].startswith("M") or _present(ds, module):
-            findings += _walk(ds, module, [], module_name, _reference(tables, iod, module_name), path)
+        if branches and (usage["use"].startswith("M") or present):
+            findings += _walk(ds, branches, [], _reference(tables, iod, module_name), path)
     return findings
 
 
-def _present(ds: Dataset, module: dict) -> bool:
-    return any(key.startswith("(") and _tag(key) in ds for key in module)
+def _prepared(tables: Tables, ref: str) -> tuple[list[int], dict]:
+    """A module's top-level tags, and only the branches of its table that lead to a condition not
+    evaluated - computed once per process and module, not per file."""
+    cache = tables.prepared
+    if ref not in cache:
+        module = tables.info.modules.get(ref, {})
+        cache[ref] = ([_tag(key) for key in module if key.startswith("(")], _branches(module))
+    return cache[ref]
+
+
+def _branches(table: dict) -> dict:
+    """{tag: (attribute if its condition is not evaluated else None, branches below it)}, pruned."""
+    out = {}
+    for key, attribute in table.items():
+        if not key.startswith("(") or not isinstance(attribute, dict):
+            continue
+        below = _branches(attribute["items"]) if "items" in attribute else {}
+        if "unevaluated" in attribute or below:
+            out[_tag(key)] = (attribute if "unevaluated" in attribute else None, below)
+    return out
 
 
 def _tag(key: str) -> int:
@@ -157,20 +176,16 @@ def _tag(key: str) -> int:
     return int(group.replace("xx", "00"), 16) << 16 | int(element, 16)
 
 
-def _walk(ds: Dataset, table: dict, parents: list[int], module: str, reference: str, path: str) -> list[Finding]:
+def _walk(ds: Dataset, branches: dict, parents: list[int], reference: str, path: str) -> list[Finding]:
     findings = []
-    for key, attribute in table.items():
-        if not key.startswith("(") or not isinstance(attribute, dict):
-            continue
-        tag = _tag(key)
-        if "unevaluated" in attribute and tag not in ds:
+    for tag, (attribute, below) in branches.items():
+        present = tag in ds
+        if attribute is not None and not present:
             where = " > ".join(_name(t) for t in [*parents, tag])
             findings.append(Finding(Severity.INFO, "iod.condition-not-evaluated",
                                     f"Type {attribute['type']} attribute {where} is absent; its condition could not "
                                     f"be evaluated by dvqa: {attribute['unevaluated']}", path, where, reference))
-        items = attribute.get("items")
-        if items and tag in ds and ds[tag].VR == "SQ":
+        if below and present and ds[tag].VR == "SQ":
             for item in ds[tag].value:
-                findings += _walk(item, items, [*parents, tag], module, reference, path)
+                findings += _walk(item, below, [*parents, tag], reference, path)
     return findings
-

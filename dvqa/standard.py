@@ -54,8 +54,9 @@ class Tables:
     info: DicomInfo
     references: dict[str, dict[str, str]] = field(default_factory=dict)  # module ref -> name, table
     unevaluated: int = 0  # conditions dicom-validator's parser could not read
+    prepared: dict = field(default_factory=dict)  # per module, what dvqa.iodcheck needs on every file
 
-    @property
+    @functools.cached_property
     def known_tags(self) -> set[str]:
         """Every attribute some module or macro of this edition lists (for "newer than the edition")."""
         found: set[str] = set()
@@ -79,13 +80,15 @@ def installed() -> list[Edition]:
     out = [Edition(p.name.removesuffix(".json.gz"), "bundled with dvqa (built from PyPI dicom-standard 0.1.0)",
                    p, True) for p in sorted(BUNDLED_DIR.glob("*.json.gz"))]
     folder = editions_dir()
-    if folder.is_dir():
-        for path in sorted(folder.iterdir()):
-            json_dir = path / "json"
-            if all((json_dir / name).is_file() for name in JSON_FILES):
-                source = (path / "source.txt").read_text().strip() if (path / "source.txt").is_file() else \
-                    "imported"
-                out.append(Edition(path.name, source, json_dir, False))
+    try:
+        entries = sorted(folder.iterdir()) if folder.is_dir() else []
+    except OSError:  # another user's home, say: the bundled edition still serves (and outputs name it)
+        entries = []
+    for path in entries:
+        json_dir = path / "json"
+        if all((json_dir / name).is_file() for name in JSON_FILES):
+            source = (path / "source.txt").read_text().strip() if (path / "source.txt").is_file() else "imported"
+            out.append(Edition(path.name, source, json_dir, False))
     return out
 
 

@@ -148,6 +148,11 @@ def test_every_file_dvqa_writes_goes_through_dvqa_outputs() -> None:
         ("dicomfile.py", 'open(target, "wb")'),  # the DICOM under construction, inside outputs.temp_dir
         ("fallback.py", 'av.open(str(frames), "w"'),  # inside a TemporaryDirectory
         ("signature.py", 'os.fdopen(fd, "wb")'),  # fd from outputs.temp_file
+        ("standard.py", '(staging / Path(member.filename).name).write_bytes('),  # in an import's mkdtemp folder
+        ("standard.py", '(work / name / "source.txt").write_text('),  # the same folder, moved into place whole
+        ("standard.py", "modules_path.write_text("),  # dicom-validator's tables in that folder
+        ("standard.py", "iods_path.write_text("),
+        ("standard_build.py", "args.output.write_bytes("),  # the developer's generator: dvqa's own package data
     }
     writer = re.compile(r"""(open\(.*["'][wax]b?["']|\.write_text\(|\.write_bytes\(|save_as\(str\(|os\.open\()""")
     found = set()
