@@ -37,6 +37,8 @@ def text(results, fail_on: Severity, edition=None) -> str:
         for f in r.findings:
             counts[f.severity.value] += 1
             where = f" {f.where}" if f.where else ""
+            if len(where) > 100:  # a list of places (conditions not evaluated): JSON carries it whole
+                where = where[:97] + "..."
             ref = f" [{f.reference}]" if f.reference else ""
             lines.append(f"{f.severity.value:<8} {f.code}: {r.path}{where}: {f.message}{ref}")
     failed = sum(1 for r in results if any(_failing(f.severity, fail_on) for f in r.findings))

@@ -133,20 +133,28 @@ def _finding(tag: DicomTag, error: TagError, module: str, reference: str, path: 
 
 
 def _unevaluated(ds: Dataset, iod: dict, tables: Tables, path: str) -> list[Finding]:
-    """Info findings for absent attributes and modules whose condition could not be parsed."""
-    findings = []
+    """One info finding naming every absent attribute or module whose condition could not be parsed.
+
+    One per file, not one per attribute: a typical file has a score of them (an animal patient, a
+    paired body part ...), and a line each would bury the findings that matter; the finding's `where`
+    lists them all."""
+    absent: list[str] = []
     for module_name, usage in iod["modules"].items():
         tags, branches = _prepared(tables, usage["ref"])
         present = any(tag in ds for tag in tags)
         if "unevaluated" in usage and not present:
-            findings.append(Finding(Severity.INFO, "iod.condition-not-evaluated",
-                                    f"the {module_name} module is absent; its usage condition could not be evaluated "
-                                    f"by dvqa: {usage['unevaluated']}", path, module_name,
-                                    _reference(tables, iod, module_name)))
+            absent.append(f"{module_name} module")
             continue
         if branches and (usage["use"].startswith("M") or present):
-            findings += _walk(ds, branches, [], _reference(tables, iod, module_name), path)
-    return findings
+            absent += _walk(ds, branches, [])
+    absent = list(dict.fromkeys(absent))  # an attribute in two modules (Anatomic Region Sequence) once
+    if not absent:
+        return []
+    shown = ", ".join(absent[:4]) + (f" and {len(absent) - 4} more" if len(absent) > 4 else "")
+    return [Finding(Severity.INFO, "iod.condition-not-evaluated",
+                    f"{len(absent)} conditions that dicom-validator cannot parse were not evaluated for what is absent "
+                    f"({shown}); check them by hand where they matter (e.g. a paired body part, an animal patient)",
+                    path, "; ".join(absent), f"{iod.get('table') or 'PS3.3 Annex A'} and its modules' tables")]
 
 
 def _prepared(tables: Tables, ref: str) -> tuple[list[int], dict]:
@@ -176,16 +184,14 @@ def _tag(key: str) -> int:
     return int(group.replace("xx", "00"), 16) << 16 | int(element, 16)
 
 
-def _walk(ds: Dataset, branches: dict, parents: list[int], reference: str, path: str) -> list[Finding]:
-    findings = []
+def _walk(ds: Dataset, branches: dict, parents: list[int]) -> list[str]:
+    """The paths of absent attributes whose condition is not evaluated, in present sequence items too."""
+    absent = []
     for tag, (attribute, below) in branches.items():
         present = tag in ds
         if attribute is not None and not present:
-            where = " > ".join(_name(t) for t in [*parents, tag])
-            findings.append(Finding(Severity.INFO, "iod.condition-not-evaluated",
-                                    f"Type {attribute['type']} attribute {where} is absent; its condition could not "
-                                    f"be evaluated by dvqa: {attribute['unevaluated']}", path, where, reference))
+            absent.append(" > ".join(_name(t) for t in [*parents, tag]))
         if below and present and ds[tag].VR == "SQ":
             for item in ds[tag].value:
-                findings += _walk(item, below, [*parents, tag], reference, path)
-    return findings
+                absent += _walk(item, below, [*parents, tag])
+    return absent
