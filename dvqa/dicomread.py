@@ -148,24 +148,26 @@ def walk(path: Path, handle, size: int, syntax: UID) -> None:
     little, implicit = syntax.is_little_endian, syntax.is_implicit_VR
     order = "<" if little else ">"
     handle.seek(meta_end)
-    # containers: [kind, end offset or None (undefined length), byte where it started]
+    # containers: [kind, end offset or None (undefined length), byte where it started, implicit VR inside]
+    # (a sequence of VR UN with undefined length holds implicit VR little endian items, PS3.5 §6.2.2)
     stack: list[list] = []
     depth = 0
     while True:
         at = handle.tell()
         while stack and stack[-1][1] is not None and at >= stack[-1][1]:
-            kind, end, started = stack.pop()
+            kind, end, started, _ = stack.pop()
             if at > end:
                 raise _damaged(path, f"the {kind} that starts at byte {started} ends at byte {end}, but its "
                                      f"contents run on to byte {at}")
             depth -= kind == "sequence"
         if at == size:
             if stack:
-                kind, _, started = stack[-1]
+                kind, _, started, _ = stack[-1]
                 raise FileProblem(path, f"the file ends inside the {kind} that starts at byte {started} (no "
                                   "delimiter): it is cut short", "file.truncated", "PS3.5 §7.5")
             return
-        tag, vr, length = _header(path, handle, size, order, implicit)
+        here_implicit = stack[-1][3] if stack else implicit
+        tag, vr, length = _header(path, handle, size, order, here_implicit)
         end = handle.tell() + length if length != UNDEFINED else None
         if end is not None and end > size:
             raise FileProblem(path, f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) at byte {at} declares {length} "
@@ -191,7 +193,7 @@ def walk(path: Path, handle, size: int, syntax: UID) -> None:
                     raise _damaged(path, f"the Pixel Data item at byte {at} has an undefined length (PS3.5 §A.4)")
                 handle.seek(end)
             else:
-                stack.append(["item", end, at])
+                stack.append(["item", end, at, here_implicit])
             continue
         if tag == ITEM:
             raise _damaged(path, f"byte {at} holds an item tag outside any sequence")
@@ -200,12 +202,12 @@ def walk(path: Path, handle, size: int, syntax: UID) -> None:
             if depth > MAX_DEPTH:
                 raise FileProblem(path, f"its sequences nest more than {MAX_DEPTH} levels deep; dvqa does not "
                                   "read deeper nesting", "file.too-deep", "")
-            stack.append(["sequence", end, at])
+            stack.append(["sequence", end, at, here_implicit or vr == "UN"])
         elif end is None:
             if tag not in PIXEL_TAGS:
                 raise _damaged(path, f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) at byte {at} has an undefined "
                                      f"length, which only sequences and encapsulated Pixel Data may have")
-            stack.append(["pixel data", None, at])
+            stack.append(["pixel data", None, at, here_implicit])
         else:
             handle.seek(end)
 

@@ -7,6 +7,7 @@ fixed: a compliance tool must not lose evidence, hang, or pass what it must not.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import random
@@ -552,3 +553,19 @@ def test_sweep_removes_only_leftovers_of_dead_dvqa_processes_on_this_host(tmp_pa
     notes = outputs.sweep(tmp_path)
     assert not gone.exists() and alive.exists() and foreign.exists() and unrelated.exists()
     assert any("which is gone" in n for n in notes) and any("another host or before a reboot" in n for n in notes)
+
+
+def test_a_private_sequence_encoded_as_un_is_not_called_damage(signed, tmp_path: Path) -> None:
+    """PS3.5 §6.2.2: a sequence of VR UN with undefined length holds implicit VR items; the walker that
+    refuses damaged files must follow that encoding, not refuse it."""
+    ds = pydicom.dcmread(str(signed), stop_before_pixels=True)  # the signature after Pixel Data is not read
+    del ds.MACParametersSequence
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    inner = b"\x41\x00\x02\x10" + struct.pack("<L", 2) + b"AB"  # (0041,1002), implicit VR
+    un = (b"\x41\x00\x10\x00LO\x04\x00TEST" + b"\x41\x00\x01\x10UN\x00\x00\xff\xff\xff\xff"
+          + b"\xfe\xff\x00\xe0\xff\xff\xff\xff" + inner + b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
+          + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00")
+    path = tmp_path / "private-un.dcm"
+    path.write_bytes(buffer.getvalue() + un)
+    assert not [f for f in check_file(path).findings if f.code.startswith("file.")]
