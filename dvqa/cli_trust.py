@@ -72,9 +72,11 @@ def sign_command(file: Path, key_path: Path, cert_path: Path | None, passphrase_
         except Exception as exc:
             problem = outputs.environment_error(exc, target.parent) if isinstance(exc, OSError) else None
             failure = problem or exc
-            if audit and isinstance(failure, DvqaError) and not isinstance(failure, audit_trail.AuditWriteFailed):
+            if audit and not isinstance(failure, audit_trail.AuditWriteFailed):  # the log cannot take it then
+                known = isinstance(failure, DvqaError)
                 audit.append({"command": "sign", "input": str(file), "output": str(target), "outcome": "failure",
-                              "exit_code": int(failure.exit_code), "message": str(failure)})
+                              "exit_code": int(failure.exit_code) if known else int(ExitCode.ENVIRONMENT),
+                              "message": str(failure) if known else f"internal error: {type(exc).__name__}: {exc}"})
             if problem:
                 raise problem from exc
             raise
