@@ -132,8 +132,7 @@ class AuditWriteFailed(EnvironmentProblem):
 
 
 def _append_failed(path: Path, exc: OSError) -> AuditWriteFailed:
-    problem = outputs.environment_error(exc, path)
-    reason = str(problem).split(": ", 1)[1].rstrip(".") if problem else (exc.strerror or str(exc))
+    reason = outputs.machine_fault(exc) or exc.strerror or str(exc)
     return AuditWriteFailed(f"{path}: the audit record could not be written ({reason}).")
 
 

@@ -86,15 +86,13 @@ def read(path: Path | str, pixels: bool = False) -> Dataset:
     with handle, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            ds = pydicom.dcmread(handle, stop_before_pixels=True)
+            ds = pydicom.dcmread(handle, stop_before_pixels=not pixels)
             stopped = handle.tell()
             _check_meta(path, ds)
             walk(path, handle, size, ds.file_meta.TransferSyntaxUID)
             if pixels:
-                handle.seek(0)
-                ds = pydicom.dcmread(handle)
-                if handle.tell() != size:
-                    raise FileProblem(path, f"the data set ends at byte {handle.tell()} of {size}", "file.damaged",
+                if stopped != size:
+                    raise FileProblem(path, f"the data set ends at byte {stopped} of {size}", "file.damaged",
                                       "PS3.5 §7")
             else:
                 handle.seek(stopped)

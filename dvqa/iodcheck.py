@@ -41,7 +41,10 @@ def _where(tag: DicomTag) -> str:
 
 
 def check(ds: Dataset, path: str, tables: Tables) -> list[Finding]:
-    """Findings of the IOD layer for one data set (read without Pixel Data)."""
+    """Findings of the IOD layer for one data set (read without Pixel Data).
+
+    Code String values lose their insignificant spaces in `ds` itself (_strip_code_strings): run the
+    value checks, which look at the values as written, before this."""
     edition = tables.edition.name
     _strip_code_strings(ds)
     result = IODValidator(ds, tables.info, suppress_vr_warnings=True,

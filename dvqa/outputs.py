@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import os
 import re
@@ -31,6 +32,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
+from dvqa import signals
 from dvqa.errors import EnvironmentProblem, UsageError
 
 MODE_VARIABLE = "DVQA_FILE_MODE"
@@ -52,6 +54,7 @@ def file_mode() -> int:
     return mode
 
 
+@functools.lru_cache(maxsize=1)
 def _host_tag() -> str:
     """This host and this boot: a leftover with another tag belongs to another machine or an earlier boot."""
     try:
@@ -106,8 +109,6 @@ def commit(tmp: Path, target: Path, replace: bool, record: Callable[[], object] 
     at `target` before comes back, or `target` is removed - so an output never exists without its
     record. Signals are held back for the duration (dvqa.signals.deferred).
     """
-    from dvqa import signals
-
     with signals.deferred():
         previous = None
         if replace and os.path.lexists(target) and not target.is_dir():
@@ -222,23 +223,32 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def environment_error(exc: OSError, path: Path | str | None = None) -> EnvironmentProblem | None:
-    """An OSError that is the machine's doing (full disk, quota, read-only, permissions) as one sentence.
+FIXES = {
+    errno.ENOSPC: "no space left on the device; free space or write elsewhere",
+    errno.EDQUOT: "the disk quota is exceeded; free space or write elsewhere",
+    errno.EROFS: "the file system is read-only; write elsewhere",
+    errno.EACCES: "permission denied; check the folder's permissions or write elsewhere",
+    errno.EPERM: "operation not permitted; check the folder's permissions or write elsewhere",
+    errno.EIO: "an input/output error from the device; check the disk",
+    errno.EFBIG: "the file is too large for this file system; write elsewhere",
+}
 
-    pydicom re-raises a write error as a new OSError without its errno (its message carries a
-    traceback); the original is its __cause__, so the chain is followed to the error that has one.
-    """
+
+def _root(exc: OSError) -> OSError:
+    """pydicom re-raises a write error as a new OSError without its errno (its message carries a
+    traceback); the original is its __cause__, so the chain is followed to the error that has one."""
     while exc.errno is None and isinstance(exc.__cause__, OSError):
         exc = exc.__cause__
-    where = exc.filename or path or "a file dvqa writes"
-    fixes = {
-        errno.ENOSPC: "no space left on the device; free space or write elsewhere",
-        errno.EDQUOT: "the disk quota is exceeded; free space or write elsewhere",
-        errno.EROFS: "the file system is read-only; write elsewhere",
-        errno.EACCES: "permission denied; check the folder's permissions or write elsewhere",
-        errno.EPERM: "operation not permitted; check the folder's permissions or write elsewhere",
-        errno.EIO: "an input/output error from the device; check the disk",
-        errno.EFBIG: "the file is too large for this file system; write elsewhere",
-    }
-    fix = fixes.get(exc.errno or 0)
+    return exc
+
+
+def machine_fault(exc: OSError) -> str | None:
+    """What the machine did wrong and the fix, in words (full disk, quota, read-only, permissions), or None."""
+    return FIXES.get(_root(exc).errno or 0)
+
+
+def environment_error(exc: OSError, path: Path | str | None = None) -> EnvironmentProblem | None:
+    """An OSError that is the machine's doing, as one sentence naming the path; None for any other."""
+    fix = machine_fault(exc)
+    where = _root(exc).filename or path or "a file dvqa writes"
     return EnvironmentProblem(f"{where}: {fix}.") if fix else None

@@ -558,7 +558,9 @@ def exit_code_of(results: list[StoreResult], wanted: str = "stored") -> int:
     def code(r: StoreResult) -> int:
         if r.outcome == wanted or (wanted == "stored" and r.delivered):
             return 0
-        return {"rejected": 1, "not committed": 1, "unreadable": 3}.get(r.outcome, 4)  # "stored" uncommitted: 4
+        if r.outcome == "stored":  # stored, but the commitment asked for did not come
+            return 4
+        return EXIT_OF_OUTCOME.get(r.outcome, 4)
 
     codes = {code(r) for r in results}
     return next((c for c in (4, 3, 1) if c in codes), 0)

@@ -11,7 +11,6 @@ characters, PS3.5 §9.1), and only ever inside the store folder, created private
 from __future__ import annotations
 
 import io
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 
-from dvqa import outputs
+from dvqa import outputs, values
 
 FAULTS = ("none", "out-of-resources", "abort", "silent")
 
@@ -34,15 +33,12 @@ class Behaviour:
     refused: list[str] = field(default_factory=list)  # why a C-STORE was refused, for tests and the log
 
 
-UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
-
-
 def stored_path(folder: Path, sop_instance_uid: str) -> Path | None:
     """Where a received instance is kept, or None when the peer's UID cannot name a file safely.
 
     A valid UID is digits and dots with no empty component, so it can hold no "/" and no "..": the
     path stays in `folder` by construction (and is not resolved, which would follow a planted link)."""
-    if len(sop_instance_uid) > 64 or not UID.fullmatch(sop_instance_uid):
+    if not values.valid_uid(sop_instance_uid):
         return None
     return folder / f"{sop_instance_uid}.dcm"
 

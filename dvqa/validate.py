@@ -27,7 +27,6 @@ from dvqa.findings import Finding, Severity
 from dvqa.profiles import Profile, Rule
 
 
-
 @dataclass
 class FileResult:
     path: str

@@ -44,6 +44,12 @@ TEXT_CONTROLS = {"\t", "\n", "\f", "\r"}
 ESC = "\x1b"
 
 
+def valid_uid(text: str) -> bool:
+    """A UID as PS3.5 §9.1 writes it: at most 64 characters, ASCII digits and dots, no empty component,
+    no leading zero in one."""
+    return len(text) <= 64 and text.isascii() and FORMATS["UI"].fullmatch(text) is not None
+
+
 @dataclass(frozen=True)
 class Problem:
     where: str  # keyword (tag), with the sequence path for nested elements
