@@ -92,17 +92,20 @@ def write(ds: Dataset, target: Path, pieces: list[FileSlice], basic_offset_table
         del ds.PixelData
 
 
-def read_chunks(path: Path, size: int = COPY_CHUNK) -> Iterator[tuple[int, bytes]]:
+def read_chunks(path: Path, size: int = COPY_CHUNK, start: int | None = None) -> Iterator[tuple[int, bytes]]:
     """(item number, piece) for the items of a file's encapsulated Pixel Data, from disk.
 
     Item 0 is the Basic Offset Table. Pieces are at most `size` bytes, so a many-GiB stream in one
     fragment never sits in memory. Encapsulated transfer syntaxes are explicit VR little endian
     (PS3.5 §A.4): each item is (FFFE,E000) with a 32-bit length, the last is followed by
     (FFFE,E0DD). A file cut short, or an item that is not an item, raises ValueError naming the
-    byte offset.
+    byte offset. `start`: where the Pixel Data element is, when the caller has read the header.
     """
     with open(path, "rb") as handle:
-        dcmread(handle, stop_before_pixels=True)
+        if start is None:
+            dcmread(handle, stop_before_pixels=True)
+        else:
+            handle.seek(start)
         header = handle.read(12)  # pydicom stops at the Pixel Data tag
         if header[:4] != _PIXEL_DATA_TAG or header[8:12] != _UNDEFINED_LENGTH:
             raise ValueError(f"{path}: no encapsulated Pixel Data (7FE0,0010) of undefined length")
@@ -130,10 +133,10 @@ def read_chunks(path: Path, size: int = COPY_CHUNK) -> Iterator[tuple[int, bytes
             number += 1
 
 
-def read_fragments(path: Path) -> Iterator[bytes]:
+def read_fragments(path: Path, start: int | None = None) -> Iterator[bytes]:
     """Whole items (Basic Offset Table first): for small fragments, such as one JPEG frame each."""
     current, pieces = 0, []
-    for number, piece in read_chunks(path):
+    for number, piece in read_chunks(path, start=start):
         if number != current:
             yield b"".join(pieces)
             current, pieces = number, []

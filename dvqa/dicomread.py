@@ -77,7 +77,16 @@ def read(path: Path | str, pixels: bool = False) -> Dataset:
     The file's structure is walked first (dvqa.dicomread.walk: every element header to the last
     byte, by seeking), then pydicom parses it; either failing is a FileProblem naming the place.
     """
-    path = Path(path)
+    return _read(Path(path), pixels)[0]
+
+
+def read_header(path: Path | str) -> tuple[Dataset, int]:
+    """`read` without Pixel Data, and the byte where the Pixel Data element starts (the file's size
+    if it has none), so that a reader of the stream need not parse the header a second time."""
+    return _read(Path(path), False)
+
+
+def _read(path: Path, pixels: bool) -> tuple[Dataset, int]:
     size = regular_file(path).st_size
     try:
         handle = open(path, "rb")
@@ -116,7 +125,7 @@ def read(path: Path | str, pixels: bool = False) -> Dataset:
         what = "no data set at all" if len(ds) == 0 else "no SOP Class UID or SOP Instance UID"
         raise FileProblem(path, f"holds {what} after its File Meta Information; a DICOM file holds one SOP "
                           "instance", "file.no-dataset")
-    return ds
+    return ds, stopped
 
 
 def _check_meta(path: Path, ds: Dataset) -> None:

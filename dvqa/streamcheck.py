@@ -77,8 +77,9 @@ def _level_number(level: str) -> int:
     return {"4.1": 41, "4.2": 42, "5.1": 153}.get(level, -1)
 
 
-def check(path: Path, ds: Dataset) -> list[Finding]:
-    """Stream-level findings for one file whose header `ds` was read without Pixel Data."""
+def check(path: Path, ds: Dataset, pixel_data_at: int | None = None) -> list[Finding]:
+    """Stream-level findings for one file whose header `ds` was read without Pixel Data
+    (`pixel_data_at`: where dvqa.dicomread.read_header found the Pixel Data element)."""
     uid = str(ds.file_meta.get("TransferSyntaxUID", ""))
     syntax = syntaxes.BY_UID.get(uid)
     if syntax is None:
@@ -91,14 +92,14 @@ def check(path: Path, ds: Dataset) -> list[Finding]:
 
     try:
         if syntax.one_fragment_per_frame:  # one JPEG per item: small, read whole
-            items = dicomfile.read_fragments(path)
+            items = dicomfile.read_fragments(path, pixel_data_at)
             _check_jpeg(ds, next(items), items, add)
             return found
         bot_pieces: list[bytes] = []
         seen: set[int] = set()
 
         def stream() -> Iterator[bytes]:
-            for number, piece in dicomfile.read_chunks(path):
+            for number, piece in dicomfile.read_chunks(path, start=pixel_data_at):
                 if number == 0:
                     bot_pieces.append(piece)
                 else:

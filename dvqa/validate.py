@@ -102,7 +102,7 @@ def _check_file(path: Path, profile: Profile | None, tables: standard.Tables) ->
     result = FileResult(str(path))
     add = result.findings.append
     try:
-        ds = dicomread.read(path)
+        ds, pixel_data_at = dicomread.read_header(path)
     except dicomread.FileProblem as exc:
         add(Finding(Severity.ERROR, exc.code, exc.reason, str(path), "", exc.reference))
         result.layers["file"] = "failed"
@@ -126,7 +126,7 @@ def _check_file(path: Path, profile: Profile | None, tables: standard.Tables) ->
                     str(path), "", tables.edition.name))
         result.layers["iod"] = "failed"
     try:
-        result.findings += streamcheck.check(path, ds)
+        result.findings += streamcheck.check(path, ds, pixel_data_at)
         result.layers["stream"] = "ran" if "TransferSyntaxUID" in ds.file_meta else "no transfer syntax"
     except Exception as exc:  # a damaged file must give a finding, never a traceback
         add(Finding(Severity.ERROR, "stream.unreadable", f"the stream could not be checked ({type(exc).__name__}: "
