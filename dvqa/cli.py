@@ -222,8 +222,13 @@ def _print_text(r: dict) -> None:
         enc = r["encoder"] or {}
         click.echo(f"stream   re-encoded with {enc.get('encoder')} {enc.get('options')}"
                    + (f" (passthrough not possible: {p['passthrough_refusal']})" if p["passthrough_refusal"] else ""))
-    click.echo(f"timing   {t['output_frames']} frames at {t['rate_fps']:g} fps = {t['output_duration_s']:.3f} s; "
-               f"{len(t['duplicated_output_frames'])} duplicated, {len(t['dropped_source_frames'])} dropped")
+    click.echo(f"timing   {t['output_frames']} frames at {t['rate_fps']:g} fps = {t['output_duration_s']:.3f} s "
+               f"(source {t['source_duration_s']:.3f} s, {t['output_minus_source_ms']:+.0f} ms); "
+               f"{t['kept_source_frames']} of {t['source_frames']} captured frames kept, "
+               f"{len(t['duplicated_output_frames'])} duplicated; worst shift {t['worst_shift_ms']:.0f} ms, "
+               f"worst on-screen error {t['worst_on_screen_error_frames']:g} frame")
+    if t["dropped_source_frames"]:
+        click.echo(f"dropped  source frames {t['dropped_source_frames']}: {t['drop_reason']}")
     for line in r["transforms"] + r["notes"]:
         click.echo(f"note     {line}")
     if r["quality"]:

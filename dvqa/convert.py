@@ -34,7 +34,7 @@ from dvqa.probe import SourceInfo, decide_range, probe
 from dvqa.quality import QualityMeter, QualityResult, WrittenStreamMeter
 from dvqa.scan import Scan, scan
 from dvqa.signature import SignatureResult, Signer, sign_file
-from dvqa.timing import ConstantRate, TimingMap
+from dvqa.timing import Emitter, TimestampMismatch, TimingMap
 
 Progress = Callable[[int], None]
 
@@ -152,7 +152,7 @@ def _stale_parameter_message(info: SourceInfo, first: str, at_frame: int) -> str
             f"on ({first}); {hint}. Nothing was written.")
 
 
-def _transcode(info: SourceInfo, plan: Plan, scanned: Scan, source_range: str,
+def _transcode(info: SourceInfo, plan: Plan, source_range: str,
                stream_file, stream_path: Path, progress: Progress | None, ssim: str | None):
     settings = settings_for(plan.syntax, plan.rate)
     shaper = FrameShaper(plan.width, plan.height, settings.pix_fmt, settings.color_range, source_range)
@@ -160,14 +160,14 @@ def _transcode(info: SourceInfo, plan: Plan, scanned: Scan, source_range: str,
     checker = WrittenStreamMeter(plan.syntax.codec, meter) if meter else None
     encoder = Encoder(settings, plan.width, plan.height, plan.rate, stream_file, stream_path,
                       on_packet=checker.written if checker else None)
-    cfr: ConstantRate[av.VideoFrame] = ConstantRate(plan.rate)
+    cfr: Emitter[av.VideoFrame] = Emitter(plan.timing)
 
     def emit(index: int, shown: av.VideoFrame) -> None:
         shaped = shaper.shape(shown)
         if checker:  # before encoding: an intra-only codec's picture decodes at once
-            source = cfr.map.output_source[index]
+            source = plan.timing.output_source[index]
             place = shaper.placement(shown.width, shown.height)
-            checker.expect(index, source, cfr.map.source_pts[source], cfr.map.output_pts(index), shaped,
+            checker.expect(index, source, plan.timing.source_pts[source], plan.timing.output_pts(index), shaped,
                            place.picture)
         encoder.encode(shaped, index)
     sizes: list[tuple[int, int, int]] = []  # (source frame, width, height) at each size change
@@ -193,20 +193,24 @@ def _transcode(info: SourceInfo, plan: Plan, scanned: Scan, source_range: str,
                     raise InputError(_stale_parameter_message(info, errors[0], decoded))
         except av.error.FFmpegError as exc:
             raise InputError(_stale_parameter_message(info, exc.strerror or str(exc), decoded)) from exc
-        for index, shown in cfr.finish(scanned.last_duration):
-            emit(index, shown)
+        except TimestampMismatch as exc:
+            raise InputError(f"{info.path}: {exc}; the container's timestamps do not match the decoded "
+                             "video, so dvqa cannot say which frame plays when. Nothing was written.") from exc
+    if not cfr.complete:
+        raise InputError(f"{info.path}: the decoder returned {cfr.received} of the {len(plan.timing.source_pts)} "
+                         "frames the container holds; the recording is damaged. Nothing was written.")
     es = encoder.finish()
     quality = None
     if checker and meter:
         checker.finish()
-        quality = meter.result(len(cfr.map.dropped), len(cfr.map.duplicated))
+        quality = meter.result(len(plan.timing.dropped), len(plan.timing.duplicated))
     transforms = shaper.describe(quality_measured=quality is not None)
     for number, (at, w, h) in enumerate(sizes[1:], 1):
         pw, ph = sizes[number - 1][1:]
         transforms.append(f"canvas size changed at source frame {at} from {pw}x{ph} to {w}x{h}")
     boxes = [{"source_width": w, "source_height": h, "x": p.x, "y": p.y,
               "width": p.box_width, "height": p.box_height} for (w, h), p in shaper.placements.items()]
-    return es, cfr.map, transforms, settings.to_dict(), boxes, quality
+    return es, plan.timing, transforms, settings.to_dict(), boxes, quality
 
 
 def _passthrough(info: SourceInfo, scanned: Scan, plan: Plan, stream_file, stream_path: Path,
@@ -218,8 +222,7 @@ def _passthrough(info: SourceInfo, scanned: Scan, plan: Plan, stream_file, strea
     and a damaged source stream is caught here instead of being archived.
     """
     es = ElementaryStream(path=stream_path)
-    cfr_map = TimingMap(rate=plan.rate, first_pts=scanned.pts[0])
-    cfr_map.source_pts.extend(scanned.pts)
+    cfr_map = plan.timing  # one output frame per source frame
     meter = QualityMeter(info.width, info.height, "yuv420p", ssim) if ssim else None
     checker = WrittenStreamMeter("h264", meter) if meter else None
     shown = copied = 0
@@ -262,8 +265,6 @@ def _passthrough(info: SourceInfo, scanned: Scan, plan: Plan, stream_file, strea
     if checker and meter:
         checker.finish()
         quality = meter.result(0, 0)
-    cfr_map.output_source.extend(range(len(scanned.pts)))
-    cfr_map.source_duration = len(scanned.pts) / float(plan.rate)
     box = {"source_width": info.width, "source_height": info.height, "x": 0, "y": 0,
            "width": info.width, "height": info.height}
     return es, cfr_map, ["none: the H.264 bitstream is wrapped unchanged (passthrough)"], None, [box], quality
@@ -369,7 +370,7 @@ def _convert(source: Path, output: Path, options: ConvertOptions, progress: Prog
                     info, scanned, plan, stream_file, stream_path, progress, ssim)
             else:
                 es, timing, transforms, encoder, boxes, quality = _transcode(
-                    info, plan, scanned, source_range, stream_file, stream_path, progress, ssim)
+                    info, plan, source_range, stream_file, stream_path, progress, ssim)
         frames = timing.output_frames
         if plan.syntax.one_fragment_per_frame and len(es.frame_lengths) != frames:
             raise DvqaError(f"{source}: the encoder wrote {len(es.frame_lengths)} pictures for "

@@ -6,16 +6,16 @@ shown (and tested) without encoding anything.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 
-from dvqa import syntaxes
+from dvqa import syntaxes, timing
 from dvqa.h264 import sps_frame_rate
 from dvqa.errors import InputError, UsageError
 from dvqa.probe import SourceInfo
 from dvqa.scan import Scan
 from dvqa.syntaxes import VideoSyntax
-from dvqa.timing import COMMON_RATES, closest_allowed
+from dvqa.timing import COMMON_RATES, TimingMap, closest_allowed
 
 # Passthrough timing tolerance: every frame within 2 ms of a constant-rate grid.
 # Browsers stamp frames on a 1 ms clock, so exact timestamps are rounded by up
@@ -38,6 +38,9 @@ class Plan:
     reason: str
     passthrough: bool
     passthrough_refusal: str  # why not, when passthrough is False
+    # the schedule a re-encode follows (which source frame each output frame shows); a passthrough
+    # keeps the stream's own frames instead
+    timing: TimingMap = field(repr=False, compare=False)
 
     def to_dict(self) -> dict[str, object]:
         return {"syntax": self.syntax.name, "uid": self.syntax.uid, "title": self.syntax.title,
@@ -119,6 +122,47 @@ def passthrough_refusal(syntax: VideoSyntax, info: SourceInfo, scan: Scan, rate:
     return ""
 
 
+def rate_candidates(syntax: VideoSyntax, width: int, height: int, nominal: Fraction) -> list[Fraction]:
+    """Rates `syntax` allows at this size, in order of preference: the recording's nominal rate
+    (capped), then higher ones.
+
+    Higher rates are offered so that a recording whose frames come irregularly can keep all of them
+    (duplicates of a still picture cost almost nothing); only rates of the nominal rate's family
+    (whole numbers, or the /1.001 rates of a 29.97 fps camera) are offered.
+    """
+    if syntax.formats:  # a list of formats: the nearest rate first
+        return sorted({f.rate for f in syntax.formats if (f.columns, f.rows) == (width, height)},
+                      key=lambda r: (abs(r - nominal), -r))
+    base = _cap_rate(syntax, width, height, nominal)
+    family = [r for r in COMMON_RATES if (r.denominator == 1001) == (nominal.denominator == 1001)]
+    return [base] + [r for r in family if r > base and syntax.allows(width, height, r)]
+
+
+def _schedule(syntax: VideoSyntax, w: int, h: int, nominal: Fraction, scan: Scan) -> TimingMap:
+    chosen = timing.choose(scan.pts, scan.end, rate_candidates(syntax, w, h, nominal))
+    if chosen.dropped:
+        chosen.drop_reason = (f"the recording's frames come faster than {float(chosen.rate):g} fps, the highest rate "
+                              f"{syntax.name} allows at {w}x{h}, for longer than a shift of "
+                              f"{timing.DRIFT_FRAMES} frame intervals absorbs; the frames shown briefest "
+                              "were dropped")
+    return chosen
+
+
+def _passed_through(scan: Scan, rate: Fraction) -> TimingMap:
+    """A passthrough keeps the stream's frames one to one (its timestamps are on the grid)."""
+    kept = TimingMap(rate=rate, first_pts=scan.pts[0], source_duration=len(scan.pts) / float(rate))
+    kept.source_pts.extend(scan.pts)
+    kept.output_source.extend(range(len(scan.pts)))
+    return kept
+
+
+def _rate_reason(nominal: Fraction, chosen: TimingMap) -> str:
+    if chosen.rate > nominal and not chosen.dropped:
+        return (f"; {float(chosen.rate):g} fps instead of the recording's nominal {float(nominal):g} fps "
+                "keeps every captured frame")
+    return ""
+
+
 def choose(info: SourceInfo, scan: Scan, requested: str, allow_passthrough: bool) -> Plan:
     rate = scan.rate
     if requested != "auto":
@@ -130,9 +174,11 @@ def choose(info: SourceInfo, scan: Scan, requested: str, allow_passthrough: bool
             ) from None
         w, h, out_rate = size_and_rate(syntax, info, rate)
         refusal = passthrough_refusal(syntax, info, scan, out_rate) if allow_passthrough else "disabled by option"
-        return Plan(syntax, w, h, out_rate, "requested with --syntax", not refusal, refusal)
+        chosen = _passed_through(scan, out_rate) if not refusal else _schedule(syntax, w, h, rate, scan)
+        return Plan(syntax, w, h, chosen.rate, "requested with --syntax" + _rate_reason(rate, chosen),
+                    not refusal, refusal, chosen)
 
-    fitting: list[tuple[VideoSyntax, int, int, Fraction, str]] = []
+    fitting: list[tuple[VideoSyntax, int, int, TimingMap, str]] = []
     tried = []
     for name in syntaxes.AUTO_CANDIDATES:
         syntax = syntaxes.BY_NAME[name]
@@ -141,19 +187,26 @@ def choose(info: SourceInfo, scan: Scan, requested: str, allow_passthrough: bool
             tried.append(f"{name} cannot carry {info.width}x{info.height} at {float(rate):.3f} fps")
             continue
         refusal = passthrough_refusal(syntax, info, scan, out_rate) if allow_passthrough else "disabled by option"
-        fitting.append((syntax, w, h, out_rate, refusal))
+        chosen = _passed_through(scan, out_rate) if not refusal else _schedule(syntax, w, h, rate, scan)
+        fitting.append((syntax, w, h, chosen, refusal))
     if fitting:
-        # A syntax that takes the bitstream unchanged wins: no second generation of loss.
+        # A syntax that takes the bitstream unchanged wins: no second generation of loss; then one
+        # that keeps every captured frame.
         passing = [f for f in fitting if not f[4]]
-        syntax, w, h, out_rate, refusal = passing[0] if passing else fitting[0]
+        complete = [f for f in fitting if not f[3].dropped]
+        syntax, w, h, chosen, refusal = (passing or complete or fitting)[0]
         reason = (f"{syntax.name} is the most widely supported video syntax that carries "
                   f"{info.width}x{info.height} at {float(rate):.3f} fps without loss of resolution or rate")
         if passing and syntax is not fitting[0][0]:
             reason = (f"{syntax.name} carries the source bitstream unchanged, which "
                       f"{fitting[0][0].name} cannot ({fitting[0][4]})")
+        elif complete and syntax is not fitting[0][0]:
+            reason = (f"{syntax.name} keeps every captured frame, which {fitting[0][0].name} cannot "
+                      f"({fitting[0][3].drop_reason})")
+        reason += _rate_reason(rate, chosen)
         if tried:
             reason += " (" + "; ".join(tried) + ")"
-        return Plan(syntax, w, h, out_rate, reason, not refusal, refusal)
+        return Plan(syntax, w, h, chosen.rate, reason, not refusal, refusal, chosen)
     raise InputError(
         f"{info.path}: no video syntax carries {info.width}x{info.height} at {float(rate):.3f} fps "
         "without loss; choose one with --syntax (dvqa will scale or change the rate)."

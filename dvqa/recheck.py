@@ -2,7 +2,7 @@
 
 The distorted side is a DICOM video (its encapsulated stream decoded fragment by
 fragment from disk) or any video file. The reference is mapped onto the
-distorted frame rate with the same nearest-slot rule, and shaped with the same
+distorted frame rate with the same schedule (dvqa.timing), and shaped with the same
 scaling, letterboxing and range conversion, that `convert` uses, so re-checking
 a dvqa output against its source reproduces the numbers in its report.
 """
@@ -27,7 +27,8 @@ from dvqa.probe import decide_range, probe
 from dvqa.quality import QualityMeter, QualityResult
 from dvqa.scan import scan
 from dvqa.streamcheck import declared_rate
-from dvqa.timing import ConstantRate
+from dvqa import timing
+from dvqa.timing import Emitter, TimestampMismatch
 
 # Photometric Interpretation -> (the decoder's pixel format, sample range) for 8-bit video
 DICOM_PIXELS = {"YBR_PARTIAL_420": ("yuv420p", "limited"), "YBR_FULL_422": ("yuvj422p", "full")}
@@ -107,7 +108,9 @@ def measure_files(reference: Path, distorted_path: Path, ssim: str = "fast",
     ref_range, range_note = decide_range(info, source_range)
     shaper = FrameShaper(distorted.width, distorted.height, distorted.pix_fmt, distorted.color_range, ref_range)
     meter = QualityMeter(distorted.width, distorted.height, distorted.pix_fmt, ssim)
-    cfr: ConstantRate[av.VideoFrame] = ConstantRate(distorted.rate)
+    mapped = timing.schedule(scanned.pts, scanned.end, distorted.rate)
+    assert mapped is not None  # drops allowed: there is always a schedule
+    cfr: Emitter[av.VideoFrame] = Emitter(mapped)
     pending = distorted.frames
     unmatched = 0
 
@@ -117,29 +120,31 @@ def measure_files(reference: Path, distorted_path: Path, ssim: str = "fast",
         if frame is None:
             unmatched += 1
             return
-        source = cfr.map.output_source[index]
-        meter.add(index, source, cfr.map.source_pts[source], cfr.map.output_pts(index), shaper.shape(shown),
+        source = mapped.output_source[index]
+        meter.add(index, source, mapped.source_pts[source], mapped.output_pts(index), shaper.shape(shown),
                   frame, shaper.placement(shown.width, shown.height).picture)
 
     with av.open(str(reference), format=info.container) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        for frame in container.decode(stream):
-            if frame.pts is None:
-                continue
-            for index, shown in cfr.push(float(frame.pts * frame.time_base), frame):
-                pair(index, shown)
-        for index, shown in cfr.finish(scanned.last_duration):
-            pair(index, shown)
+        try:
+            for frame in container.decode(stream):
+                if frame.pts is None:
+                    continue
+                for index, shown in cfr.push(float(frame.pts * frame.time_base), frame):
+                    pair(index, shown)
+        except TimestampMismatch as exc:
+            raise InputError(f"{reference}: {exc}; the container's timestamps do not match the decoded video, "
+                             "so dvqa cannot say which frame plays when.") from exc
     extra = sum(1 for _ in pending)
-    result = meter.result(len(cfr.map.dropped), len(cfr.map.duplicated))
+    result = meter.result(len(mapped.dropped), len(mapped.duplicated))
     notes = [range_note]
     if unmatched or extra:
-        notes.append(f"frame counts differ: the reference maps to {cfr.map.output_frames} frames at "
+        notes.append(f"frame counts differ: the reference maps to {mapped.output_frames} frames at "
                      f"{float(distorted.rate):g} fps, {distorted.path} holds {result.frames + extra}; "
                      f"the first {result.frames} were compared")
-    transforms = [f"reference mapped to {float(distorted.rate):g} fps by nearest slot "
-                  f"({len(cfr.map.duplicated)} duplicated, {len(cfr.map.dropped)} dropped)",
+    transforms = [f"reference mapped to {float(distorted.rate):g} fps keeping every frame it can "
+                  f"({len(mapped.duplicated)} duplicated, {len(mapped.dropped)} dropped)",
                   *shaper.describe(quality_measured=True)]
     record: dict[str, object] = {
         "dvqa_version": __version__, "pyav_version": av.__version__, "ffmpeg_version": av.ffmpeg_version_info,

@@ -16,7 +16,7 @@ import av.logging
 
 from dvqa.errors import InputError
 from dvqa.probe import DEMUX_ONLY, SourceInfo
-from dvqa.timing import nominal_rate
+from dvqa.timing import nominal_rate, source_end
 
 H264_SPS = 7
 
@@ -37,6 +37,10 @@ class Scan:
     @property
     def rate(self):
         return nominal_rate(self.intervals)
+
+    @property
+    def end(self) -> float:
+        return source_end(self.pts, self.last_duration)
 
     def timing_summary(self) -> dict[str, float | int]:
         iv = self.intervals or [0.0]

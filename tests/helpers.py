@@ -95,6 +95,12 @@ def source_codes(path: Path) -> list[int | None]:
         return [framecode.read(_luma(frame)) for frame in container.decode(video=0)]
 
 
+def source_pts(path: Path) -> list[float]:
+    """Presentation times (s) of the decoded source frames, in the order dvqa numbers them."""
+    with av.open(str(path)) as container:
+        return [float(f.pts * f.time_base) for f in container.decode(video=0) if f.pts is not None]
+
+
 def _luma(frame: av.VideoFrame) -> np.ndarray:
     plane = frame.planes[0]
     raw = np.frombuffer(plane, dtype=np.uint8).reshape(plane.height, plane.line_size)

@@ -10,11 +10,12 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from dvqa import syntaxes
+from dvqa import syntaxes, timing
 from dvqa.convert import ConvertOptions, convert
 from pydicom.encaps import generate_fragments
 
-from helpers import CLIPS, RECORDED, decoded_luma, dvqa, frame_codes, run, source_codes, stream_bytes, tool
+from helpers import (CLIPS, RECORDED, decoded_luma, dvqa, frame_codes, run, source_codes, source_pts,
+                     stream_bytes, tool)
 
 # dciodvfy warnings every default conversion is expected to give: empty Type 2
 # values dvqa cannot know (no worklist given) and an empty Laterality.
@@ -101,6 +102,22 @@ def check_written(result, tmp_path: Path) -> None:
                 alt = [frame_codes([planes[k]], (b["x"], b["y"], b["width"], b["height"]))[0]
                        for b in boxes]
                 assert expected[k] in alt, f"output frame {k}"
+    # the frame codes prove which source frame each output frame shows; the source's own decoded
+    # timestamps then prove it was on screen at that output time within one output interval
+    times, r = source_pts(result.source.path), float(result.plan.rate)
+    end = times[0] + result.timing.source_duration
+    for k, i in enumerate(result.timing.output_source):
+        t = result.timing.first_pts + k / r
+        until = times[i + 1] if i + 1 < len(times) else end
+        assert times[i] - 1 / r - 1e-6 <= t <= until + 1 / r + 1e-6, f"output frame {k} shows source frame {i}"
+
+
+def assert_duration(result) -> None:
+    """The output plays as long as the source, rounded to whole frames, or at most DRIFT_FRAMES
+    frames longer (frames shifted to keep every captured picture)."""
+    period = 1 / float(result.plan.rate)
+    longer = result.timing.output_duration - result.timing.source_duration
+    assert -0.5 * period - 1e-9 <= longer <= (timing.DRIFT_FRAMES + 0.5) * period + 1e-9
 
 
 @pytest.mark.parametrize("syntax", WRITABLE)
@@ -115,7 +132,7 @@ def test_auto_on_every_browser_clip(clip: str, tmp_path: Path) -> None:
     result = convert(CLIPS / clip, tmp_path / "out.dcm")
     check_written(result, tmp_path)
     # the played duration equals the source's within one output frame interval
-    assert abs(result.timing.output_duration - result.timing.source_duration) <= 1 / float(result.plan.rate)
+    assert_duration(result)
 
 
 RECORDINGS = json.loads((RECORDED / "recordings.json").read_text())["recordings"]
@@ -128,7 +145,7 @@ def test_auto_on_real_chromium_recordings(clip: str, tmp_path: Path) -> None:
     """What Debian's Chromium really wrote (reference_videos/record_chromium.py)."""
     result = convert(RECORDED / clip, tmp_path / "out.dcm")
     check_written(result, tmp_path)
-    assert abs(result.timing.output_duration - result.timing.source_duration) <= 1 / float(result.plan.rate)
+    assert_duration(result)
     assert result.source.color_range == "full"  # Chrome's encoders write full-range YUV
     assert any("colour range converted full -> limited" in t for t in result.transforms)
     recording = next(r for r in RECORDINGS if r["name"] == clip)
@@ -138,12 +155,29 @@ def test_auto_on_real_chromium_recordings(clip: str, tmp_path: Path) -> None:
 
 
 def test_variable_timestamps_are_mapped_and_reported(tmp_path: Path) -> None:
-    # vp9_vfr.webm: a 7 ms first interval and frames dropped at capture slots 40, 41, 77
+    # vp9_vfr.webm: a 7 ms first interval and frames missed by the capture at slots 40, 41, 77
     result = convert(CLIPS / "vp9_vfr.webm", tmp_path / "out.dcm")
-    summary = result.timing.summary()
-    assert summary["dropped_source_frames"] == [1]  # the 7 ms frame shares slot 0 with frame 0
-    assert summary["duplicated_output_frames"] == [39, 41, 78]  # the capture gaps, held over
+    summary, pts = result.timing.summary(), result.timing.source_pts
+    assert summary["dropped_source_frames"] == []  # the 7 ms frame is shifted, not dropped
+    assert summary["kept_source_frames"] == summary["source_frames"] == 120
+    # each duplicate holds a frame over a capture gap (an interval of about two periods)
+    held = [result.timing.output_source[k] for k in summary["duplicated_output_frames"]]
+    assert len(held) == 3 and all(pts[i + 1] - pts[i] > 1.5 / 30 for i in held)
+    assert summary["worst_on_screen_error_frames"] <= 1 and summary["worst_shift_ms"] <= 2000 / 30
+    assert 0 < summary["output_minus_source_ms"] <= 2000 / 30
     assert result.plan.rate == 30
+
+
+def test_irregular_cadence_keeps_every_frame(tmp_path: Path) -> None:
+    """A canvas drawn at 5-125 ms intervals with stalls: every drawn frame reaches the DICOM file,
+    each output frame shows the frame on screen at its time within one interval (frame codes)."""
+    result = convert(CLIPS / "vp8_irregular.webm", tmp_path / "out.dcm")
+    summary = result.timing.summary()
+    assert summary["dropped_source_frames"] == [] and summary["source_frames"] == 50
+    assert summary["worst_on_screen_error_frames"] <= 1
+    check_written(result, tmp_path)
+    codes = frame_codes(decoded_luma(result.output, result.plan.syntax.codec, tmp_path), None)
+    assert sorted(set(codes)) == list(range(50))  # every captured frame is in the file
 
 
 def test_full_range_is_converted_and_said(tmp_path: Path) -> None:
@@ -233,12 +267,13 @@ def test_json_summary_and_report_carry_the_timing_map(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["plan"]["syntax"] == "h264-high-4.1" and summary["passthrough"] is False
-    assert summary["timing"]["duplicated_output_frames"] == [39, 41, 78]
+    duplicated = summary["timing"]["duplicated_output_frames"]
+    assert len(duplicated) == 3 and summary["timing"]["dropped_source_frames"] == []
     full = json.loads(report.read_text())
     rows = full["timing_map"]
-    assert len(rows) == summary["output"]["frames"] == 122
-    assert rows[39]["source_frame"] == rows[38]["source_frame"]
-    assert all(abs(r["output_pts"] - r["output_frame"] / 30) < 1e-6 for r in rows)
+    assert len(rows) == summary["output"]["frames"] == summary["timing"]["output_frames"]
+    assert all(rows[k]["source_frame"] == rows[k - 1]["source_frame"] for k in duplicated)
+    assert all(abs(r["output_pts"] - rows[0]["output_pts"] - r["output_frame"] / 30) < 1e-6 for r in rows)
 
 
 def test_stream_over_one_fragment_uses_the_fragmentable_syntax(tmp_path: Path, monkeypatch) -> None:

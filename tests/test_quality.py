@@ -108,7 +108,8 @@ def test_report_has_everything_an_auditor_needs(tmp_path: Path) -> None:
                 "psnr", "ssim_y"))
     # duplicated output frames are scored against the source frame they repeat
     assert q["per_frame"]["source_frame"] == [row["source_frame"] for row in r["timing_map"]]
-    assert q["dropped_source_frames"] == len(r["timing"]["dropped_source_frames"]) == 1
+    assert q["dropped_source_frames"] == len(r["timing"]["dropped_source_frames"]) == 0  # all kept
+    assert q["duplicated_output_frames"] == len(r["timing"]["duplicated_output_frames"]) == 3
     assert set(q["summary"]["psnr_y"]) == {"mean", "min", "p1", "p5", "worst"}
     worst = [w["output_frame"] for w in q["summary"]["psnr_y"]["worst"]]
     assert worst[0] == int(np.argmin(q["per_frame"]["psnr_y"])) and len(worst) == 5
@@ -178,7 +179,7 @@ def test_unknown_profile_and_bad_report_name_are_usage_errors(tmp_path: Path) ->
 
 def test_quality_command_reproduces_the_conversion_report(tmp_path: Path) -> None:
     out, first, second = tmp_path / "o.dcm", tmp_path / "a.json", tmp_path / "b.json"
-    source = CLIPS / "vp9_vfr.webm"  # variable timestamps: duplicates and a drop
+    source = CLIPS / "vp8_irregular.webm"  # irregular timestamps: shifted and duplicated frames
     assert dvqa("convert", str(source), "-o", str(out), "--report", str(first)).returncode == 0
     proc = dvqa("quality", str(source), str(out), "--report", str(second))
     assert proc.returncode == 0, proc.stderr
