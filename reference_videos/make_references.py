@@ -1,6 +1,7 @@
 """Make the synthetic reference clips the tests rely on, deterministically, with PyAV.
 
-Run: python reference_videos/make_references.py [OUTDIR]   (default: reference_videos/synthetic)
+Run: python reference_videos/make_references.py [OUTDIR [NAME...]]   (default: reference_videos/synthetic,
+every clip; with names, only those clips are written)
 
 Each clip imitates one thing Chromium's MediaRecorder really writes (see
 reference_videos/README.md). Every frame carries its source index as a
@@ -91,6 +92,17 @@ def raf_times_ms(count: int, seed: int) -> list[int]:
         if rng.random() < 0.08:
             t += float(rng.uniform(10, 600))
         times.append(int(round(t)))
+    return times
+
+
+def irregular_times_ms(count: int, seed: int) -> list[int]:
+    """A canvas redrawn only when something changes: intervals of 5-125 ms and two stalls of 300-500 ms."""
+    rng = np.random.default_rng(seed)
+    stalls = {count // 3, 2 * count // 3}
+    times = [0]
+    while len(times) < count:
+        gap = float(rng.uniform(300, 500)) if len(times) in stalls else float(rng.uniform(5, 125))
+        times.append(times[-1] + max(1, int(round(gap))))
     return times
 
 
@@ -205,52 +217,66 @@ def write_segments(path: Path, fmt: str, codec: str, segments: list[tuple[int, i
                 offset += len(times)
 
 
-def main(outdir: Path) -> None:
+def main(outdir: Path, only: set[str]) -> None:
+    """Write every clip, or only those named (so that adding a clip leaves the others' bytes alone)."""
     outdir.mkdir(parents=True, exist_ok=True)
+    single = _only(write_single, only) if only else write_single
+    segments = _only(write_segments, only) if only else write_segments
     vp9 = {"deadline": "good", "cpu-used": "8", "crf": "32", "b": "0", "row-mt": "1"}
     vp8 = {"deadline": "realtime", "cpu-used": "8", "crf": "10", "b": "1M"}
     x264 = {"preset": "veryfast", "crf": "20"}
     frag = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
 
-    write_single(outdir / "vp9_vfr.webm", "webm", "libvpx-vp9", 320, 240,
+    single(outdir / "vp9_vfr.webm", "webm", "libvpx-vp9", 320, 240,
                  browser_times_ms(120, 1000 / 30, seed=1, drops=(40, 41, 77)), vp9)
-    write_single(outdir / "h264_fullrange_opus.webm", "matroska", "libx264", 320, 240,
+    single(outdir / "h264_fullrange_opus.webm", "matroska", "libx264", 320, 240,
                  browser_times_ms(90, 1000 / 30, seed=2), {**x264, "profile": "high"},
                  audio="libopus", pix_fmt="yuv420p")
-    write_single(outdir / "av1_raf_pcm.mkv", "matroska", "libsvtav1", 320, 240,
+    single(outdir / "vp8_irregular.webm", "webm", "libvpx", 320, 240, irregular_times_ms(50, seed=8), vp8)
+    single(outdir / "av1_raf_pcm.mkv", "matroska", "libsvtav1", 320, 240,
                  raf_times_ms(150, seed=3), {"preset": "10", "crf": "35"}, audio="pcm_s16le")
-    write_single(outdir / "vp9_frag.mp4", "mp4", "libvpx-vp9", 320, 240,
+    single(outdir / "vp9_frag.mp4", "mp4", "libvpx-vp9", 320, 240,
                  browser_times_ms(60, 1000 / 30, seed=4), vp9, container_options=frag)
-    write_single(outdir / "av1_frag.mp4", "mp4", "libsvtav1", 320, 240,
+    single(outdir / "av1_frag.mp4", "mp4", "libsvtav1", 320, 240,
                  browser_times_ms(60, 1000 / 30, seed=5), {"preset": "10", "crf": "35"},
                  container_options=frag)
-    write_single(outdir / "h264_frag.mp4", "mp4", "libx264", 320, 240,
+    single(outdir / "h264_frag.mp4", "mp4", "libx264", 320, 240,
                  browser_times_ms(60, 1000 / 30, seed=6), {**x264, "profile": "baseline"},
                  container_options=frag)
     cfr = [round(i * 1000 / 30) for i in range(90)]
-    write_single(outdir / "h264_cfr_high.mkv", "matroska", "libx264", 320, 240, cfr,
+    single(outdir / "h264_cfr_high.mkv", "matroska", "libx264", 320, 240, cfr,
                  {**x264, "profile": "high", "x264-params": "level=3.0:keyint=30"}, unseekable=False,
                  full_range=False, cfr=30)
-    write_single(outdir / "h264_cb42.mkv", "matroska", "libx264", 320, 240, cfr,
+    single(outdir / "h264_cb42.mkv", "matroska", "libx264", 320, 240, cfr,
                  {**x264, "profile": "baseline", "x264-params": "level=4.2:keyint=30"},
                  unseekable=False, full_range=False, cfr=30)
 
     half = browser_times_ms(120, 1000 / 30, seed=7)
-    write_segments(outdir / "vp8_size_change.webm", "webm", "libvpx",
+    segments(outdir / "vp8_size_change.webm", "webm", "libvpx",
                    [(320, 240, half[:60]), (240, 180, half[60:])], vp8, stale_parameter_sets=False)
-    write_segments(outdir / "h264_size_change.webm", "matroska", "libx264",
+    segments(outdir / "h264_size_change.webm", "matroska", "libx264",
                    [(320, 240, half[:60]), (256, 192, half[60:])],
                    {**x264, "profile": "high"}, stale_parameter_sets=False)
-    write_segments(outdir / "h264_stale_sps.mp4", "mp4", "libx264",
+    segments(outdir / "h264_stale_sps.mp4", "mp4", "libx264",
                    [(320, 240, half[:60]), (256, 192, half[60:])],
                    {**x264, "profile": "baseline"}, stale_parameter_sets=True,
                    container_options=frag)
 
+    if only and "audio_only.webm" not in only:
+        return
     with open(outdir / "audio_only.webm", "wb") as raw:
         with av.open(_Unseekable(raw), "w", format="webm") as out:
             stream = _add_audio(out, "libopus")
             _write_audio(out, stream, 2.0)
 
 
+def _only(write, names: set[str]):
+    def maybe(path: Path, *args, **kwargs) -> None:
+        if path.name in names:
+            write(path, *args, **kwargs)
+    return maybe
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent / "synthetic")
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent / "synthetic",
+         set(sys.argv[2:]))
