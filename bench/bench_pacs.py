@@ -40,7 +40,7 @@ def make_files(count: int) -> list[Path]:
     import pydicom
     from pydicom.uid import generate_uid
 
-    from dvqa.convert import ConvertOptions, convert
+    from dvqa.convert.pipeline import ConvertOptions, convert
 
     folder = CACHE / str(count)
     files = sorted(folder.glob("*.dcm")) if folder.is_dir() else []

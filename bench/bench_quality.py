@@ -61,7 +61,7 @@ def ssim_costs(source: Path, repeat: int) -> None:
     import av
     from skimage.metrics import structural_similarity
 
-    from dvqa.metrics import FrameComparer, gaussian_ssim
+    from dvqa.quality.metrics import FrameComparer, gaussian_ssim
 
     for width, height in ((1280, 720), (1920, 1080)):
         a, b = planes(source, width, height)

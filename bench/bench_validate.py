@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def make_files(count: int) -> Path:
-    from dvqa.convert import ConvertOptions, convert
+    from dvqa.convert.pipeline import ConvertOptions, convert
 
     folder = CACHE / str(count)
     if folder.is_dir() and len(list(folder.iterdir())) == count:

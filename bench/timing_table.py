@@ -25,8 +25,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from dvqa.convert import ConvertOptions, convert  # noqa: E402
-from dvqa.errors import DvqaError  # noqa: E402
+from dvqa.convert.pipeline import ConvertOptions, convert  # noqa: E402
+from dvqa.core.errors import DvqaError  # noqa: E402
 
 CLIPS = sorted((ROOT / "reference_videos" / "synthetic").iterdir()) + sorted(
     (ROOT / "reference_videos" / "chromium").iterdir())

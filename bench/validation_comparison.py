@@ -33,7 +33,7 @@ def dciodvfy_errors(path: Path) -> list[str]:
 
 
 def dvqa_errors(path: Path) -> list:
-    from dvqa.validate import check_file
+    from dvqa.validate.run import check_file
 
     return [f for f in check_file(path).findings if f.severity.value == "error"]
 

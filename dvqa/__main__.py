@@ -1,3 +1,3 @@
-from dvqa.cli import main
+from dvqa.cli.main import main
 
 main()

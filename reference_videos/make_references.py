@@ -5,7 +5,7 @@ every clip; with names, only those clips are written)
 
 Each clip imitates one thing Chromium's MediaRecorder really writes (see
 reference_videos/README.md). Every frame carries its source index as a
-`dvqa.framecode` band plus the number as text, so tests can prove which source
+`dvqa.video.framecode` band plus the number as text, so tests can prove which source
 frame was shown at which output time.
 """
 
@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from dvqa import framecode  # noqa: E402
+from dvqa.video import framecode  # noqa: E402
 
 MS = Fraction(1, 1000)
 os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its configuration banner otherwise

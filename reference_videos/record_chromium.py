@@ -4,7 +4,7 @@ Run: python reference_videos/record_chromium.py [OUTDIR]   (default: reference_v
 
 Synthetic clips imitate what browsers write; these are what a browser really
 wrote. A page served on 127.0.0.1 draws on a canvas (the same 16-cell frame
-code as `dvqa.framecode`, plus texture and motion), records
+code as `dvqa.video.framecode`, plus texture and motion), records
 `canvas.captureStream()` with `MediaRecorder` and a timeslice (so no Duration,
 no Cues, as a web app streaming chunks to a server gets), and POSTs the blob
 back. Each recording's settings and Chromium's version go into
@@ -76,7 +76,7 @@ function draw() {
   ctx.fillStyle = "#000"; ctx.fillRect(4, Math.floor(h * 0.7), 90, 18);
   ctx.fillStyle = "#fff"; ctx.font = "14px monospace";
   ctx.fillText("#" + String(index).padStart(4, "0"), 8, Math.floor(h * 0.7) + 14);
-  // the frame code: 12 bits of index, 4 bits of popcount, one cell each (dvqa/framecode.py)
+  // the frame code: 12 bits of index, 4 bits of popcount, one cell each (dvqa/video/framecode.py)
   let ones = 0; for (let b = 0; b < 12; b++) ones += (index >> b) & 1;
   const word = index | ((ones & 15) << 12);
   const band = Math.max(4, Math.floor(h * 0.12));

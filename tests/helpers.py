@@ -20,7 +20,7 @@ import pydicom
 import pytest
 from pydicom.encaps import encapsulate, generate_fragments
 
-from dvqa import framecode
+from dvqa.video import framecode
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIPS = ROOT / "reference_videos" / "synthetic"

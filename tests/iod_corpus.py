@@ -10,7 +10,7 @@ from pathlib import Path
 import pydicom
 from pydicom.datadict import DicomDictionary
 
-from dvqa.convert import ConvertOptions, convert
+from dvqa.convert.pipeline import ConvertOptions, convert
 
 CLIP = Path(__file__).resolve().parent.parent / "reference_videos" / "synthetic" / "h264_cfr_high.mkv"
 SYNTAXES = ["h264-high-4.1", "h264-high-4.2", "h264-bd-4.1", "hevc-main", "mpeg2-mp-ml", "mpeg2-mp-hl", "mjpeg"]

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from dvqa.audit import AuditLog, records, verify
+from dvqa.trust.audit import AuditLog, records, verify
 from helpers import CLIPS, dvqa, run, tool
 
 CLIP = CLIPS / "h264_cfr_high.mkv"
@@ -96,7 +96,7 @@ def test_parallel_conversions_append_whole_records(tmp_path: Path) -> None:
 WRITER = """
 import sys
 from pathlib import Path
-from dvqa.audit import AuditLog
+from dvqa.trust.audit import AuditLog
 log = AuditLog(Path(sys.argv[1]))
 print("ready", flush=True)
 while True:

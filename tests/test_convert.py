@@ -10,8 +10,9 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from dvqa import syntaxes, timing
-from dvqa.convert import ConvertOptions, convert
+from dvqa.dicom import syntaxes
+from dvqa.video import timing
+from dvqa.convert.pipeline import ConvertOptions, convert
 from pydicom.encaps import generate_fragments
 
 from helpers import (CLIPS, RECORDED, decoded_luma, dvqa, frame_codes, run, source_codes, source_pts,

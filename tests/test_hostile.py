@@ -28,12 +28,13 @@ import pytest
 from pydicom.datadict import tag_for_keyword
 
 from bench import orthanc as orthanc_server
-from dvqa import outputs, signals
-from dvqa.audit import AuditLog, records
-from dvqa.convert import ConvertOptions, convert
-from dvqa.errors import DvqaError
-from dvqa.signature import verify_file
-from dvqa.validate import check_file
+from dvqa.core import outputs
+from dvqa.core import signals
+from dvqa.trust.audit import AuditLog, records
+from dvqa.convert.pipeline import ConvertOptions, convert
+from dvqa.core.errors import DvqaError
+from dvqa.trust.signature import verify_file
+from dvqa.validate.run import check_file
 from helpers import (CLIPS, PEM, SmallFilesystem, as_nobody, big_copy, bytes_read, certificate, dvqa, pem_key, run,
                      tool, write_pki)
 

@@ -16,8 +16,9 @@ import pydicom.data
 import pytest
 from pydicom.datadict import DicomDictionary
 
-from dvqa import standard, standard_build
-from dvqa.validate import check_file
+from dvqa.validate import standard
+from dvqa.validate import standard_build
+from dvqa.validate.run import check_file
 from helpers import dvqa, run, tool
 from iod_corpus import DCIODVFY_EXCEPTIONS, DEFECTS, IODS, SYNTAXES, attribute, make_corpus
 
@@ -131,7 +132,7 @@ def test_the_bundled_edition_is_reproduced_byte_for_byte_from_its_source(tmp_pat
     if not (source / "sops.json").is_file():
         pytest.fail(f"{source}: dicom-standard is not installed; it is in the test extra (pip install -e '.[test]')")
     out = tmp_path / "edition.json.gz"
-    proc = subprocess.run([sys.executable, "-m", "dvqa.standard_build", "--output", str(out)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "dvqa.validate.standard_build", "--output", str(out)], capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     bundled = Path(standard_build.__file__).parent / "editions" / f"{standard_build.EDITION}.json.gz"

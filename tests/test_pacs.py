@@ -17,10 +17,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bench import orthanc as orthanc_server
-from dvqa import pacs
-from dvqa.audit import records
-from dvqa.convert import ConvertOptions, convert
-from dvqa.dicomfile import read_fragments
+from dvqa.pacs import network as pacs
+from dvqa.trust.audit import records
+from dvqa.convert.pipeline import ConvertOptions, convert
+from dvqa.dicom.dicomfile import read_fragments
 from helpers import CLIPS, big_copy, bytes_read, certificate, dvqa, run, tool
 
 SCHEMA = Path(__file__).resolve().parent / "data" / "dicom-audit-message.rnc"

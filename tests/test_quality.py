@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from dvqa.convert import ConvertOptions, convert
-from dvqa.metrics import gaussian_ssim
+from dvqa.convert.pipeline import ConvertOptions, convert
+from dvqa.quality.metrics import gaussian_ssim
 from helpers import CLIPS, RECORDED, dvqa, run, stream_bytes, tool
 
 CFR = CLIPS / "h264_cfr_high.mkv"  # 320x240, 30 fps, limited range: pairs map 1:1, no transforms

@@ -24,10 +24,11 @@ import pydicom
 import pytest
 from pynetdicom import AE
 
-from dvqa import pacs, simulate
-from dvqa.cli import main
-from dvqa.dicomread import MAX_DEPTH
-from dvqa.iod import VideoIOD
+from dvqa.pacs import network as pacs
+from dvqa.pacs import simulate
+from dvqa.cli.main import main
+from dvqa.dicom.dicomread import MAX_DEPTH
+from dvqa.dicom.iod import VideoIOD
 from helpers import CLIPS, PEM, certificate, pem_key, write_pki
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,28 +142,30 @@ def test_audit_export_and_simulated_store_never_write_through_links(tmp_path: Pa
 
 
 def test_every_file_dvqa_writes_goes_through_dvqa_outputs() -> None:
-    """A writer added later must not bypass the exclusive, private creation in dvqa/outputs.py. The few
+    """A writer added later must not bypass the exclusive, private creation in dvqa/core/outputs.py. The few
     writes outside it are into folders dvqa has just created privately (mkdtemp, 0700), named here."""
     private_folder_writes = {
-        ("convert.py", 'open(stream_path, "wb")'),  # inside outputs.temp_dir
-        ("dicomfile.py", 'open(target, "wb")'),  # the DICOM under construction, inside outputs.temp_dir
-        ("fallback.py", 'av.open(str(frames), "w"'),  # inside a TemporaryDirectory
-        ("signature.py", 'os.fdopen(fd, "wb")'),  # fd from outputs.temp_file
-        ("standard.py", '(staging / Path(member.filename).name).write_bytes('),  # in an import's mkdtemp folder
-        ("standard.py", '(work / name / "source.txt").write_text('),  # the same folder, moved into place whole
-        ("standard.py", "modules_path.write_text("),  # dicom-validator's tables in that folder
-        ("standard.py", "iods_path.write_text("),
-        ("standard_build.py", "args.output.write_bytes("),  # the developer's generator: dvqa's own package data
+        ("convert/pipeline.py", 'open(stream_path, "wb")'),  # inside outputs.temp_dir
+        ("dicom/dicomfile.py", 'open(target, "wb")'),  # the DICOM under construction, inside outputs.temp_dir
+        ("pacs/fallback.py", 'av.open(str(frames), "w"'),  # inside a TemporaryDirectory
+        ("trust/signature.py", 'os.fdopen(fd, "wb")'),  # fd from outputs.temp_file
+        ("validate/standard.py", '(staging / Path(member.filename).name).write_bytes('),  # in an import's mkdtemp folder
+        ("validate/standard.py", '(work / name / "source.txt").write_text('),  # the same folder, moved into place whole
+        ("validate/standard.py", "modules_path.write_text("),  # dicom-validator's tables in that folder
+        ("validate/standard.py", "iods_path.write_text("),
+        ("validate/standard_build.py", "args.output.write_bytes("),  # the developer's generator: package data
     }
     writer = re.compile(r"""(open\(.*["'][wax]b?["']|\.write_text\(|\.write_bytes\(|save_as\(str\(|os\.open\()""")
     found = set()
-    for source in sorted((ROOT / "dvqa").glob("*.py")):
-        if source.name == "outputs.py":
+    sources = sorted((ROOT / "dvqa").rglob("*.py"))
+    assert len(sources) > 40  # the whole package, in every sub-package
+    for source in sources:
+        name = source.relative_to(ROOT / "dvqa").as_posix()
+        if name == "core/outputs.py":
             continue
         for line in source.read_text().splitlines():
             if writer.search(line):
-                found.add((source.name, next((w for f, w in private_folder_writes if f == source.name and w in line),
-                                             line.strip())))
+                found.add((name, next((w for f, w in private_folder_writes if f == name and w in line), line.strip())))
     assert found == private_folder_writes
 
 

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from dvqa.dicomfile import read_fragments
+from dvqa.dicom.dicomfile import read_fragments
 from helpers import CLIPS, certificate, dvqa, run, tool
 
 PASSPHRASE = "correct horse"

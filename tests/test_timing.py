@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dvqa import timing
-from dvqa.timing import DRIFT_FRAMES, Emitter, TimestampMismatch, nominal_rate, schedule, source_end
+from dvqa.video import timing
+from dvqa.video.timing import DRIFT_FRAMES, Emitter, TimestampMismatch, nominal_rate, schedule, source_end
 
 
 def _map(times_ms: list[float], rate: int, last: float | None = None, drops: bool = True):
@@ -202,9 +202,9 @@ def _plan_for(times_ms: list[float], syntax: str, width: int = 320, height: int 
     from array import array
     from pathlib import Path
 
-    from dvqa import plan
-    from dvqa.probe import SourceInfo
-    from dvqa.scan import Scan
+    from dvqa.video import plan
+    from dvqa.video.probe import SourceInfo
+    from dvqa.video.scan import Scan
 
     info = SourceInfo(Path("irregular.webm"), 1, "matroska,webm", "vp8", "", -99, width, height, "yuv420p",
                       "limited", 0, Fraction(1, 1000))

@@ -12,8 +12,8 @@ import pydicom
 import pytest
 from pydicom.encaps import encapsulate, generate_fragments
 
-from dvqa.convert import ConvertOptions, convert
-from dvqa.validate import check_file
+from dvqa.convert.pipeline import ConvertOptions, convert
+from dvqa.validate.run import check_file
 from helpers import CLIPS, dvqa, run, tool
 
 

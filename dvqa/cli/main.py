@@ -1,0 +1,346 @@
+"""The `dvqa` command: a thin Click layer over the library. No decisions are made here."""
+
+from __future__ import annotations
+
+from dvqa.core import signals
+
+signals.install_early()  # before the heavy imports below: a signal during them ends dvqa quietly
+
+import json  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import click  # noqa: E402
+
+from dvqa import __version__  # noqa: E402
+from dvqa.cli.common import audit_log, fail, guarded, passphrase  # noqa: E402
+from dvqa.convert.pipeline import ConvertOptions, convert, record_failure  # noqa: E402
+from dvqa.core import outputs, profiles  # noqa: E402
+from dvqa.core.errors import DvqaError, ExitCode, InputError  # noqa: E402
+from dvqa.core.findings import exit_code  # noqa: E402
+from dvqa.dicom import syntaxes  # noqa: E402
+from dvqa.dicom.iod import Metadata, VideoIOD  # noqa: E402
+from dvqa.quality import reports  # noqa: E402
+from dvqa.quality.metrics import SSIM_DEFINITIONS  # noqa: E402
+from dvqa.quality.recheck import measure_files  # noqa: E402
+from dvqa.trust.signature import PROFILES, Signer  # noqa: E402
+
+
+class _Group(click.Group):
+    """Ctrl-C, SIGTERM and SIGHUP end any command with 128 + the signal number, never Click's 'Aborted!'
+    and exit 1. Commands that write handle them first and say what is on disk."""
+
+    def invoke(self, ctx: click.Context):
+        signals.install()
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            click.echo(f"dvqa: interrupted ({getattr(exc, 'name', 'SIGINT')}).", err=True)
+            sys.exit(signals.exit_code_of(exc))
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dvqa")
+def main() -> None:
+    """DICOM video quality assurance: convert, validate, sign, audit.
+
+    Exit codes: 0 pass, 1 a check failed, 2 usage error, 3 unreadable or
+    unsupported input, 4 environment problem, 130/143/129 interrupted by
+    SIGINT/SIGTERM/SIGHUP.
+    """
+
+
+@main.command("convert")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="DICOM file to write.")
+@click.option("--syntax", default="auto", show_default=True,
+              help=f"auto or one of: {', '.join(syntaxes.names())}.")
+@click.option("--iod", "iod_name", default="endoscopic", show_default=True,
+              type=click.Choice([i.option for i in VideoIOD]), help="Video IOD to write.")
+@click.option("--uid-root", default=None, help="Root for generated UIDs (default: 2.25 UUID-derived).")
+@click.option("--patient-name", default=None)
+@click.option("--patient-id", default=None)
+@click.option("--patient-birth-date", default=None, help="YYYYMMDD.")
+@click.option("--patient-sex", default=None, type=click.Choice(["M", "F", "O"]))
+@click.option("--accession-number", default=None)
+@click.option("--study-uid", default=None, help="Study Instance UID to file the video under.")
+@click.option("--study-description", default=None)
+@click.option("--metadata-json", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="Patient/study attributes as DICOM JSON (PS3.18 F.2).")
+@click.option("--metadata-from", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="Copy patient/study attributes from this DICOM file (e.g. a worklist result).")
+@click.option("--source-range", default="auto", show_default=True,
+              type=click.Choice(["auto", "full", "limited"]),
+              help="Colour range of the source when its stream does not declare it.")
+@click.option("--no-passthrough", is_flag=True, help="Always re-encode, even when the stream could be wrapped.")
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option("--ssim", default="fast", show_default=True, type=click.Choice(list(SSIM_DEFINITIONS)),
+              help="SSIM definition: fast (x264/FFmpeg, real time) or reference (Wang et al. 2004).")
+@click.option("--no-quality", is_flag=True, help="Skip per-frame PSNR/SSIM (faster; no quality evidence).")
+@click.option("--profile", default=None,
+              help="Quality floors to enforce: a name from `dvqa profiles` or a YAML file.")
+@click.option("--keep-failed", is_flag=True, help="Write OUTPUT even when a quality floor is not met.")
+@click.option("--sign", "sign_key", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Sign OUTPUT with this private key (PEM or PKCS#12) before it is moved into place.")
+@click.option("--cert", "sign_cert", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="The signer's certificate, with --sign.")
+@click.option("--sign-profile", default="base", show_default=True, type=click.Choice(list(PROFILES)))
+@click.option("--passphrase-env", default=None, metavar="VAR", help="Environment variable holding the key's passphrase.")
+@click.option("--report", "report_paths", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the full record here: .json (per-frame arrays, timing map) or .html (plots, "
+                   "worst frames). Repeatable.")
+@click.option("--audit", "audit_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Append a record of this attempt (success or failure) to this audit log (JSON Lines).")
+@click.option("--audit-key-env", default=None, metavar="VAR",
+              help="Environment variable holding a key: each audit record gets an HMAC-SHA256.")
+@click.option("--format", "fmt", default="text", show_default=True, type=click.Choice(["text", "json"]))
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def convert_command(source: Path, output: Path, syntax: str, iod_name: str, uid_root: str | None,
+                    patient_name: str | None, patient_id: str | None, patient_birth_date: str | None,
+                    patient_sex: str | None, accession_number: str | None, study_uid: str | None,
+                    study_description: str | None, metadata_json: Path | None,
+                    metadata_from: Path | None, source_range: str, no_passthrough: bool, force: bool,
+                    ssim: str, no_quality: bool, profile: str | None, keep_failed: bool,
+                    sign_key: Path | None, sign_cert: Path | None, sign_profile: str, passphrase_env: str | None,
+                    report_paths: tuple[Path, ...], audit_path: Path | None, audit_key_env: str | None,
+                    fmt: str, debug: bool) -> None:
+    """Convert a browser recording (WebM, Matroska, MP4) to a DICOM video object."""
+    audit = audit_log(audit_path, audit_key_env, debug)
+    try:
+        options = _convert_options(
+            audit, metadata_from, metadata_json,
+            {"PatientName": ("--patient-name", patient_name), "PatientID": ("--patient-id", patient_id),
+             "PatientBirthDate": ("--patient-birth-date", patient_birth_date),
+             "PatientSex": ("--patient-sex", patient_sex),
+             "AccessionNumber": ("--accession-number", accession_number),
+             "StudyInstanceUID": ("--study-uid", study_uid),
+             "StudyDescription": ("--study-description", study_description)},
+            report_paths, sign_key, sign_cert, passphrase_env,
+            syntax=syntax, iod=iod_name, uid_root=uid_root, force=force, passthrough=not no_passthrough,
+            source_range=source_range, quality=not no_quality, ssim=ssim, profile=profile,
+            keep_failed=keep_failed, signature_profile=sign_profile)
+    except DvqaError as exc:  # before any work: still one audit record for the attempt
+        failure = exc
+        guarded(debug, lambda: record_failure(ConvertOptions(audit=audit), source, output,
+                                              int(failure.exit_code), str(failure)))
+        fail(failure, debug)
+        return
+    result = None
+    try:
+        bar = None
+
+        def on_plan(plan, scanned) -> None:
+            nonlocal bar
+            if sys.stderr.isatty() and fmt == "text":
+                bar = click.progressbar(length=scanned.packets, label="converting", file=sys.stderr)
+                bar.__enter__()
+
+        def progress(n: int) -> None:
+            if bar is not None:
+                bar.update(n)
+
+        try:
+            result = convert(source, output, options, progress=progress, on_plan=on_plan)
+        finally:
+            if bar is not None:
+                bar.__exit__(None, None, None)
+        record = result.to_dict()
+    except DvqaError as exc:
+        fail(exc, debug)
+        return
+    except KeyboardInterrupt as exc:
+        done = getattr(exc, "result", None) or result  # convert may have returned just before the signal
+        name = getattr(exc, "name", "SIGINT")
+        if done is not None:
+            click.echo(f"dvqa: interrupted ({name}) after the conversion finished: {output} was "
+                       f"{'written' if done.written else 'not written (quality floors not met)'}"
+                       + (", as the audit log records" if audit else "") + "; no report was written.", err=True)
+        else:
+            click.echo(f"dvqa: interrupted ({name}); nothing was written"
+                       + (", and the audit log records the attempt." if audit else "."), err=True)
+        sys.exit(signals.exit_code_of(exc))
+    except Exception as exc:  # a dvqa bug or an unforeseen environment failure (recorded by convert)
+        if debug:
+            raise
+        click.echo(f"dvqa: internal error: {type(exc).__name__}: {exc}; nothing was written - "
+                   "rerun with --debug and report it.", err=True)
+        sys.exit(int(ExitCode.ENVIRONMENT))
+    try:  # the DICOM is in place (or, floors failed, deliberately not): every message from here says which
+        _report_and_print(result, record, report_paths, fmt, debug)
+    except KeyboardInterrupt as exc:
+        click.echo(f"dvqa: interrupted ({getattr(exc, 'name', 'SIGINT')}) after the conversion finished: {output} was "
+                   f"{'written' if result.written else 'not written'}; a report being written was not left behind.",
+                   err=True)
+        sys.exit(signals.exit_code_of(exc))
+    sys.exit(int(result.exit_code))
+
+
+def _report_and_print(result, record: dict, report_paths: tuple[Path, ...], fmt: str, debug: bool) -> None:
+    try:
+        for path in report_paths:
+            reports.write(path, result.to_dict(mapping=True), result.quality)
+    except Exception as exc:  # the DICOM is already in place: say so, do not claim otherwise
+        if debug:
+            raise
+        written = "written to " + str(result.output) if result.written else "not written"
+        problem = outputs.environment_error(exc) if isinstance(exc, OSError) else None
+        reason = str(problem) if problem else f"{type(exc).__name__}: {exc}; rerun with --debug and report it"
+        click.echo(f"dvqa: error: the conversion finished ({written}) but a report failed: {reason}", err=True)
+        sys.exit(int(ExitCode.ENVIRONMENT))
+    if fmt == "json":
+        click.echo(json.dumps(record, indent=2))
+    else:
+        _print_text(record)
+
+
+def _convert_options(audit, metadata_from: Path | None, metadata_json: Path | None,
+                     given: dict[str, tuple[str, str | None]], report_paths: tuple[Path, ...],
+                     sign_key: Path | None, sign_cert: Path | None, passphrase_env: str | None,
+                     **settings) -> ConvertOptions:
+    """Everything checked before the work starts: metadata (each value against its VR), report names, key."""
+    metadata = Metadata()
+    if metadata_from:
+        metadata.merge(Metadata.from_dicom_file(metadata_from))
+    if metadata_json:
+        metadata.merge(Metadata.from_json_file(metadata_json))
+    for keyword, (option, value) in given.items():
+        if value is not None:
+            metadata.set(keyword, value, option)
+    metadata.check()
+    for path in report_paths:
+        reports.kind_of(path)  # a bad report name fails before the work, not after
+    signer = Signer.load(sign_key, sign_cert, passphrase(passphrase_env)) if sign_key else None
+    return ConvertOptions(metadata=metadata, signer=signer, audit=audit, **settings)
+
+
+def _print_text(r: dict) -> None:
+    i, o, p, t = r["input"], r["output"], r["plan"], r["timing"]
+    click.echo(f"input    {i['path']}: {i['codec']} {i['width']}x{i['height']} in {i['container']}, "
+               f"{t['source_frames']} frames over {t['source_duration_s']:.3f} s")
+    click.echo(f"syntax   {p['title']} ({p['uid']})")
+    click.echo(f"why      {p['reason']}")
+    if r["passthrough"]:
+        click.echo(f"stream   passed through unchanged, sha256 {r['elementary_stream_sha256']}")
+    else:
+        enc = r["encoder"] or {}
+        click.echo(f"stream   re-encoded with {enc.get('encoder')} {enc.get('options')}"
+                   + (f" (passthrough not possible: {p['passthrough_refusal']})" if p["passthrough_refusal"] else ""))
+    click.echo(f"timing   {t['output_frames']} frames at {t['rate_fps']:g} fps = {t['output_duration_s']:.3f} s "
+               f"(source {t['source_duration_s']:.3f} s, {t['output_minus_source_ms']:+.0f} ms); "
+               f"{t['kept_source_frames']} of {t['source_frames']} captured frames kept, "
+               f"{len(t['duplicated_output_frames'])} duplicated; worst shift {t['worst_shift_ms']:.0f} ms, "
+               f"worst on-screen error {t['worst_on_screen_error_frames']:g} frame")
+    if t["dropped_source_frames"]:
+        click.echo(f"dropped  source frames {t['dropped_source_frames']}: {t['drop_reason']}")
+    for line in r["transforms"] + r["notes"]:
+        click.echo(f"note     {line}")
+    if r["quality"]:
+        _print_quality(r["quality"])
+    else:
+        click.echo("quality  not measured (--no-quality)")
+    for f in r["findings"]:
+        click.echo(f"{f['severity']:<8} {f['code']}: {f['message']} [{f['reference']}]")
+    if r["profile"] and not r["findings"]:
+        click.echo(f"profile  {r['profile']['name']}: all {len(r['profile']['quality_floors'])} "
+                   "quality floors met")
+    if r["signature"]:
+        sig = r["signature"]
+        click.echo(f"signed   signature {sig['uid']} ({sig['algorithm']}, {sig['profile']} profile)")
+    if r["written"]:
+        click.echo(f"output   {o['path']}: {o['iod']}, {o['columns']}x{o['rows']}, {o['size']} bytes, "
+                   f"{r['elapsed_s']:.2f} s")
+    else:
+        click.echo(f"output   not written: the {r['profile']['name']} profile's floors are not met "
+                   "(--keep-failed writes it anyway)")
+
+
+def _print_quality(q: dict) -> None:
+    s = q["summary"]
+    click.echo(f"quality  PSNR-Y mean {s['psnr_y']['mean']} dB, min {s['psnr_y']['min']} dB; "
+               f"PSNR mean {s['psnr']['mean']} dB; SSIM ({q['ssim_definition']['name']}) mean "
+               f"{s['ssim_y']['mean']}, min {s['ssim_y']['min']} over {q['frames']} frames")
+
+
+@main.command("quality")
+@click.argument("reference", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("distorted", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--ssim", default="fast", show_default=True, type=click.Choice(list(SSIM_DEFINITIONS)))
+@click.option("--source-range", default="auto", show_default=True, type=click.Choice(["auto", "full", "limited"]),
+              help="Colour range of REFERENCE when its stream does not declare it.")
+@click.option("--profile", default=None, help="Quality floors to check (exit 1 when one is not met).")
+@click.option("--report", "report_paths", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the record here: .json or .html. Repeatable.")
+@click.option("--format", "fmt", default="text", show_default=True, type=click.Choice(["text", "json"]))
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def quality_command(reference: Path, distorted: Path, ssim: str, source_range: str, profile: str | None,
+                    report_paths: tuple[Path, ...], fmt: str, debug: bool) -> None:
+    """Measure DISTORTED (a DICOM video or a video file) against REFERENCE, frame by frame."""
+    def work():
+        for path in report_paths:
+            reports.kind_of(path)
+        chosen = profiles.load(profile) if profile else None
+        for path in (reference, distorted):
+            if not path.is_file():
+                raise InputError(f"{path}: no such file.")
+        record, result = measure_files(reference, distorted, ssim, source_range)
+        findings = profiles.check_quality(chosen, result, str(distorted)) if chosen else []
+        record["profile"] = chosen.to_dict() if chosen else None
+        record["findings"] = [f.to_dict() for f in findings]
+        for path in report_paths:
+            reports.write(path, record, result)
+        return record, findings
+
+    record, findings = guarded(debug, work)
+    if fmt == "json":
+        brief = dict(record)
+        brief["quality"] = {k: v for k, v in record["quality"].items() if k != "per_frame"}
+        click.echo(json.dumps(brief, indent=2))
+    else:
+        for line in record["transforms"] + record["notes"]:
+            click.echo(f"note     {line}")
+        _print_quality(record["quality"])
+        for f in record["findings"]:
+            click.echo(f"{f['severity']:<8} {f['code']}: {f['message']} [{f['reference']}]")
+    sys.exit(int(exit_code(findings)))
+
+
+def _register() -> None:
+    from dvqa.cli import pacs as cli_pacs
+    from dvqa.cli import trust as cli_trust
+    from dvqa.cli import validate as cli_validate
+
+    for module in (cli_trust, cli_validate, cli_pacs):
+        module.register(main)
+
+
+@main.command("profiles")
+@click.option("--format", "fmt", default="text", type=click.Choice(["text", "json"]))
+def profiles_command(fmt: str) -> None:
+    """List the profiles in rules/ and the quality floors each enforces."""
+    loaded = profiles.load_all()
+    if fmt == "json":
+        click.echo(json.dumps([p.to_dict() for p in loaded], indent=2))
+        return
+    for p in loaded:
+        click.echo(f"{p.name}: {p.description}")
+        for f in p.quality_floors:
+            click.echo(f"  {f.id}: {f.statistic} {f.metric} >= {f.minimum:g} ({f.severity.value})")
+
+
+@main.command("syntaxes")
+@click.option("--format", "fmt", default="text", type=click.Choice(["text", "json"]))
+def syntaxes_command(fmt: str) -> None:
+    """List the video transfer syntaxes dvqa writes, from its one table."""
+    rows = [{"name": s.name, "uid": s.uid, "title": s.title, "codec": s.codec,
+             "fragmentable_uid": s.fragmentable_uid} for s in syntaxes.SYNTAXES]
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['name']:<15} {row['uid']:<26} {row['title']}")
+
+
+_register()
+
+if __name__ == "__main__":
+    main()

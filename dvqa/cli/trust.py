@@ -1,0 +1,201 @@
+"""`dvqa sign`, `dvqa verify`, `dvqa audit`: signatures and the audit trail."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from dvqa.cli.common import audit_log, guarded, passphrase
+from dvqa.core import outputs, signals
+from dvqa.core.errors import DvqaError, ExitCode
+from dvqa.trust import atna
+from dvqa.trust import audit as audit_trail
+from dvqa.trust.signature import (
+    PROFILES,
+    PURPOSES,
+    SIGNING_ALGORITHMS,
+    Signer,
+    load_trust,
+    sign_file,
+    verify_file,
+)
+
+
+def register(main: click.Group) -> None:
+    main.add_command(sign_command)
+    main.add_command(verify_command)
+    main.add_command(audit_group)
+
+
+@click.command("sign")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--key", "key_path", required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Private key: PEM (optionally encrypted) or PKCS#12 (.p12/.pfx).")
+@click.option("--cert", "cert_path", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="The signer's X.509 certificate (PEM or DER); not needed with PKCS#12.")
+@click.option("--passphrase-env", default=None, metavar="VAR",
+              help="Read the key's passphrase from this environment variable (never from the command line).")
+@click.option("--profile", "sig_profile", default="base", show_default=True, type=click.Choice(list(PROFILES)))
+@click.option("--mac", "mac", default="SHA256", show_default=True, type=click.Choice(list(SIGNING_ALGORITHMS)))
+@click.option("--purpose", default=None, type=click.Choice(sorted(PURPOSES)),
+              help="Add a Digital Signature Purpose Code Sequence item (CID 7007, ASTM E1762 code).")
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the signed file here (default: replace FILE, atomically).")
+@click.option("--allow-invalid-certificate", is_flag=True,
+              help="Sign even though the certificate is expired or not yet valid (verify will fail it).")
+@click.option("--audit", "audit_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Append a record of this signing to this audit log.")
+@click.option("--audit-key-env", default=None, metavar="VAR", help="Environment variable holding the HMAC key.")
+@click.option("--format", "fmt", default="text", show_default=True, type=click.Choice(["text", "json"]))
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def sign_command(file: Path, key_path: Path, cert_path: Path | None, passphrase_env: str | None, sig_profile: str,
+                 mac: str, purpose: str | None, output: Path | None, allow_invalid_certificate: bool,
+                 audit_path: Path | None, audit_key_env: str | None, fmt: str, debug: bool) -> None:
+    """Add a DICOM digital signature (PS3.15 Annex C) over every signable element of FILE."""
+    audit = audit_log(audit_path, audit_key_env, debug)
+    target = output or file
+
+    def work():
+        signer = None
+
+        def record(result) -> None:
+            if audit:
+                audit.append({"command": "sign", "input": str(file), "output": str(target),
+                              "signature_uid": result.uid, "signer": signer.certificate.subject.rfc4514_string(),
+                              "profile": result.profile, "mac_algorithm": result.algorithm,
+                              "outcome": "success", "exit_code": 0})
+
+        try:
+            signer = Signer.load(key_path, cert_path, passphrase(passphrase_env), allow_invalid_certificate)
+            return sign_file(file, target, signer, sig_profile, mac, purpose, record=record)
+        except KeyboardInterrupt as exc:
+            if audit:
+                audit.append({"command": "sign", "input": str(file), "output": str(target), "outcome": "failure",
+                              "exit_code": signals.exit_code_of(exc),
+                              "message": f"interrupted by {getattr(exc, 'name', 'SIGINT')}; {target} unchanged"})
+            raise
+        except Exception as exc:
+            problem = outputs.environment_error(exc, target.parent) if isinstance(exc, OSError) else None
+            failure = problem or exc
+            if audit and not isinstance(failure, audit_trail.AuditWriteFailed):  # the log cannot take it then
+                known = isinstance(failure, DvqaError)
+                audit.append({"command": "sign", "input": str(file), "output": str(target), "outcome": "failure",
+                              "exit_code": int(failure.exit_code) if known else int(ExitCode.ENVIRONMENT),
+                              "message": str(failure) if known else f"internal error: {type(exc).__name__}: {exc}"})
+            if problem:
+                raise problem from exc
+            raise
+
+    result = guarded(debug, work)
+    record = {"file": str(target), **result.__dict__}
+    if fmt == "json":
+        click.echo(json.dumps(record, indent=2))
+    else:
+        for note in result.notes:
+            click.echo(f"note     {note}")
+        click.echo(f"signed   {record['file']}: signature {result.uid} (MAC ID {result.mac_id}, "
+                   f"{result.algorithm}, {result.profile} profile) over {len(result.signed_tags)} elements")
+
+
+@click.command("verify")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--trust", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="PEM file of CA certificates: the signer's certificate must be issued by one, "
+                   "both valid at the signing time.")
+@click.option("--require-signature", is_flag=True, help="Fail a file that carries no signature at all.")
+@click.option("--format", "fmt", default="text", show_default=True, type=click.Choice(["text", "json"]))
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def verify_command(files: tuple[Path, ...], trust: Path | None, require_signature: bool, fmt: str,
+                   debug: bool) -> None:
+    """Check every digital signature in FILES (also those inside sequence items); exit 1 if any fails."""
+    anchors = guarded(debug, lambda: load_trust(trust)) if trust else None
+    report, failed = [], False
+    for path in files:  # one file's failure is that file's result; the others are still checked
+        try:
+            results = verify_file(path, anchors)
+            error = ""
+        except DvqaError as exc:
+            results, error = [], str(exc)
+        except Exception as exc:  # noqa: BLE001 - never one file's crash instead of every file's result
+            if debug:
+                raise
+            results, error = [], f"{path}: cannot be verified ({type(exc).__name__}: {exc})"
+        bad = [r for r in results if not r.ok] or (["no signature"] if require_signature and not results else [])
+        failed |= bool(bad) or bool(error)
+        report.append({"file": str(path), "ok": not bad and not error, "error": error,
+                       "signatures": [r.to_dict() for r in results]})
+    if fmt == "json":
+        click.echo(json.dumps(report, indent=2))
+    else:
+        for entry in report:
+            if entry["error"]:
+                click.echo(f"FAIL     {entry['error']}")
+            elif not entry["signatures"]:
+                click.echo(f"{'FAIL' if not entry['ok'] else 'none'}     {entry['file']}: no digital signature")
+            for r in entry["signatures"]:
+                where = f" in {r['location'].rstrip('/')}" if r["location"] else ""
+                if r["ok"]:
+                    click.echo(f"OK       {entry['file']}{where}: signed {r['datetime']} by {r['signer']} "
+                               f"({r['algorithm']}{', purpose ' + r['purpose'] if r['purpose'] else ''}"
+                               f"; certificate {r['certificate']}"
+                               f"{'; ' + r['chain'] if r['chain'] else ''}"
+                               f"{'; meets ' + ', '.join(r['profiles_met']) + ' profile' if r['profiles_met'] else ''}"
+                               f"); covers {len(r['covered'])} "
+                               f"elements, not covered: {', '.join(r['not_covered']) or 'none'}")
+                else:
+                    click.echo(f"FAIL     {entry['file']}{where}: signature {r['uid']}: {r['problem']}")
+    sys.exit(int(ExitCode.CHECK_FAILED if failed else ExitCode.OK))
+
+
+@click.group("audit")
+def audit_group() -> None:
+    """The tamper-evident audit trail written by --audit."""
+
+
+@audit_group.command("verify")
+@click.argument("log", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--key-env", default=None, metavar="VAR", help="Environment variable holding the HMAC key.")
+@click.option("--format", "fmt", default="text", show_default=True, type=click.Choice(["text", "json"]))
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def audit_verify_command(log: Path, key_env: str | None, fmt: str, debug: bool) -> None:
+    """Prove LOG's hash chain (and HMACs); name the first record that breaks it. Exit 1 if one does."""
+    def work():
+        key = passphrase(key_env)
+        return audit_trail.verify(log, key.encode() if key else None)
+
+    check = guarded(debug, work)
+    if fmt == "json":
+        click.echo(json.dumps(check.to_dict(), indent=2))
+    else:
+        for w in check.warnings:
+            click.echo(f"warning  {log}: {w}")
+        for e in check.errors:
+            click.echo(f"FAIL     {log}: {e}")
+        if check.ok:
+            click.echo(f"OK       {log}: {check.records} records chained; head {check.head}")
+    sys.exit(int(ExitCode.OK if check.ok else ExitCode.CHECK_FAILED))
+
+
+@audit_group.command("export")
+@click.argument("log", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--format", "fmt", default="dicom-audit", show_default=True, type=click.Choice(["dicom-audit"]))
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Folder for one XML message per record (record-SEQ.xml); created if missing.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def audit_export_command(log: Path, fmt: str, out_dir: Path, debug: bool) -> None:
+    """Write LOG's records as DICOM audit messages (PS3.15 A.5, IHE ATNA) for an audit repository."""
+    def work():
+        out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        written = 0
+        for record in audit_trail.records(log):  # PHI: each file private, never written through a link
+            outputs.write_atomic(out_dir / f"record-{record['seq']:06d}.xml", atna.to_xml(record))
+            written += 1
+        return written
+
+    count = guarded(debug, work)
+    click.echo(f"exported {count} audit messages to {out_dir}")
+
+

@@ -1,0 +1,141 @@
+"""`dvqa validate` and `dvqa rules`: checks on anyone's DICOM video, and the rules behind them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from dvqa.cli.common import fail, guarded
+from dvqa.core import profiles
+from dvqa.core.errors import UsageError
+from dvqa.core.findings import Severity, exit_code
+from dvqa.validate import standard
+from dvqa.validate.formats import RENDERERS
+from dvqa.validate.run import validate, walk
+
+
+def register(main: click.Group) -> None:
+    main.add_command(validate_command)
+    main.add_command(rules_group)
+    main.add_command(standard_group)
+
+
+@click.command("validate")
+@click.argument("targets", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True))
+@click.option("--profile", default=None, help="Per-modality rules to apply: a name from `dvqa profiles` or a YAML file.")
+@click.option("--format", "fmt", default="text", show_default=True, type=click.Choice(list(RENDERERS)))
+@click.option("--fail-on", default="error", show_default=True, type=click.Choice(["error", "warning"]),
+              help="Exit 1 when any finding is at least this severe.")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
+@click.option("--include-hidden", is_flag=True, help="Also check files and folders whose names start with a dot.")
+@click.option("--standard", "standard_name", default=None, metavar="EDITION|PATH",
+              help="DICOM edition for the IOD layer (default: the newest installed; `dvqa standard` lists them).")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def validate_command(targets: tuple[Path, ...], profile: str | None, fmt: str, fail_on: str, jobs: int,
+                     include_hidden: bool, standard_name: str | None, debug: bool) -> None:
+    """Check DICOM FILES and every file below DIRS: video stream vs header, and a profile's rules."""
+    chosen = guarded(debug, lambda: profiles.load(profile)) if profile else None
+    edition = guarded(debug, lambda: standard.find(standard_name))
+    guarded(debug, lambda: standard.load(edition))  # a missing or broken edition fails here, not per file
+    severity = Severity(fail_on)
+    files = list(walk(targets, include_hidden))
+    if not files:
+        fail(UsageError(f"no files under {', '.join(map(str, targets))}."), debug)
+    bar = None
+    if sys.stderr.isatty() and fmt == "text" and len(files) > 20:
+        bar = click.progressbar(length=len(files), label="validating", file=sys.stderr)
+        bar.__enter__()
+    try:
+        results = guarded(debug, lambda: validate(files, chosen, jobs, bar.update if bar else None, edition))
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    click.echo(RENDERERS[fmt](results, severity, edition))
+    sys.exit(int(exit_code([f for r in results for f in r.findings], severity)))
+
+
+@click.group("rules")
+def rules_group() -> None:
+    """The per-modality rules and quality floors in rules/*.yaml."""
+
+
+@rules_group.command("list")
+@click.option("--format", "fmt", default="text", type=click.Choice(["text", "json"]))
+def rules_list_command(fmt: str) -> None:
+    """Every rule and floor of every profile: id, severity, what it checks and the source behind it."""
+    loaded = profiles.load_all()
+    if fmt == "json":
+        click.echo(json.dumps([p.to_dict() for p in loaded], indent=2))
+        return
+    for p in loaded:
+        click.echo(f"profile {p.name} ({p.path.name})")
+        for f in p.quality_floors:
+            click.echo(f"  {f.id} [{f.severity.value}] {f.statistic} {f.metric} >= {f.minimum:g}\n"
+                       f"      source: {f.source}")
+        for r in p.rules:
+            if r.check == "range":
+                what = f"between {r.minimum:g} and {r.maximum:g}"
+            else:
+                what = f"in {', '.join(r.values)}" if r.check == "attribute_in" else "present and not empty"
+            click.echo(f"  {r.id} [{r.severity.value}] {', '.join(r.attributes)} {what}\n      source: {r.source}")
+
+
+
+
+@click.group("standard", invoke_without_command=True)
+@click.option("--format", "fmt", default="text", show_default=True, type=click.Choice(["text", "json"]))
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.pass_context
+def standard_group(ctx: click.Context, fmt: str, debug: bool) -> None:
+    """The DICOM editions the IOD layer validates against: installed ones (default), import, fetch."""
+    if ctx.invoked_subcommand is not None:
+        return
+
+    def listing():
+        default = standard.default()
+        rows = []
+        for edition in standard.installed():
+            tables = standard.load(edition)
+            per_iod = standard.unevaluated_per_iod(tables)
+            rows.append({"edition": edition.name, "default": edition == default, "source": edition.source,
+                         "path": str(edition.path), "sha256": edition.sha256(), "sop_classes": len(tables.info.iods),
+                         "conditions_not_evaluated": sum(per_iod.values()),
+                         "conditions_not_evaluated_per_iod": per_iod})
+        return rows
+
+    rows = guarded(debug, listing)
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['edition']}{' (default)' if row['default'] else ''}: {row['source']}")
+        click.echo(f"  {row['sop_classes']} SOP classes; {row['conditions_not_evaluated']} conditions dvqa cannot "
+                   "evaluate (reported as 'condition not evaluated' where they apply)")
+        for name, digest in row["sha256"].items():
+            click.echo(f"  {name} sha256 {digest}")
+        for iod, count in row["conditions_not_evaluated_per_iod"].items():
+            click.echo(f"  {count:>5}  {iod}")
+
+
+@standard_group.command("import")
+@click.argument("source", type=click.Path(path_type=Path, exists=True))
+@click.option("--edition", default=None, help="The edition's name (default: read from part03.xml), e.g. 2024b.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def standard_import_command(source: Path, edition: str | None, debug: bool) -> None:
+    """Install an edition from NEMA's DocBook files (a folder or zip with part03/04/06.xml)."""
+    installed = guarded(debug, lambda: standard.import_docbook(source, edition))
+    click.echo(f"installed DICOM {installed.name} at {installed.path.parent}: {installed.source}")
+
+
+@standard_group.command("fetch")
+@click.argument("edition")
+@click.option("--url", default=None, metavar="URL",
+              help="A mirror laid out like https://dicom.nema.org/medical/dicom/ (the default).")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def standard_fetch_command(edition: str, url: str | None, debug: bool) -> None:
+    """Download EDITION's DocBook files (e.g. 2024b, or current) and install it. Needs a network."""
+    installed = guarded(debug, lambda: standard.fetch(edition, url))
+    click.echo(f"installed DICOM {installed.name} at {installed.path.parent}: {installed.source}")

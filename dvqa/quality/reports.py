@@ -1,0 +1,106 @@
+"""Report files: the JSON record an auditor re-computes from, and a self-contained HTML page.
+
+The kind is chosen by the file name's suffix (.json or .html/.htm). The HTML page
+embeds everything (inline SVG plots, PNG thumbnails as data: URIs, no network,
+no external files), so it can be attached to a submission as is.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from pathlib import Path
+
+from dvqa.core import outputs
+from dvqa.core.errors import UsageError
+from dvqa.core.resources import data_dir
+
+PLOT_WIDTH, PLOT_HEIGHT, MARGIN = 900, 220, 44
+SERIES_COLOURS = {"psnr_y": "#1f5fbf", "psnr_cb": "#2e9e5b", "psnr_cr": "#c0392b", "ssim_y": "#6c3fa0"}
+
+
+def kind_of(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return "json"
+    if suffix in (".html", ".htm"):
+        return "html"
+    raise UsageError(f"--report {path}: name it .json or .html to choose the report kind.")
+
+
+def write(path: Path, record: dict, quality=None) -> None:
+    """Write `record` (a conversion or quality record) as JSON or HTML, atomically."""
+    kind = kind_of(path)
+    text = json.dumps(record, indent=1) + "\n" if kind == "json" else render_html(record, quality)
+    outputs.write_atomic(path, text)  # private (patient data), never through a planted link
+
+
+def _polyline(values: list[float], low: float, high: float, count: int) -> str:
+    span = (high - low) or 1.0
+    inner_w, inner_h = PLOT_WIDTH - 2 * MARGIN, PLOT_HEIGHT - 2 * MARGIN
+    points = []
+    for k, v in enumerate(values):
+        v = high if math.isinf(v) else min(max(v, low), high)
+        x = MARGIN + (inner_w * k / max(1, count - 1))
+        y = MARGIN + inner_h * (1 - (v - low) / span)
+        points.append(f"{x:.1f},{y:.1f}")
+    return " ".join(points)
+
+
+def plot(series: dict[str, list[float]], title: str, unit: str) -> dict[str, object]:
+    """What the template needs to draw one line plot: scaled points, axis labels."""
+    finite = [v for values in series.values() for v in values if not math.isinf(v)]
+    if finite:
+        low, high = min(finite), max(finite)
+        pad = (high - low) * 0.05 or (1.0 if unit == "dB" else 0.001)
+        low, high = low - pad, high + pad
+    else:  # every frame identical: PSNR infinite, SSIM 1
+        low, high = (0.0, 100.0) if unit == "dB" else (0.0, 1.0)
+    count = max(len(v) for v in series.values())
+    infinite = sum(1 for v in next(iter(series.values())) if math.isinf(v))
+    return {
+        "title": title, "unit": unit, "width": PLOT_WIDTH, "height": PLOT_HEIGHT, "margin": MARGIN,
+        "low": f"{low:.4g}", "high": f"{high:.4g}", "frames": count, "infinite": infinite,
+        "lines": [{"name": name, "colour": SERIES_COLOURS[name], "points": _polyline(v, low, high, count),
+                   "count": len(v)} for name, v in series.items()],
+    }
+
+
+def _floats(values: list) -> list[float]:
+    return [float(v) for v in values]  # "Infinity" strings read back as inf
+
+
+def render_html(record: dict, quality) -> str:
+    import jinja2  # only runs that write an HTML report pay for importing it
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(data_dir("templates")),
+                             autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined)
+    q = record.get("quality")
+    plots, worst = [], []
+    if q and "per_frame" in q:
+        pf = q["per_frame"]
+        plots.append(plot({k: _floats(pf[k]) for k in ("psnr_y", "psnr_cb", "psnr_cr")},
+                          "PSNR per output frame", "dB"))
+        plots.append(plot({"ssim_y": _floats(pf["ssim_y"])},
+                          f"SSIM of Y per output frame ({q['ssim_definition']['name']})", ""))
+        if quality is not None:
+            for k in sorted(quality.thumbs, key=lambda k: (float(pf["psnr_y"][k]), k)):
+                pngs = quality.thumbs[k].png()
+                worst.append({
+                    "output_frame": k, "source_frame": pf["source_frame"][k],
+                    "psnr_y": pf["psnr_y"][k], "ssim_y": pf["ssim_y"][k],
+                    **{name: "data:image/png;base64," + base64.b64encode(data).decode()
+                       for name, data in pngs.items()},
+                })
+    return env.get_template("quality.html").render(r=record, q=q, plots=plots, worst=worst,
+                                                   json_record=json.dumps(_without_arrays(record), indent=1))
+
+
+def _without_arrays(record: dict) -> dict:
+    """The record minus its long per-frame arrays, for the page's appendix."""
+    out = dict(record)
+    out.pop("timing_map", None)
+    if out.get("quality"):
+        out["quality"] = {k: v for k, v in out["quality"].items() if k != "per_frame"}
+    return out

@@ -1,0 +1,285 @@
+"""A tamper-evident audit trail: append-only JSON Lines, each record chained to the one before.
+
+Every record carries `seq` (1, 2, 3 ...) and `prev`, the SHA-256 of the previous
+record's line, so deleting, reordering or editing a record breaks the chain at a
+place `verify` names. With a key (`--audit-key-env`), each record also carries an
+HMAC-SHA256, so an edited record is caught at that very record and the chain
+cannot be recomputed by someone without the key; without one, anyone who can
+write the file can rebuild the whole chain — keep the head hash `verify` prints
+somewhere else.
+
+Appends take an exclusive lock (flock) for read-last-record + write + fsync, so
+concurrent dvqa processes interleave whole records. A process killed mid-write
+leaves a line without its newline ("torn"); `verify` reports it and checks
+everything before it, and the next append closes it and records its length and
+hash in `torn_previous`, so the chain stays verifiable and the damage stays visible.
+
+The log holds patient identifiers (it must, to be useful): it is PHI, and dvqa
+creates it readable and writable by its owner only (0600).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import getpass
+import hashlib
+import hmac
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import pydicom
+
+from dvqa import __version__
+from dvqa.core import outputs
+from dvqa.core.digest import sha256_file
+from dvqa.core.errors import EnvironmentProblem, InputError
+
+GENESIS = "0" * 64
+
+
+def _line_hash(line: bytes) -> str:
+    return hashlib.sha256(line).hexdigest()
+
+
+def _canonical(record: dict) -> bytes:
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _mac(record: dict, key: bytes) -> str:
+    body = {k: v for k, v in record.items() if k != "hmac"}
+    return hmac.new(key, _canonical(body), hashlib.sha256).hexdigest()
+
+
+def environment() -> dict[str, object]:
+    """Who, where and with what: the part of every record that is not about the file."""
+    return {
+        "user": getpass.getuser(), "host": socket.gethostname(), "pid": os.getpid(),
+        "time_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds"),
+        "versions": {"dvqa": __version__, "pyav": av.__version__, "ffmpeg": av.ffmpeg_version_info,
+                     "pydicom": pydicom.__version__},
+    }
+
+
+def _split_last(data: bytes) -> tuple[bytes, bytes]:
+    """(complete part ending in a newline, torn tail without one)."""
+    cut = data.rfind(b"\n") + 1
+    return data[:cut], data[cut:]
+
+
+class AuditLog:
+    def __init__(self, path: Path, key: bytes | None = None) -> None:
+        self.path = path
+        self.key = key
+
+    def check(self) -> list[str]:
+        """Open the log once before any work: a log dvqa cannot append to fails the command before it
+        converts or sends anything. Returns warnings (a log others can read)."""
+        fd, warnings = outputs.open_append(self.path)
+        os.close(fd)
+        return warnings
+
+    def append(self, event: dict) -> dict:
+        """Append one record (environment + `event`), locked, fsync'd; returns the record.
+
+        All of the record reaches the disk or none of it: a write that fails part-way (a full disk
+        or quota) is cut back to where the log ended, and EnvironmentProblem says so - the caller
+        must then not claim the work it records as done.
+        """
+        try:
+            fd, _ = outputs.open_append(self.path)
+        except OSError as exc:
+            raise _append_failed(self.path, exc) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            size = os.fstat(fd).st_size
+            complete, torn = _split_last(_tail(fd))
+            last = _last_record(complete.splitlines())
+            record: dict = {"seq": (last[0]["seq"] + 1) if last else 1,
+                            "prev": _line_hash(last[1]) if last else GENESIS}
+            prefix = b""
+            if torn:
+                prefix = b"\n"  # close the torn line; the record says what it was
+                record["torn_previous"] = {"bytes": len(torn), "sha256": _line_hash(torn)}
+            record.update(environment())
+            record.update(event)
+            if self.key:
+                record["hmac"] = _mac(record, self.key)
+            data = prefix + _canonical(record) + b"\n"
+            try:
+                written = 0
+                while written < len(data):  # os.write may write part of it on a nearly full disk
+                    written += os.write(fd, data[written:])
+                os.fsync(fd)
+            except OSError as exc:
+                try:
+                    os.ftruncate(fd, size)  # no short record: the log ends where it did
+                    os.fsync(fd)
+                except OSError:
+                    pass
+                raise _append_failed(self.path, exc) from None
+            return record
+        finally:
+            os.close(fd)  # releases the lock
+
+
+class AuditWriteFailed(EnvironmentProblem):
+    """The record could not be appended; whatever it would have recorded must not be claimed as done."""
+
+
+def _append_failed(path: Path, exc: OSError) -> AuditWriteFailed:
+    reason = outputs.machine_fault(exc) or exc.strerror or str(exc)
+    return AuditWriteFailed(f"{path}: the audit record could not be written ({reason}).")
+
+
+def _tail(fd: int) -> bytes:
+    """The end of the log: enough to hold its last complete record (read back, not the whole log)."""
+    size = os.fstat(fd).st_size
+    block = 1 << 16
+    while True:
+        start = max(0, size - block)
+        data = os.pread(fd, size - start, start)
+        complete, _ = _split_last(data)
+        # two newlines in view (or the file start) means the last complete line is whole
+        if start == 0 or complete.count(b"\n") >= 2:
+            return data if start == 0 else data[data.index(b"\n") + 1:]
+        block *= 4
+
+
+def _last_record(lines: list[bytes]) -> tuple[dict, bytes] | None:
+    for line in reversed(lines):
+        try:
+            return json.loads(line), line
+        except json.JSONDecodeError:
+            continue  # a torn line closed by a later append: not a record
+    return None
+
+
+@dataclass
+class ChainCheck:
+    records: int = 0
+    head: str = GENESIS  # hash of the last record's line: keep it elsewhere to pin the log
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_dict(self) -> dict[str, object]:
+        return {"ok": self.ok, **self.__dict__}
+
+
+def verify(path: Path, key: bytes | None = None) -> ChainCheck:
+    """Prove the chain; name the first record that breaks it."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the audit log ({exc.strerror}).") from None
+    check = ChainCheck()
+    complete, torn = _split_last(data)
+    if torn:
+        line = complete.count(b"\n") + 1
+        check.warnings.append(f"line {line} is torn ({len(torn)} bytes without a newline): a write was "
+                              "interrupted; the records before it are checked")
+    prev_line: bytes | None = None
+    prev_seq = 0
+    pending_torn: bytes | None = None
+    for number, line in enumerate(complete.splitlines(), 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            pending_torn = line  # must be accounted for by the next record's torn_previous
+            continue
+        where = f"record {record.get('seq', '?')} (line {number})"
+        expected_prev = _line_hash(prev_line) if prev_line is not None else GENESIS
+        if pending_torn is not None:
+            stated = record.get("torn_previous") or {}
+            if stated != {"bytes": len(pending_torn), "sha256": _line_hash(pending_torn)}:
+                check.errors.append(f"{where}: line {number - 1} is not a record and no record accounts "
+                                    "for it: the log was edited")
+            else:
+                check.warnings.append(f"line {number - 1}: {len(pending_torn)} bytes left by an interrupted "
+                                      f"write, closed and accounted for by {where}")
+            pending_torn = None
+        if record.get("seq") != prev_seq + 1:
+            check.errors.append(f"{where}: expected record {prev_seq + 1} here - records were deleted or "
+                                "reordered")
+        elif record.get("prev") != expected_prev:
+            check.errors.append(f"{where}: does not follow record {prev_seq} - record {prev_seq} (line "
+                                f"{number - 1}) was changed after it was written")
+        if key is not None and record.get("hmac") != _mac(record, key):
+            check.errors.append(f"{where}: HMAC does not match - this record was changed, or the key is wrong")
+        if check.errors:
+            break
+        prev_line, prev_seq = line, record["seq"]
+        check.records += 1
+    if pending_torn is not None and not check.errors:
+        check.errors.append("the last complete line is not a record: the log was edited")
+    if prev_line is not None:
+        check.head = _line_hash(prev_line)
+    return check
+
+
+def records(path: Path) -> list[dict]:
+    complete, _ = _split_last(path.read_bytes())
+    out = []
+    for line in complete.splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def file_facts(path: Path | None, digest: bool = True) -> dict[str, object] | None:
+    if path is None:
+        return None
+    facts: dict[str, object] = {"path": str(path)}
+    try:
+        facts.update(size=path.stat().st_size)
+        if digest:
+            facts.update(sha256=sha256_file(path))
+    except OSError as exc:
+        facts["unreadable"] = exc.strerror
+    return facts
+
+
+def conversion_event(source: Path, output: Path, result=None, exit_code: int = 0, message: str = "") -> dict:
+    """What one `dvqa convert` attempt did, successful or not, for the audit trail."""
+    # an interrupted attempt is recorded at once: the input's hash (seconds for a long video) is not taken
+    event: dict[str, object] = {"command": "convert", "input": file_facts(source, digest=exit_code < 128)}
+    if result is None:
+        event.update(output={"path": str(output), "written": False}, outcome="failure",
+                     exit_code=exit_code, message=message)
+        return event
+    r = result.to_dict()
+    q = r["quality"]
+    event.update(
+        output={"path": r["output"]["path"], "written": r["written"], "sha256": r["output"]["sha256"],
+                "size": r["output"]["size"]},
+        uids={"sop_class": r["output"]["sop_class_uid"], "sop_instance": r["output"]["sop_instance_uid"],
+              "study_instance": r["output"]["study_instance_uid"],
+              "series_instance": r["output"]["series_instance_uid"],
+              "transfer_syntax": r["output"]["transfer_syntax_uid"]},
+        patient=r["output"]["patient"],
+        syntax=r["plan"]["syntax"], passthrough=r["passthrough"], encoder=r["encoder"],
+        encoder_build=r["encoder_build"], elementary_stream_sha256=r["elementary_stream_sha256"],
+        quality=({"ssim_definition": q["ssim_definition"]["name"], "frames": q["frames"],
+                  **{f"{m}_{s}": q["summary"][m][s] for m in ("psnr_y", "ssim_y") for s in ("mean", "min")}}
+                 if q else None),
+        profile=r["profile"]["name"] if r["profile"] else None,
+        findings=[{"code": f["code"], "severity": f["severity"]} for f in r["findings"]],
+        validation={"layers": r["validation"]["layers"],
+                    "errors": sum(1 for f in r["validation"]["findings"] if f["severity"] == "error"),
+                    "warnings": sum(1 for f in r["validation"]["findings"] if f["severity"] == "warning"),
+                    "codes": sorted({f["code"] for f in r["validation"]["findings"]})},
+        signature_uid=r["signature"]["uid"] if r["signature"] else None,
+        outcome="success" if exit_code == 0 else "check failed", exit_code=exit_code, message=message,
+    )
+    return event
+

@@ -1,0 +1,204 @@
+"""Layer 1 of `dvqa validate`: the data set against its IOD in a DICOM edition, through dicom-validator.
+
+dicom-validator's IODValidator checks the modules the SOP class requires and their attributes: Type 1
+missing or empty, Type 2 missing, 1C/2C conditions, attributes a condition forbids, values outside
+enumerated values, sequences that are not sequences, attributes no module of the IOD lists. Its
+result becomes dvqa findings, each with the module's table in PS3.3 as reference. Value
+representation checks are left to dvqa.dicom.values (one finding per problem, not two).
+
+A condition whose text dicom-validator's parser cannot read is never silently passed: when the
+attribute (or the module) it governs is absent, an info finding says the condition was not evaluated.
+"""
+
+from __future__ import annotations
+
+from dicom_validator.validator.error_handler import NullValidationResultHandler
+from dicom_validator.validator.iod_validator import IODValidator
+from dicom_validator.validator.validation_result import (
+    DicomTag,
+    ErrorCode,
+    Status,
+    TagError,
+)
+from pydicom.datadict import keyword_for_tag
+from pydicom.dataset import Dataset
+from pydicom.uid import UID_dictionary
+
+from dvqa.core.findings import Finding, Severity
+from dvqa.validate.standard import Tables
+
+CODES = {
+    ErrorCode.TagMissing: "iod.missing", ErrorCode.TagEmpty: "iod.empty", ErrorCode.TagNotAllowed: "iod.not-allowed",
+    ErrorCode.EnumValueNotAllowed: "iod.enumerated-value", ErrorCode.InvalidValue: "iod.invalid-value",
+    ErrorCode.InvalidSequence: "iod.not-a-sequence", ErrorCode.TagUnexpected: "iod.not-in-iod",
+}
+
+
+def _name(tag: int) -> str:
+    keyword = keyword_for_tag(tag)
+    text = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+    return f"{keyword} {text}" if keyword else text
+
+
+def _where(tag: DicomTag) -> str:
+    return " > ".join(_name(t) for t in [*(tag.parents or []), tag.tag])
+
+
+def check(ds: Dataset, path: str, tables: Tables) -> list[Finding]:
+    """Findings of the IOD layer for one data set (read without Pixel Data).
+
+    Code String values lose their insignificant spaces in `ds` itself (_strip_code_strings): run the
+    value checks, which look at the values as written, before this."""
+    edition = tables.edition.name
+    _strip_code_strings(ds)
+    result = IODValidator(ds, tables.info, suppress_vr_warnings=True,
+                          error_handler=NullValidationResultHandler(), file_path=path).validate()
+    sop_class = str(ds.get("SOPClassUID", "") or "")
+    if result.status == Status.MissingSOPClassUID:
+        return [Finding(Severity.ERROR, "iod.no-sop-class", "SOP Class UID (0008,0016) is missing or empty: the "
+                        "data set cannot be checked against any IOD", path, "SOPClassUID (0008,0016)",
+                        "PS3.3 C.12.1")]
+    if result.status == Status.UnknownSOPClassUID:
+        known = UID_dictionary.get(sop_class)
+        if known and known[1] == "SOP Class":
+            return [Finding(Severity.WARNING, "iod.sop-class-not-in-edition",
+                            f"SOP Class {known[0]} ({sop_class}) is not in edition {edition}'s tables, so its IOD "
+                            "was not checked; import a newer edition (dvqa standard import)", path,
+                            "SOPClassUID (0008,0016)", f"PS3.4 B.5 ({edition})")]
+        return [Finding(Severity.ERROR, "iod.unknown-sop-class", f"SOP Class UID {sop_class!r} is not a SOP class of "
+                        f"edition {edition}, nor one pydicom knows: no IOD defines this data set", path,
+                        "SOPClassUID (0008,0016)", "PS3.4 B.5")]
+    iod = tables.info.iods[sop_class]
+    findings = []
+    known = tables.known_tags
+    for module_name, errors in result.module_errors.items():
+        reference = _reference(tables, iod, module_name)
+        for tag, error in sorted(errors.items(), key=lambda item: item[0]):
+            findings.append(_finding(tag, error, module_name, reference, path, edition, known))
+    findings += _unevaluated(ds, iod, tables, path)
+    return findings
+
+
+def _strip_code_strings(ds: Dataset) -> None:
+    """Leading and trailing spaces of a CS value are not significant (PS3.5 §6.2), also inside a multi-valued
+    one ("DERIVED \\PRIMARY"): drop them so that an enumerated value compares as the standard means."""
+    for elem in ds.iterall():
+        if elem.VR != "CS" or elem.value in (None, ""):
+            continue
+        value = elem.value
+        if isinstance(value, str):
+            stripped = value.strip(" ")
+            if stripped != value:
+                elem.value = stripped
+        elif any(isinstance(v, str) and v != v.strip(" ") for v in value):
+            elem.value = [v.strip(" ") if isinstance(v, str) else v for v in value]
+
+
+def _reference(tables: Tables, iod: dict, module_name: str) -> str:
+    usage = iod["modules"].get(module_name) or iod.get("group_macros", {}).get(module_name)
+    if usage is None:  # "General": attributes outside every module of the IOD
+        title = iod["title"] if iod["title"].endswith("IOD") else f"{iod['title']} IOD"
+        return f"{iod.get('table') or 'PS3.3 Annex A'} ({title})"
+    ref = usage["ref"]
+    known = tables.references.get(ref)
+    return known["table"] if known else f"PS3.3 Section {ref}"
+
+
+def _finding(tag: DicomTag, error: TagError, module: str, reference: str, path: str, edition: str,
+             known: set[str]) -> Finding:
+    code = CODES.get(error.code, "iod.other")
+    what = _where(tag)
+    level = str(getattr(error.type, "value", error.type))  # a TagType, or the table's plain string
+    kind = f"Type {level}" if level not in ("Undefined", "") else "An"
+    severity = Severity.ERROR
+    if error.code == ErrorCode.TagMissing:
+        message = f"{kind} attribute {what} is missing from the {module} module"
+    elif error.code == ErrorCode.TagEmpty:
+        message = f"{kind} attribute {what} of the {module} module is empty"
+    elif error.code == ErrorCode.TagNotAllowed:
+        message = f"{what} is present, but a condition of the {module} module does not allow it here"
+    elif error.code == ErrorCode.EnumValueNotAllowed:
+        context = error.context or {}
+        allowed = ", ".join(str(v) for v in context.get("allowed", []))
+        message = f"{what} is {context.get('value')!r}, not one of the enumerated values of the {module} module: " \
+                  f"{allowed}"
+    elif error.code == ErrorCode.InvalidSequence:
+        message = f"{what} must be a sequence (SQ) in the {module} module"
+    elif error.code == ErrorCode.TagUnexpected:
+        spelled = f"({tag.tag.group:04X},{tag.tag.element:04X})"
+        newer = spelled not in known and not tag.tag.group & 1
+        severity = Severity.INFO if newer else Severity.WARNING
+        message = (f"{what} is not in edition {edition}'s module tables (newer than the edition, or retired)"
+                   if newer else f"{what} is not an attribute of any module of this IOD")
+        code = "iod.not-in-edition" if newer else code
+    else:
+        message = f"{what}: {error.code.name} in the {module} module"
+    condition = (error.context or {}).get("cond")
+    if condition and error.code in (ErrorCode.TagMissing, ErrorCode.TagNotAllowed):
+        message += " (by its condition)"
+    return Finding(severity, code, message, path, what, reference)
+
+
+def _unevaluated(ds: Dataset, iod: dict, tables: Tables, path: str) -> list[Finding]:
+    """One info finding naming every absent attribute or module whose condition could not be parsed.
+
+    One per file, not one per attribute: a typical file has a score of them (an animal patient, a
+    paired body part ...), and a line each would bury the findings that matter; the finding's `where`
+    lists them all."""
+    absent: list[str] = []
+    for module_name, usage in iod["modules"].items():
+        tags, branches = _prepared(tables, usage["ref"])
+        present = any(tag in ds for tag in tags)
+        if "unevaluated" in usage and not present:
+            absent.append(f"{module_name} module")
+            continue
+        if branches and (usage["use"].startswith("M") or present):
+            absent += _walk(ds, branches, [])
+    absent = list(dict.fromkeys(absent))  # an attribute in two modules (Anatomic Region Sequence) once
+    if not absent:
+        return []
+    shown = ", ".join(absent[:4]) + (f" and {len(absent) - 4} more" if len(absent) > 4 else "")
+    return [Finding(Severity.INFO, "iod.condition-not-evaluated",
+                    f"{len(absent)} conditions that dicom-validator cannot parse were not evaluated for what is absent "
+                    f"({shown}); check them by hand where they matter (e.g. a paired body part, an animal patient)",
+                    path, "; ".join(absent), f"{iod.get('table') or 'PS3.3 Annex A'} and its modules' tables")]
+
+
+def _prepared(tables: Tables, ref: str) -> tuple[list[int], dict]:
+    """A module's top-level tags, and only the branches of its table that lead to a condition not
+    evaluated - computed once per process and module, not per file."""
+    cache = tables.prepared
+    if ref not in cache:
+        module = tables.info.modules.get(ref, {})
+        cache[ref] = ([_tag(key) for key in module if key.startswith("(")], _branches(module))
+    return cache[ref]
+
+
+def _branches(table: dict) -> dict:
+    """{tag: (attribute if its condition is not evaluated else None, branches below it)}, pruned."""
+    out = {}
+    for key, attribute in table.items():
+        if not key.startswith("(") or not isinstance(attribute, dict):
+            continue
+        below = _branches(attribute["items"]) if "items" in attribute else {}
+        if "unevaluated" in attribute or below:
+            out[_tag(key)] = (attribute if "unevaluated" in attribute else None, below)
+    return out
+
+
+def _tag(key: str) -> int:
+    group, element = key.strip("()").split(",")
+    return int(group.replace("xx", "00"), 16) << 16 | int(element, 16)
+
+
+def _walk(ds: Dataset, branches: dict, parents: list[int]) -> list[str]:
+    """The paths of absent attributes whose condition is not evaluated, in present sequence items too."""
+    absent = []
+    for tag, (attribute, below) in branches.items():
+        present = tag in ds
+        if attribute is not None and not present:
+            absent.append(" > ".join(_name(t) for t in [*parents, tag]))
+        if below and present and ds[tag].VR == "SQ":
+            for item in ds[tag].value:
+                absent += _walk(item, below, [*parents, tag])
+    return absent

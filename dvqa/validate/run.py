@@ -1,0 +1,211 @@
+"""`dvqa validate`: every check on DICOM files someone else may have written, as one findings list.
+
+Layers: the file itself (read to its last byte by dvqa.dicom.dicomread: meta header, structure, a data
+set with a SOP instance); (1) the IOD against a DICOM edition through dicom-validator (dvqa.validate.iodcheck,
+the edition from dvqa.validate.standard: bundled, or imported) and every value against its VR and VM
+(dvqa.dicom.values); (2) the video stream against the header (dvqa.validate.streamcheck); (3) a profile's
+per-modality rules (rules/*.yaml).
+A file that is not DICOM is a finding, never a crash; a path that is not checked (a pipe, a folder
+that cannot be read, a link loop) is a finding too. Files are checked in worker processes with
+--jobs; the order of the results follows the input order.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import pydicom
+
+from dvqa.core.findings import Finding, Severity
+from dvqa.core.profiles import Profile, Rule
+from dvqa.dicom import dicomread, values
+from dvqa.dicom.iod import declared_rate
+from dvqa.validate import iodcheck, standard, streamcheck
+from dvqa.validate.standard import Edition
+
+
+@dataclass
+class FileResult:
+    path: str
+    findings: list[Finding] = field(default_factory=list)
+    layers: dict[str, str] = field(default_factory=dict)  # layer -> "ran" | why it did not
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A path `walk` did not check, and why: reported as a finding, so a tree is never passed in part."""
+
+    path: Path
+    code: str
+    reason: str
+    severity: Severity = Severity.ERROR
+
+
+def walk(targets: Iterable[Path], include_hidden: bool = False) -> Iterator[Path | Skipped]:
+    """Files as given, and every file below a folder (sorted); what is not checked comes out as Skipped.
+
+    Symbolic links to folders are followed once (a loop is reported, not walked forever); names
+    starting with a dot (dvqa's own temporary files among them) are skipped unless `include_hidden`,
+    and each skip is reported; anything that is not a regular file is never opened.
+    """
+    for target in targets:
+        if not target.is_dir():
+            yield target  # check_file reports a pipe, a device or a missing file
+            continue
+        seen: set[tuple[int, int]] = set()
+        pending = [target]
+        while pending:
+            folder = pending.pop()
+            try:
+                info = folder.stat()
+                entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            except OSError as exc:
+                yield Skipped(folder, "file.unreadable-folder", f"the folder cannot be read ({exc.strerror}); "
+                              "its files were not checked")
+                continue
+            if (info.st_dev, info.st_ino) in seen:
+                yield Skipped(folder, "file.link-loop", "a link back to a folder already walked; not walked again",
+                              Severity.WARNING)
+                continue
+            seen.add((info.st_dev, info.st_ino))
+            folders = []
+            for entry in entries:
+                path = Path(entry.path)
+                if entry.name.startswith(".") and not include_hidden:
+                    yield Skipped(path, "file.hidden", "hidden (its name starts with a dot): not checked; "
+                                  "--include-hidden checks it", Severity.WARNING)
+                elif entry.is_dir():  # follows a link to a folder
+                    folders.append(path)
+                else:
+                    yield path
+            pending.extend(reversed(folders))
+
+
+def check_file(path: Path | Skipped, profile: Profile | None = None, edition: Edition | None = None) -> FileResult:
+    """All layers for one file; pydicom's parse warnings become info findings, not stderr noise."""
+    if isinstance(path, Skipped):
+        return FileResult(str(path.path), [Finding(path.severity, path.code, path.reason, str(path.path))],
+                          {"file": "skipped"})
+    tables = standard.load(edition or standard.default())  # once per process: cached
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = _check_file(path, profile, tables)
+    for warning in {str(w.message) for w in caught}:
+        result.findings.append(Finding(Severity.INFO, "file.parse-warning", warning, str(path), "", ""))
+    return result
+
+
+def _check_file(path: Path, profile: Profile | None, tables: standard.Tables) -> FileResult:
+    result = FileResult(str(path))
+    add = result.findings.append
+    try:
+        ds, pixel_data_at = dicomread.read_header(path)
+    except dicomread.FileProblem as exc:
+        add(Finding(Severity.ERROR, exc.code, exc.reason, str(path), "", exc.reference))
+        result.layers["file"] = "failed"
+        return result
+    result.layers["file"] = "ran"
+    result.findings += _meta_agrees(ds, path)
+    try:
+        for problem in [*values.check_dataset(ds.file_meta), *values.check_dataset(ds)]:
+            add(Finding(Severity.ERROR, f"value.{problem.kind}", problem.message, str(path), problem.where,
+                        values.REFERENCE))
+        result.layers["value"] = "ran"
+    except Exception as exc:  # noqa: BLE001 - a value that breaks the checker is still that file's finding
+        add(Finding(Severity.ERROR, "value.unreadable", f"the values could not be checked ({type(exc).__name__}: "
+                    f"{exc})", str(path), "", values.REFERENCE))
+        result.layers["value"] = "failed"
+    try:
+        result.findings += iodcheck.check(ds, str(path), tables)
+        result.layers["iod"] = "ran"
+    except Exception as exc:  # noqa: BLE001 - a data set that breaks the IOD check is still that file's finding
+        add(Finding(Severity.ERROR, "iod.unreadable", f"the IOD could not be checked ({type(exc).__name__}: {exc})",
+                    str(path), "", tables.edition.name))
+        result.layers["iod"] = "failed"
+    try:
+        result.findings += streamcheck.check(path, ds, pixel_data_at)
+        result.layers["stream"] = "ran" if "TransferSyntaxUID" in ds.file_meta else "no transfer syntax"
+    except Exception as exc:  # a damaged file must give a finding, never a traceback
+        add(Finding(Severity.ERROR, "stream.unreadable", f"the stream could not be checked ({type(exc).__name__}: "
+                    f"{exc})", str(path), "(7FE0,0010)", ""))
+        result.layers["stream"] = "failed"
+    if profile:
+        try:
+            result.findings += [f for rule in profile.rules for f in _apply(rule, ds, path)]
+        except Exception as exc:  # a damaged attribute value
+            add(Finding(Severity.ERROR, "profile.unreadable", f"an attribute the {profile.name} rules need "
+                        f"cannot be read ({type(exc).__name__}: {exc})", str(path), "", ""))
+        result.layers["profile"] = profile.name
+    return result
+
+
+def _meta_agrees(ds: pydicom.Dataset, path: Path) -> list[Finding]:
+    """The File Meta Information names the SOP instance the data set holds (PS3.10 §7.1)."""
+    out = []
+    for meta, own in (("MediaStorageSOPClassUID", "SOPClassUID"), ("MediaStorageSOPInstanceUID", "SOPInstanceUID")):
+        stated, actual = str(ds.file_meta.get(meta, "")), str(ds.get(own, ""))
+        if stated != actual:
+            out.append(Finding(Severity.ERROR, "file.meta-mismatch", f"the File Meta Information's {meta} is "
+                               f"{stated!r} but the data set's {own} is {actual!r}", str(path),
+                               f"{meta} (0002,{'0002' if 'Class' in meta else '0003'})", "PS3.10 §7.1"))
+    return out
+
+
+def _apply(rule: Rule, ds: pydicom.Dataset, path: Path) -> list[Finding]:
+    out = []
+    for attribute in rule.attributes:
+        value = _value(ds, attribute)
+        problem = None
+        if rule.check == "required" and value in (None, ""):
+            problem = f"{attribute} is absent or empty"
+        elif rule.check == "attribute_in" and str(value) not in rule.values:
+            problem = f"{attribute} is {value!r}, expected one of {', '.join(rule.values)}"
+        elif rule.check == "range":
+            try:
+                number = float(value) if value not in (None, "") else None
+            except (TypeError, ValueError):
+                number = None
+            if number is None:
+                problem = f"{attribute} is absent or not a number"
+            elif (rule.minimum is not None and number < rule.minimum) or (
+                    rule.maximum is not None and number > rule.maximum):
+                problem = f"{attribute} is {number:g}, outside {rule.minimum:g}-{rule.maximum:g}"
+        if problem:
+            out.append(Finding(rule.severity, rule.id, f"{rule.message}: {problem}", str(path),
+                               attribute, rule.source))
+    return out
+
+
+def _value(ds: pydicom.Dataset, attribute: str):
+    if attribute == "frame_rate":
+        rate = declared_rate(ds)
+        return float(rate) if rate is not None else None
+    if attribute not in ds:
+        return None
+    value = ds[attribute].value
+    return "" if value is None else value
+
+
+def validate(targets: Iterable[Path | Skipped], profile: Profile | None = None, jobs: int = 1,
+             progress: Callable[[int], None] | None = None, edition: Edition | None = None) -> list[FileResult]:
+    """Check `targets` (paths, or what `walk` yields) in order; one FileResult each."""
+    files = [t for t in targets]
+    if jobs <= 1:
+        results = []
+        for path in files:
+            results.append(check_file(path, profile, edition))
+            if progress:
+                progress(1)
+        return results
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        results = []
+        for result in pool.map(check_file, files, [profile] * len(files), [edition] * len(files), chunksize=4):
+            results.append(result)
+            if progress:
+                progress(1)
+        return results
