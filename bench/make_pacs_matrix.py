@@ -1,10 +1,10 @@
 """Regenerate docs/pacs-matrix/: Orthanc measured, every PACS profile from its documents.
 
-Run: python bench/make_pacs_matrix.py [--out docs/pacs-matrix]
+Run: python bench/make_pacs_matrix.py [-o docs/pacs-matrix]
 
 Starts Debian's Orthanc (default configuration but for ports, AE title and the DICOMweb plugin;
 bench/orthanc.py) with empty storage, then runs
-  dvqa pacs matrix --target "Orthanc VERSION (...)=ORTHANC@127.0.0.1:PORT,wado=URL,get" --profile all
+  dvqa pacs matrix --target "Orthanc VERSION (...)=ORTHANC@127.0.0.1:PORT,wado=URL,get" --pacs-profile all
 so every (video IOD x transfer syntax) file is stored, read back over WADO-RS and with C-GET, and
 compared byte for byte; the profile rows are marked as from documents. Takes about a minute.
 """
@@ -27,7 +27,7 @@ from bench import orthanc  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "pacs-matrix")
+    parser.add_argument("-o", "--output", dest="out", type=Path, default=ROOT / "docs" / "pacs-matrix")
     args = parser.parse_args()
     exe = shutil.which("Orthanc")
     if not exe:
@@ -38,7 +38,7 @@ def main() -> None:
         name = f"Orthanc {server['version']} ({system} package, default configuration)"
         target = f"{name}=ORTHANC@127.0.0.1:{server['port']},wado={server['http']}/dicom-web,get"
         proc = subprocess.run([sys.executable, "-m", "dvqa", "pacs", "matrix", "--target", target,
-                               "--profile", "all", "--out", str(args.out)], cwd=ROOT)
+                               "--pacs-profile", "all", "-o", str(args.out)], cwd=ROOT)
     raise SystemExit(proc.returncode)
 
 

@@ -73,10 +73,10 @@ def test_hmac_catches_an_edit_at_the_edited_record(tmp_path: Path) -> None:
     os.environ["DVQA_TEST_AUDIT_KEY"] = "site secret"
     try:
         log = _three_attempts(tmp_path, *env_key)
-        assert dvqa("audit", "verify", str(log), "--key-env", "DVQA_TEST_AUDIT_KEY").returncode == 0
+        assert dvqa("audit", "verify", str(log), "--audit-key-env", "DVQA_TEST_AUDIT_KEY").returncode == 0
         lines = _lines(log)
         log.write_bytes(lines[0] + lines[1].replace(b'"exit_code":3', b'"exit_code":0') + lines[2])
-        proc = dvqa("audit", "verify", str(log), "--key-env", "DVQA_TEST_AUDIT_KEY")
+        proc = dvqa("audit", "verify", str(log), "--audit-key-env", "DVQA_TEST_AUDIT_KEY")
         assert proc.returncode == 1 and "record 2 (line 2): HMAC does not match" in proc.stdout
     finally:
         del os.environ["DVQA_TEST_AUDIT_KEY"]

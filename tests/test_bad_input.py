@@ -78,9 +78,15 @@ def test_existing_output_needs_force(tmp_path: Path) -> None:
 
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
     proc = dvqa("convert", str(CLIPS / "vp9_vfr.webm"), "-o", str(tmp_path / "x.dcm"), "--syntax", "divx")
-    assert proc.returncode == 2 and "unknown syntax 'divx'" in proc.stderr
+    assert proc.returncode == 2 and "'divx' is not one of 'auto', 'h264-high-4.1'" in proc.stderr
     proc = dvqa("convert", str(CLIPS / "vp9_vfr.webm"), "-o", str(tmp_path / "x.dcm"), "--syntax", "hevc-main10")
-    assert proc.returncode == 2 and "Bits Allocated 8" in proc.stderr
+    assert proc.returncode == 2 and "'hevc-main10' is not one of" in proc.stderr  # the CLI offers what it writes
+    from dvqa.convert import ConvertOptions, convert
+    from dvqa.core.errors import UsageError
+
+    with pytest.raises(UsageError, match="Bits Allocated 8"):  # and the library says why
+        convert(CLIPS / "vp9_vfr.webm", tmp_path / "x.dcm", ConvertOptions(syntax="hevc-main10"))
+    assert not (tmp_path / "x.dcm").exists()
     proc = dvqa("convert", str(CLIPS / "vp9_vfr.webm"), "-o", str(tmp_path / "missing" / "x.dcm"))
     assert proc.returncode == 2 and "does not exist" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []

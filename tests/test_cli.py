@@ -37,3 +37,122 @@ def test_progress_bar_on_a_terminal_only(tmp_path: Path) -> None:
     assert "converting" in terminal and "100%" in terminal
     piped = dvqa("convert", str(CLIPS / "vp9_vfr.webm"), "-o", str(tmp_path / "b.dcm"))
     assert piped.returncode == 0 and "converting" not in piped.stderr and piped.stderr == ""
+
+
+# --- one vocabulary (docs/cli-conventions.md) --------------------------------------------------------
+
+def _commands():
+    """Every command and sub-command of the real `dvqa` Click tree, with its path."""
+    import click
+
+    from dvqa.cli import main
+
+    pending = [((), main)]
+    while pending:
+        path, command = pending.pop()
+        if isinstance(command, click.Group):
+            pending += [((*path, name), sub) for name, sub in command.commands.items() if not sub.hidden]
+        if path:
+            yield " ".join(path), command
+
+
+def test_every_command_speaks_the_same_vocabulary() -> None:
+    import click
+
+    problems = []
+    for path, command in _commands():
+        names = {name: p for p in command.params if isinstance(p, click.Option) for name in p.opts}
+        if not isinstance(command, click.Group) or getattr(command, "invoke_without_command", False):
+            if "--debug" not in names:
+                problems.append(f"{path}: no --debug")
+        for p in command.params:
+            if isinstance(p, click.Option) and not p.hidden and not p.help:
+                problems.append(f"{path} {p.opts[0]}: no help")
+        if "--format" in names and not names["--format"].show_default:
+            problems.append(f"{path} --format: default not shown")
+        if "--out" in names or ("-o" in names and "--output" not in names):
+            problems.append(f"{path}: output is -o/--output")
+        profile = names.get("--profile")
+        if profile is not None and isinstance(profile.type, click.Choice):
+            problems.append(f"{path} --profile is a rules profile (NAME|FILE), not a choice")
+        if "--key-env" in names or "--sign-profile" in names:
+            problems.append(f"{path}: old spelling visible")
+    assert problems == []
+
+
+def test_old_spellings_still_work_for_one_release_and_say_so(tmp_path: Path) -> None:
+    from dvqa.cli.options import RENAMED
+
+    assert ("sign",) in RENAMED and ("pacs", "matrix") in RENAMED
+    for path, table in RENAMED.items():
+        help_text = dvqa(*path, "--help").stdout
+        for old, new in table.items():
+            assert new in help_text and f"{old} " not in help_text.replace(new, ""), (path, old)
+    video = tmp_path / "v.dcm"
+    assert dvqa("convert", str(CLIPS / "h264_cfr_high.mkv"), "-o", str(video), "--no-quality").returncode == 0
+    log = tmp_path / "audit.jsonl"
+    log.write_text("")
+    old = dvqa("audit", "verify", str(log), "--key-env", "DVQA_NO_SUCH_VARIABLE")
+    assert old.returncode == 2 and "--key-env is now --audit-key-env" in old.stderr
+    assert "--audit-key-env DVQA_NO_SUCH_VARIABLE: that variable is not set" in old.stderr
+    listed = dvqa("profiles", "--format", "json")
+    assert listed.returncode == 0 and "is now `dvqa rules list`" in listed.stderr
+    assert listed.stdout == dvqa("rules", "list", "--format", "json").stdout
+    assert "profiles" not in dvqa("--help").stdout.split("Commands:")[1].split()
+
+
+def test_renaming_touches_options_only() -> None:
+    from dvqa.cli.options import renamed
+
+    args, notes = renamed(("sign",), ["a.dcm", "--profile=none", "--key", "k.pem", "--", "--profile"])
+    assert args == ["a.dcm", "--signature-profile=none", "--key", "k.pem", "--", "--profile"]
+    assert len(notes) == 1 and "sign --profile is now --signature-profile" in notes[0]
+    assert renamed(("convert",), ["--profile", "endoscopy"]) == (["--profile", "endoscopy"], [])
+
+
+def test_the_syntax_option_offers_only_what_convert_writes(tmp_path: Path) -> None:
+    proc = dvqa("convert", str(CLIPS / "h264_cfr_high.mkv"), "-o", str(tmp_path / "o.dcm"), "--syntax", "hevc-main10")
+    assert proc.returncode == 2 and "hevc-main10" in proc.stderr and not (tmp_path / "o.dcm").exists()
+    assert "hevc-main10" in dvqa("syntaxes").stdout  # validate still knows it
+    echo = dvqa("pacs", "echo")
+    assert echo.returncode == 2 and "--port" in echo.stderr
+
+
+def test_validate_walks_past_reports_and_logs_and_lists_what_it_skipped(tmp_path: Path) -> None:
+    folder = tmp_path / "outputs"
+    folder.mkdir()
+    proc = dvqa("convert", str(CLIPS / "h264_cfr_high.mkv"), "-o", str(folder / "v.dcm"), "--report",
+                str(folder / "v.json"), "--report", str(folder / "v.html"), "--audit", str(folder / "audit.jsonl"))
+    assert proc.returncode == 0, proc.stderr
+    (folder / "notes.txt").write_text("DICM is not at byte 128 here")
+    (folder / "copy.json").write_bytes((folder / "v.dcm").read_bytes())  # DICOM under a report's name: checked
+    walked = dvqa("validate", str(folder), "--format", "json")
+    assert walked.returncode == 0, walked.stdout
+    import json
+
+    results = {Path(r["path"]).name: r for r in json.loads(walked.stdout)["files"]}
+    skipped = {name for name, r in results.items() if r["layers"].get("file") == "skipped"}
+    assert skipped == {"v.json", "v.html", "audit.jsonl", "notes.txt"}
+    assert all(results[n]["findings"][0]["code"] == "file.not-dicom-skipped" for n in skipped)
+    assert results["copy.json"]["layers"]["iod"] == "ran"
+    named = dvqa("validate", str(folder / "v.json"))  # named explicitly: checked, and not DICOM
+    assert named.returncode == 1 and "file.not-dicom" in named.stdout
+    text = dvqa("validate", str(folder), "--exclude", "copy.*", "--include", "*.dcm")
+    assert "checked  1 file (5 not checked, listed above): 0 failed" in text.stdout
+    assert "excluded by --exclude 'copy.*'" in text.stdout and "matches no --include (*.dcm)" in text.stdout
+
+
+def test_records_say_what_the_command_did_and_where(tmp_path: Path, monkeypatch) -> None:
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    log = tmp_path / "audit.jsonl"
+    proc = dvqa("convert", str(CLIPS / "vp9_vfr.webm"), "-o", "relative.dcm", "--audit", str(log))
+    assert proc.returncode == 0 and "; took " in proc.stdout
+    record = json.loads(log.read_text().splitlines()[-1])
+    assert record["cwd"] == str(tmp_path)
+    assert record["output"]["path"] == str(tmp_path / "relative.dcm")
+    assert Path(record["input"]["path"]).is_absolute()
+    quality = json.loads(dvqa("quality", str(CLIPS / "vp9_vfr.webm"), "relative.dcm", "--format", "json").stdout)
+    assert quality["command"] == "quality"
+    assert not {"output", "written", "encoder_build", "elementary_stream_sha256"} & set(quality)

@@ -194,9 +194,9 @@ def test_compatibility_matrix_measured_and_documented(orthanc, jpeg_only_pacs, t
     proc = dvqa("pacs", "matrix",
                 "--target", f"Orthanc=ORTHANC@127.0.0.1:{orthanc['port']},wado={orthanc['http']}/dicom-web,get",
                 "--target", f"JPEG only=STORESCP@127.0.0.1:{jpeg_only_pacs['port']}",
-                "--profile", "dcm4chee-arc", "--profile", "ge-centricity",
+                "--pacs-profile", "dcm4chee-arc", "--pacs-profile", "ge-centricity",
                 "--iod", "endoscopic", "--syntax", "h264-high-4.1", "--syntax", "hevc-main", "--syntax", "mjpeg",
-                "--out", str(out))
+                "-o", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     made = json.loads((out / "matrix.json").read_text())
     assert made["pynetdicom"] and made["measured"].startswith(time.strftime("%Y-", time.gmtime()))
@@ -223,7 +223,7 @@ def test_compatibility_matrix_measured_and_documented(orthanc, jpeg_only_pacs, t
     assert "| GE Centricity PACS | none found | unknown | unknown | unknown |" in markdown
     html = (out / "matrix.html").read_text()
     assert '<td class="rejected"' in html and '<table class="documented">' in html
-    assert dvqa("pacs", "matrix", "--out", str(out)).returncode == 2  # nothing to test
+    assert dvqa("pacs", "matrix", "-o", str(out)).returncode == 2  # nothing to test
 
 
 def test_fallback_sends_a_converted_copy_when_video_is_refused(jpeg_only_pacs, files, tmp_path: Path) -> None:
@@ -257,7 +257,7 @@ def simulated(launch, files, tmp_path: Path):
     """`dvqa pacs simulate` in its own process, one fault at a time."""
     def start(fault: str, profile: str | None = None) -> int:
         port = _free_port()
-        accept = ["--profile", profile] if profile else \
+        accept = ["--pacs-profile", profile] if profile else \
             ["--accept", f"{VIDEO_ENDOSCOPIC}=1.2.840.10008.1.2.4.102,1.2.840.10008.1.2.4.50"]
         launch([sys.executable, "-m", "dvqa", "pacs", "simulate", "--port", str(port), "--fault", fault, *accept,
                 "--store-dir", str(tmp_path / (profile or fault))], port, "dvqa pacs simulate")
@@ -318,7 +318,7 @@ def test_simulated_profiles_accept_exactly_what_their_documents_say(simulated, f
         ["stored", "rejected", "stored", "rejected", "stored", "stored", "stored"]
     assert outcomes(simulated("none", "conquest")) == ["rejected"] * 6 + ["stored"]
     assert outcomes(simulated("none", "aws-healthimaging")) == ["stored"] * 7
-    unknown = dvqa("pacs", "simulate", "--port", str(_free_port()), "--profile", "ge-centricity")
+    unknown = dvqa("pacs", "simulate", "--port", str(_free_port()), "--pacs-profile", "ge-centricity")
     assert unknown.returncode == 2 and "nothing to simulate" in unknown.stderr and "Traceback" not in unknown.stderr
 
 
@@ -475,7 +475,7 @@ def test_orthanc_over_tls_store_commit_c_get_and_https_stow(tls_orthanc, tls_pki
     assert json.loads(stored.stdout)[0]["outcome"] == "committed"  # the report came back over TLS too
     out = tmp_path / "matrix"
     matrix = dvqa("pacs", "matrix", "--target", f"Orthanc TLS=ORTHANC@127.0.0.1:{tls_orthanc['port']},get", *mine,
-                  "--iod", "endoscopic", "--syntax", "hevc-main", "--out", str(out))
+                  "--iod", "endoscopic", "--syntax", "hevc-main", "-o", str(out))
     assert matrix.returncode == 0, matrix.stdout + matrix.stderr
     cell = json.loads((out / "matrix.json").read_text())["cells"][0]
     assert (cell["outcome"], cell["retrieved"]) == ("stored", "identical (C-GET)")

@@ -165,8 +165,8 @@ def test_endoscopy_profile_passes_a_normal_conversion(tmp_path: Path) -> None:
     proc = dvqa("convert", str(RECORDED / "vp9_raf.webm"), "-o", str(tmp_path / "o.dcm"), "--profile", "endoscopy")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "endoscopy: all 4 quality floors met" in proc.stdout
-    listed = dvqa("profiles")
-    assert "quality.psnr-y-mean: mean psnr_y >= 40" in listed.stdout
+    listed = dvqa("rules", "list")
+    assert "quality.psnr-y-mean [error] mean psnr_y >= 40" in listed.stdout
 
 
 def test_unknown_profile_and_bad_report_name_are_usage_errors(tmp_path: Path) -> None:

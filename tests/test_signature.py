@@ -180,10 +180,10 @@ def test_keys_encrypted_pem_pkcs12_and_ecdsa(video: Path, pki, tmp_path: Path, m
                  str(tmp_path / "x.dcm"))
     assert wrong.returncode == 2 and "passphrase" in wrong.stderr and not (tmp_path / "x.dcm").exists()
     ecdsa = dvqa("sign", str(source), "--key", str(pki["ec_key"]), "--cert", str(pki["ec_cert"]),
-                 "--profile", "base", "-o", str(tmp_path / "e.dcm"))
+                 "--signature-profile", "base", "-o", str(tmp_path / "e.dcm"))
     assert ecdsa.returncode == 2 and "RSA profile" in ecdsa.stderr
     ecdsa = dvqa("sign", str(source), "--key", str(pki["ec_key"]), "--cert", str(pki["ec_cert"]),
-                 "--profile", "none", "-o", str(tmp_path / "e.dcm"))
+                 "--signature-profile", "none", "-o", str(tmp_path / "e.dcm"))
     assert ecdsa.returncode == 0, ecdsa.stderr
     assert dvqa("verify", str(tmp_path / "e.dcm"), "--trust", str(pki["ca"])).returncode == 0
     assert source.read_bytes() == video.read_bytes()  # with -o, the input is never touched

@@ -28,7 +28,7 @@ def audit_log(path: Path | None, key_env: str | None, debug: bool) -> AuditLog |
     """Opened before any work, so a bad --audit fails without converting or sending anything."""
     if path is None:
         return None
-    key = guarded(debug, lambda: passphrase(key_env)) if key_env else None
+    key = guarded(debug, lambda: passphrase(key_env, "--audit-key-env")) if key_env else None
     if path.is_dir() or not path.parent.is_dir():
         fail(UsageError(f"--audit {path}: give a file in an existing folder."), debug)
     log = AuditLog(path, key.encode() if key else None)
@@ -37,11 +37,12 @@ def audit_log(path: Path | None, key_env: str | None, debug: bool) -> AuditLog |
     return log
 
 
-def passphrase(variable: str | None) -> str | None:
+def passphrase(variable: str | None, option: str = "--passphrase-env") -> str | None:
+    """A secret from the environment variable `option` names (never from the command line)."""
     if variable is None:
         return None
     if variable not in os.environ:
-        raise UsageError(f"--passphrase-env {variable}: that variable is not set.")
+        raise UsageError(f"{option} {variable}: that variable is not set.")
     return os.environ[variable]
 
 

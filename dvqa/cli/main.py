@@ -13,6 +13,7 @@ from pathlib import Path  # noqa: E402
 import click  # noqa: E402
 
 from dvqa import __version__  # noqa: E402
+from dvqa.cli import options  # noqa: E402
 from dvqa.cli.common import audit_log, fail, guarded, passphrase  # noqa: E402
 from dvqa.convert.pipeline import ConvertOptions, convert, record_failure  # noqa: E402
 from dvqa.core import outputs, profiles  # noqa: E402
@@ -23,10 +24,10 @@ from dvqa.dicom.iod import Metadata, VideoIOD  # noqa: E402
 from dvqa.quality import reports  # noqa: E402
 from dvqa.quality.metrics import SSIM_DEFINITIONS  # noqa: E402
 from dvqa.quality.recheck import measure_files  # noqa: E402
-from dvqa.trust.signature import PROFILES, Signer  # noqa: E402
+from dvqa.trust.signature import Signer  # noqa: E402
 
 
-class _Group(click.Group):
+class _Group(options.Group):
     """Ctrl-C, SIGTERM and SIGHUP end any command with 128 + the signal number, never Click's 'Aborted!'
     and exit 1. Commands that write handle them first and say what is on disk."""
 
@@ -42,7 +43,8 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dvqa")
 def main() -> None:
-    """DICOM video quality assurance: convert, validate, sign, audit.
+    """DICOM video quality assurance: convert browser recordings with quality evidence, measure
+    quality, validate, sign and verify, keep an audit trail, and test PACS.
 
     Exit codes: 0 pass, 1 a check failed, 2 usage error, 3 unreadable or
     unsupported input, 4 environment problem, 130/143/129 interrupted by
@@ -52,19 +54,19 @@ def main() -> None:
 
 @main.command("convert")
 @click.argument("source", type=click.Path(path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="DICOM file to write.")
-@click.option("--syntax", default="auto", show_default=True,
-              help=f"auto or one of: {', '.join(syntaxes.names())}.")
+@options.output("DICOM file to write.", required=True)
+@options.syntax_choice(auto=True, help="Transfer syntax to write (`dvqa syntaxes`); auto picks the most widely "
+                       "supported one that keeps the source's size and rate.")
 @click.option("--iod", "iod_name", default="endoscopic", show_default=True,
               type=click.Choice([i.option for i in VideoIOD]), help="Video IOD to write.")
 @click.option("--uid-root", default=None, help="Root for generated UIDs (default: 2.25 UUID-derived).")
-@click.option("--patient-name", default=None)
-@click.option("--patient-id", default=None)
-@click.option("--patient-birth-date", default=None, help="YYYYMMDD.")
-@click.option("--patient-sex", default=None, type=click.Choice(["M", "F", "O"]))
-@click.option("--accession-number", default=None)
+@click.option("--patient-name", default=None, help="Patient's Name (0010,0010), e.g. Doe^Jane.")
+@click.option("--patient-id", default=None, help="Patient ID (0010,0020).")
+@click.option("--patient-birth-date", default=None, help="Patient's Birth Date (0010,0030), YYYYMMDD.")
+@click.option("--patient-sex", default=None, type=click.Choice(["M", "F", "O"]), help="Patient's Sex (0010,0040).")
+@click.option("--accession-number", default=None, help="Accession Number (0008,0050) of the order.")
 @click.option("--study-uid", default=None, help="Study Instance UID to file the video under.")
-@click.option("--study-description", default=None)
+@click.option("--study-description", default=None, help="Study Description (0008,1030).")
 @click.option("--metadata-json", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="Patient/study attributes as DICOM JSON (PS3.18 F.2).")
 @click.option("--metadata-from", type=click.Path(path_type=Path, exists=True, dir_okay=False),
@@ -77,31 +79,27 @@ def main() -> None:
 @click.option("--ssim", default="fast", show_default=True, type=click.Choice(list(SSIM_DEFINITIONS)),
               help="SSIM definition: fast (x264/FFmpeg, real time) or reference (Wang et al. 2004).")
 @click.option("--no-quality", is_flag=True, help="Skip per-frame PSNR/SSIM (faster; no quality evidence).")
-@click.option("--profile", default=None,
-              help="Quality floors to enforce: a name from `dvqa profiles` or a YAML file.")
+@options.rules_profile("Quality floors to enforce")
 @click.option("--keep-failed", is_flag=True, help="Write OUTPUT even when a quality floor is not met.")
 @click.option("--sign", "sign_key", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="Sign OUTPUT with this private key (PEM or PKCS#12) before it is moved into place.")
 @click.option("--cert", "sign_cert", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="The signer's certificate, with --sign.")
-@click.option("--sign-profile", default="base", show_default=True, type=click.Choice(list(PROFILES)))
-@click.option("--passphrase-env", default=None, metavar="VAR", help="Environment variable holding the key's passphrase.")
+@options.signature_profile
+@options.passphrase
 @click.option("--report", "report_paths", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
               help="Write the full record here: .json (per-frame arrays, timing map) or .html (plots, "
                    "worst frames). Repeatable.")
-@click.option("--audit", "audit_path", type=click.Path(path_type=Path, dir_okay=False),
-              help="Append a record of this attempt (success or failure) to this audit log (JSON Lines).")
-@click.option("--audit-key-env", default=None, metavar="VAR",
-              help="Environment variable holding a key: each audit record gets an HMAC-SHA256.")
-@click.option("--format", "fmt", default="text", show_default=True, type=click.Choice(["text", "json"]))
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@options.audit
+@options.output_format("text", "json")
+@options.debug
 def convert_command(source: Path, output: Path, syntax: str, iod_name: str, uid_root: str | None,
                     patient_name: str | None, patient_id: str | None, patient_birth_date: str | None,
                     patient_sex: str | None, accession_number: str | None, study_uid: str | None,
                     study_description: str | None, metadata_json: Path | None,
                     metadata_from: Path | None, source_range: str, no_passthrough: bool, force: bool,
                     ssim: str, no_quality: bool, profile: str | None, keep_failed: bool,
-                    sign_key: Path | None, sign_cert: Path | None, sign_profile: str, passphrase_env: str | None,
+                    sign_key: Path | None, sign_cert: Path | None, signature_profile: str, passphrase_env: str | None,
                     report_paths: tuple[Path, ...], audit_path: Path | None, audit_key_env: str | None,
                     fmt: str, debug: bool) -> None:
     """Convert a browser recording (WebM, Matroska, MP4) to a DICOM video object."""
@@ -118,7 +116,7 @@ def convert_command(source: Path, output: Path, syntax: str, iod_name: str, uid_
             report_paths, sign_key, sign_cert, passphrase_env,
             syntax=syntax, iod=iod_name, uid_root=uid_root, force=force, passthrough=not no_passthrough,
             source_range=source_range, quality=not no_quality, ssim=ssim, profile=profile,
-            keep_failed=keep_failed, signature_profile=sign_profile)
+            keep_failed=keep_failed, signature_profile=signature_profile)
     except DvqaError as exc:  # before any work: still one audit record for the attempt
         failure = exc
         guarded(debug, lambda: record_failure(ConvertOptions(audit=audit), source, output,
@@ -232,7 +230,7 @@ def _print_text(r: dict) -> None:
                f"worst on-screen error {t['worst_on_screen_error_frames']:g} frame")
     if t["dropped_source_frames"]:
         click.echo(f"dropped  source frames {t['dropped_source_frames']}: {t['drop_reason']}")
-    for line in r["transforms"] + r["notes"]:
+    for line in r["notes"] + r["transforms"]:  # what was found, then what was done about it
         click.echo(f"note     {line}")
     if r["quality"]:
         _print_quality(r["quality"])
@@ -247,8 +245,8 @@ def _print_text(r: dict) -> None:
         sig = r["signature"]
         click.echo(f"signed   signature {sig['uid']} ({sig['algorithm']}, {sig['profile']} profile)")
     if r["written"]:
-        click.echo(f"output   {o['path']}: {o['iod']}, {o['columns']}x{o['rows']}, {o['size']} bytes, "
-                   f"{r['elapsed_s']:.2f} s")
+        click.echo(f"output   {o['path']}: {o['iod']}, {o['columns']}x{o['rows']}, {o['size']} bytes; "
+                   f"took {r['elapsed_s']:.2f} s")
     else:
         click.echo(f"output   not written: the {r['profile']['name']} profile's floors are not met "
                    "(--keep-failed writes it anyway)")
@@ -256,22 +254,25 @@ def _print_text(r: dict) -> None:
 
 def _print_quality(q: dict) -> None:
     s = q["summary"]
-    click.echo(f"quality  PSNR-Y mean {s['psnr_y']['mean']} dB, min {s['psnr_y']['min']} dB; "
-               f"PSNR mean {s['psnr']['mean']} dB; SSIM ({q['ssim_definition']['name']}) mean "
-               f"{s['ssim_y']['mean']}, min {s['ssim_y']['min']} over {q['frames']} frames")
+    click.echo(f"quality  PSNR-Y mean {reports.number(s['psnr_y']['mean'], 2)} dB, min {reports.number(s['psnr_y']['min'], 2)} dB; "
+               f"PSNR mean {reports.number(s['psnr']['mean'], 2)} dB; SSIM ({q['ssim_definition']['name']}) mean "
+               f"{reports.number(s['ssim_y']['mean'], 4)}, min {reports.number(s['ssim_y']['min'], 4)} over {q['frames']} frames "
+               "(per frame: --report FILE.json or .html)")
 
 
 @main.command("quality")
 @click.argument("reference", type=click.Path(path_type=Path, dir_okay=False))
 @click.argument("distorted", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--ssim", default="fast", show_default=True, type=click.Choice(list(SSIM_DEFINITIONS)))
+@click.option("--ssim", default="fast", show_default=True, type=click.Choice(list(SSIM_DEFINITIONS)),
+              help="SSIM definition: fast (x264/FFmpeg, real time) or reference (Wang et al. 2004); use the "
+                   "one the conversion used to reproduce its numbers.")
 @click.option("--source-range", default="auto", show_default=True, type=click.Choice(["auto", "full", "limited"]),
               help="Colour range of REFERENCE when its stream does not declare it.")
-@click.option("--profile", default=None, help="Quality floors to check (exit 1 when one is not met).")
+@options.rules_profile("Quality floors to check (exit 1 when one is not met)")
 @click.option("--report", "report_paths", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
               help="Write the record here: .json or .html. Repeatable.")
-@click.option("--format", "fmt", default="text", show_default=True, type=click.Choice(["text", "json"]))
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@options.output_format("text", "json")
+@options.debug
 def quality_command(reference: Path, distorted: Path, ssim: str, source_range: str, profile: str | None,
                     report_paths: tuple[Path, ...], fmt: str, debug: bool) -> None:
     """Measure DISTORTED (a DICOM video or a video file) against REFERENCE, frame by frame."""
@@ -296,7 +297,7 @@ def quality_command(reference: Path, distorted: Path, ssim: str, source_range: s
         brief["quality"] = {k: v for k, v in record["quality"].items() if k != "per_frame"}
         click.echo(json.dumps(brief, indent=2))
     else:
-        for line in record["transforms"] + record["notes"]:
+        for line in record["notes"] + record["transforms"]:
             click.echo(f"note     {line}")
         _print_quality(record["quality"])
         for f in record["findings"]:
@@ -313,31 +314,20 @@ def _register() -> None:
         module.register(main)
 
 
-@main.command("profiles")
-@click.option("--format", "fmt", default="text", type=click.Choice(["text", "json"]))
-def profiles_command(fmt: str) -> None:
-    """List the profiles in rules/ and the quality floors each enforces."""
-    loaded = profiles.load_all()
-    if fmt == "json":
-        click.echo(json.dumps([p.to_dict() for p in loaded], indent=2))
-        return
-    for p in loaded:
-        click.echo(f"{p.name}: {p.description}")
-        for f in p.quality_floors:
-            click.echo(f"  {f.id}: {f.statistic} {f.metric} >= {f.minimum:g} ({f.severity.value})")
-
-
 @main.command("syntaxes")
-@click.option("--format", "fmt", default="text", type=click.Choice(["text", "json"]))
-def syntaxes_command(fmt: str) -> None:
-    """List the video transfer syntaxes dvqa writes, from its one table."""
+@options.output_format("text", "json")
+@options.debug
+def syntaxes_command(fmt: str, debug: bool) -> None:
+    """List the video transfer syntaxes dvqa knows, from its one table (writes: those it converts to)."""
+    writable = syntaxes.writable_names()
     rows = [{"name": s.name, "uid": s.uid, "title": s.title, "codec": s.codec,
-             "fragmentable_uid": s.fragmentable_uid} for s in syntaxes.SYNTAXES]
+             "fragmentable_uid": s.fragmentable_uid, "written": s.name in writable} for s in syntaxes.SYNTAXES]
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
-        click.echo(f"{row['name']:<15} {row['uid']:<26} {row['title']}")
+        click.echo(f"{row['name']:<15} {row['uid']:<26} {row['title']}"
+                   + ("" if row["written"] else " (validated, not written: 10-bit)"))
 
 
 _register()

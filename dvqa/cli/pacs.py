@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from dvqa.cli import options
 from dvqa.cli.common import audit_log, fail, guarded, warn
 from dvqa.core import outputs, signals
 from dvqa.core.errors import UsageError
@@ -24,24 +25,27 @@ def register(main: click.Group) -> None:
     main.add_command(pacs_group)
 
 
-@click.group("pacs")
+@click.group("pacs", cls=options.Group)
 def pacs_group() -> None:
     """Send to a PACS and record what it accepted."""
 
 
-def _peer_options(fn):
-    fn = _tls_options(fn)
-    for option in reversed([
-        click.option("--host", default="127.0.0.1", show_default=True),
-        click.option("--port", type=int, default=None, help="The PACS's DICOM port."),
-        click.option("--called-aet", default="ANY-SCP", show_default=True, help="The PACS's AE title."),
-        click.option("--aet", "calling_aet", default="DVQA", show_default=True, help="dvqa's own AE title."),
-        click.option("--timeout", default=30.0, show_default=True, help="Seconds for each network step."),
-        click.option("--format", "fmt", default="text", show_default=True, type=click.Choice(["text", "json"])),
-        click.option("--debug", is_flag=True, help="Show tracebacks."),
-    ]):
-        fn = option(fn)
-    return fn
+def _own_aet_and_timeout(fn):
+    fn = click.option("--timeout", default=30.0, show_default=True, help="Seconds for each network step.")(fn)
+    return click.option("--aet", "calling_aet", default="DVQA", show_default=True, help="dvqa's own AE title.")(fn)
+
+
+def _peer_options(port_help: str, port_required: bool):
+    def decorate(fn):
+        fn = _tls_options(fn)
+        fn = options.debug(fn)
+        fn = options.output_format("text", "json")(fn)
+        fn = _own_aet_and_timeout(fn)
+        fn = click.option("--called-aet", default="ANY-SCP", show_default=True, help="The PACS's AE title.")(fn)
+        fn = click.option("--port", type=int, required=port_required, help=port_help)(fn)
+        return click.option("--host", default="127.0.0.1", show_default=True,
+                            help="The PACS's host name or address.")(fn)
+    return decorate
 
 
 def _tls_options(fn):
@@ -65,13 +69,11 @@ def _tls(tls: bool, ca: Path | None, cert: Path | None, key: Path | None) -> pac
 
 
 @pacs_group.command("echo")
-@_peer_options
+@_peer_options("The PACS's DICOM port.", port_required=True)
 def pacs_echo_command(host: str, port: int, called_aet: str, calling_aet: str, timeout: float, fmt: str,
                       debug: bool, tls: bool, tls_ca: Path | None, tls_cert: Path | None,
                       tls_key: Path | None) -> None:
     """C-ECHO: is the PACS there and does it accept dvqa's AE title? Exit 4 if not."""
-    if port is None:
-        fail(UsageError("give --port, the PACS's DICOM port."), debug)
     peer = Peer(host, port, called_aet, calling_aet, timeout, guarded(debug, lambda: _tls(tls, tls_ca, tls_cert,
                                                                                           tls_key)))
     result = guarded(debug, lambda: pacs.echo(peer))
@@ -80,31 +82,29 @@ def pacs_echo_command(host: str, port: int, called_aet: str, calling_aet: str, t
 
 @pacs_group.command("store")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@_peer_options
+@_peer_options("The PACS's DICOM port (required unless --stow).", port_required=False)
 @click.option("--retries", default=3, show_default=True, type=click.IntRange(0, 20),
               help="Retries after a network failure (1 s, 2 s, 4 s ... apart). A PACS's refusal is not retried.")
 @click.option("--stow", "stow_url", default=None, metavar="URL",
               help="Send with DICOMweb STOW-RS to this service root instead of DIMSE C-STORE.")
-@click.option("--fallback", "fallback_syntax", default=None,
-              type=click.Choice([s.name for s in syntaxes.SYNTAXES if s.bits == 8]),
-              help="When the PACS refuses a file, send a copy converted to this syntax (new SOP instance, "
-                   "same series; the original is kept).")
+@options.syntax_choice("--fallback",
+                       help="When the PACS refuses a file, send a copy converted to this syntax (new SOP "
+                            "instance, same series; the original is kept).")
 @click.option("--fallback-dir", type=click.Path(path_type=Path, file_okay=False),
               help="Keep the fallback copies here (default: a temporary folder, removed afterwards).")
 @click.option("--commit", is_flag=True,
-              help="Request Storage Commitment and wait for the PACS's report: 'committed' means confirmed.")
+              help="Request Storage Commitment and wait for the PACS's report: 'committed' means the PACS "
+                   "confirmed it keeps the file.")
 @click.option("--listen-port", type=int, default=None, help="With --commit: where the PACS sends its report.")
 @click.option("--listen-host", default="127.0.0.1", show_default=True, help="With --commit: address to listen on.")
 @click.option("--commit-wait", default=60.0, show_default=True, help="With --commit: seconds to wait for the report.")
 @click.option("--require-tls", is_flag=True, envvar="DVQA_REQUIRE_TLS",
               help="Refuse to send patient data without TLS (DIMSE --tls, or an https:// --stow URL). "
                    "Sites set DVQA_REQUIRE_TLS=1 to make it the default.")
-@click.option("--audit", "audit_path", type=click.Path(path_type=Path, dir_okay=False),
-              help="Append one record per file (where it went, what the PACS answered) to this audit log.")
-@click.option("--audit-key-env", default=None, metavar="VAR", help="Environment variable holding the HMAC key.")
+@options.audit
 def pacs_store_command(files: tuple[Path, ...], host: str, port: int | None, called_aet: str, calling_aet: str,
                        timeout: float, fmt: str, debug: bool, retries: int, stow_url: str | None,
-                       fallback_syntax: str | None, fallback_dir: Path | None, commit: bool,
+                       fallback: str | None, fallback_dir: Path | None, commit: bool,
                        listen_port: int | None, listen_host: str, commit_wait: float, require_tls: bool,
                        audit_path: Path | None, audit_key_env: str | None, tls: bool, tls_ca: Path | None,
                        tls_cert: Path | None, tls_key: Path | None) -> None:
@@ -114,7 +114,7 @@ def pacs_store_command(files: tuple[Path, ...], host: str, port: int | None, cal
     are), 4 the PACS could not be reached. Files are never moved.
     """
     audit = audit_log(audit_path, audit_key_env, debug)
-    if stow_url and (commit or fallback_syntax):
+    if stow_url and (commit or fallback):
         fail(UsageError("--commit and --fallback work with DIMSE C-STORE (--port), not with --stow."), debug)
     security = guarded(debug, lambda: _tls(tls, tls_ca, tls_cert, tls_key))
     if security and stow_url and not stow_url.startswith("https://"):
@@ -140,11 +140,11 @@ def pacs_store_command(files: tuple[Path, ...], host: str, port: int | None, cal
     try:
         if stow_url:
             results = guarded(debug, lambda: pacs.stow(stow_url, list(files), retries, tls=security, timeout=timeout))
-        elif fallback_syntax:
+        elif fallback:
             with tempfile.TemporaryDirectory(prefix="dvqa-fallback-") as scratch:
                 folder = fallback_dir or Path(scratch)
                 folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-                results = guarded(debug, lambda: pacs.store_with_fallback(peer, list(files), fallback_syntax,
+                results = guarded(debug, lambda: pacs.store_with_fallback(peer, list(files), fallback,
                                                                            folder, retries))
         else:
             results = guarded(debug, lambda: pacs.store(peer, list(files), retries))
@@ -182,25 +182,23 @@ def pacs_store_command(files: tuple[Path, ...], host: str, port: int | None, cal
 @click.option("--target", "target_specs", multiple=True,
               help="NAME=AET@HOST:PORT[,wado=URL][,get] - a running PACS to test; read the files back over "
                    "WADO-RS from URL and/or with C-GET.")
-@click.option("--profile", "profile_ids", multiple=True, metavar="ID",
+@click.option("--pacs-profile", "profile_ids", multiple=True, metavar="ID",
               help="Add the rows a PACS profile documents (`dvqa pacs profiles`; 'all' for every one), marked as "
                    "from documents.")
 @click.option("--iod", "iods", multiple=True, type=click.Choice([i.option for i in VideoIOD]),
               help="IODs to test (default: all three video IODs).")
-@click.option("--syntax", "names", multiple=True, type=click.Choice([s.name for s in syntaxes.SYNTAXES if s.bits == 8]),
-              help="Transfer syntaxes to test (default: every one dvqa writes).")
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
-              help="Folder for matrix.json, matrix.md and matrix.html (e.g. docs/pacs-matrix).")
-@click.option("--aet", "calling_aet", default="DVQA", show_default=True)
-@click.option("--timeout", default=30.0, show_default=True)
+@options.syntax_choice(multiple=True, help="Transfer syntaxes to test (default: every one dvqa writes).")
+@options.output("Folder for matrix.json, matrix.md and matrix.html (e.g. docs/pacs-matrix).", required=True,
+                folder=True, dest="out_dir")
+@_own_aet_and_timeout
 @_tls_options
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@options.debug
 def pacs_matrix_command(target_specs: tuple[str, ...], profile_ids: tuple[str, ...], iods: tuple[str, ...],
-                        names: tuple[str, ...], out_dir: Path, calling_aet: str, timeout: float, tls: bool,
+                        syntax: tuple[str, ...], out_dir: Path, calling_aet: str, timeout: float, tls: bool,
                         tls_ca: Path | None, tls_cert: Path | None, tls_key: Path | None, debug: bool) -> None:
     """Send one file per (video IOD x transfer syntax) to each target and record what it did."""
     if not target_specs and not profile_ids:
-        fail(UsageError("give at least one --target NAME=AET@HOST:PORT or --profile ID."), debug)
+        fail(UsageError("give at least one --target NAME=AET@HOST:PORT or --pacs-profile ID."), debug)
 
     def work():
         security = _tls(tls, tls_ca, tls_cert, tls_key)
@@ -208,7 +206,7 @@ def pacs_matrix_command(target_specs: tuple[str, ...], profile_ids: tuple[str, .
         chosen_profiles = pacsprofiles.load_all() if "all" in profile_ids else \
             [pacsprofiles.load(p) for p in profile_ids]
         chosen_iods = list(iods) or [i.option for i in VideoIOD]
-        chosen = list(names) or [s.name for s in syntaxes.SYNTAXES if s.bits == 8]
+        chosen = list(syntax) or syntaxes.writable_names()
         out_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="dvqa-matrix-") as scratch:
             cells = matrix.run(targets, chosen_iods, chosen, Path(scratch), chosen_profiles, calling_aet, timeout)
@@ -223,12 +221,12 @@ def pacs_matrix_command(target_specs: tuple[str, ...], profile_ids: tuple[str, .
 
 
 @pacs_group.command("simulate")
-@click.option("--port", type=int, required=True)
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, required=True, help="Port to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--aet", default="SIMULATED", show_default=True, help="The simulated PACS's AE title.")
 @click.option("--accept", "accepts", multiple=True, metavar="SOP=TS[,TS...]",
               help="A SOP class UID and the transfer syntax UIDs accepted for it. Repeatable.")
-@click.option("--profile", "profile_id", default=None, metavar="ID",
+@click.option("--pacs-profile", "profile_id", default=None, metavar="ID",
               help="Accept exactly what a PACS profile documents (`dvqa pacs profiles`), instead of --accept.")
 @click.option("--fault", default="none", show_default=True, type=click.Choice(list(simulate.FAULTS)),
               help="Answer every C-STORE with 0xA700 out of resources, abort the association, or never answer.")
@@ -236,23 +234,24 @@ def pacs_matrix_command(target_specs: tuple[str, ...], profile_ids: tuple[str, .
               help="Keep received files here (private files, named by a validated SOP Instance UID).")
 @click.option("--allow-aet", "allow_aets", multiple=True, metavar="AET",
               help="Accept associations only from this calling AE title (repeatable; default: any).")
+@options.debug
 def pacs_simulate_command(port: int, host: str, aet: str, accepts: tuple[str, ...], profile_id: str | None,
-                          fault: str, store_dir: Path | None, allow_aets: tuple[str, ...]) -> None:
-    """Run a Storage SCP that accepts exactly --accept (or a --profile) and misbehaves as --fault says.
+                          fault: str, store_dir: Path | None, allow_aets: tuple[str, ...], debug: bool) -> None:
+    """Run a Storage SCP that accepts exactly --accept (or a --pacs-profile) and misbehaves as --fault says.
 
     A test tool, not a PACS: it listens on 127.0.0.1 by default and accepts any calling AE title unless
     --allow-aet names some. Ctrl-C stops it. A profile whose sources do not say what it accepts cannot be
     simulated (exit 2).
     """
     if bool(accepts) == bool(profile_id):
-        fail(UsageError("give either --accept SOP=TS[,TS...] (repeatable) or --profile ID."), False)
+        fail(UsageError("give either --accept SOP=TS[,TS...] (repeatable) or --pacs-profile ID."), debug)
     accept: dict[str, list[str]] = {}
     if profile_id:
-        accept = guarded(False, lambda: pacsprofiles.load(profile_id).accept_map([i.sop_class for i in VideoIOD]))
+        accept = guarded(debug, lambda: pacsprofiles.load(profile_id).accept_map([i.sop_class for i in VideoIOD]))
     for spec in accepts:
         sop, _, syntaxes_ = spec.partition("=")
         if not syntaxes_:
-            fail(UsageError(f"--accept {spec!r}: write SOP_CLASS_UID=TS_UID[,TS_UID...]."), False)
+            fail(UsageError(f"--accept {spec!r}: write SOP_CLASS_UID=TS_UID[,TS_UID...]."), debug)
         accept.setdefault(sop, []).extend(syntaxes_.split(","))
     if store_dir:
         store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -265,10 +264,11 @@ def pacs_simulate_command(port: int, host: str, aet: str, accepts: tuple[str, ..
 
 
 @pacs_group.command("profiles")
-@click.option("--format", "fmt", default="text", show_default=True, type=click.Choice(["text", "json"]))
-def pacs_profiles_command(fmt: str) -> None:
+@options.output_format("text", "json")
+@options.debug
+def pacs_profiles_command(fmt: str, debug: bool) -> None:
     """List the PACS profiles in rules/pacs/: what each system's documents say it accepts, and where from."""
-    loaded = guarded(False, pacsprofiles.load_all)
+    loaded = guarded(debug, pacsprofiles.load_all)
     if fmt == "json":
         click.echo(json.dumps([p.to_dict() for p in loaded], indent=2))
         return

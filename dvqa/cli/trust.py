@@ -8,13 +8,13 @@ from pathlib import Path
 
 import click
 
+from dvqa.cli import options
 from dvqa.cli.common import audit_log, guarded, passphrase
 from dvqa.core import outputs, signals
 from dvqa.core.errors import DvqaError, ExitCode
 from dvqa.trust import atna
 from dvqa.trust import audit as audit_trail
 from dvqa.trust.signature import (
-    PROFILES,
     PURPOSES,
     SIGNING_ALGORITHMS,
     Signer,
@@ -30,28 +30,26 @@ def register(main: click.Group) -> None:
     main.add_command(audit_group)
 
 
-@click.command("sign")
+@click.command("sign", cls=options.Command)
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.option("--key", "key_path", required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="Private key: PEM (optionally encrypted) or PKCS#12 (.p12/.pfx).")
 @click.option("--cert", "cert_path", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="The signer's X.509 certificate (PEM or DER); not needed with PKCS#12.")
-@click.option("--passphrase-env", default=None, metavar="VAR",
-              help="Read the key's passphrase from this environment variable (never from the command line).")
-@click.option("--profile", "sig_profile", default="base", show_default=True, type=click.Choice(list(PROFILES)))
-@click.option("--mac", "mac", default="SHA256", show_default=True, type=click.Choice(list(SIGNING_ALGORITHMS)))
+@options.passphrase
+@options.signature_profile
+@click.option("--mac", "mac", default="SHA256", show_default=True, type=click.Choice(list(SIGNING_ALGORITHMS)),
+              help="Hash algorithm of the MAC (and of the signature).")
 @click.option("--purpose", default=None, type=click.Choice(sorted(PURPOSES)),
               help="Add a Digital Signature Purpose Code Sequence item (CID 7007, ASTM E1762 code).")
-@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
-              help="Write the signed file here (default: replace FILE, atomically).")
+@options.output("Write the signed file here (default: replace FILE, atomically).")
 @click.option("--allow-invalid-certificate", is_flag=True,
               help="Sign even though the certificate is expired or not yet valid (verify will fail it).")
-@click.option("--audit", "audit_path", type=click.Path(path_type=Path, dir_okay=False),
-              help="Append a record of this signing to this audit log.")
-@click.option("--audit-key-env", default=None, metavar="VAR", help="Environment variable holding the HMAC key.")
-@click.option("--format", "fmt", default="text", show_default=True, type=click.Choice(["text", "json"]))
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
-def sign_command(file: Path, key_path: Path, cert_path: Path | None, passphrase_env: str | None, sig_profile: str,
+@options.audit
+@options.output_format("text", "json")
+@options.debug
+def sign_command(file: Path, key_path: Path, cert_path: Path | None, passphrase_env: str | None,
+                 signature_profile: str,
                  mac: str, purpose: str | None, output: Path | None, allow_invalid_certificate: bool,
                  audit_path: Path | None, audit_key_env: str | None, fmt: str, debug: bool) -> None:
     """Add a DICOM digital signature (PS3.15 Annex C) over every signable element of FILE."""
@@ -70,7 +68,7 @@ def sign_command(file: Path, key_path: Path, cert_path: Path | None, passphrase_
 
         try:
             signer = Signer.load(key_path, cert_path, passphrase(passphrase_env), allow_invalid_certificate)
-            return sign_file(file, target, signer, sig_profile, mac, purpose, record=record)
+            return sign_file(file, target, signer, signature_profile, mac, purpose, record=record)
         except KeyboardInterrupt as exc:
             if audit:
                 audit.append({"command": "sign", "input": str(file), "output": str(target), "outcome": "failure",
@@ -100,14 +98,14 @@ def sign_command(file: Path, key_path: Path, cert_path: Path | None, passphrase_
                    f"{result.algorithm}, {result.profile} profile) over {len(result.signed_tags)} elements")
 
 
-@click.command("verify")
+@click.command("verify", cls=options.Command)
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.option("--trust", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="PEM file of CA certificates: the signer's certificate must be issued by one, "
                    "both valid at the signing time.")
 @click.option("--require-signature", is_flag=True, help="Fail a file that carries no signature at all.")
-@click.option("--format", "fmt", default="text", show_default=True, type=click.Choice(["text", "json"]))
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@options.output_format("text", "json")
+@options.debug
 def verify_command(files: tuple[Path, ...], trust: Path | None, require_signature: bool, fmt: str,
                    debug: bool) -> None:
     """Check every digital signature in FILES (also those inside sequence items); exit 1 if any fails."""
@@ -150,20 +148,20 @@ def verify_command(files: tuple[Path, ...], trust: Path | None, require_signatur
     sys.exit(int(ExitCode.CHECK_FAILED if failed else ExitCode.OK))
 
 
-@click.group("audit")
+@click.group("audit", cls=options.Group)
 def audit_group() -> None:
     """The tamper-evident audit trail written by --audit."""
 
 
 @audit_group.command("verify")
 @click.argument("log", type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@click.option("--key-env", default=None, metavar="VAR", help="Environment variable holding the HMAC key.")
-@click.option("--format", "fmt", default="text", show_default=True, type=click.Choice(["text", "json"]))
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
-def audit_verify_command(log: Path, key_env: str | None, fmt: str, debug: bool) -> None:
+@options.audit_key
+@options.output_format("text", "json")
+@options.debug
+def audit_verify_command(log: Path, audit_key_env: str | None, fmt: str, debug: bool) -> None:
     """Prove LOG's hash chain (and HMACs); name the first record that breaks it. Exit 1 if one does."""
     def work():
-        key = passphrase(key_env)
+        key = passphrase(audit_key_env, "--audit-key-env")
         return audit_trail.verify(log, key.encode() if key else None)
 
     check = guarded(debug, work)
@@ -181,10 +179,10 @@ def audit_verify_command(log: Path, key_env: str | None, fmt: str, debug: bool) 
 
 @audit_group.command("export")
 @click.argument("log", type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@click.option("--format", "fmt", default="dicom-audit", show_default=True, type=click.Choice(["dicom-audit"]))
-@click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
-              help="Folder for one XML message per record (record-SEQ.xml); created if missing.")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@options.output_format("dicom-audit")
+@options.output("Folder for one XML message per record (record-SEQ.xml); created if missing.", required=True,
+                folder=True, dest="out_dir")
+@options.debug
 def audit_export_command(log: Path, fmt: str, out_dir: Path, debug: bool) -> None:
     """Write LOG's records as DICOM audit messages (PS3.15 A.5, IHE ATNA) for an audit repository."""
     def work():

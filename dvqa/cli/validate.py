@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from dvqa.cli.common import fail, guarded
+from dvqa.cli import options
+from dvqa.cli.common import fail, guarded, warn
 from dvqa.core import profiles
 from dvqa.core.errors import UsageError
 from dvqa.core.findings import Severity, exit_code
@@ -21,27 +22,47 @@ def register(main: click.Group) -> None:
     main.add_command(validate_command)
     main.add_command(rules_group)
     main.add_command(standard_group)
+    main.add_command(profiles_command)
 
 
-@click.command("validate")
+@click.command("profiles", cls=options.Command, hidden=True)
+@options.output_format("text", "json")
+@options.debug
+@click.pass_context
+def profiles_command(ctx: click.Context, fmt: str, debug: bool) -> None:
+    """Old name of `dvqa rules list`."""
+    warn(f"`dvqa profiles` is now `dvqa rules list`; the old name is accepted until {options.RENAMED_UNTIL}.")
+    ctx.invoke(rules_list_command, fmt=fmt, debug=debug)
+
+
+@click.command("validate", cls=options.Command)
 @click.argument("targets", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True))
-@click.option("--profile", default=None, help="Per-modality rules to apply: a name from `dvqa profiles` or a YAML file.")
-@click.option("--format", "fmt", default="text", show_default=True, type=click.Choice(list(RENDERERS)))
+@options.rules_profile("Per-modality rules to apply")
+@options.output_format(*RENDERERS)
 @click.option("--fail-on", default="error", show_default=True, type=click.Choice(["error", "warning"]),
               help="Exit 1 when any finding is at least this severe.")
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
 @click.option("--include-hidden", is_flag=True, help="Also check files and folders whose names start with a dot.")
+@click.option("--include", multiple=True, metavar="GLOB",
+              help="In folders, check only files whose name (or path below the folder) matches; repeatable.")
+@click.option("--exclude", multiple=True, metavar="GLOB",
+              help="In folders, skip files whose name (or path below the folder) matches; repeatable.")
 @click.option("--standard", "standard_name", default=None, metavar="EDITION|PATH",
               help="DICOM edition for the IOD layer (default: the newest installed; `dvqa standard` lists them).")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@options.debug
 def validate_command(targets: tuple[Path, ...], profile: str | None, fmt: str, fail_on: str, jobs: int,
-                     include_hidden: bool, standard_name: str | None, debug: bool) -> None:
-    """Check DICOM FILES and every file below DIRS: video stream vs header, and a profile's rules."""
+                     include_hidden: bool, include: tuple[str, ...], exclude: tuple[str, ...],
+                     standard_name: str | None, debug: bool) -> None:
+    """Check DICOM FILES and every file below DIRS: the file, its values, the IOD against the DICOM
+    standard, the video stream against the header, and a profile's rules.
+
+    A file named here is always checked. In folders, files that are clearly not DICOM (a report,
+    log or media suffix and no DICM marker) are skipped and listed, as are --exclude matches."""
     chosen = guarded(debug, lambda: profiles.load(profile)) if profile else None
     edition = guarded(debug, lambda: standard.find(standard_name))
     guarded(debug, lambda: standard.load(edition))  # a missing or broken edition fails here, not per file
     severity = Severity(fail_on)
-    files = list(walk(targets, include_hidden))
+    files = list(walk(targets, include_hidden, include, exclude))
     if not files:
         fail(UsageError(f"no files under {', '.join(map(str, targets))}."), debug)
     bar = None
@@ -57,16 +78,17 @@ def validate_command(targets: tuple[Path, ...], profile: str | None, fmt: str, f
     sys.exit(int(exit_code([f for r in results for f in r.findings], severity)))
 
 
-@click.group("rules")
+@click.group("rules", cls=options.Group)
 def rules_group() -> None:
     """The per-modality rules and quality floors in rules/*.yaml."""
 
 
 @rules_group.command("list")
-@click.option("--format", "fmt", default="text", type=click.Choice(["text", "json"]))
-def rules_list_command(fmt: str) -> None:
-    """Every rule and floor of every profile: id, severity, what it checks and the source behind it."""
-    loaded = profiles.load_all()
+@options.output_format("text", "json")
+@options.debug
+def rules_list_command(fmt: str, debug: bool) -> None:
+    """Every profile's rules and quality floors: id, severity, what each checks and the source behind it."""
+    loaded = guarded(debug, profiles.load_all)
     if fmt == "json":
         click.echo(json.dumps([p.to_dict() for p in loaded], indent=2))
         return
@@ -85,9 +107,9 @@ def rules_list_command(fmt: str) -> None:
 
 
 
-@click.group("standard", invoke_without_command=True)
-@click.option("--format", "fmt", default="text", show_default=True, type=click.Choice(["text", "json"]))
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.group("standard", cls=options.Group, invoke_without_command=True)
+@options.output_format("text", "json")
+@options.debug
 @click.pass_context
 def standard_group(ctx: click.Context, fmt: str, debug: bool) -> None:
     """The DICOM editions the IOD layer validates against: installed ones (default), import, fetch."""
@@ -123,7 +145,7 @@ def standard_group(ctx: click.Context, fmt: str, debug: bool) -> None:
 @standard_group.command("import")
 @click.argument("source", type=click.Path(path_type=Path, exists=True))
 @click.option("--edition", default=None, help="The edition's name (default: read from part03.xml), e.g. 2024b.")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@options.debug
 def standard_import_command(source: Path, edition: str | None, debug: bool) -> None:
     """Install an edition from NEMA's DocBook files (a folder or zip with part03/04/06.xml)."""
     installed = guarded(debug, lambda: standard.import_docbook(source, edition))
@@ -134,7 +156,7 @@ def standard_import_command(source: Path, edition: str | None, debug: bool) -> N
 @click.argument("edition")
 @click.option("--url", default=None, metavar="URL",
               help="A mirror laid out like https://dicom.nema.org/medical/dicom/ (the default).")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@options.debug
 def standard_fetch_command(edition: str, url: str | None, debug: bool) -> None:
     """Download EDITION's DocBook files (e.g. 2024b, or current) and install it. Needs a network."""
     installed = guarded(debug, lambda: standard.fetch(edition, url))

@@ -193,3 +193,9 @@ def get(name: str) -> VideoSyntax:
 
 def names() -> list[str]:
     return [s.name for s in SYNTAXES]
+
+
+def writable_names() -> list[str]:
+    """The syntaxes dvqa writes: the VL video IODs allow only Bits Allocated 8 (PS3.3 C.8.12.1), so
+    not HEVC Main 10, which `validate` still knows."""
+    return [s.name for s in SYNTAXES if s.bits == 8]
