@@ -104,7 +104,7 @@ class ConversionResult:
 
     def to_dict(self, mapping: bool = False) -> dict[str, object]:
         d: dict[str, object] = {
-            "dvqa_version": __version__, "pyav_version": av.__version__,
+            "command": "convert", "dvqa_version": __version__, "pyav_version": av.__version__,
             "ffmpeg_version": av.ffmpeg_version_info,
             "ffmpeg_libavcodec": ".".join(map(str, av.library_versions["libavcodec"])),
             "encoder_build": self.encoder_build,

@@ -148,7 +148,8 @@ def measure_files(reference: Path, distorted_path: Path, ssim: str = "fast",
                   f"({len(mapped.duplicated)} duplicated, {len(mapped.dropped)} dropped)",
                   *shaper.describe(quality_measured=True)]
     record: dict[str, object] = {
-        "dvqa_version": __version__, "pyav_version": av.__version__, "ffmpeg_version": av.ffmpeg_version_info,
+        "command": "quality", "dvqa_version": __version__, "pyav_version": av.__version__,
+        "ffmpeg_version": av.ffmpeg_version_info,
         "input": {"path": str(reference), "sha256": sha256_file(reference), "codec": info.codec,
                   "container": info.container},
         "distorted": {"path": str(distorted_path), "sha256": sha256_file(distorted_path), "kind": distorted.kind,
@@ -156,7 +157,6 @@ def measure_files(reference: Path, distorted_path: Path, ssim: str = "fast",
                       "rate": str(distorted.rate), "declared_frames": distorted.declared_frames},
         "transforms": transforms, "notes": notes, "elapsed_s": round(time.monotonic() - started, 3),
         "quality": result.to_dict(per_frame=True),
-        "output": None, "profile": None, "findings": [], "written": True, "encoder_build": "",
-        "elementary_stream_sha256": "",
+        "profile": None, "findings": [],  # `dvqa quality` writes no DICOM: no output, encoder or stream keys
     }
     return record, result

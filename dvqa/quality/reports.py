@@ -36,20 +36,45 @@ def write(path: Path, record: dict, quality=None) -> None:
     outputs.write_atomic(path, text)  # private (patient data), never through a planted link
 
 
+def _x(k: int, count: int) -> float:
+    return MARGIN + (PLOT_WIDTH - 2 * MARGIN) * k / max(1, count - 1)
+
+
+def _y(v: float, low: float, high: float) -> float:
+    return MARGIN + (PLOT_HEIGHT - 2 * MARGIN) * (1 - (v - low) / ((high - low) or 1.0))
+
+
 def _polyline(values: list[float], low: float, high: float, count: int) -> str:
-    span = (high - low) or 1.0
-    inner_w, inner_h = PLOT_WIDTH - 2 * MARGIN, PLOT_HEIGHT - 2 * MARGIN
     points = []
     for k, v in enumerate(values):
         v = high if math.isinf(v) else min(max(v, low), high)
-        x = MARGIN + (inner_w * k / max(1, count - 1))
-        y = MARGIN + inner_h * (1 - (v - low) / span)
-        points.append(f"{x:.1f},{y:.1f}")
+        points.append(f"{_x(k, count):.1f},{_y(v, low, high):.1f}")
     return " ".join(points)
 
 
+def ticks(low: float, high: float, most: int = 6, whole: bool = False) -> list[float]:
+    """Round values for axis labels and grid lines between `low` and `high` (1, 2, 2.5 or 5 x 10^n apart)."""
+    span = high - low
+    if span <= 0:
+        return [low]
+    raw = span / most
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    if whole:
+        step = max(1.0, round(step))
+    first = math.ceil(low / step - 1e-9) * step
+    count = int(math.floor((high - first) / step + 1e-9)) + 1
+    return [first + n * step for n in range(count)]
+
+
+def _label(value: float, step: float) -> str:
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9)) + (1 if round(step / 10 ** math.floor(math.log10(step)), 3)
+                                                                 == 2.5 else 0)
+    return f"{value:.{decimals}f}"
+
+
 def plot(series: dict[str, list[float]], title: str, unit: str) -> dict[str, object]:
-    """What the template needs to draw one line plot: scaled points, axis labels."""
+    """What the template needs to draw one line plot: scaled points, grid lines and axis labels."""
     finite = [v for values in series.values() for v in values if not math.isinf(v)]
     if finite:
         low, high = min(finite), max(finite)
@@ -59,9 +84,14 @@ def plot(series: dict[str, list[float]], title: str, unit: str) -> dict[str, obj
         low, high = (0.0, 100.0) if unit == "dB" else (0.0, 1.0)
     count = max(len(v) for v in series.values())
     infinite = sum(1 for v in next(iter(series.values())) if math.isinf(v))
+    y_values = ticks(low, high, 6)
+    y_step = y_values[1] - y_values[0] if len(y_values) > 1 else 1.0
+    x_values = ticks(0, count - 1, 10, whole=True)
     return {
         "title": title, "unit": unit, "width": PLOT_WIDTH, "height": PLOT_HEIGHT, "margin": MARGIN,
-        "low": f"{low:.4g}", "high": f"{high:.4g}", "frames": count, "infinite": infinite,
+        "frames": count, "infinite": infinite,
+        "y_ticks": [{"at": f"{_y(v, low, high):.1f}", "label": _label(v, y_step)} for v in y_values],
+        "x_ticks": [{"at": f"{_x(int(v), count):.1f}", "label": str(int(v))} for v in x_values],
         "lines": [{"name": name, "colour": SERIES_COLOURS[name], "points": _polyline(v, low, high, count),
                    "count": len(v)} for name, v in series.items()],
     }
@@ -71,11 +101,17 @@ def _floats(values: list) -> list[float]:
     return [float(v) for v in values]  # "Infinity" strings read back as inf
 
 
+def number(value: float | str, decimals: int) -> str:
+    """A measured number as people read it (docs/cli-conventions.md): fixed decimals; "Infinity" as is."""
+    return value if isinstance(value, str) else f"{float(value):.{decimals}f}"
+
+
 def render_html(record: dict, quality) -> str:
     import jinja2  # only runs that write an HTML report pay for importing it
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(data_dir("templates")),
                              autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined)
+    env.filters["num"] = number
     q = record.get("quality")
     plots, worst = [], []
     if q and "per_frame" in q:

@@ -58,11 +58,23 @@ def _mac(record: dict, key: bytes) -> str:
 def environment() -> dict[str, object]:
     """Who, where and with what: the part of every record that is not about the file."""
     return {
-        "user": getpass.getuser(), "host": socket.gethostname(), "pid": os.getpid(),
+        "user": getpass.getuser(), "host": socket.gethostname(), "pid": os.getpid(), "cwd": _cwd(),
         "time_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds"),
         "versions": {"dvqa": __version__, "pyav": av.__version__, "ffmpeg": av.ffmpeg_version_info,
                      "pydicom": pydicom.__version__},
     }
+
+
+def _cwd() -> str:
+    try:
+        return os.getcwd()
+    except OSError:  # the working folder was removed under us
+        return ""
+
+
+def absolute(path: Path | str) -> str:
+    """A path as the trail keeps it: absolute (links not resolved), so it still finds the file later."""
+    return str(Path(path).absolute())
 
 
 def _split_last(data: bytes) -> tuple[bytes, bytes]:
@@ -239,7 +251,7 @@ def records(path: Path) -> list[dict]:
 def file_facts(path: Path | None, digest: bool = True) -> dict[str, object] | None:
     if path is None:
         return None
-    facts: dict[str, object] = {"path": str(path)}
+    facts: dict[str, object] = {"path": absolute(path)}
     try:
         facts.update(size=path.stat().st_size)
         if digest:
@@ -254,13 +266,13 @@ def conversion_event(source: Path, output: Path, result=None, exit_code: int = 0
     # an interrupted attempt is recorded at once: the input's hash (seconds for a long video) is not taken
     event: dict[str, object] = {"command": "convert", "input": file_facts(source, digest=exit_code < 128)}
     if result is None:
-        event.update(output={"path": str(output), "written": False}, outcome="failure",
+        event.update(output={"path": absolute(output), "written": False}, outcome="failure",
                      exit_code=exit_code, message=message)
         return event
     r = result.to_dict()
     q = r["quality"]
     event.update(
-        output={"path": r["output"]["path"], "written": r["written"], "sha256": r["output"]["sha256"],
+        output={"path": absolute(r["output"]["path"]), "written": r["written"], "sha256": r["output"]["sha256"],
                 "size": r["output"]["size"]},
         uids={"sop_class": r["output"]["sop_class_uid"], "sop_instance": r["output"]["sop_instance_uid"],
               "study_instance": r["output"]["study_instance_uid"],

@@ -42,8 +42,11 @@ def text(results, fail_on: Severity, edition=None) -> str:
             ref = f" [{f.reference}]" if f.reference else ""
             lines.append(f"{f.severity.value:<8} {f.code}: {r.path}{where}: {f.message}{ref}")
     failed = sum(1 for r in results if any(_failing(f.severity, fail_on) for f in r.findings))
-    lines.append(f"checked  {len(results)} files: {failed} failed; {counts['error']} errors, "
-                 f"{counts['warning']} warnings, {counts['info']} notes")
+    skipped = sum(1 for r in results if r.layers.get("file") == "skipped")
+    checked = len(results) - skipped
+    lines.append(f"checked  {checked} file{'' if checked == 1 else 's'}"
+                 + (f" ({skipped} not checked, listed above)" if skipped else "")
+                 + f": {failed} failed; {counts['error']} errors, {counts['warning']} warnings, {counts['info']} info")
     return "\n".join(lines)
 
 

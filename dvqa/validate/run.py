@@ -12,7 +12,9 @@ that cannot be read, a link loop) is a finding too. Files are checked in worker 
 
 from __future__ import annotations
 
+import fnmatch
 import os
+import stat
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -46,12 +48,23 @@ class Skipped:
     severity: Severity = Severity.ERROR
 
 
-def walk(targets: Iterable[Path], include_hidden: bool = False) -> Iterator[Path | Skipped]:
+# What dvqa and the tools around it write beside DICOM files: found by walking a folder, a file with
+# one of these suffixes and no "DICM" at byte 128 (PS3.10 §7.1) is skipped (and listed), not failed.
+NOT_DICOM_SUFFIXES = frozenset({
+    ".json", ".jsonl", ".html", ".htm", ".xml", ".sarif", ".md", ".txt", ".csv", ".log", ".pdf", ".png",
+    ".jpg", ".jpeg", ".svg", ".yaml", ".yml", ".webm", ".mkv", ".mp4", ".mov", ".zip", ".gz",
+})
+
+
+def walk(targets: Iterable[Path], include_hidden: bool = False, include: tuple[str, ...] = (),
+         exclude: tuple[str, ...] = ()) -> Iterator[Path | Skipped]:
     """Files as given, and every file below a folder (sorted); what is not checked comes out as Skipped.
 
     Symbolic links to folders are followed once (a loop is reported, not walked forever); names
-    starting with a dot (dvqa's own temporary files among them) are skipped unless `include_hidden`,
-    and each skip is reported; anything that is not a regular file is never opened.
+    starting with a dot (dvqa's own temporary files among them) are skipped unless `include_hidden`;
+    a walked file is skipped when it matches an `exclude` glob, matches no `include` glob, or is
+    clearly not DICOM (NOT_DICOM_SUFFIXES); each skip is reported. A file named in `targets` is always
+    checked. Anything that is not a regular file is never opened.
     """
     for target in targets:
         if not target.is_dir():
@@ -82,8 +95,33 @@ def walk(targets: Iterable[Path], include_hidden: bool = False) -> Iterator[Path
                 elif entry.is_dir():  # follows a link to a folder
                     folders.append(path)
                 else:
-                    yield path
+                    yield _chosen(path, path.relative_to(target).as_posix(), include, exclude)
             pending.extend(reversed(folders))
+
+
+def _chosen(path: Path, relative: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> Path | Skipped:
+    def matches(globs: tuple[str, ...]) -> str | None:
+        return next((g for g in globs if fnmatch.fnmatch(path.name, g) or fnmatch.fnmatch(relative, g)), None)
+
+    if (glob := matches(exclude)) is not None:
+        return Skipped(path, "file.excluded", f"excluded by --exclude {glob!r}", Severity.INFO)
+    if include and matches(include) is None:
+        return Skipped(path, "file.not-included", f"matches no --include ({', '.join(include)})", Severity.INFO)
+    if path.suffix.lower() in NOT_DICOM_SUFFIXES and not _has_dicm(path):
+        return Skipped(path, "file.not-dicom-skipped", f"a {path.suffix} file without the DICM marker of a DICOM "
+                       "file (PS3.10 §7.1): not checked; name it explicitly to check it", Severity.INFO)
+    return path
+
+
+def _has_dicm(path: Path) -> bool:
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return True  # a pipe or a device is never opened: check_file reports it
+        with open(path, "rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return True  # unreadable: check_file reports it
 
 
 def check_file(path: Path | Skipped, profile: Profile | None = None, edition: Edition | None = None) -> FileResult:
