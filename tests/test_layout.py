@@ -7,7 +7,7 @@ import dvqa
 
 PACKAGE = Path(dvqa.__file__).parent
 # lowest first: each may import only its own layer and those before it
-LAYERS = ["core", "dicom", "video", "quality", "validate", "trust", "convert", "pacs", "cli"]
+LAYERS = ["core", "dicom", "video", "quality", "validate", "trust", "convert", "pacs", "report", "cli"]
 
 
 def _imports(path: Path) -> set[str]:

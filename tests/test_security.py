@@ -149,7 +149,8 @@ def test_every_file_dvqa_writes_goes_through_dvqa_outputs() -> None:
         ("dicom/dicomfile.py", 'open(target, "wb")'),  # the DICOM under construction, inside outputs.temp_dir
         ("pacs/fallback.py", 'av.open(str(frames), "w"'),  # inside a TemporaryDirectory
         ("trust/signature.py", 'os.fdopen(fd, "wb")'),  # fd from outputs.temp_file
-        ("validate/standard.py", '(staging / Path(member.filename).name).write_bytes('),  # in an import's mkdtemp folder
+        # in an import's mkdtemp folder
+        ("validate/standard.py", '(staging / Path(member.filename).name).write_bytes('),
         ("validate/standard.py", '(work / name / "source.txt").write_text('),  # the same folder, moved into place whole
         ("validate/standard.py", "modules_path.write_text("),  # dicom-validator's tables in that folder
         ("validate/standard.py", "iods_path.write_text("),

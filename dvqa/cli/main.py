@@ -253,10 +253,10 @@ def _print_text(r: dict) -> None:
 
 
 def _print_quality(q: dict) -> None:
-    s = q["summary"]
-    click.echo(f"quality  PSNR-Y mean {reports.number(s['psnr_y']['mean'], 2)} dB, min {reports.number(s['psnr_y']['min'], 2)} dB; "
-               f"PSNR mean {reports.number(s['psnr']['mean'], 2)} dB; SSIM ({q['ssim_definition']['name']}) mean "
-               f"{reports.number(s['ssim_y']['mean'], 4)}, min {reports.number(s['ssim_y']['min'], 4)} over {q['frames']} frames "
+    s, n = q["summary"], reports.number
+    click.echo(f"quality  PSNR-Y mean {n(s['psnr_y']['mean'], 2)} dB, min {n(s['psnr_y']['min'], 2)} dB; "
+               f"PSNR mean {n(s['psnr']['mean'], 2)} dB; SSIM ({q['ssim_definition']['name']}) mean "
+               f"{n(s['ssim_y']['mean'], 4)}, min {n(s['ssim_y']['min'], 4)} over {q['frames']} frames "
                "(per frame: --report FILE.json or .html)")
 
 
@@ -307,10 +307,11 @@ def quality_command(reference: Path, distorted: Path, ssim: str, source_range: s
 
 def _register() -> None:
     from dvqa.cli import pacs as cli_pacs
+    from dvqa.cli import report as cli_report
     from dvqa.cli import trust as cli_trust
     from dvqa.cli import validate as cli_validate
 
-    for module in (cli_trust, cli_validate, cli_pacs):
+    for module in (cli_trust, cli_validate, cli_pacs, cli_report):
         module.register(main)
 
 

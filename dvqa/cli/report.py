@@ -1,0 +1,73 @@
+"""`dvqa report`: documents generated from what the installed dvqa does and links."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from dvqa.cli import options
+from dvqa.cli.common import guarded
+from dvqa.core import outputs
+from dvqa.core.errors import ExitCode, UsageError
+
+SUFFIX_FORMATS = {".json": "json", ".md": "markdown"}
+
+
+def register(main: click.Group) -> None:
+    main.add_command(report_group)
+
+
+@click.group("report", cls=options.Group)
+def report_group() -> None:
+    """Reports for a regulator or a hospital's IT: FFmpeg and dependency licenses."""
+
+
+@report_group.command("licenses")
+@options.output("Write the report here; .json or .md chooses the format (else --format).")
+@options.output_format("text", "json", "markdown")
+@click.option("--ffmpeg", "program", type=click.Path(path_type=Path), default=None,
+              help="Assess this ffmpeg program (its -buildconf, -L and ldd) instead of the FFmpeg bundled in "
+                   "the installed av wheel.")
+@click.option("--fail-on", default="nonfree", show_default=True, type=click.Choice(["gpl", "nonfree", "never"]),
+              help="Exit 1 when the effective license is GPL (or stricter), not redistributable, or never.")
+@options.debug
+def licenses_command(output: Path | None, fmt: str, program: Path | None, fail_on: str, debug: bool) -> None:
+    """Under which terms dvqa's FFmpeg may be distributed, decided from the libraries it really links;
+    the LGPL checklist for this build; every Python package's license."""
+    from dvqa.report import licenses, markdown, native
+
+    def work():
+        kind = SUFFIX_FORMATS.get(output.suffix.lower()) if output else None
+        if output and kind is None:
+            raise UsageError(f"-o {output}: name it .json or .md to choose the format.")
+        build = native.external(program) if program else native.bundled()
+        record = licenses.report(build)
+        rendered = {"json": lambda: json.dumps(record, indent=2) + "\n", "markdown": lambda: markdown.licenses(record)}
+        if output:
+            outputs.write_atomic(output, rendered[kind]())
+        return record, rendered
+
+    record, rendered = guarded(debug, work)
+    f = record["ffmpeg"]
+    if fmt == "text":
+        click.echo(f"ffmpeg   {f['version']}: {f['origin']}")
+        click.echo(f"verdict  {f['verdict']}" + ("" if f["redistributable"] else " (not redistributable)")
+                   + f"; FFmpeg says of itself {f['ffmpeg_says']!r}")
+        for reason in f["reasons"]:
+            click.echo(f"why      {reason}")
+        for disagreement in f["disagreements"]:
+            click.echo(f"warning  {disagreement}")
+        for item in f["checklist"]:
+            if item["status"] in ("met", "not met"):
+                click.echo(f"{item['status']:<8} checklist {item['number']}: {item['item']} - {item['finding']}")
+        click.echo(f"python   {len(record['python_packages'])} packages; "
+                   f"{sum(1 for p in record['python_packages'] if p['license'] == 'NOASSERTION')} without license "
+                   "metadata" + (f"; report written to {output}" if output else ""))
+    else:
+        click.echo(rendered[fmt](), nl=False)
+    gpl = f["verdict"].startswith("GPL") or not f["redistributable"]
+    failed = (fail_on == "gpl" and gpl) or (fail_on == "nonfree" and not f["redistributable"])
+    sys.exit(int(ExitCode.CHECK_FAILED if failed else ExitCode.OK))

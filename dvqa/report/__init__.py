@@ -1,0 +1,1 @@
+"""Reports that must be true: generated from what the installed dvqa does and links."""

@@ -1,0 +1,102 @@
+"""`dvqa report licenses`: every claim checked against the binaries themselves."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import av
+from elftools.elf.elffile import ELFFile
+
+from dvqa.core.digest import sha256_file
+from dvqa.report import licenses, native
+from dvqa.report.native import FFmpegBuild, NativeLibrary
+from helpers import dvqa, require
+
+
+def _needed(path: str) -> list[str]:
+    with open(path, "rb") as handle:
+        dynamic = ELFFile(handle).get_section_by_name(".dynamic")
+        return [t.needed for t in dynamic.iter_tags() if t.entry.d_tag == "DT_NEEDED"]
+
+
+def test_the_bundled_ffmpeg_is_judged_by_what_it_links() -> None:
+    build = native.bundled()
+    report = licenses.assess(build)
+    files = {lib["file"]: lib for lib in report["libraries"]}
+    avcodec = next(lib for lib in report["libraries"] if lib["name"] == "avcodec")
+    # what libavcodec needs, read here independently, is what the report lists
+    for needed in _needed(avcodec["path"]):
+        assert needed in files, needed
+    x264 = [f for f in files if f.startswith("libx264")]
+    # av 18.1.0's wheel: FFmpeg calls itself LGPL v3, yet libx264 (GPL) is linked - a GPL whole
+    assert build.license_string == "LGPL version 3 or later" and x264
+    assert any(n.startswith("libx264") for n in _needed(avcodec["path"]))
+    assert report["verdict"] == "GPL-3.0-or-later"
+    assert any("LGPL version 3 or later" in d and "GPL-3.0-or-later" in d for d in report["disagreements"])
+    assert any("without --enable-gpl" in d for d in report["disagreements"])
+    item18 = next(c for c in report["checklist"] if c["number"] == 18)
+    assert item18["status"] == "not met" and x264[0] in item18["finding"]
+    assert files[x264[0]]["license"] == "GPL-2.0-or-later" and files[x264[0]]["loaded"]
+    assert files[x264[0]]["sha256"] == sha256_file(Path(files[x264[0]]["path"]))
+    assert avcodec["license"] == "LGPL-3.0-or-later" and avcodec["loaded"]
+    # the configuration is libavcodec's own answer, as the av package reports it too
+    assert build.configuration == av._core.library_meta["libavcodec"]["configuration"]
+
+
+def test_debians_ffmpeg_is_gpl_and_names_its_gpl_libraries() -> None:
+    program = shutil.which("ffmpeg")
+    require(program is not None, "ffmpeg not found: apt-get install ffmpeg")
+    build = native.external(Path(program))
+    report = licenses.assess(build)
+    ldd = subprocess.run(["ldd", program], capture_output=True, text=True).stdout
+    assert "--enable-gpl" in build.configuration and build.license_string.startswith("GPL version")
+    assert report["verdict"].startswith("GPL-")
+    gpl = next(c for c in report["checklist"] if c["number"] == 18)["finding"]
+    for name in ("libx264", "libx265", "libpostproc"):
+        if name in ldd:
+            assert name in gpl, name
+    assert next(c for c in report["checklist"] if c["number"] == 1)["status"] == "not met"
+    assert len(report["libraries"]) == sum(1 for line in ldd.splitlines() if "=>" in line or "ld-linux" in line)
+
+
+def _synthetic(configuration: str, says: str, names: list[str]) -> FFmpegBuild:
+    libraries = [NativeLibrary(n, f"lib{n}.so.1", f"/x/lib{n}.so.1", "1", "", [], True) for n in names]
+    return FFmpegBuild("a synthetic build", "test", configuration, says, libraries)
+
+
+def test_a_license_string_that_contradicts_the_linked_libraries_is_flagged() -> None:
+    lgpl_but_x264 = licenses.assess(_synthetic("--enable-shared", "LGPL version 2.1 or later",
+                                               ["avcodec", "x264", "madeup"]))
+    assert lgpl_but_x264["verdict"] == "GPL-2.0-or-later"
+    assert any("says of itself 'LGPL version 2.1 or later'" in d for d in lgpl_but_x264["disagreements"])
+    assert any("libmadeup.so.1" in d and "not in dvqa's license table" in d for d in lgpl_but_x264["disagreements"])
+    clean = licenses.assess(_synthetic("--enable-shared", "LGPL version 2.1 or later", ["avcodec", "vpx", "dav1d"]))
+    assert clean["verdict"] == "LGPL-2.1-or-later" and clean["disagreements"] == []
+    amr = licenses.assess(_synthetic("--enable-shared", "LGPL version 2.1 or later", ["avcodec", "opencore-amrnb"]))
+    assert amr["verdict"] == "LGPL-3.0-or-later"  # Apache-2.0 needs version 3
+    nonfree = licenses.assess(_synthetic("--enable-nonfree --enable-gpl", "nonfree and unredistributable",
+                                         ["avcodec"]))
+    assert nonfree["redistributable"] is False and nonfree["disagreements"] == []
+
+
+def test_python_packages_carry_their_declared_licenses() -> None:
+    packages = {p["name"].lower(): p for p in licenses.python_packages()}
+    assert packages["pydicom"]["license"] != "NOASSERTION" and "MIT" in packages["pydicom"]["license"]
+    assert packages["av"]["license"] == "BSD-3-Clause"
+
+
+def test_the_command_writes_json_or_markdown_and_gates_on_gpl(tmp_path: Path) -> None:
+    out = tmp_path / "licenses.json"
+    proc = dvqa("report", "licenses", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(out.read_text())
+    assert record["ffmpeg"]["verdict"] in proc.stdout and record["python_packages"]
+    assert dvqa("report", "licenses", "--fail-on", "gpl").returncode == 1  # the bundled build links libx264
+    markdown = tmp_path / "licenses.md"
+    assert dvqa("report", "licenses", "-o", str(markdown)).returncode == 0
+    assert "**Effective license: GPL-3.0-or-later**" in markdown.read_text()
+    wrong = dvqa("report", "licenses", "-o", str(tmp_path / "licenses.txt"))
+    assert wrong.returncode == 2 and ".json or .md" in wrong.stderr and not (tmp_path / "licenses.txt").exists()
