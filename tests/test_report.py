@@ -100,3 +100,22 @@ def test_the_command_writes_json_or_markdown_and_gates_on_gpl(tmp_path: Path) ->
     assert "**Effective license: GPL-3.0-or-later**" in markdown.read_text()
     wrong = dvqa("report", "licenses", "-o", str(tmp_path / "licenses.txt"))
     assert wrong.returncode == 2 and ".json or .md" in wrong.stderr and not (tmp_path / "licenses.txt").exists()
+
+
+def test_the_sbom_is_valid_cyclonedx_and_lists_every_bundled_library(tmp_path: Path) -> None:
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    sbom = tmp_path / "dvqa.cdx.json"
+    assert dvqa("report", "licenses", "--sbom", str(sbom)).returncode == 0
+    text = sbom.read_text()
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(text) is None
+    components = {c["bom-ref"]: c for c in json.loads(text)["components"]}
+    libs = Path(av.__file__).resolve().parent.parent / "av.libs"
+    for path in libs.iterdir():  # every file the wheel vendors, with its hash
+        component = components[f"native:{path.name}"]
+        assert component["hashes"][0]["content"] == sha256_file(path)
+    x264 = next(c for ref, c in components.items() if ref.startswith("native:libx264"))
+    assert x264["licenses"] == [{"expression": "GPL-2.0-or-later"}]
+    depends = {d["ref"]: d.get("dependsOn", []) for d in json.loads(text)["dependencies"]}
+    assert set(depends["pypi:av"]) == {ref for ref in components if ref.startswith("native:")}

@@ -31,13 +31,17 @@ def report_group() -> None:
 @click.option("--ffmpeg", "program", type=click.Path(path_type=Path), default=None,
               help="Assess this ffmpeg program (its -buildconf, -L and ldd) instead of the FFmpeg bundled in "
                    "the installed av wheel.")
+@click.option("--sbom", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Also write a CycloneDX 1.6 JSON SBOM here, the av wheel's native libraries as components.")
 @click.option("--fail-on", default="nonfree", show_default=True, type=click.Choice(["gpl", "nonfree", "never"]),
               help="Exit 1 when the effective license is GPL (or stricter), not redistributable, or never.")
 @options.debug
-def licenses_command(output: Path | None, fmt: str, program: Path | None, fail_on: str, debug: bool) -> None:
+def licenses_command(output: Path | None, fmt: str, program: Path | None, sbom: Path | None, fail_on: str,
+                     debug: bool) -> None:
     """Under which terms dvqa's FFmpeg may be distributed, decided from the libraries it really links;
     the LGPL checklist for this build; every Python package's license."""
     from dvqa.report import licenses, markdown, native
+    from dvqa.report import sbom as cyclonedx
 
     def work():
         kind = SUFFIX_FORMATS.get(output.suffix.lower()) if output else None
@@ -48,6 +52,8 @@ def licenses_command(output: Path | None, fmt: str, program: Path | None, fail_o
         rendered = {"json": lambda: json.dumps(record, indent=2) + "\n", "markdown": lambda: markdown.licenses(record)}
         if output:
             outputs.write_atomic(output, rendered[kind]())
+        if sbom:
+            outputs.write_atomic(sbom, cyclonedx.bom(record))
         return record, rendered
 
     record, rendered = guarded(debug, work)
