@@ -99,7 +99,7 @@ def test_the_command_writes_json_or_markdown_and_gates_on_gpl(tmp_path: Path) ->
     assert dvqa("report", "licenses", "-o", str(markdown)).returncode == 0
     assert "**Effective license: GPL-3.0-or-later**" in markdown.read_text()
     wrong = dvqa("report", "licenses", "-o", str(tmp_path / "licenses.txt"))
-    assert wrong.returncode == 2 and ".json or .md" in wrong.stderr and not (tmp_path / "licenses.txt").exists()
+    assert wrong.returncode == 2 and ".json, .md, .html or .pdf" in wrong.stderr and not (tmp_path / "licenses.txt").exists()
 
 
 def test_the_sbom_is_valid_cyclonedx_and_lists_every_bundled_library(tmp_path: Path) -> None:
@@ -119,3 +119,24 @@ def test_the_sbom_is_valid_cyclonedx_and_lists_every_bundled_library(tmp_path: P
     assert x264["licenses"] == [{"expression": "GPL-2.0-or-later"}]
     depends = {d["ref"]: d.get("dependsOn", []) for d in json.loads(text)["dependencies"]}
     assert set(depends["pypi:av"]) == {ref for ref in components if ref.startswith("native:")}
+
+
+def test_html_and_pdf_say_what_the_json_says_with_nothing_fetched(tmp_path: Path) -> None:
+    import re
+
+    from helpers import run, tool
+
+    page, pdf = tmp_path / "licenses.html", tmp_path / "licenses.pdf"
+    assert dvqa("report", "licenses", "-o", str(page)).returncode == 0
+    assert dvqa("report", "licenses", "-o", str(pdf)).returncode == 0
+    record = json.loads(dvqa("report", "licenses", "--format", "json").stdout)
+    html = page.read_text()
+    assert not re.search(r'(src|href)="(https?:|//)', html)  # self-contained: nothing fetched
+    dom = run(tool("chromium"), "--headless=new", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri())
+    assert dom.returncode == 0 and f"Effective license: {record['ffmpeg']['verdict']}" in dom.stdout
+    assert dom.stdout.count("<tr>") >= len(record["ffmpeg"]["checklist"]) + len(record["ffmpeg"]["libraries"])
+    text = run(tool("pdftotext"), str(pdf), "-").stdout  # reading order
+    assert f"Effective license: {record['ffmpeg']['verdict']}" in text
+    x264 = next(lib["file"] for lib in record["ffmpeg"]["libraries"] if lib["name"] == "x264")
+    flat = re.sub(r"\s+", "", text)  # table cells wrap long names over lines
+    assert x264 in flat and "DonotuseanyGPLlibrary" in flat

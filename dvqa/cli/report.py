@@ -13,7 +13,7 @@ from dvqa.cli.common import guarded
 from dvqa.core import outputs
 from dvqa.core.errors import ExitCode, UsageError
 
-SUFFIX_FORMATS = {".json": "json", ".md": "markdown"}
+SUFFIX_FORMATS = {".json": "json", ".md": "markdown", ".html": "html", ".pdf": "pdf"}
 
 
 def register(main: click.Group) -> None:
@@ -26,7 +26,7 @@ def report_group() -> None:
 
 
 @report_group.command("licenses")
-@options.output("Write the report here; .json or .md chooses the format (else --format).")
+@options.output("Write the report here: .json, .md, .html or .pdf (the format follows the suffix).")
 @options.output_format("text", "json", "markdown")
 @click.option("--ffmpeg", "program", type=click.Path(path_type=Path), default=None,
               help="Assess this ffmpeg program (its -buildconf, -L and ldd) instead of the FFmpeg bundled in "
@@ -40,16 +40,18 @@ def licenses_command(output: Path | None, fmt: str, program: Path | None, sbom: 
                      debug: bool) -> None:
     """Under which terms dvqa's FFmpeg may be distributed, decided from the libraries it really links;
     the LGPL checklist for this build; every Python package's license."""
-    from dvqa.report import licenses, markdown, native
+    from dvqa.report import documents, licenses, markdown, native
     from dvqa.report import sbom as cyclonedx
 
     def work():
         kind = SUFFIX_FORMATS.get(output.suffix.lower()) if output else None
         if output and kind is None:
-            raise UsageError(f"-o {output}: name it .json or .md to choose the format.")
+            raise UsageError(f"-o {output}: name it .json, .md, .html or .pdf to choose the format.")
         build = native.external(program) if program else native.bundled()
         record = licenses.report(build)
-        rendered = {"json": lambda: json.dumps(record, indent=2) + "\n", "markdown": lambda: markdown.licenses(record)}
+        rendered = {"json": lambda: json.dumps(record, indent=2) + "\n", "markdown": lambda: markdown.licenses(record),
+                    "html": lambda: documents.licenses_html(record),
+                    "pdf": lambda: documents.pdf(documents.licenses_html(record))}
         if output:
             outputs.write_atomic(output, rendered[kind]())
         if sbom:
