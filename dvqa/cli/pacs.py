@@ -31,8 +31,10 @@ def pacs_group() -> None:
 
 
 def _own_aet_and_timeout(fn):
-    fn = click.option("--timeout", default=30.0, show_default=True, help="Seconds for each network step.")(fn)
-    return click.option("--aet", "calling_aet", default="DVQA", show_default=True, help="dvqa's own AE title.")(fn)
+    fn = click.option("--timeout", default=pacs.DEFAULT_TIMEOUT, show_default=True,
+                      help="Seconds for each network step.")(fn)
+    return click.option("--aet", "calling_aet", default=pacs.DEFAULT_AET, show_default=True,
+                        help="dvqa's own AE title.")(fn)
 
 
 def _peer_options(port_help: str, port_required: bool):
@@ -41,9 +43,10 @@ def _peer_options(port_help: str, port_required: bool):
         fn = options.debug(fn)
         fn = options.output_format("text", "json")(fn)
         fn = _own_aet_and_timeout(fn)
-        fn = click.option("--called-aet", default="ANY-SCP", show_default=True, help="The PACS's AE title.")(fn)
+        fn = click.option("--called-aet", default=pacs.DEFAULT_CALLED_AET, show_default=True,
+                          help="The PACS's AE title.")(fn)
         fn = click.option("--port", type=int, required=port_required, help=port_help)(fn)
-        return click.option("--host", default="127.0.0.1", show_default=True,
+        return click.option("--host", default=pacs.DEFAULT_HOST, show_default=True,
                             help="The PACS's host name or address.")(fn)
     return decorate
 
@@ -83,7 +86,7 @@ def pacs_echo_command(host: str, port: int, called_aet: str, calling_aet: str, t
 @pacs_group.command("store")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @_peer_options("The PACS's DICOM port (required unless --stow).", port_required=False)
-@click.option("--retries", default=3, show_default=True, type=click.IntRange(0, 20),
+@click.option("--retries", default=pacs.DEFAULT_RETRIES, show_default=True, type=click.IntRange(0, 20),
               help="Retries after a network failure (1 s, 2 s, 4 s ... apart). A PACS's refusal is not retried.")
 @click.option("--stow", "stow_url", default=None, metavar="URL",
               help="Send with DICOMweb STOW-RS to this service root instead of DIMSE C-STORE.")
@@ -96,8 +99,10 @@ def pacs_echo_command(host: str, port: int, called_aet: str, calling_aet: str, t
               help="Request Storage Commitment and wait for the PACS's report: 'committed' means the PACS "
                    "confirmed it keeps the file.")
 @click.option("--listen-port", type=int, default=None, help="With --commit: where the PACS sends its report.")
-@click.option("--listen-host", default="127.0.0.1", show_default=True, help="With --commit: address to listen on.")
-@click.option("--commit-wait", default=60.0, show_default=True, help="With --commit: seconds to wait for the report.")
+@click.option("--listen-host", default=pacs.DEFAULT_LISTEN_HOST, show_default=True,
+              help="With --commit: address to listen on.")
+@click.option("--commit-wait", default=pacs.DEFAULT_COMMIT_WAIT, show_default=True,
+              help="With --commit: seconds to wait for the report.")
 @click.option("--require-tls", is_flag=True, envvar="DVQA_REQUIRE_TLS",
               help="Refuse to send patient data without TLS (DIMSE --tls, or an https:// --stow URL). "
                    "Sites set DVQA_REQUIRE_TLS=1 to make it the default.")

@@ -22,7 +22,8 @@ def register(main: click.Group) -> None:
 
 @click.group("report", cls=options.Group)
 def report_group() -> None:
-    """Reports for a regulator or a hospital's IT: FFmpeg and dependency licenses."""
+    """Reports for a regulator or a hospital's IT: the DICOM Conformance Statement, FFmpeg and dependency
+    licenses."""
 
 
 @report_group.command("licenses")
@@ -79,3 +80,31 @@ def licenses_command(output: Path | None, fmt: str, program: Path | None, sbom: 
     gpl = f["verdict"].startswith("GPL") or not f["redistributable"]
     failed = (fail_on == "gpl" and gpl) or (fail_on == "nonfree" and not f["redistributable"])
     sys.exit(int(ExitCode.CHECK_FAILED if failed else ExitCode.OK))
+
+
+@report_group.command("conformance")
+@options.output("Write the statement here: .json, .md, .html or .pdf (the format follows the suffix).")
+@options.output_format("markdown", "json")
+@options.debug
+def conformance_command(output: Path | None, fmt: str, debug: bool) -> None:
+    """A DICOM Conformance Statement (PS3.2's layout) generated from the installed dvqa: network
+    services, presentation contexts, configuration, security, and the IOD contents it writes."""
+    from dvqa.report import conformance, documents, markdown
+
+    def work():
+        kind = SUFFIX_FORMATS.get(output.suffix.lower()) if output else None
+        if output and kind is None:
+            raise UsageError(f"-o {output}: name it .json, .md, .html or .pdf to choose the format.")
+        doc = conformance.statement()
+        rendered = {"json": lambda: json.dumps(doc, indent=2) + "\n", "markdown": lambda: markdown.document(doc),
+                    "html": lambda: documents.document_html(doc),
+                    "pdf": lambda: documents.pdf(documents.document_html(doc))}
+        if output:
+            outputs.write_atomic(output, rendered[kind]())
+        return rendered
+
+    rendered = guarded(debug, work)
+    if output:
+        click.echo(f"written  {output}")
+    else:
+        click.echo(rendered[fmt](), nl=False)

@@ -157,6 +157,91 @@ class PixelFacts:
     source_description: str
 
 
+IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.8.498.1"  # pydicom's implementation root (PS3.7 D.3.3.2)
+IMPLEMENTATION_VERSION_NAME = f"DVQA_{__version__}"[:16]
+
+
+@dataclass(frozen=True)
+class Written:
+    """One attribute of the data sets `build` writes, as a DICOM Conformance Statement describes it
+    (PS3.2 Annex "IOD contents": presence ALWAYS / VNAP / ANAP / EMPTY, source USER / AUTO / MWL / CONFIG)."""
+
+    keyword: str
+    presence: str
+    source: str
+    origin: str  # where the value comes from, in words
+
+
+_USER_OR_MWL = "--patient-*/--study-* options, or copied from --metadata-from (a worklist result) / --metadata-json"
+_COPIED = "copied when --metadata-from / --metadata-json holds it"
+_PIXELS = "from the encoded stream (PS3.5 §8.2)"
+
+# What `build` writes, in its order; a test converts a file and compares it with this table, attribute by
+# attribute, so the conformance statement (`dvqa report conformance`) cannot drift from the writer.
+WRITTEN: tuple[Written, ...] = (
+    Written("SpecificCharacterSet", "ALWAYS", "AUTO", "ISO_IR 192 (UTF-8), or the character set of copied metadata"),
+    Written("PatientName", "VNAP", "USER, MWL", _USER_OR_MWL),
+    Written("PatientID", "VNAP", "USER, MWL", _USER_OR_MWL),
+    Written("PatientBirthDate", "VNAP", "USER, MWL", _USER_OR_MWL),
+    Written("PatientSex", "VNAP", "USER, MWL", _USER_OR_MWL),
+    Written("StudyInstanceUID", "ALWAYS", "AUTO, USER, MWL", "generated (--uid-root), or --study-uid / copied"),
+    Written("StudyDate", "ALWAYS", "AUTO, MWL", "the conversion's date, or copied"),
+    Written("StudyTime", "ALWAYS", "AUTO, MWL", "the conversion's time, or copied"),
+    Written("ReferringPhysicianName", "VNAP", "MWL", _COPIED),
+    Written("StudyID", "VNAP", "MWL", _COPIED),
+    Written("AccessionNumber", "VNAP", "USER, MWL", _USER_OR_MWL),
+    Written("Modality", "ALWAYS", "CONFIG", "ES, GM or XC by --iod"),
+    Written("SeriesInstanceUID", "ALWAYS", "AUTO, MWL", "generated (--uid-root), or copied"),
+    Written("SeriesNumber", "ALWAYS", "AUTO, MWL", "1, or copied"),
+    Written("Laterality", "VNAP", "MWL", _COPIED),
+    Written("Manufacturer", "EMPTY", "AUTO", "empty (Type 2): dvqa is software, not the recording device"),
+    Written("SoftwareVersions", "ALWAYS", "AUTO", "dvqa's version"),
+    Written("InstanceNumber", "ALWAYS", "AUTO", "1"),
+    Written("PatientOrientation", "EMPTY", "AUTO", "empty (Type 2C): not known for video"),
+    Written("ContentDate", "ALWAYS", "AUTO", "the conversion's date"),
+    Written("ContentTime", "ALWAYS", "AUTO", "the conversion's time"),
+    Written("AcquisitionDateTime", "ALWAYS", "AUTO", "the conversion's date and time with its UTC offset"),
+    Written("ImageType", "ALWAYS", "AUTO", "ORIGINAL\\PRIMARY"),
+    Written("LossyImageCompression", "ALWAYS", "AUTO", "01: every video syntax is lossy"),
+    Written("LossyImageCompressionRatio", "ALWAYS", "AUTO", "uncompressed size / stream size"),
+    Written("LossyImageCompressionMethod", "ALWAYS", "AUTO", "the syntax table's method (ISO_14496_10, ...)"),
+    Written("AnatomicRegionSequence", "ALWAYS", "AUTO, MWL", "SNOMED CT 87100004 Topography unknown, or copied"),
+    Written("DerivationDescription", "ALWAYS", "AUTO", "the source's codec and container, re-encoded or passed through"),
+    Written("AcquisitionContextSequence", "EMPTY", "AUTO", "empty (Type 2)"),
+    Written("SamplesPerPixel", "ALWAYS", "AUTO", _PIXELS),
+    Written("PhotometricInterpretation", "ALWAYS", "AUTO", _PIXELS),
+    Written("PlanarConfiguration", "ALWAYS", "AUTO", _PIXELS),
+    Written("Rows", "ALWAYS", "AUTO", _PIXELS),
+    Written("Columns", "ALWAYS", "AUTO", _PIXELS),
+    Written("BitsAllocated", "ALWAYS", "AUTO", _PIXELS),
+    Written("BitsStored", "ALWAYS", "AUTO", _PIXELS),
+    Written("HighBit", "ALWAYS", "AUTO", _PIXELS),
+    Written("PixelRepresentation", "ALWAYS", "AUTO", _PIXELS),
+    Written("NumberOfFrames", "ALWAYS", "AUTO", "frames written (the timing map)"),
+    Written("FrameIncrementPointer", "ALWAYS", "AUTO", "Frame Time (0018,1063)"),
+    Written("FrameTime", "ALWAYS", "AUTO", "1000 / the output rate (ms)"),
+    Written("CineRate", "ALWAYS", "AUTO", "the output rate, rounded"),
+    Written("RecommendedDisplayFrameRate", "ALWAYS", "AUTO", "the output rate, rounded"),
+    Written("PreferredPlaybackSequencing", "ALWAYS", "AUTO", "0 (looping)"),
+    Written("StartTrim", "ALWAYS", "AUTO", "1"),
+    Written("StopTrim", "ALWAYS", "AUTO", "the number of frames"),
+    Written("ActualFrameDuration", "ALWAYS", "AUTO", "the frame time, rounded (ms)"),
+    Written("EffectiveDuration", "ALWAYS", "AUTO", "frames x frame time (s)"),
+    Written("SOPClassUID", "ALWAYS", "CONFIG", "the video SOP class of --iod"),
+    Written("SOPInstanceUID", "ALWAYS", "AUTO", "generated (--uid-root)"),
+    Written("InstanceCreationDate", "ALWAYS", "AUTO", "the conversion's date"),
+    Written("InstanceCreationTime", "ALWAYS", "AUTO", "the conversion's time"),
+    Written("PixelData", "ALWAYS", "AUTO", "the encapsulated stream (PS3.5 §A.4)"),
+    *(Written(keyword, "ANAP", "MWL", _COPIED) for keyword in COPYABLE if keyword not in (
+        "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate", "StudyTime",
+        "StudyID", "AccessionNumber", "ReferringPhysicianName", "StudyDescription", "AnatomicRegionSequence",
+        "SpecificCharacterSet", "SeriesInstanceUID", "SeriesNumber", "Laterality")),
+    Written("StudyDescription", "ANAP", "USER, MWL", "--study-description, or copied"),
+    Written("DigitalSignaturesSequence", "ANAP", "AUTO", "with --sign (PS3.15 Annex C)"),
+    Written("MACParametersSequence", "ANAP", "AUTO", "with --sign"),
+)
+
+
 def make_uid(root: str | None) -> UID:
     """A new UID under `root` (PS3.5 §9: at most 64 characters), or pydicom's 2.25 UUID form."""
     if not root:
@@ -178,8 +263,8 @@ def build(iod: VideoIOD, syntax: VideoSyntax, pixels: PixelFacts, metadata: Meta
     meta.MediaStorageSOPClassUID = iod.sop_class
     meta.MediaStorageSOPInstanceUID = sop_uid
     meta.TransferSyntaxUID = transfer_syntax_uid
-    meta.ImplementationClassUID = "1.2.826.0.1.3680043.8.498.1"  # pydicom's implementation root
-    meta.ImplementationVersionName = f"DVQA_{__version__}"[:16]
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
 
     ds = Dataset()
     ds.file_meta = meta

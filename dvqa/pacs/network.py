@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -25,7 +26,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
     generate_uid,
 )
-from pynetdicom import AE, _config, build_role, evt
+from pynetdicom import AE, DEFAULT_TRANSFER_SYNTAXES, _config, build_role, evt
 from pynetdicom.sop_class import (
     StorageCommitmentPushModel,
     StudyRootQueryRetrieveInformationModelGet,
@@ -42,6 +43,51 @@ from dvqa.trust.audit import file_facts
 _config.STORE_SEND_CHUNKED_DATASET = True
 
 MAX_CONTEXTS = 128  # PS3.8 §9.3.2.2: presentation context IDs are odd numbers 1-255
+
+# the defaults of the `dvqa pacs` options (and of the conformance statement's configuration table)
+DEFAULT_AET = "DVQA"
+DEFAULT_CALLED_AET = "ANY-SCP"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_RETRIES = 3
+DEFAULT_LISTEN_HOST = "127.0.0.1"
+DEFAULT_COMMIT_WAIT = 60.0
+
+# C-STORE statuses dvqa takes as stored (PS3.4 B.2.3): success and the three warnings
+STORED_STATUSES = {0x0000: "Success", 0xB000: "Warning: coercion of data elements",
+                   0xB007: "Warning: data set does not match SOP class", 0xB006: "Warning: elements discarded"}
+
+Context = tuple[str, tuple[str, ...]]  # (abstract syntax, the transfer syntaxes proposed for it)
+
+
+def echo_contexts() -> list[Context]:
+    """C-ECHO: Verification in pynetdicom's default transfer syntaxes (PS3.4 A.4)."""
+    return [(Verification, tuple(DEFAULT_TRANSFER_SYNTAXES))]
+
+
+def store_contexts(pairs: Iterable[tuple[str, str]]) -> list[Context]:
+    """C-STORE: one presentation context per SOP class and transfer syntax of the files being sent, each
+    proposing only that file's own syntax - dvqa never asks a PACS to take a file in another syntax."""
+    return [(sop_class, (syntax,)) for sop_class, syntax in sorted(set(pairs))]
+
+
+def commitment_contexts() -> list[Context]:
+    """N-ACTION of the Storage Commitment Push Model (PS3.4 J.3), default transfer syntaxes."""
+    return [(StorageCommitmentPushModel, tuple(DEFAULT_TRANSFER_SYNTAXES))]
+
+
+def get_contexts(sop_class: str, syntax: str) -> list[Context]:
+    """C-GET (Study Root, PS3.4 C.4.3) and the storage sub-operations' context: the instance's own
+    syntax, and Explicit/Implicit VR Little Endian for a PACS that stored it transcoded."""
+    contexts = [(StudyRootQueryRetrieveInformationModelGet, tuple(DEFAULT_TRANSFER_SYNTAXES)), (sop_class, (syntax,))]
+    if syntax not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+        contexts.append((sop_class, (ExplicitVRLittleEndian, ImplicitVRLittleEndian)))
+    return contexts
+
+
+def _request(ae: AE, contexts: list[Context]) -> None:
+    for abstract, syntaxes in contexts:
+        ae.add_requested_context(abstract, list(syntaxes))
 # presentation context results (PS3.8 Table 9-18)
 REASONS = {1: " (user rejection)", 2: " (no reason given)", 3: " (abstract syntax not supported)",
            4: " (transfer syntax not supported)"}
@@ -179,7 +225,7 @@ def _name(uid: str) -> str:
 def echo(peer: Peer) -> dict[str, object]:
     """C-ECHO: the PACS is there and speaks DICOM to this AE title."""
     ae = _ae(peer)
-    ae.add_requested_context(Verification)
+    _request(ae, echo_contexts())
     started = time.monotonic()
     try:
         assoc = _associate(ae, peer)
@@ -231,7 +277,7 @@ def _rejects(peer: Peer, asks: int = 3) -> bool:
     wrong AE title into a vague "aborted"."""
     for _ in range(asks):
         ae = _ae(peer)
-        ae.add_requested_context(Verification)
+        _request(ae, echo_contexts())
         assoc = _associate(ae, peer)
         if assoc.is_established:
             assoc.release()
@@ -339,8 +385,7 @@ def _attempt(peer: Peer, pairs: list[tuple[str, str]], pending: list[StoreResult
              ) -> list[StoreResult]:
     """One association; returns the files worth retrying (an empty list when the PACS gave its answer)."""
     ae = _ae(peer)
-    for sop_class, syntax in pairs:
-        ae.add_requested_context(sop_class, [syntax])
+    _request(ae, store_contexts(pairs))
     try:
         return _attempt_on(ae, peer, pending, attempt)
     except KeyboardInterrupt as exc:
@@ -404,7 +449,7 @@ def _send(assoc, pending: list[StoreResult], attempt: int) -> list[StoreResult]:
                          "the association was aborted during the transfer (connection lost, or the PACS stopped "
                          "or aborted it)")
             retry.append(r)
-        elif code in (0x0000, 0xB000, 0xB007, 0xB006):  # success or warning (PS3.4 B.2.3)
+        elif code in STORED_STATUSES:
             r.outcome, r.message = "stored", "" if code == 0 else f"stored with warning 0x{code:04X}"
         else:
             r.outcome = "rejected"
@@ -524,10 +569,7 @@ def get_instance(peer: Peer, sop_class: str, syntax: str, study: str, series: st
     Endian, so a PACS that stored it transcoded can still send it and the caller sees the syntax it chose.
     """
     ae = _ae(peer)
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-    ae.add_requested_context(sop_class, [syntax])
-    if syntax not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
-        ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    _request(ae, get_contexts(sop_class, syntax))
     received: list[Dataset] = []
 
     def on_store(event) -> int:
@@ -609,7 +651,7 @@ def commit(peer: Peer, results: list[StoreResult], listen: tuple[str, int], wait
         request.TransactionUID = transaction
         request.ReferencedSOPSequence = [_reference(r) for r in stored]
         ae = _ae(peer)
-        ae.add_requested_context(StorageCommitmentPushModel)
+        _request(ae, commitment_contexts())
         assoc = _associate(ae, peer)
         if not assoc.is_established:
             raise EnvironmentProblem(_association_failure(peer, assoc))

@@ -25,3 +25,7 @@ def pdf(page: str) -> bytes:
 
 def licenses_html(record: dict) -> str:
     return html("licenses.html", r=record, f=record["ffmpeg"])
+
+
+def document_html(doc: dict) -> str:
+    return html("document.html", doc=doc)

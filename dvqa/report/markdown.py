@@ -33,3 +33,19 @@ def licenses(report: dict) -> str:
     lines += ["", "Facts read from the installed binaries and package metadata, for a distributor to act on; "
               "not legal advice."]
     return "\n".join(lines) + "\n"
+
+
+def document(doc: dict) -> str:
+    """A document structure (title; sections of paragraphs and tables) as Markdown."""
+    lines = [f"# {doc['title']}", ""]
+    for section in doc["sections"]:
+        depth = min(2 + section["number"].count("."), 4)
+        lines += [f"{'#' * depth} {section['number']} {section['title']}", ""]
+        for paragraph in section["paragraphs"]:
+            lines += [paragraph, ""]
+        for table in section["tables"]:
+            lines += [f"*{table['caption']}*", "", "| " + " | ".join(table["columns"]) + " |",
+                      "|" + "---|" * len(table["columns"])]
+            lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in table["rows"]]
+            lines.append("")
+    return "\n".join(lines)

@@ -60,6 +60,8 @@ DIGEST_INFO = {
     "SHA512": bytes.fromhex("3051300d060960864801650304020305000440"),
 }
 PROFILES = ("none", "base", "creator", "authorization")
+# the profiles whose requirements `verify` checks (PS3.15 C.1, C.2); authorization's (C.3) it does not
+VERIFIED_PROFILES = ("base", "creator")
 CERTIFICATE_TYPE = "X509_1993_SIG"
 
 DIGITAL_SIGNATURES = Tag(0xFFFA, 0xFFFA)
@@ -378,7 +380,7 @@ def _check_one(ds: Dataset, item: Dataset, params: dict, present: list[BaseTag],
         _check(cert.public_key(), bytes(item.Signature), digest, result.algorithm)
         result.ok = True
         result.covered = [_tag(t) for t in signed]
-        if isinstance(cert.public_key(), rsa.RSAPublicKey):
+        if isinstance(cert.public_key(), rsa.RSAPublicKey):  # the profiles of VERIFIED_PROFILES
             result.profiles_met = ["base"]
             if all(t in set(signed) for t in CREATOR_REQUIRED if t in ds):
                 result.profiles_met.append("creator")

@@ -149,6 +149,26 @@ def unevaluated_per_iod(tables: Tables) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def attribute_types(tables: Tables, sop_class: str) -> dict[str, tuple[str, str]]:
+    """Top-level attributes of an IOD: tag "(gggg,eeee)" -> (Type, module name), macros included.
+    An attribute in several modules keeps the first module's entry (PS3.3 lists the IOD's modules)."""
+    iod = tables.info.iods[sop_class]
+    found: dict[str, tuple[str, str]] = {}
+    for name, usage in iod["modules"].items():
+        pending, seen = [tables.info.modules.get(usage["ref"], {})], set()
+        while pending:
+            module = pending.pop()
+            for key, value in module.items():
+                if key == "include":
+                    for include in value:
+                        if include["ref"] not in seen and include["ref"] in tables.info.modules:
+                            seen.add(include["ref"])
+                            pending.append(tables.info.modules[include["ref"]])
+                elif key.startswith("(") and isinstance(value, dict):
+                    found.setdefault(key, (str(value.get("type", "")), name))
+    return found
+
+
 def _quiet_dicom_validator() -> None:
     """dicom-validator's readers log to stdout through the root logger unless it has a handler."""
     root = logging.getLogger()
