@@ -53,6 +53,7 @@ class Skipped:
 NOT_DICOM_SUFFIXES = frozenset({
     ".json", ".jsonl", ".html", ".htm", ".xml", ".sarif", ".md", ".txt", ".csv", ".log", ".pdf", ".png",
     ".jpg", ".jpeg", ".svg", ".yaml", ".yml", ".webm", ".mkv", ".mp4", ".mov", ".zip", ".gz",
+    ".pem", ".crt", ".cer", ".key", ".p12", ".pfx",  # keys and certificates kept beside signed files
 })
 
 
