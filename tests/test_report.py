@@ -98,6 +98,8 @@ def test_the_command_writes_json_or_markdown_and_gates_on_gpl(tmp_path: Path) ->
     markdown = tmp_path / "licenses.md"
     assert dvqa("report", "licenses", "-o", str(markdown)).returncode == 0
     assert "**Effective license: GPL-3.0-or-later**" in markdown.read_text()
+    not_ffmpeg = dvqa("report", "licenses", "--ffmpeg", shutil.which("true") or "/bin/true")
+    assert not_ffmpeg.returncode == 3 and "give an ffmpeg binary" in not_ffmpeg.stderr
     wrong = dvqa("report", "licenses", "-o", str(tmp_path / "licenses.txt"))
     assert wrong.returncode == 2 and ".json, .md, .html or .pdf" in wrong.stderr and not (tmp_path / "licenses.txt").exists()
 

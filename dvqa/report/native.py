@@ -125,16 +125,17 @@ def external(program: Path) -> FFmpegBuild:
 
     def run(*args: str) -> str:
         try:
-            return subprocess.run([str(path), "-hide_banner", *args], capture_output=True, text=True,
-                                  timeout=60).stdout
+            return subprocess.run([str(path), *args], capture_output=True, text=True, timeout=60).stdout
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise InputError(f"--ffmpeg {program}: it does not run ({exc}); give an ffmpeg binary.") from None
 
-    version_line = subprocess.run([str(path), "-version"], capture_output=True, text=True, timeout=60).stdout
+    version_line = run("-version")
+    if not version_line.startswith("ffmpeg version"):
+        raise InputError(f"--ffmpeg {program}: its -version does not say \"ffmpeg version\"; give an ffmpeg binary.")
     version = version_line.split("\n", 1)[0].replace("ffmpeg version ", "").split(" Copyright")[0]
-    configuration = " ".join(line.strip() for line in run("-buildconf").splitlines()
+    configuration = " ".join(line.strip() for line in run("-hide_banner", "-buildconf").splitlines()
                              if line.strip().startswith("--"))
-    license_string = _license_of(run("-L"))
+    license_string = _license_of(run("-hide_banner", "-L"))
     return FFmpegBuild(f"the program {path}", version, configuration, license_string, _ldd(path))
 
 
@@ -148,7 +149,11 @@ def _license_of(text: str) -> str:
 
 
 def _ldd(path: Path) -> list[NativeLibrary]:
-    out = subprocess.run(["ldd", str(path)], capture_output=True, text=True, timeout=60).stdout
+    try:
+        out = subprocess.run(["ldd", str(path)], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise InputError(f"ldd cannot list {path}'s libraries ({exc}); --ffmpeg needs a Linux system with ldd.") \
+            from None
     libraries = []
     for line in out.splitlines():
         parts = line.split()
