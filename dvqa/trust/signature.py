@@ -235,10 +235,10 @@ def sign_dataset(ds: Dataset, signer: Signer, profile: str = "base", algorithm: 
                  transfer_syntax: str = MAC_TRANSFER_SYNTAX) -> SignatureResult:
     """Add one signature over every signable top-level element of `ds` (in memory)."""
     if profile not in PROFILES:
-        raise UsageError(f"--profile {profile!r}: use one of {', '.join(PROFILES)}.")
+        raise UsageError(f"--signature-profile {profile!r}: use one of {', '.join(PROFILES)}.")
     if profile != "none" and not isinstance(signer.key, rsa.RSAPrivateKey):
         raise UsageError(f"the {profile} profile is an RSA profile (PS3.15 C.1-C.3); use an RSA key, "
-                         "or --profile none for ECDSA.")
+                         "or --signature-profile none for ECDSA.")
     if algorithm not in SIGNING_ALGORITHMS:
         raise UsageError(f"--mac {algorithm!r}: dvqa signs with {', '.join(SIGNING_ALGORITHMS)}.")
     tags = [t for t in sorted(ds.keys()) if _signable_in(ds, t)]
