@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pydicom
 import pytest
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 
+from bench.orthanc import free_port
 from dvqa.convert import ConvertOptions, convert
 from dvqa.dicom import syntaxes
 from dvqa.dicom.iod import WRITTEN, VideoIOD
@@ -27,12 +27,6 @@ def _table(statement: dict, caption_start: str) -> dict:
     return next(t for s in statement["sections"] for t in s["tables"] if t["caption"].startswith(caption_start))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_the_store_contexts_are_what_dvqa_proposes_on_the_wire(tmp_path: Path, statement: dict) -> None:
     files = [convert(CLIPS / "h264_cfr_high.mkv", tmp_path / f"{iod}-{name}.dcm",
                      ConvertOptions(syntax=name, quality=False, iod=iod)).output
@@ -47,7 +41,7 @@ def test_the_store_contexts_are_what_dvqa_proposes_on_the_wire(tmp_path: Path, s
     scp = AE(ae_title="TESTSCP")
     for context in AllStoragePresentationContexts:
         scp.add_supported_context(context.abstract_syntax, conformance.written_syntax_uids())
-    port = _free_port()
+    port = free_port()
     server = scp.start_server(("127.0.0.1", port), block=False,
                               evt_handlers=[(evt.EVT_REQUESTED, on_requested), (evt.EVT_C_STORE, lambda e: 0x0000)])
     try:

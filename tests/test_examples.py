@@ -5,34 +5,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from bench.orthanc import free_port, wait_for_port
 from dvqa.dicom import syntaxes
 from dvqa.dicom.iod import VideoIOD
 from helpers import PEM, RECORDED, ROOT, certificate, pem_key, write_pki
 
 PAGE = ROOT / "docs" / "regulatory" / "examples.md"
 BLOCK = re.compile(r"^```(sh|python)\n(.*?)^```$", re.S | re.M)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for(port: int) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"the simulated PACS did not listen on {port}")
 
 
 def test_every_example_on_the_page_runs(tmp_path: Path) -> None:
@@ -48,7 +31,7 @@ def test_every_example_on_the_page_runs(tmp_path: Path) -> None:
     shutil.copy(pki["signer_key"], tmp_path / "signer.key")
     shutil.copy(pki["signer_cert"], tmp_path / "signer.crt")
     shutil.copy(pki["ca"], tmp_path / "ca.crt")
-    port = _free_port()
+    port = free_port()
     mpeg2 = syntaxes.BY_NAME["mpeg2-mp-ml"].uid
     pacs = subprocess.Popen([sys.executable, "-m", "dvqa", "pacs", "simulate", "--port", str(port), "--aet", "ANY-SCP",
                              "--accept", f"{VideoIOD.ENDOSCOPIC.sop_class}={mpeg2}"],
@@ -56,7 +39,7 @@ def test_every_example_on_the_page_runs(tmp_path: Path) -> None:
     env = {**os.environ, "PACS_PORT": str(port), "DVQA_AUDIT_KEY": "examples-page-key",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     try:
-        _wait_for(port)
+        wait_for_port(port, pacs, "dvqa pacs simulate")
         for number, (kind, code) in enumerate(blocks, 1):
             command = ["bash", "-euo", "pipefail", "-c", code] if kind == "sh" else [sys.executable, "-c", code]
             done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

@@ -94,16 +94,14 @@ def signature_profile(fn: Callable) -> Callable:
                              "attribute list, any algorithm).")(fn)
 
 
-def audit(fn: Callable) -> Callable:
-    fn = click.option("--audit-key-env", default=None, metavar="VAR",
-                      help="Environment variable holding the audit log's key: each record gets an HMAC-SHA256.")(fn)
-    return click.option("--audit", "audit_path", type=click.Path(path_type=Path, dir_okay=False),
-                        help="Append a record of each attempt (success or failure) to this audit log.")(fn)
-
-
 def audit_key(fn: Callable) -> Callable:
     return click.option("--audit-key-env", default=None, metavar="VAR",
-                        help="Environment variable holding the audit log's HMAC key.")(fn)
+                        help="Environment variable holding the audit log's key: each record gets an HMAC-SHA256.")(fn)
+
+
+def audit(fn: Callable) -> Callable:
+    return click.option("--audit", "audit_path", type=click.Path(path_type=Path, dir_okay=False),
+                        help="Append a record of each attempt (success or failure) to this audit log.")(audit_key(fn))
 
 
 def passphrase(fn: Callable) -> Callable:

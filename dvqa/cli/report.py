@@ -16,6 +16,23 @@ from dvqa.core.errors import ExitCode, UsageError
 SUFFIX_FORMATS = {".json": "json", ".md": "markdown", ".html": "html", ".pdf": "pdf"}
 
 
+def _output_kind(output: Path | None) -> str | None:
+    """The format -o's suffix names (checked before any work), or None without -o."""
+    if output is None:
+        return None
+    if output.suffix.lower() not in SUFFIX_FORMATS:
+        raise UsageError(f"-o {output}: name it .json, .md, .html or .pdf to choose the format.")
+    return SUFFIX_FORMATS[output.suffix.lower()]
+
+
+def _renderers(record: dict, markdown, html) -> dict:
+    """Each format of one report, rendered only when asked for; the PDF is the HTML, printed."""
+    from dvqa.report import documents
+
+    return {"json": lambda: json.dumps(record, indent=2) + "\n", "markdown": lambda: markdown(record),
+            "html": lambda: html(record), "pdf": lambda: documents.pdf(html(record))}
+
+
 def register(main: click.Group) -> None:
     main.add_command(report_group)
 
@@ -45,14 +62,10 @@ def licenses_command(output: Path | None, fmt: str, program: Path | None, sbom: 
     from dvqa.report import sbom as cyclonedx
 
     def work():
-        kind = SUFFIX_FORMATS.get(output.suffix.lower()) if output else None
-        if output and kind is None:
-            raise UsageError(f"-o {output}: name it .json, .md, .html or .pdf to choose the format.")
+        kind = _output_kind(output)
         build = native.external(program) if program else native.bundled()
         record = licenses.report(build)
-        rendered = {"json": lambda: json.dumps(record, indent=2) + "\n", "markdown": lambda: markdown.licenses(record),
-                    "html": lambda: documents.licenses_html(record),
-                    "pdf": lambda: documents.pdf(documents.licenses_html(record))}
+        rendered = _renderers(record, markdown.licenses, documents.licenses_html)
         if output:
             outputs.write_atomic(output, rendered[kind]())
         if sbom:
@@ -92,13 +105,8 @@ def conformance_command(output: Path | None, fmt: str, debug: bool) -> None:
     from dvqa.report import conformance, documents, markdown
 
     def work():
-        kind = SUFFIX_FORMATS.get(output.suffix.lower()) if output else None
-        if output and kind is None:
-            raise UsageError(f"-o {output}: name it .json, .md, .html or .pdf to choose the format.")
-        doc = conformance.statement()
-        rendered = {"json": lambda: json.dumps(doc, indent=2) + "\n", "markdown": lambda: markdown.document(doc),
-                    "html": lambda: documents.document_html(doc),
-                    "pdf": lambda: documents.pdf(documents.document_html(doc))}
+        kind = _output_kind(output)
+        rendered = _renderers(conformance.statement(), markdown.document, documents.document_html)
         if output:
             outputs.write_atomic(output, rendered[kind]())
         return rendered

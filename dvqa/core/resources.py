@@ -15,3 +15,11 @@ def data_dir(name: str) -> Path:
         if candidate.is_dir():
             return candidate
     raise EnvironmentProblem(f"dvqa's {name}/ folder is missing from this installation; reinstall dvqa.")
+
+
+def templates():
+    """The Jinja2 environment of templates/: HTML autoescaped, an undefined name an error, not a blank."""
+    import jinja2  # only runs that write a document pay for importing it
+
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(data_dir("templates")),
+                              autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined)

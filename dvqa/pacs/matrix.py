@@ -247,12 +247,10 @@ def to_markdown(cells: list[Cell], meta: dict[str, str]) -> str:
 
 
 def to_html(cells: list[Cell], meta: dict[str, str]) -> str:
-    import jinja2
-
-    from dvqa.core.resources import data_dir
+    from dvqa.core.resources import templates
 
     targets, iods, names, index = _grid(cells)
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(data_dir("templates")), autoescape=True)
+    env = templates()
     iod_titles = {i.option: i.title for i in VideoIOD}
     return env.get_template("pacs-matrix.html").render(
         meta=meta, intro=INTRO, targets=[(t, _how(cells, t).replace("**", "")) for t in targets],

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from dvqa.core import outputs
 from dvqa.core.errors import UsageError
-from dvqa.core.resources import data_dir
+from dvqa.core.resources import templates
 
 PLOT_WIDTH, PLOT_HEIGHT, MARGIN = 900, 220, 44
 SERIES_COLOURS = {"psnr_y": "#1f5fbf", "psnr_cb": "#2e9e5b", "psnr_cr": "#c0392b", "ssim_y": "#6c3fa0"}
@@ -107,10 +107,7 @@ def number(value: float | str, decimals: int) -> str:
 
 
 def render_html(record: dict, quality) -> str:
-    import jinja2  # only runs that write an HTML report pay for importing it
-
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(data_dir("templates")),
-                             autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined)
+    env = templates()
     env.filters["num"] = number
     q = record.get("quality")
     plots, worst = [], []

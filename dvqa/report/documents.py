@@ -6,15 +6,11 @@ so the PDF a regulator files says exactly what the page says.
 
 from __future__ import annotations
 
-from dvqa.core.resources import data_dir
+from dvqa.core.resources import templates
 
 
 def html(template: str, **values: object) -> str:
-    import jinja2  # only runs that write a document pay for importing it
-
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(data_dir("templates")),
-                             autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined)
-    return env.get_template(template).render(**values)
+    return templates().get_template(template).render(**values)
 
 
 def pdf(page: str) -> bytes:
