@@ -102,6 +102,8 @@ def test_the_command_writes_json_or_markdown_and_gates_on_gpl(tmp_path: Path) ->
     assert not_ffmpeg.returncode == 3 and "give an ffmpeg binary" in not_ffmpeg.stderr
     wrong = dvqa("report", "licenses", "-o", str(tmp_path / "licenses.txt"))
     assert wrong.returncode == 2 and ".json, .md, .html or .pdf" in wrong.stderr and not (tmp_path / "licenses.txt").exists()
+    nowhere = dvqa("report", "licenses", "-o", str(tmp_path / "missing" / "licenses.json"))
+    assert nowhere.returncode == 2 and "the output folder does not exist" in nowhere.stderr
 
 
 def test_the_sbom_is_valid_cyclonedx_and_lists_every_bundled_library(tmp_path: Path) -> None:

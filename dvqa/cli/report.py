@@ -22,6 +22,7 @@ def _output_kind(output: Path | None) -> str | None:
         return None
     if output.suffix.lower() not in SUFFIX_FORMATS:
         raise UsageError(f"-o {output}: name it .json, .md, .html or .pdf to choose the format.")
+    outputs.require_folder(output.parent)
     return SUFFIX_FORMATS[output.suffix.lower()]
 
 

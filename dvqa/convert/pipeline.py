@@ -143,8 +143,7 @@ def _check_output(output: Path, force: bool) -> None:
         raise UsageError(f"{output}: already exists; pass --force to replace it.")
     if output.is_dir():
         raise UsageError(f"{output}: is a directory; give a file name such as {output / 'video.dcm'}.")
-    if not output.parent.is_dir():
-        raise UsageError(f"{output.parent}: the output folder does not exist; create it first.")
+    outputs.require_folder(output.parent)
     if not os.access(output.parent, os.W_OK):
         raise EnvironmentProblem(f"{output.parent}: the output folder is not writable.")
 

@@ -71,8 +71,15 @@ def _prefix(name: str) -> str:
 _LEFTOVER = re.compile(r"^\..+\.dvqa-(\d+)-([0-9a-f]{8})-[^/]+$")
 
 
+def require_folder(folder: Path) -> None:
+    """Every output goes into a folder the user made: a missing one is their fix, said in one sentence."""
+    if not Path(folder).is_dir():
+        raise UsageError(f"{folder}: the output folder does not exist; create it first.")
+
+
 def temp_file(folder: Path, name: str, suffix: str = "") -> tuple[int, Path]:
     """A new private file in `folder` for the eventual file `name`: (descriptor, path), O_EXCL, dvqa's mode."""
+    require_folder(folder)
     fd, path = tempfile.mkstemp(prefix=_prefix(name), suffix=suffix, dir=folder)
     os.fchmod(fd, file_mode())
     return fd, Path(path)
@@ -80,6 +87,7 @@ def temp_file(folder: Path, name: str, suffix: str = "") -> tuple[int, Path]:
 
 def temp_dir(folder: Path, name: str) -> Path:
     """A new private folder (0700) in `folder` for the work on the eventual file `name`."""
+    require_folder(folder)
     return Path(tempfile.mkdtemp(prefix=_prefix(name), dir=folder))
 
 
