@@ -106,6 +106,38 @@ def test_the_command_writes_json_or_markdown_and_gates_on_gpl(tmp_path: Path) ->
     assert nowhere.returncode == 2 and "the output folder does not exist" in nowhere.stderr
 
 
+def test_expect_names_every_difference_from_the_validated_installation(tmp_path: Path) -> None:
+    """docs/regulatory/deployment.md: a baseline saved at validation, checked on each installed machine."""
+    baseline = tmp_path / "baseline.json"
+    assert dvqa("report", "licenses", "-o", str(baseline)).returncode == 0
+    same = dvqa("report", "licenses", "--expect", str(baseline), "--format", "json")
+    assert same.returncode == 0, same.stderr
+    assert "this installation is the one validated" in same.stderr and json.loads(same.stdout)["ffmpeg"]
+    record = json.loads(baseline.read_text())
+    avcodec = next(lib for lib in record["ffmpeg"]["libraries"] if lib["name"] == "avcodec")
+    real_sha = avcodec["sha256"]
+    avcodec["sha256"] = "0" * 64  # a rebuilt libavcodec under the same version
+    pydicom_entry = next(p for p in record["python_packages"] if p["name"] == "pydicom")
+    pydicom_entry["version"] = "2.4.4"
+    record["python_packages"] = [p for p in record["python_packages"] if p["name"] != "click"]
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(record))
+    changed = dvqa("report", "licenses", "--expect", str(edited), "--fail-on", "never")
+    assert changed.returncode == 1
+    lines = [ln for ln in changed.stderr.splitlines() if ln.startswith("changed")]
+    assert len(lines) == 3, changed.stderr
+    assert any("library avcodec sha256" in ln and real_sha in ln for ln in lines)
+    assert any("package pydicom version: 2.4.4 in the baseline, 3.0.2 here" in ln for ln in lines)
+    assert any("package click: not in the baseline" in ln for ln in lines)
+    assert "3 differences, this is not the validated installation" in changed.stderr
+    for bad, said in (("missing.json", "no such file"), ("bad.json", "not a JSON report")):
+        if bad == "bad.json":
+            (tmp_path / bad).write_text('{"command": "convert"}')
+        proc = dvqa("report", "licenses", "--expect", str(tmp_path / bad))
+        assert proc.returncode == 3 and said in proc.stderr and "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+
+
 def test_the_sbom_is_valid_cyclonedx_and_lists_every_bundled_library(tmp_path: Path) -> None:
     from cyclonedx.schema import SchemaVersion
     from cyclonedx.validation.json import JsonStrictValidator

@@ -11,7 +11,7 @@ import click
 from dvqa.cli import options
 from dvqa.cli.common import guarded
 from dvqa.core import outputs
-from dvqa.core.errors import ExitCode, UsageError
+from dvqa.core.errors import ExitCode, InputError, UsageError
 
 SUFFIX_FORMATS = {".json": "json", ".md": "markdown", ".html": "html", ".pdf": "pdf"}
 
@@ -54,9 +54,12 @@ def report_group() -> None:
               help="Also write a CycloneDX 1.6 JSON SBOM here, the av wheel's native libraries as components.")
 @click.option("--fail-on", default="nonfree", show_default=True, type=click.Choice(["gpl", "nonfree", "never"]),
               help="Exit 1 when the effective license is GPL (or stricter), not redistributable, or never.")
+@click.option("--expect", "baseline", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="A JSON report saved from the installation that was validated: exit 1 if any library's "
+                   "SHA-256, any package version, dvqa's or FFmpeg's version or configuration differ here.")
 @options.debug
 def licenses_command(output: Path | None, fmt: str, program: Path | None, sbom: Path | None, fail_on: str,
-                     debug: bool) -> None:
+                     baseline: Path | None, debug: bool) -> None:
     """Under which terms dvqa's FFmpeg may be distributed, decided from the libraries it really links;
     the LGPL checklist for this build; every Python package's license."""
     from dvqa.report import documents, licenses, markdown, native
@@ -64,6 +67,7 @@ def licenses_command(output: Path | None, fmt: str, program: Path | None, sbom: 
 
     def work():
         kind = _output_kind(output)
+        expected = _baseline(baseline) if baseline else None
         build = native.external(program) if program else native.bundled()
         record = licenses.report(build)
         rendered = _renderers(record, markdown.licenses, documents.licenses_html)
@@ -71,9 +75,9 @@ def licenses_command(output: Path | None, fmt: str, program: Path | None, sbom: 
             outputs.write_atomic(output, rendered[kind]())
         if sbom:
             outputs.write_atomic(sbom, cyclonedx.bom(record))
-        return record, rendered
+        return record, rendered, licenses.drift(record, expected) if expected else []
 
-    record, rendered = guarded(debug, work)
+    record, rendered, changes = guarded(debug, work)
     f = record["ffmpeg"]
     if fmt == "text":
         click.echo(f"ffmpeg   {f['version']}: {f['origin']}")
@@ -91,9 +95,29 @@ def licenses_command(output: Path | None, fmt: str, program: Path | None, sbom: 
                    "metadata" + (f"; report written to {output}" if output else ""))
     else:
         click.echo(rendered[fmt](), nl=False)
+    if baseline:  # on stderr, so --format json stays one document
+        for change in changes:
+            click.echo(f"changed  {change}", err=True)
+        click.echo(f"baseline {baseline}: " + (f"{len(changes)} difference{'s' if len(changes) != 1 else ''}, this is not the "
+                                               "validated installation"
+                                               if changes else "this installation is the one validated"), err=True)
     gpl = f["verdict"].startswith("GPL") or not f["redistributable"]
-    failed = (fail_on == "gpl" and gpl) or (fail_on == "nonfree" and not f["redistributable"])
+    failed = (fail_on == "gpl" and gpl) or (fail_on == "nonfree" and not f["redistributable"]) or bool(changes)
     sys.exit(int(ExitCode.CHECK_FAILED if failed else ExitCode.OK))
+
+
+def _baseline(path: Path) -> dict:
+    """A saved `dvqa report licenses --format json` (or -o .json) report, or a one-sentence input error."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        record["ffmpeg"]["libraries"], record["python_packages"], record["dvqa_version"]  # noqa: B018
+        return record
+    except FileNotFoundError:
+        raise InputError(f"--expect {path}: no such file; save one with "
+                         "'dvqa report licenses -o baseline.json' on the validated installation.") from None
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        raise InputError(f"--expect {path}: not a JSON report of 'dvqa report licenses'; save one with "
+                         "'dvqa report licenses -o baseline.json' on the validated installation.") from None
 
 
 @report_group.command("conformance")

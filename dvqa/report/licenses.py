@@ -158,3 +158,42 @@ def python_packages() -> list[dict[str, str]]:
 def report(build: FFmpegBuild) -> dict[str, object]:
     return {"command": "report licenses", "dvqa_version": __version__, "ffmpeg": assess(build),
             "python_packages": python_packages(), "legal_reference": LEGAL}
+
+
+def drift(current: dict, baseline: dict) -> list[str]:
+    """How this installation differs from a validated one (a saved `report licenses` JSON).
+
+    A validation is evidence for the bytes that were validated: a library rebuilt under the
+    same version, or one package upgraded by hand, voids it. So libraries are compared by
+    SHA-256 and packages by version, and dvqa and FFmpeg by version and configuration.
+    """
+    changes: list[str] = []
+
+    def compare(what: str, now: object, then: object) -> None:
+        if now != then:
+            changes.append(f"{what}: {then} in the baseline, {now} here")
+
+    compare("dvqa", current["dvqa_version"], baseline["dvqa_version"])
+    compare("FFmpeg", current["ffmpeg"]["version"], baseline["ffmpeg"]["version"])
+    compare("FFmpeg configuration", current["ffmpeg"]["configuration"], baseline["ffmpeg"]["configuration"])
+    for kind, field, value in (("library", "libraries", "sha256"), ("package", "python_packages", "version")):
+        now = _index(current["ffmpeg"][field] if kind == "library" else current[field], value)
+        then = _index(baseline["ffmpeg"][field] if kind == "library" else baseline[field], value)
+        for name in sorted(now.keys() | then.keys(), key=str.lower):
+            if name not in then:
+                changes.append(f"{kind} {name}: not in the baseline, {value} {now[name]} here")
+            elif name not in now:
+                changes.append(f"{kind} {name}: {value} {then[name]} in the baseline, missing here")
+            else:
+                compare(f"{kind} {name} {value}", now[name], then[name])
+    return changes
+
+
+def _index(items: list[dict], value: str) -> dict[str, str]:
+    """name -> value; a library the operating system provides says so (an OS update changes it)."""
+    out = {}
+    for item in items:
+        path = item.get("path", "")
+        system = "path" in item and "av.libs" not in path and ".dylibs" not in path
+        out[item["name"] + (" (from the operating system)" if system else "")] = item[value]
+    return out
