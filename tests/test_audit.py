@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+import pytest
+
 from dvqa.trust.audit import AuditLog, records, verify
 from helpers import CLIPS, dvqa, run, tool
 
@@ -36,6 +38,7 @@ def _three_attempts(tmp_path: Path, *key: str) -> Path:
     return log
 
 
+@pytest.mark.requirement("DVQA-AUD-001")
 def test_every_attempt_is_recorded_with_what_an_auditor_asks(tmp_path: Path) -> None:
     log = _three_attempts(tmp_path)
     assert stat.S_IMODE(log.stat().st_mode) == 0o600  # PHI: owner only
@@ -50,6 +53,7 @@ def test_every_attempt_is_recorded_with_what_an_auditor_asks(tmp_path: Path) -> 
     assert proc.returncode == 0 and "3 records chained" in proc.stdout
 
 
+@pytest.mark.requirement("DVQA-AUD-002")
 def test_edit_delete_and_reorder_are_named(tmp_path: Path) -> None:
     log = _three_attempts(tmp_path)
     original = _lines(log)
@@ -68,6 +72,7 @@ def test_edit_delete_and_reorder_are_named(tmp_path: Path) -> None:
         assert words in proc.stdout, (name, proc.stdout)
 
 
+@pytest.mark.requirement("DVQA-AUD-002")
 def test_hmac_catches_an_edit_at_the_edited_record(tmp_path: Path) -> None:
     env_key = ("--audit-key-env", "DVQA_TEST_AUDIT_KEY")
     os.environ["DVQA_TEST_AUDIT_KEY"] = "site secret"
@@ -82,6 +87,7 @@ def test_hmac_catches_an_edit_at_the_edited_record(tmp_path: Path) -> None:
         del os.environ["DVQA_TEST_AUDIT_KEY"]
 
 
+@pytest.mark.requirement("DVQA-AUD-001")
 def test_parallel_conversions_append_whole_records(tmp_path: Path) -> None:
     log = tmp_path / "audit.jsonl"
     procs = [subprocess.Popen([sys.executable, "-m", "dvqa", "convert", str(CLIP), "-o", str(tmp_path / f"{i}.dcm"),
@@ -104,6 +110,7 @@ while True:
 """
 
 
+@pytest.mark.requirement("DVQA-AUD-002")
 def test_sigkill_during_writes_leaves_a_verifiable_log(tmp_path: Path) -> None:
     log = tmp_path / "audit.jsonl"
     torn_seen = False
@@ -129,6 +136,7 @@ def test_sigkill_during_writes_leaves_a_verifiable_log(tmp_path: Path) -> None:
     print("torn by a real kill:", torn_seen)
 
 
+@pytest.mark.requirement("DVQA-AUD-001")
 def test_sign_writes_audit_records_too(tmp_path: Path) -> None:
     key = rsa.generate_private_key(65537, 2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "audit test signer")])

@@ -51,6 +51,7 @@ def _make(kind: str, folder: Path) -> Path:
     ("stale-sps-mp4", "SPS/PPS"),
     ("stale-sps-chromium", "SPS/PPS"),
 ])
+@pytest.mark.requirement("DVQA-OUT-001", "DVQA-OUT-002")
 def test_bad_input_exit_3_one_sentence_no_output(kind: str, words: str, tmp_path: Path) -> None:
     source = _make(kind, tmp_path)
     before = _sha(source)
@@ -65,6 +66,7 @@ def test_bad_input_exit_3_one_sentence_no_output(kind: str, words: str, tmp_path
     assert _sha(source) == before
 
 
+@pytest.mark.requirement("DVQA-OUT-001")
 def test_existing_output_needs_force(tmp_path: Path) -> None:
     out = tmp_path / "x.dcm"
     out.write_bytes(b"keep me")
@@ -76,6 +78,7 @@ def test_existing_output_needs_force(tmp_path: Path) -> None:
     assert out.read_bytes()[128:132] == b"DICM"
 
 
+@pytest.mark.requirement("DVQA-OUT-002")
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
     proc = dvqa("convert", str(CLIPS / "vp9_vfr.webm"), "-o", str(tmp_path / "x.dcm"), "--syntax", "divx")
     assert proc.returncode == 2 and "'divx' is not one of 'auto', 'h264-high-4.1'" in proc.stderr
@@ -92,6 +95,7 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+@pytest.mark.requirement("DVQA-OUT-002")
 def test_missing_input_exit_3(tmp_path: Path) -> None:
     proc = dvqa("convert", str(tmp_path / "nope.webm"), "-o", str(tmp_path / "x.dcm"))
     assert proc.returncode == 3 and "no such file" in proc.stderr

@@ -27,6 +27,7 @@ def _table(statement: dict, caption_start: str) -> dict:
     return next(t for s in statement["sections"] for t in s["tables"] if t["caption"].startswith(caption_start))
 
 
+@pytest.mark.requirement("DVQA-REP-002")
 def test_the_store_contexts_are_what_dvqa_proposes_on_the_wire(tmp_path: Path, statement: dict) -> None:
     files = [convert(CLIPS / "h264_cfr_high.mkv", tmp_path / f"{iod}-{name}.dcm",
                      ConvertOptions(syntax=name, quality=False, iod=iod)).output
@@ -61,6 +62,7 @@ def test_the_store_contexts_are_what_dvqa_proposes_on_the_wire(tmp_path: Path, s
     assert tuple(rows[1][1:]) == (first.ImplementationClassUID, first.ImplementationVersionName)
 
 
+@pytest.mark.requirement("DVQA-REP-002")
 def test_the_iod_contents_annex_is_what_a_converted_file_holds(tmp_path: Path, statement: dict) -> None:
     plain = convert(CLIPS / "vp9_vfr.webm", tmp_path / "plain.dcm", ConvertOptions(quality=False)).output
     ds = pydicom.dcmread(plain)
@@ -87,6 +89,7 @@ def test_the_iod_contents_annex_is_what_a_converted_file_holds(tmp_path: Path, s
         assert rows[keyword][4] in ("VNAP", "ANAP") and "USER" in rows[keyword][5] and str(with_data[keyword].value)
 
 
+@pytest.mark.requirement("DVQA-REP-002")
 def test_the_security_section_says_what_verify_confirms(tmp_path: Path, statement: dict) -> None:
     def make(ca_key, key) -> dict[str, bytes]:
         return {"cert": certificate("signer", key, "dvqa test CA", ca_key).public_bytes(PEM), "key": pem_key(key)}

@@ -121,6 +121,7 @@ def assert_duration(result) -> None:
     assert -0.5 * period - 1e-9 <= longer <= (timing.DRIFT_FRAMES + 0.5) * period + 1e-9
 
 
+@pytest.mark.requirement("DVQA-CONV-001")
 @pytest.mark.parametrize("syntax", WRITABLE)
 def test_every_syntax_from_browser_vp9(syntax: str, tmp_path: Path) -> None:
     result = convert(CLIPS / "vp9_vfr.webm", tmp_path / "out.dcm", ConvertOptions(syntax=syntax))
@@ -128,6 +129,7 @@ def test_every_syntax_from_browser_vp9(syntax: str, tmp_path: Path) -> None:
     check_written(result, tmp_path)
 
 
+@pytest.mark.requirement("DVQA-CONV-001")
 @pytest.mark.parametrize("clip", AUTO_CLIPS)
 def test_auto_on_every_browser_clip(clip: str, tmp_path: Path) -> None:
     result = convert(CLIPS / clip, tmp_path / "out.dcm")
@@ -141,6 +143,7 @@ RECORDINGS = json.loads((RECORDED / "recordings.json").read_text())["recordings"
 REFUSED_RECORDINGS = {"h264_resize.mp4"}
 
 
+@pytest.mark.requirement("DVQA-CONV-001", "DVQA-CONV-006")
 @pytest.mark.parametrize("clip", [r["name"] for r in RECORDINGS if r["name"] not in REFUSED_RECORDINGS])
 def test_auto_on_real_chromium_recordings(clip: str, tmp_path: Path) -> None:
     """What Debian's Chromium really wrote (reference_videos/record_chromium.py)."""
@@ -155,6 +158,7 @@ def test_auto_on_real_chromium_recordings(clip: str, tmp_path: Path) -> None:
         assert any("canvas size changed" in t for t in result.transforms)
 
 
+@pytest.mark.requirement("DVQA-CONV-003")
 def test_variable_timestamps_are_mapped_and_reported(tmp_path: Path) -> None:
     # vp9_vfr.webm: a 7 ms first interval and frames missed by the capture at slots 40, 41, 77
     result = convert(CLIPS / "vp9_vfr.webm", tmp_path / "out.dcm")
@@ -169,6 +173,7 @@ def test_variable_timestamps_are_mapped_and_reported(tmp_path: Path) -> None:
     assert result.plan.rate == 30
 
 
+@pytest.mark.requirement("DVQA-CONV-003")
 def test_irregular_cadence_keeps_every_frame(tmp_path: Path) -> None:
     """A canvas drawn at 5-125 ms intervals with stalls: every drawn frame reaches the DICOM file,
     each output frame shows the frame on screen at its time within one interval (frame codes)."""
@@ -181,6 +186,7 @@ def test_irregular_cadence_keeps_every_frame(tmp_path: Path) -> None:
     assert sorted(set(codes)) == list(range(50))  # every captured frame is in the file
 
 
+@pytest.mark.requirement("DVQA-CONV-004", "DVQA-CONV-006")
 def test_full_range_is_converted_and_said(tmp_path: Path) -> None:
     result = convert(CLIPS / "h264_fullrange_opus.webm", tmp_path / "out.dcm")
     assert not result.plan.passthrough
@@ -193,6 +199,7 @@ def test_full_range_is_converted_and_said(tmp_path: Path) -> None:
     assert 10 <= int(band.min()) <= 22
 
 
+@pytest.mark.requirement("DVQA-CONV-004")
 def test_size_change_is_scaled_and_reported(tmp_path: Path) -> None:
     result = convert(CLIPS / "vp8_size_change.webm", tmp_path / "out.dcm")
     assert (result.plan.width, result.plan.height) == (320, 240)
@@ -208,6 +215,7 @@ def _annexb_by_ffmpeg(source: Path, tmp_path: Path) -> bytes:
     return out.read_bytes()
 
 
+@pytest.mark.requirement("DVQA-CONV-002")
 def test_passthrough_is_bit_exact(tmp_path: Path) -> None:
     result = convert(CLIPS / "h264_cfr_high.mkv", tmp_path / "out.dcm")
     assert result.plan.passthrough and result.encoder is None
@@ -219,6 +227,7 @@ def test_passthrough_is_bit_exact(tmp_path: Path) -> None:
     check_written(result, tmp_path)
 
 
+@pytest.mark.requirement("DVQA-CONV-002")
 def test_constrained_baseline_level_42_is_wrapped_as_high_42(tmp_path: Path) -> None:
     # Chrome's 1080p H.264 is Constrained Baseline @ 4.2: not High@4.1 (level too high), but a
     # High@4.2 decoder must decode it (H.264 A.2.1.1, A.2.4), so .104 carries it unchanged.
@@ -230,6 +239,7 @@ def test_constrained_baseline_level_42_is_wrapped_as_high_42(tmp_path: Path) -> 
     assert not forced.plan.passthrough and "level 4.2" in forced.plan.passthrough_refusal
 
 
+@pytest.mark.requirement("DVQA-CONV-001")
 def test_container_is_detected_by_content_not_name(tmp_path: Path) -> None:
     disguised = tmp_path / "recording.mp4"  # Matroska H.264 under an .mp4 name
     shutil.copy(CLIPS / "h264_fullrange_opus.webm", disguised)
@@ -238,6 +248,7 @@ def test_container_is_detected_by_content_not_name(tmp_path: Path) -> None:
     assert result.source.video_index == 1  # audio is track 0
 
 
+@pytest.mark.requirement("DVQA-CONV-005")
 def test_metadata_from_options_json_and_dicom(tmp_path: Path) -> None:
     meta = tmp_path / "meta.json"
     meta.write_text(json.dumps({
@@ -261,6 +272,7 @@ def test_metadata_from_options_json_and_dicom(tmp_path: Path) -> None:
     assert ds2.PatientID == "OVERRIDE" and ds2.SOPInstanceUID != ds.SOPInstanceUID
 
 
+@pytest.mark.requirement("DVQA-QUAL-003")
 def test_json_summary_and_report_carry_the_timing_map(tmp_path: Path) -> None:
     report = tmp_path / "r.json"
     proc = dvqa("convert", str(CLIPS / "vp9_vfr.webm"), "-o", str(tmp_path / "o.dcm"),
@@ -277,6 +289,7 @@ def test_json_summary_and_report_carry_the_timing_map(tmp_path: Path) -> None:
     assert all(abs(r["output_pts"] - rows[0]["output_pts"] - r["output_frame"] / 30) < 1e-6 for r in rows)
 
 
+@pytest.mark.requirement("DVQA-CONV-001")
 def test_stream_over_one_fragment_uses_the_fragmentable_syntax(tmp_path: Path, monkeypatch) -> None:
     # A real > 4 GiB stream is too big for CI; lower the one-fragment limit instead. The same
     # code then cuts the stream into even-length pieces under the fragmentable UID (PS3.5 §8.2.7).
@@ -303,6 +316,7 @@ def test_stream_over_one_fragment_uses_the_fragmentable_syntax(tmp_path: Path, m
     assert errors == []
 
 
+@pytest.mark.requirement("DVQA-CONV-002")
 def test_stream_stating_another_rate_is_not_passed_through(tmp_path: Path) -> None:
     """An H.264 stream whose VUI states 1000 fps (an encoder fed a 1 ms clock) would play 33x too fast
     in a viewer that trusts the stream, so it is re-encoded rather than wrapped."""

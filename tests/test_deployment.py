@@ -10,12 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from helpers import RECORDED, ROOT, require
 
 PAGE = ROOT / "docs" / "regulatory" / "deployment.md"
 BLOCK = re.compile(r"^```sh\n(.*?)^```$", re.S | re.M)
 
 
+@pytest.mark.requirement("DVQA-DOC-001")
 def test_every_deployment_step_on_the_page_runs(tmp_path: Path) -> None:
     blocks = BLOCK.findall(PAGE.read_text())
     assert len(blocks) == 3, "the test knows three blocks: baseline, connected machine, air-gapped machine"

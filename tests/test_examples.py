@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench.orthanc import free_port, wait_for_port
 from dvqa.dicom import syntaxes
 from dvqa.dicom.iod import VideoIOD
@@ -18,6 +20,7 @@ PAGE = ROOT / "docs" / "regulatory" / "examples.md"
 BLOCK = re.compile(r"^```(sh|python)\n(.*?)^```$", re.S | re.M)
 
 
+@pytest.mark.requirement("DVQA-DOC-001")
 def test_every_example_on_the_page_runs(tmp_path: Path) -> None:
     blocks = BLOCK.findall(PAGE.read_text())
     assert len(blocks) >= 6 and {kind for kind, _ in blocks} == {"sh", "python"}

@@ -77,6 +77,7 @@ def _flip(data: bytes, at: int, bit: int = 0) -> bytes:
     return bytes(changed)
 
 
+@pytest.mark.requirement("DVQA-SIG-002")
 def test_a_damaged_length_or_delimiter_never_verifies(signed, pki, tmp_path: Path) -> None:
     data = signed.read_bytes()
     modality = data.index(b"\x08\x00\x60\x00CS")  # (0008,0060) Modality, its 16-bit length follows the VR
@@ -97,6 +98,7 @@ def test_a_damaged_length_or_delimiter_never_verifies(signed, pki, tmp_path: Pat
     assert "no digital signature" not in text.stdout
 
 
+@pytest.mark.requirement("DVQA-SIG-002")
 def test_random_bit_flips_in_signed_bytes_never_verify(signed, pki) -> None:
     """Every byte the signature covers (the data set before the MAC Parameters, Pixel Data and its
     delimiter, the signature item's own signed elements and headers), one bit at a time, 400 draws."""
@@ -135,6 +137,7 @@ def test_a_damaged_transfer_syntax_uid_is_an_input_error_not_an_internal_one(sig
 
 # --- 3. validate must never pass garbage, hang, or skip silently ---------------------------------------
 
+@pytest.mark.requirement("DVQA-VAL-003")
 def test_garbage_behind_a_valid_preamble_fails(tmp_path: Path) -> None:
     rng = random.Random(3)
     (tmp_path / "random.dcm").write_bytes(bytes(128) + b"DICM" + bytes(rng.randrange(256) for _ in range(5000)))
@@ -146,6 +149,7 @@ def test_garbage_behind_a_valid_preamble_fails(tmp_path: Path) -> None:
     assert all(f["findings"][0]["severity"] == "error" for f in files)
 
 
+@pytest.mark.requirement("DVQA-VAL-003")
 def test_a_named_pipe_is_never_opened_and_is_a_finding(tmp_path: Path, signed) -> None:
     os.mkfifo(tmp_path / "pipe.dcm")
     (tmp_path / "good.dcm").write_bytes(signed.read_bytes())
@@ -221,6 +225,7 @@ def _codes_by_format(folder: Path) -> dict[str, dict[str, set[str]]]:
     return out
 
 
+@pytest.mark.requirement("DVQA-VAL-003", "DVQA-VAL-004")
 def test_every_output_format_reports_the_same_findings_on_a_fuzz_corpus(signed, tmp_path: Path) -> None:
     """Text, JSON, JUnit and SARIF render one findings list; on 150 mutated files they must agree exactly."""
     rng = random.Random(20261126)
@@ -278,6 +283,7 @@ def test_an_audit_log_on_a_full_disk_fails_the_command_and_keeps_no_output(small
     assert verified.returncode == 0 and "torn" not in verified.stdout
 
 
+@pytest.mark.requirement("DVQA-OUT-001")
 def test_a_full_output_disk_is_an_environment_error_naming_the_path(small_fs, signed, pki, tmp_path: Path) -> None:
     fs = small_fs(192)
     fs.fill(leave=64 * 1024)  # room to start, not to finish
@@ -296,6 +302,7 @@ def test_a_full_output_disk_is_an_environment_error_naming_the_path(small_fs, si
 
 # --- 6. signals ------------------------------------------------------------------------------------
 
+@pytest.mark.requirement("DVQA-OUT-001")
 def test_signals_at_random_points_leave_disk_record_and_message_in_agreement(tmp_path: Path) -> None:
     """Ctrl-C, SIGTERM and SIGHUP at a random moment of a conversion, 12 times: whatever was written is
     recorded as written, whatever was not is recorded as not, nothing temporary is left, no traceback."""
@@ -350,6 +357,7 @@ def test_a_signal_during_the_commit_is_acted_on_after_it(tmp_path: Path) -> None
     assert _leftovers(tmp_path) == []
 
 
+@pytest.mark.requirement("DVQA-OUT-001")
 def test_a_killed_conversion_leaves_a_folder_the_next_run_removes(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
@@ -378,6 +386,7 @@ def test_a_killed_conversion_leaves_a_folder_the_next_run_removes(tmp_path: Path
     ("--patient-id", "MRN\\42", "has 2 values"),
     ("--accession-number", "X" * 17, "at most 16"),
 ])
+@pytest.mark.requirement("DVQA-CONV-005")
 def test_patient_values_are_checked_against_their_vr_before_anything_is_written(option: str, value: str,
                                                                                  words: str, tmp_path: Path) -> None:
     proc = dvqa("convert", str(CLIPS / "h264_cfr_high.mkv"), "-o", str(tmp_path / "x.dcm"), option, value)
@@ -385,6 +394,7 @@ def test_patient_values_are_checked_against_their_vr_before_anything_is_written(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.requirement("DVQA-CONV-005")
 def test_a_huge_value_in_metadata_json_is_refused_not_written_as_un(tmp_path: Path) -> None:
     metadata = tmp_path / "meta.json"
     metadata.write_text(json.dumps({"00100010": {"vr": "PN", "Value": [{"Alphabetic": "A" * 5_000_000}]}}))
@@ -394,6 +404,7 @@ def test_a_huge_value_in_metadata_json_is_refused_not_written_as_un(tmp_path: Pa
     assert not (tmp_path / "x.dcm").exists()
 
 
+@pytest.mark.requirement("DVQA-VAL-001")
 def test_validate_catches_bad_values_in_files_others_wrote_as_dciodvfy_does(signed, tmp_path: Path) -> None:
     cases = {"long-name": ("PatientName", "A" * 200), "two-ids": ("PatientID", ["MRN", "42"]),
              "control": ("PatientName", "Doe\x01Jane"), "uid": ("StudyInstanceUID", "DOE^JANE-MRN-4242")}
@@ -412,6 +423,7 @@ def test_validate_catches_bad_values_in_files_others_wrote_as_dciodvfy_does(sign
                    for line in (dciodvfy.stdout + dciodvfy.stderr).splitlines()), (name, dciodvfy.stderr)
 
 
+@pytest.mark.requirement("DVQA-SIG-003")
 @pytest.mark.parametrize("which, words", [("expired", "expired"), ("future", "not yet valid")])
 def test_signing_with_a_certificate_outside_its_validity(which: str, words: str, signed, pki, tmp_path: Path) -> None:
     out = tmp_path / "s.dcm"
@@ -462,6 +474,7 @@ def frozen_pacs(tmp_path: Path, signed):
     server.wait()
 
 
+@pytest.mark.requirement("DVQA-PACS-002")
 def test_a_frozen_pacs_is_given_up_after_the_timeout(frozen_pacs) -> None:
     sender = frozen_pacs("--timeout", "4", "--format", "json")
     stopped = time.monotonic()
@@ -525,6 +538,7 @@ def test_a_half_open_peer_ends_in_a_clear_exit_4(command: str, half_open_peer, s
     assert time.monotonic() - started < 30
 
 
+@pytest.mark.requirement("DVQA-OUT-001")
 def test_outputs_commit_restores_the_previous_file_when_the_record_fails(tmp_path: Path) -> None:
     target, new = tmp_path / "out.dcm", tmp_path / "new.tmp"
     target.write_bytes(b"before")

@@ -28,6 +28,7 @@ def corpus(tmp_path_factory) -> dict[str, Path]:
     return make_corpus(tmp_path_factory.mktemp("iod"))
 
 
+@pytest.mark.requirement("DVQA-CONV-001")
 def test_dvqa_outputs_pass_the_iod_layer(corpus) -> None:
     for iod in IODS:
         for syntax in SYNTAXES:
@@ -37,6 +38,7 @@ def test_dvqa_outputs_pass_the_iod_layer(corpus) -> None:
             assert bad == [], (iod, syntax, bad)
 
 
+@pytest.mark.requirement("DVQA-VAL-001")
 @pytest.mark.parametrize("name", sorted(DEFECTS))
 def test_each_defect_is_an_error_naming_the_attribute(name: str, corpus) -> None:
     _, code, keyword = DEFECTS[name]
@@ -45,6 +47,7 @@ def test_each_defect_is_an_error_naming_the_attribute(name: str, corpus) -> None
     assert all(f.reference for f in errors if f.code.startswith("iod."))
 
 
+@pytest.mark.requirement("DVQA-VAL-001")
 def test_every_error_dciodvfy_reports_is_a_dvqa_error(corpus) -> None:
     exe = tool("dciodvfy")
     missed, excused = [], set()
@@ -82,6 +85,7 @@ def _other_writers_files(tmp: Path) -> list[Path]:
     return files
 
 
+@pytest.mark.requirement("DVQA-VAL-003")
 def test_other_writers_files_validate_without_a_crash(tmp_path: Path) -> None:
     files = _other_writers_files(tmp_path)
     assert len(files) >= 80

@@ -53,6 +53,7 @@ def _get(url: str) -> bytes:
         return response.read()
 
 
+@pytest.mark.requirement("DVQA-PACS-001")
 def test_echo_and_store_every_syntax_to_orthanc_and_read_it_back(orthanc, files, tmp_path: Path) -> None:
     port = str(orthanc["port"])
     echo = dvqa("pacs", "echo", "--port", port, "--called-aet", "ORTHANC")
@@ -113,6 +114,7 @@ def jpeg_only_pacs(launch, tmp_path: Path):
     return {"port": port, "out": out}
 
 
+@pytest.mark.requirement("DVQA-PACS-002")
 def test_a_pacs_that_refuses_video_says_what_it_refused(jpeg_only_pacs, files, tmp_path: Path) -> None:
     before = {p: p.read_bytes() for p in (files["h264-high-4.1"], files["mjpeg"])}
     log = tmp_path / "audit.jsonl"
@@ -137,6 +139,7 @@ def test_a_pacs_that_refuses_video_says_what_it_refused(jpeg_only_pacs, files, t
         assert 'csd-code="110104"' in message.read_text() and 'csd-code="110152"' in message.read_text()
 
 
+@pytest.mark.requirement("DVQA-PACS-002")
 def test_unreachable_pacs_is_retried_then_exit_4(files) -> None:
     port = _free_port()  # nothing listens here
     started = time.monotonic()
@@ -150,6 +153,7 @@ def test_unreachable_pacs_is_retried_then_exit_4(files) -> None:
     assert files["mjpeg"].exists()
 
 
+@pytest.mark.requirement("DVQA-PACS-001")
 def test_stow_rs_to_orthanc_dicomweb(orthanc, files, tmp_path: Path) -> None:
     proc = dvqa("pacs", "store", *map(str, files.values()), "--stow", f"{orthanc['http']}/dicom-web",
                 "--format", "json")
@@ -162,6 +166,7 @@ def test_stow_rs_to_orthanc_dicomweb(orthanc, files, tmp_path: Path) -> None:
     assert unreachable.returncode == 4 and "cannot connect" in unreachable.stdout
 
 
+@pytest.mark.requirement("DVQA-PACS-001")
 def test_storage_commitment_with_orthanc(orthanc, files) -> None:
     proc = dvqa("pacs", "store", str(files["mjpeg"]), str(files["hevc-main"]), "--port", str(orthanc["port"]),
                 "--called-aet", "ORTHANC", "--commit", "--listen-port", str(orthanc["listen"]),
@@ -226,6 +231,7 @@ def test_compatibility_matrix_measured_and_documented(orthanc, jpeg_only_pacs, t
     assert dvqa("pacs", "matrix", "-o", str(out)).returncode == 2  # nothing to test
 
 
+@pytest.mark.requirement("DVQA-PACS-002")
 def test_fallback_sends_a_converted_copy_when_video_is_refused(jpeg_only_pacs, files, tmp_path: Path) -> None:
     original = files["h264-high-4.1"]
     before = original.read_bytes()
@@ -394,6 +400,7 @@ def _storescp(launch, port: int, out: Path) -> subprocess.Popen:
     return launch([tool("storescp"), "+xa", "-od", str(out), "-aet", "STORESCP", str(port)], port, "storescp")
 
 
+@pytest.mark.requirement("DVQA-PACS-002")
 def test_pacs_stopped_mid_transfer_then_back_loses_nothing(launch, files, tmp_path: Path) -> None:
     big = big_copy(files["h264-high-4.1"], tmp_path / "big.dcm", 250)
     digest = hashlib.sha256(big.read_bytes()).hexdigest()
@@ -465,6 +472,7 @@ def tls_orthanc(tls_pki, tmp_path: Path):
         yield server
 
 
+@pytest.mark.requirement("DVQA-PACS-001")
 def test_orthanc_over_tls_store_commit_c_get_and_https_stow(tls_orthanc, tls_pki, https_proxy, files,
                                                              tmp_path: Path) -> None:
     peer = ["--port", str(tls_orthanc["port"]), "--called-aet", "ORTHANC"]

@@ -32,6 +32,7 @@ def _ffmpeg_scores(distorted_es: Path, codec_format: str, reference: Path, tmp_p
     return psnr, ssim
 
 
+@pytest.mark.requirement("DVQA-QUAL-001")
 @pytest.mark.parametrize("syntax, es_format", [("h264-high-4.1", "h264"), ("hevc-main", "hevc")])
 def test_psnr_and_fast_ssim_agree_with_ffmpeg_filters(syntax: str, es_format: str, tmp_path: Path) -> None:
     result = convert(CFR, tmp_path / "out.dcm", ConvertOptions(syntax=syntax, passthrough=False))
@@ -59,6 +60,7 @@ def _luma_planes(container_path: Path, es_format: str | None = None) -> list[np.
     return planes
 
 
+@pytest.mark.requirement("DVQA-QUAL-001")
 def test_reference_ssim_agrees_with_scikit_image(tmp_path: Path) -> None:
     result = convert(CFR, tmp_path / "out.dcm",
                      ConvertOptions(syntax="hevc-main", passthrough=False, ssim="reference"))
@@ -84,6 +86,7 @@ def test_gaussian_ssim_on_noise_and_identity() -> None:
     assert gaussian_ssim(a, a) == pytest.approx(1.0, abs=1e-6)
 
 
+@pytest.mark.requirement("DVQA-QUAL-001")
 def test_passthrough_reports_infinity_and_one(tmp_path: Path) -> None:
     report = tmp_path / "r.json"
     proc = dvqa("convert", str(CFR), "-o", str(tmp_path / "o.dcm"), "--report", str(report))
@@ -96,6 +99,7 @@ def test_passthrough_reports_infinity_and_one(tmp_path: Path) -> None:
     assert all(math.isinf(float(v)) for v in q["per_frame"]["psnr_cb"])
 
 
+@pytest.mark.requirement("DVQA-QUAL-003")
 def test_report_has_everything_an_auditor_needs(tmp_path: Path) -> None:
     out, report = tmp_path / "o.dcm", tmp_path / "r.json"
     proc = dvqa("convert", str(CLIPS / "vp9_vfr.webm"), "-o", str(out), "--report", str(report))
@@ -141,6 +145,7 @@ quality_floors:
     return path
 
 
+@pytest.mark.requirement("DVQA-QUAL-002")
 def test_floor_not_met_exits_1_and_writes_nothing(tmp_path: Path) -> None:
     out, report = tmp_path / "o.dcm", tmp_path / "r.json"
     proc = dvqa("convert", str(CLIPS / "vp9_vfr.webm"), "-o", str(out), "--profile",
@@ -177,6 +182,7 @@ def test_unknown_profile_and_bad_report_name_are_usage_errors(tmp_path: Path) ->
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.requirement("DVQA-QUAL-003")
 def test_quality_command_reproduces_the_conversion_report(tmp_path: Path) -> None:
     out, first, second = tmp_path / "o.dcm", tmp_path / "a.json", tmp_path / "b.json"
     source = CLIPS / "vp8_irregular.webm"  # irregular timestamps: shifted and duplicated frames
@@ -189,6 +195,7 @@ def test_quality_command_reproduces_the_conversion_report(tmp_path: Path) -> Non
         assert a["per_frame"][key] == b["per_frame"][key], key
 
 
+@pytest.mark.requirement("DVQA-CONV-004")
 def test_quality_command_on_a_letterboxed_mpeg2_compares_the_picture_only(tmp_path: Path) -> None:
     out = tmp_path / "o.dcm"
     result = convert(CLIPS / "vp9_vfr.webm", out, ConvertOptions(syntax="mpeg2-mp-ml"))
@@ -218,6 +225,7 @@ def test_damaged_passthrough_source_is_refused(tmp_path: Path) -> None:
         assert not (tmp_path / "o.dcm").exists()
 
 
+@pytest.mark.requirement("DVQA-QUAL-003")
 def test_html_report_renders_in_chromium(tmp_path: Path) -> None:
     page = tmp_path / "report.html"
     proc = dvqa("convert", str(RECORDED / "vp9_raf.webm"), "-o", str(tmp_path / "o.dcm"), "--profile",
@@ -246,6 +254,7 @@ def test_html_report_renders_in_chromium(tmp_path: Path) -> None:
     assert not re.search(r'(src|href)="(https?:|//)', html)  # self-contained: nothing fetched
 
 
+@pytest.mark.requirement("DVQA-QUAL-001")
 def test_quality_command_on_two_video_files_agrees_with_ffmpeg(tmp_path: Path) -> None:
     # QA re-checking an export made elsewhere: the distorted side is a plain video file
     distorted = tmp_path / "export.mp4"

@@ -10,6 +10,8 @@ from pathlib import Path
 import av
 from elftools.elf.elffile import ELFFile
 
+import pytest
+
 from dvqa.core.digest import sha256_file
 from dvqa.report import licenses, native
 from dvqa.report.native import FFmpegBuild, NativeLibrary
@@ -22,6 +24,7 @@ def _needed(path: str) -> list[str]:
         return [t.needed for t in dynamic.iter_tags() if t.entry.d_tag == "DT_NEEDED"]
 
 
+@pytest.mark.requirement("DVQA-REP-001")
 def test_the_bundled_ffmpeg_is_judged_by_what_it_links() -> None:
     build = native.bundled()
     report = licenses.assess(build)
@@ -67,6 +70,7 @@ def _synthetic(configuration: str, says: str, names: list[str]) -> FFmpegBuild:
     return FFmpegBuild("a synthetic build", "test", configuration, says, libraries)
 
 
+@pytest.mark.requirement("DVQA-REP-001")
 def test_a_license_string_that_contradicts_the_linked_libraries_is_flagged() -> None:
     lgpl_but_x264 = licenses.assess(_synthetic("--enable-shared", "LGPL version 2.1 or later",
                                                ["avcodec", "x264", "madeup"]))
@@ -106,6 +110,7 @@ def test_the_command_writes_json_or_markdown_and_gates_on_gpl(tmp_path: Path) ->
     assert nowhere.returncode == 2 and "the output folder does not exist" in nowhere.stderr
 
 
+@pytest.mark.requirement("DVQA-REP-003")
 def test_expect_names_every_difference_from_the_validated_installation(tmp_path: Path) -> None:
     """docs/regulatory/deployment.md: a baseline saved at validation, checked on each installed machine."""
     baseline = tmp_path / "baseline.json"
@@ -138,6 +143,7 @@ def test_expect_names_every_difference_from_the_validated_installation(tmp_path:
         assert len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.requirement("DVQA-REP-001")
 def test_the_sbom_is_valid_cyclonedx_and_lists_every_bundled_library(tmp_path: Path) -> None:
     from cyclonedx.schema import SchemaVersion
     from cyclonedx.validation.json import JsonStrictValidator

@@ -69,6 +69,7 @@ def video(tmp_path_factory) -> Path:
 
 # --- 1. planted symlinks -------------------------------------------------------------------------------
 
+@pytest.mark.requirement("DVQA-SEC-001")
 def test_sign_never_writes_through_a_planted_link(video, pki, tmp_path: Path) -> None:
     attacker = tmp_path / "attacker-owned"
     attacker.write_bytes(b"")
@@ -89,6 +90,7 @@ def test_sign_never_writes_through_a_planted_link(video, pki, tmp_path: Path) ->
     assert attacker.read_bytes() == b"" and not out.is_symlink() and out.read_bytes()[128:132] == b"DICM"
 
 
+@pytest.mark.requirement("DVQA-SEC-001")
 def test_convert_and_reports_never_write_through_a_planted_link(tmp_path: Path) -> None:
     attacker = tmp_path / "attacker-owned"
     attacker.write_bytes(b"")
@@ -104,6 +106,7 @@ def test_convert_and_reports_never_write_through_a_planted_link(tmp_path: Path) 
     assert json.loads(report.read_text())["output"]["path"] == str(out)
 
 
+@pytest.mark.requirement("DVQA-SEC-001")
 def test_the_audit_log_is_never_appended_through_a_link(tmp_path: Path) -> None:
     attacker = tmp_path / "attacker-owned"
     attacker.write_bytes(b"")
@@ -141,6 +144,7 @@ def test_audit_export_and_simulated_store_never_write_through_links(tmp_path: Pa
     assert _mode(store / f"{uid}.dcm") == 0o600
 
 
+@pytest.mark.requirement("DVQA-SEC-001")
 def test_every_file_dvqa_writes_goes_through_dvqa_outputs() -> None:
     """A writer added later must not bypass the exclusive, private creation in dvqa/core/outputs.py. The few
     writes outside it are into folders dvqa has just created privately (mkdtemp, 0700), named here."""
@@ -173,6 +177,7 @@ def test_every_file_dvqa_writes_goes_through_dvqa_outputs() -> None:
 
 # --- 2. modes ------------------------------------------------------------------------------------------
 
+@pytest.mark.requirement("DVQA-SEC-001")
 def test_phi_bearing_files_are_private_under_umask_022(tmp_path: Path) -> None:
     out, log = tmp_path / "v.dcm", tmp_path / "audit.jsonl"
     reports = [tmp_path / "q.json", tmp_path / "q.html"]
@@ -209,6 +214,7 @@ def scp(tmp_path: Path):
     server.shutdown()
 
 
+@pytest.mark.requirement("DVQA-SEC-002")
 def test_clear_text_is_said_on_every_run_and_can_be_forbidden(scp, video, tmp_path: Path) -> None:
     port, behaviour = scp
     log = tmp_path / "audit.jsonl"
@@ -283,6 +289,7 @@ def _nested(video: Path, path: Path, levels: int) -> Path:
     return path
 
 
+@pytest.mark.requirement("DVQA-VAL-003")
 def test_one_deeply_nested_file_does_not_stop_the_others(video, pki, tmp_path: Path) -> None:
     hostile = _nested(video, tmp_path / "nested.dcm", 5000)
     signed = tmp_path / "signed.dcm"
@@ -314,6 +321,7 @@ def test_a_meta_header_that_swallows_the_data_set_or_stands_alone_fails(video, t
     assert codes == {"swallowed.dcm": "file.meta", "meta-only.dcm": "file.no-dataset"}
 
 
+@pytest.mark.requirement("DVQA-CONV-005")
 def test_a_uid_option_takes_only_a_uid(tmp_path: Path) -> None:
     proc = dvqa_022("convert", str(CLIPS / "h264_cfr_high.mkv"), "-o", str(tmp_path / "v.dcm"), "--study-uid",
                     "DOE^JANE-MRN-4242")
@@ -332,6 +340,7 @@ def test_reports_escape_what_the_user_typed(tmp_path: Path) -> None:
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
+@pytest.mark.requirement("DVQA-SEC-002")
 def test_servers_listen_on_loopback_unless_told_otherwise() -> None:
     pacs_group = main.commands["pacs"]
     defaults = {(command, p.name): p.default for command in ("echo", "store", "simulate")
@@ -339,6 +348,7 @@ def test_servers_listen_on_loopback_unless_told_otherwise() -> None:
     assert set(defaults.values()) == {"127.0.0.1"} and len(defaults) == 4
 
 
+@pytest.mark.requirement("DVQA-SEC-002")
 def test_tls_always_verifies_the_peer_and_its_host_name(pki) -> None:
     client = pacs.Tls(ca=pki["ca"]).context()
     assert client.verify_mode == ssl.CERT_REQUIRED and client.check_hostname
@@ -372,6 +382,7 @@ def test_tls_always_verifies_the_peer_and_its_host_name(pki) -> None:
     assert "TLS handshake failed" in str(failure.value) and "mismatch" in str(failure.value)
 
 
+@pytest.mark.requirement("DVQA-SEC-002")
 def test_secrets_reach_no_output_and_no_command_line(video, pki, tmp_path: Path) -> None:
     log, out = tmp_path / "audit.jsonl", tmp_path / "signed.dcm"
     proc = dvqa_022("sign", str(video), "--key", str(pki["key_enc"]), "--cert", str(pki["cert"]), "-o", str(out),

@@ -76,6 +76,7 @@ def _dcmsign_ok(proc) -> bool:
     return proc.returncode == 0 and "Verification : OK" in text and "failed" not in text
 
 
+@pytest.mark.requirement("DVQA-SIG-001")
 @pytest.mark.parametrize("profile, require", [("base", ()), ("creator", ("+rc",)), ("authorization", ("+ru",))])
 def test_dcmsign_verifies_what_dvqa_signs(profile: str, require: tuple[str, ...], video: Path, pki,
                                           tmp_path: Path) -> None:
@@ -92,6 +93,7 @@ def test_dcmsign_verifies_what_dvqa_signs(profile: str, require: tuple[str, ...]
     assert ds.MACParametersSequence[0].MACAlgorithm == "SHA256"
 
 
+@pytest.mark.requirement("DVQA-SIG-001")
 @pytest.mark.parametrize("dcmsign_options", [(), ("+m2",), ("+m5", "+pb"), ("+m2", "+pc"), ("+m2", "+pa")])
 def test_dvqa_verifies_what_dcmsign_signs(dcmsign_options: tuple[str, ...], video: Path, pki,
                                           tmp_path: Path) -> None:
@@ -122,6 +124,7 @@ def _signed_by_dvqa(video: Path, pki, tmp_path: Path) -> Path:
     return signed
 
 
+@pytest.mark.requirement("DVQA-SIG-002")
 def test_one_byte_in_a_pixel_fragment_breaks_both_tools(video: Path, pki, tmp_path: Path) -> None:
     signed = _signed_by_dvqa(video, pki, tmp_path)
     fragment = list(read_fragments(signed))[1]
@@ -134,6 +137,7 @@ def test_one_byte_in_a_pixel_fragment_breaks_both_tools(video: Path, pki, tmp_pa
     assert not _dcmsign_ok(_dcmsign_verify(signed, pki))
 
 
+@pytest.mark.requirement("DVQA-SIG-002")
 def test_one_byte_in_a_signed_attribute_breaks_both_tools(video: Path, pki, tmp_path: Path) -> None:
     signed = _signed_by_dvqa(video, pki, tmp_path)
     _flip(signed, signed.read_bytes().index(b"Doe^Jane") + 4)  # Doe^Kane: same length, other patient
@@ -167,6 +171,7 @@ def test_signature_inside_a_sequence_item(video: Path, pki, tmp_path: Path) -> N
     assert dvqa("verify", str(signed)).returncode == 1
 
 
+@pytest.mark.requirement("DVQA-SIG-001")
 def test_keys_encrypted_pem_pkcs12_and_ecdsa(video: Path, pki, tmp_path: Path, monkeypatch) -> None:
     source = _copy(video, tmp_path)
     monkeypatch.setenv("SIGNING_PASSPHRASE", PASSPHRASE)
@@ -189,6 +194,7 @@ def test_keys_encrypted_pem_pkcs12_and_ecdsa(video: Path, pki, tmp_path: Path, m
     assert source.read_bytes() == video.read_bytes()  # with -o, the input is never touched
 
 
+@pytest.mark.requirement("DVQA-SIG-003")
 def test_trust_rejects_a_signer_from_another_ca(video: Path, pki, tmp_path: Path) -> None:
     signed = _signed_by_dvqa(video, pki, tmp_path)
     assert dvqa("verify", str(signed), "--trust", str(pki["ca"])).returncode == 0
@@ -202,6 +208,7 @@ def test_unsigned_file_passes_unless_a_signature_is_required(video: Path) -> Non
     assert proc.returncode == 1 and "no digital signature" in proc.stdout
 
 
+@pytest.mark.requirement("DVQA-OUT-001")
 def test_convert_signs_before_the_file_appears(pki, tmp_path: Path) -> None:
     out = tmp_path / "signed.dcm"
     proc = dvqa("convert", str(CLIPS / "vp9_vfr.webm"), "-o", str(out), "--sign", str(pki["key"]),

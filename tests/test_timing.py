@@ -36,6 +36,7 @@ def test_constant_input_maps_one_to_one() -> None:
     assert m.first_pts == 0.0
 
 
+@pytest.mark.requirement("DVQA-CONV-003")
 def test_chrome_bunched_second_frame_is_kept_not_dropped() -> None:
     # Chrome stamps its second frame ~7 ms after the first; the frames after it are on the 30 fps grid
     times = [0, 7] + [round(i * 1000 / 30) for i in range(1, 60)]
@@ -72,6 +73,7 @@ def test_one_ms_jitter_never_moves_a_frame() -> None:
     assert m.dropped == [] and m.duplicated == []
 
 
+@pytest.mark.requirement("DVQA-CONV-003")
 def test_irregular_cadence_keeps_every_frame_at_a_higher_allowed_rate() -> None:
     # a canvas redrawn only when something changes: at its nominal 12 fps some frames would be lost
     times = [0, 40, 45, 50, 160, 250, 255, 262, 330, 420, 500, 505, 590, 680, 760, 770, 860, 940]
@@ -84,6 +86,7 @@ def test_irregular_cadence_keeps_every_frame_at_a_higher_allowed_rate() -> None:
     _check_bounds(chosen)
 
 
+@pytest.mark.requirement("DVQA-CONV-003")
 def test_sustained_rate_above_the_output_rate_drops_the_briefest_frames() -> None:
     # 30 fps, then for 400 ms a second frame 5 ms after each regular one: at 30 fps output they
     # cannot all be shifted; the frames replaced 5 ms later (on screen the shortest time) go
@@ -176,6 +179,7 @@ def _exhaustive(pts: list[float], end: float, rate: int) -> tuple[int, float, fl
     return best
 
 
+@pytest.mark.requirement("DVQA-CONV-003")
 @settings(max_examples=int(os.environ.get("DVQA_TIMING_EXAMPLES", "150")), deadline=None)
 @given(st.lists(st.integers(min_value=1, max_value=90), min_size=1, max_size=5),
        st.sampled_from([24, 30, 60]), st.integers(min_value=1, max_value=60))
@@ -227,6 +231,7 @@ def test_plan_raises_the_rate_when_that_keeps_every_frame_and_says_so() -> None:
     assert fixed.rate in {f.rate for f in fixed.syntax.formats if (f.columns, f.rows) == (fixed.width, fixed.height)}
 
 
+@pytest.mark.requirement("DVQA-CONV-003")
 def test_plan_drops_only_above_the_syntax_maximum_and_says_why() -> None:
     times = [round(k * 1000 / 120) for k in range(120)]  # 120 fps: above every syntax's 60 fps
     chosen = _plan_for(times, "h264-high-4.1")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 from dvqa.report import error_catalogue
 from helpers import ROOT
 
 PAGE = ROOT / "docs" / "regulatory" / "troubleshooting.md"
 
 
+@pytest.mark.requirement("DVQA-OUT-002", "DVQA-DOC-001")
 def test_the_page_lists_every_message_in_the_code() -> None:
     page = PAGE.read_text()
     assert page == error_catalogue.update(PAGE), (

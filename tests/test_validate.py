@@ -69,18 +69,21 @@ EXPECTED = {
 }
 
 
+@pytest.mark.requirement("DVQA-CONV-001")
 @pytest.mark.parametrize("name", ["h264", "h264_42", "mpeg2", "hevc", "mjpeg"])
 def test_dvqa_outputs_have_no_stream_errors(name: str, corpus) -> None:
     errors = [f for f in check_file(corpus[name]).findings if f.severity.value == "error"]
     assert errors == []
 
 
+@pytest.mark.requirement("DVQA-VAL-002")
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_each_defect_is_an_error_with_its_check_id(name: str, corpus) -> None:
     codes = {f.code for f in check_file(corpus[name]).findings if f.severity.value == "error"}
     assert EXPECTED[name] in codes, codes
 
 
+@pytest.mark.requirement("DVQA-VAL-002")
 @pytest.mark.parametrize("name", ["frames-wrong", "rows-wrong", "level-too-high", "fragmented", "mjpeg-frames-wrong"])
 def test_stream_defects_dciodvfy_cannot_see(name: str, corpus) -> None:
     """dciodvfy checks attributes, not the bitstream: these pass it, and dvqa catches them."""
@@ -93,6 +96,7 @@ def test_stream_defects_dciodvfy_cannot_see(name: str, corpus) -> None:
     assert EXPECTED[name] in {f.code for f in check_file(corpus[name]).findings}
 
 
+@pytest.mark.requirement("DVQA-VAL-004")
 def test_cli_formats_exit_codes_and_folders(corpus, tmp_path: Path) -> None:
     folder = tmp_path / "tree" / "deeper"
     folder.mkdir(parents=True)
@@ -123,6 +127,7 @@ def test_cli_formats_exit_codes_and_folders(corpus, tmp_path: Path) -> None:
     assert strict.returncode == 1 and "endoscopy.patient-id" in strict.stdout  # no Patient ID: a warning
 
 
+@pytest.mark.requirement("DVQA-VAL-003")
 def test_mutated_files_never_crash(corpus) -> None:
     """A mutation loop: random byte flips, insertions and cuts of valid files. Never a traceback;
     every cut file is reported as an error. (A longer run: DVQA_FUZZ_COUNT=20000.)"""

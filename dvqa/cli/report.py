@@ -141,3 +141,46 @@ def conformance_command(output: Path | None, fmt: str, debug: bool) -> None:
         click.echo(f"written  {output}")
     else:
         click.echo(rendered[fmt](), nl=False)
+
+
+@report_group.command("traceability")
+@options.output("Write the matrix here: .json, .md, .html or .pdf (the format follows the suffix).")
+@options.output_format("text", "json", "markdown")
+@click.option("--junit", "junit", multiple=True, required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="JUnit XML of a test run (pytest --junitxml); repeatable.")
+@click.option("--requirements", "requirements_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="The requirements file (default: docs/regulatory/requirements.yaml of this installation).")
+@options.debug
+def traceability_command(output: Path | None, fmt: str, junit: tuple[Path, ...], requirements_path: Path | None,
+                         debug: bool) -> None:
+    """Which of dvqa's requirements a real test run verified: requirement -> tests -> result. Exit 1
+    when any requirement failed or has no passing test in the run."""
+    from dvqa.report import documents, markdown, traceability
+
+    def work():
+        kind = _output_kind(output)
+        path = requirements_path or traceability.default_requirements()
+        requirements = traceability.load_requirements(path)
+        results = [result for file in junit for result in traceability.load_junit(file)]
+        record = traceability.matrix(requirements, results, list(junit), path)
+        rendered = _renderers(record, lambda r: markdown.document(traceability.document(r)),
+                              lambda r: documents.document_html(traceability.document(r)))
+        if output:
+            outputs.write_atomic(output, rendered[kind]())
+        return record, rendered
+
+    record, rendered = guarded(debug, work)
+    if fmt == "text":
+        for row in record["rows"]:
+            passed = sum(1 for t in row["tests"] if t["outcome"] == "passed")
+            click.echo(f"{row['status']:<10} {row['id']:<14} {passed}/{len(row['tests'])} tests passed  {row['title']}")
+        for unknown in record["unknown_requirements"]:
+            click.echo(f"warning    tests name {unknown}, which is not in the requirements file")
+        s = record["summary"]
+        click.echo(f"summary    {s['verified']} verified, {s['failed']} failed, {s['unverified']} unverified "
+                   f"of {len(record['rows'])} requirements; {record['tests_run']} test cases"
+                   + (f"; matrix written to {output}" if output else ""))
+    else:
+        click.echo(rendered[fmt](), nl=False)
+    ok = record["summary"]["failed"] == 0 and record["summary"]["unverified"] == 0
+    sys.exit(int(ExitCode.OK if ok else ExitCode.CHECK_FAILED))
