@@ -306,12 +306,13 @@ def quality_command(reference: Path, distorted: Path, ssim: str, source_range: s
 
 
 def _register() -> None:
+    from dvqa.cli import evidence as cli_evidence
     from dvqa.cli import pacs as cli_pacs
     from dvqa.cli import report as cli_report
     from dvqa.cli import trust as cli_trust
     from dvqa.cli import validate as cli_validate
 
-    for module in (cli_trust, cli_validate, cli_pacs, cli_report):
+    for module in (cli_trust, cli_validate, cli_pacs, cli_report, cli_evidence):
         module.register(main)
 
 

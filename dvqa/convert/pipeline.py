@@ -54,6 +54,7 @@ class ConvertOptions:
     syntax: str = "auto"
     iod: str = "endoscopic"
     uid_root: str | None = None
+    uid_seed: str | None = None  # derive the UIDs from this (dicom.iod.make_uid); None: at random
     metadata: Metadata = field(default_factory=Metadata)
     force: bool = False
     passthrough: bool = True
@@ -399,7 +400,8 @@ def _convert(source: Path, output: Path, options: ConvertOptions, progress: Prog
                                 + ("; bitstream passed through unchanged" if plan.passthrough
                                    else f"; re-encoded with {encoder['encoder'] if encoder else ''}")),
         )
-        ds = build_dataset(chosen_iod, plan.syntax, pixels, options.metadata, options.uid_root, uid)
+        ds = build_dataset(chosen_iod, plan.syntax, pixels, options.metadata, options.uid_root, uid,
+                           options.uid_seed)
         pieces = dicomfile.fragments(stream_path, es.size, es.frame_offsets, es.frame_lengths,
                                      plan.syntax.one_fragment_per_frame, max_fragment)
         dicomfile.write(ds, dicom_tmp, pieces, basic_offset_table=plan.syntax.one_fragment_per_frame)

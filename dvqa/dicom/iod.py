@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from enum import Enum
@@ -242,22 +243,34 @@ WRITTEN: tuple[Written, ...] = (
 )
 
 
-def make_uid(root: str | None) -> UID:
-    """A new UID under `root` (PS3.5 §9: at most 64 characters), or pydicom's 2.25 UUID form."""
-    if not root:
-        return generate_uid(prefix=None)
-    prefix = root if root.endswith(".") else root + "."
-    if not UID(prefix[:-1]).is_valid or len(prefix) > 40:
-        raise UsageError(f"--uid-root {root!r} is not a valid UID root of at most 39 characters.")
-    return generate_uid(prefix=prefix)
+# namespace of dvqa's name-based UIDs (a UUID drawn once for dvqa; ISO/IEC 9834-8 §14)
+UID_NAMESPACE = uuid.UUID("5f0c4f33-6d1e-4b3e-9a59-1f2f3b0d8a41")
+
+
+def make_uid(root: str | None, seed: str | None = None, role: str = "") -> UID:
+    """A new UID under `root` (PS3.5 §9: at most 64 characters), or the 2.25 UUID form (PS3.5 §B.2).
+
+    With a `seed`, the UID is derived from it and `role` instead of drawn at random: a name-based
+    UUID (version 5, ISO/IEC 9834-8) without a root, pydicom's SHA-512 derivation under one. The
+    caller must make the seed name the object exactly (same seed, same object), as dvqa evidence
+    does with the input's hash, the versions and the options, so a rebuild gives the same UIDs.
+    """
+    if root:
+        prefix = root if root.endswith(".") else root + "."
+        if not UID(prefix[:-1]).is_valid or len(prefix) > 40:
+            raise UsageError(f"--uid-root {root!r} is not a valid UID root of at most 39 characters.")
+        return generate_uid(prefix=prefix, entropy_srcs=[seed, role] if seed else None)
+    if seed:
+        return UID(f"2.25.{uuid.uuid5(UID_NAMESPACE, f'{seed}/{role}').int}")
+    return generate_uid(prefix=None)
 
 
 def build(iod: VideoIOD, syntax: VideoSyntax, pixels: PixelFacts, metadata: Metadata,
-          uid_root: str | None, transfer_syntax_uid: str) -> Dataset:
+          uid_root: str | None, transfer_syntax_uid: str, uid_seed: str | None = None) -> Dataset:
     """The whole dataset except Pixel Data, ready to be written before the stream."""
     now = dt.datetime.now(dt.timezone.utc).astimezone()
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-    sop_uid = make_uid(uid_root)
+    sop_uid = make_uid(uid_root, uid_seed, "sop")
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = iod.sop_class
@@ -275,7 +288,7 @@ def build(iod: VideoIOD, syntax: VideoSyntax, pixels: PixelFacts, metadata: Meta
     ds.PatientBirthDate = ""
     ds.PatientSex = ""
     # General Study (C.7.2.1)
-    ds.StudyInstanceUID = make_uid(uid_root)
+    ds.StudyInstanceUID = make_uid(uid_root, uid_seed, "study")
     ds.StudyDate = date
     ds.StudyTime = time
     ds.ReferringPhysicianName = ""
@@ -283,7 +296,7 @@ def build(iod: VideoIOD, syntax: VideoSyntax, pixels: PixelFacts, metadata: Meta
     ds.AccessionNumber = ""
     # General Series (C.7.3.1)
     ds.Modality = iod.modality
-    ds.SeriesInstanceUID = make_uid(uid_root)
+    ds.SeriesInstanceUID = make_uid(uid_root, uid_seed, "series")
     ds.SeriesNumber = "1"
     ds.Laterality = ""  # Type 2C: empty = unknown, which it is until the caller says otherwise
     # General Equipment (C.7.5.1)

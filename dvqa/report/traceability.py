@@ -128,7 +128,7 @@ def document(record: dict) -> dict:
          "columns": ["Requirement", "Title", "Status", "Tests passed", "Tests"], "rows": summary_rows}]}]
     for number, row in enumerate(record["rows"], 2):
         sections.append({"number": str(number), "title": f"{row['id']}: {row['title']}",
-                         "paragraphs": [row["text"], f"Risk: {row['risk']}", f"Status: **{row['status']}**."],
+                         "paragraphs": [row["text"], f"Risk: {row['risk']}", f"Status: {row['status']}."],
                          "tables": [{"caption": "Tests", "columns": ["Test", "Outcome"],
                                      "rows": [[t["test"], t["outcome"]] for t in row["tests"]] or [["none", "-"]]}]})
     return {"title": f"Traceability matrix (dvqa {record['dvqa_version']})", "sections": sections}

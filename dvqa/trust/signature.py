@@ -394,7 +394,7 @@ def _check_one(ds: Dataset, item: Dataset, params: dict, present: list[BaseTag],
         if not result.certificate.startswith("valid"):
             result.ok, result.problem = False, result.certificate
     if result.ok and trust is not None and cert is not None:
-        result.chain = _check_chain(cert, trust, result.datetime)
+        result.chain = check_chain(cert, trust, result.datetime)
         if not result.chain.startswith("trusted"):
             result.ok, result.problem = False, result.chain
     return result
@@ -437,7 +437,7 @@ def _der(value: bytes) -> bytes:
     return value[: 2 + count + int.from_bytes(value[2 : 2 + count], "big")]
 
 
-def _signing_time(value: str) -> dt.datetime | None:
+def signing_time(value: str) -> dt.datetime | None:
     """Digital Signature DateTime (DT: YYYYMMDDHHMMSS.FFFFFF&ZZXX) as an aware UTC time."""
     body, offset = value.strip(), "+0000"
     for sign in "+-":
@@ -456,7 +456,7 @@ def _signing_time(value: str) -> dt.datetime | None:
 def _validity_at(cert: x509.Certificate, signed_at: str) -> str:
     """Was the signer's certificate valid when the signature says it was made? A signature made with an
     expired or not-yet-valid certificate fails, with or without --trust."""
-    when = _signing_time(signed_at)
+    when = signing_time(signed_at)
     if when is None:
         return f"Digital Signature DateTime {signed_at!r} cannot be read, so the certificate cannot be checked"
     period = f"valid {cert.not_valid_before_utc.isoformat()} to {cert.not_valid_after_utc.isoformat()}"
@@ -467,13 +467,13 @@ def _validity_at(cert: x509.Certificate, signed_at: str) -> str:
     return f"valid at the signing time ({period})"
 
 
-def _check_chain(cert: x509.Certificate, trust: list[x509.Certificate], signed_at: str) -> str:
+def check_chain(cert: x509.Certificate, trust: list[x509.Certificate], signed_at: str) -> str:
     """Whether a --trust certificate issued the signer's, both valid at the signing time.
 
     One link only: the signer's certificate must be issued directly by a certificate in
     the trust file (a site CA or an intermediate the site trusts).
     """
-    when = _signing_time(signed_at)
+    when = signing_time(signed_at)
     if when is None:
         return f"untrusted: Digital Signature DateTime {signed_at!r} cannot be read"
     for anchor in trust:

@@ -1,0 +1,330 @@
+"""`dvqa evidence build`: one folder with everything a regulatory submission needs about a set of
+conversions, indexed, hashed and signed.
+
+Every step runs on its own and is recorded whatever happens to it: a step that fails is in the
+index as failed, with the reason, and the build goes on (the exit code then says 1). The folder is
+built privately beside OUT and renamed into place only when complete, so OUT is either a whole
+bundle or absent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+import av
+
+from dvqa import __version__
+from dvqa.core import outputs
+from dvqa.core.errors import DvqaError, UsageError
+from dvqa.core.findings import Severity
+from dvqa.evidence import manifest
+from dvqa.trust.audit import AuditLog
+from dvqa.trust.signature import Signer
+
+PASSED, FAILED = "passed", "failed"
+RECORDING_SUFFIXES = frozenset({".webm", ".mkv", ".mp4", ".mov", ".m4v"})
+
+
+@dataclass
+class Step:
+    name: str
+    status: str = PASSED
+    summary: str = ""
+    files: list[str] = field(default_factory=list)  # relative to the bundle
+    seconds: float = 0.0  # how long it took (bench/bench_evidence.py reads it)
+
+
+@dataclass
+class Settings:
+    inputs: list[Path]
+    junit: list[Path] = field(default_factory=list)
+    signer: Signer | None = None
+    audit_key: bytes | None = None
+    profile: str | None = None
+    trust: list | None = None  # certificates DICOM signatures and the manifest must chain to
+
+
+@dataclass
+class Bundle:
+    folder: Path
+    steps: list[Step]
+    manifest: dict
+
+    @property
+    def ok(self) -> bool:
+        return all(s.status == PASSED for s in self.steps)
+
+
+def classify(inputs: list[Path]) -> tuple[list[Path], list[Path], list[str]]:
+    """(recordings, DICOM files, what was not used and why). Named files are always used; in folders,
+    files are DICOM by their DICM marker (PS3.10 §7.1) and recordings by their suffix."""
+    recordings, dicom, skipped = [], [], []
+    for given in inputs:
+        if not given.exists():
+            raise UsageError(f"--inputs {given}: no such file or folder.")
+        found = [given] if given.is_file() else sorted(p for p in given.rglob("*") if p.is_file() and not p.is_symlink())
+        for path in found:
+            if _is_dicom(path):
+                dicom.append(path)
+            elif given.is_file() or path.suffix.lower() in RECORDING_SUFFIXES:
+                recordings.append(path)
+            else:
+                skipped.append(f"{path}: neither DICOM nor a recording ({path.suffix or 'no suffix'})")
+    if not recordings and not dicom:
+        raise UsageError("--inputs: no recording or DICOM file found; name files or folders that hold them.")
+    return recordings, dicom, skipped
+
+
+def _is_dicom(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def build(out: Path, settings: Settings, progress: Callable[[str], None] | None = None) -> Bundle:
+    if os.path.lexists(out):
+        raise UsageError(f"{out}: already exists; give a new folder for the bundle.")
+    recordings, dicom, skipped = classify(settings.inputs)
+    stage = outputs.temp_dir(out.parent, out.name)
+    try:
+        steps = _run_steps(stage, settings, recordings, dicom, skipped, progress or (lambda _: None))
+        created = dt.datetime.now(dt.timezone.utc)
+        _write_index(stage, steps, settings, created)
+        written = manifest.write(stage, settings.signer, created)
+        os.rename(stage, out)  # same folder: atomic; fails rather than merge into something that appeared
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return Bundle(out, steps, written)
+
+
+def _run_steps(stage: Path, s: Settings, recordings: list[Path], dicom: list[Path], skipped: list[str],
+               say: Callable[[str], None]) -> list[Step]:
+    for sub in ("dicom", "conversions", "validation", "reports", "audit"):
+        (stage / sub).mkdir()
+    steps: list[Step] = []
+    audit = AuditLog(stage / "audit" / "audit.jsonl", s.audit_key)
+    names: set[str] = set()
+    work = [(f"convert {path.name}", lambda path=path: _convert(stage, path, s, audit, names)) for path in recordings]
+    work += [(f"collect {path.name}", lambda path=path: _collect(stage, path, names)) for path in dicom]
+    work += [("validate", lambda: _validate(stage, s)),
+             ("signatures", lambda: _signatures(stage, s)),
+             ("audit trail", lambda: _audit(stage, audit, bool(recordings))),
+             ("conformance statement", lambda: _conformance(stage)),
+             ("licenses and SBOM", lambda: _licenses(stage)),
+             ("traceability", lambda: _traceability(stage, s)),
+             ("environment", lambda: _environment(stage))]
+    for number, (name, run) in enumerate(work, 1):
+        say(f"[{number}/{len(work)}] {name}")
+        step, started = Step(name), time.monotonic()
+        try:
+            step.status, step.summary, step.files = run()
+        except DvqaError as exc:
+            step.status, step.summary = FAILED, str(exc)
+        except Exception as exc:  # recorded, never silently left out; the bundle says so
+            step.status, step.summary = FAILED, f"internal error: {type(exc).__name__}: {exc}"
+        step.seconds = round(time.monotonic() - started, 3)
+        steps.append(step)
+        say(f"      {step.status}: {step.summary}")
+    if skipped:
+        steps.append(Step("inputs not used", PASSED, "; ".join(skipped)))
+    return steps
+
+
+def _unique(name: str, names: set[str]) -> str:
+    stem, number = name, 2
+    while name in names:
+        name = f"{stem}-{number}"
+        number += 1
+    names.add(name)
+    return name
+
+
+def _convert(stage: Path, source: Path, s: Settings, audit: AuditLog, names: set[str]):
+    from dvqa.convert.pipeline import ConvertOptions, convert
+    from dvqa.quality import reports
+
+    name = _unique(source.stem, names)
+    output = stage / "dicom" / f"{name}.dcm"
+    result = convert(source, output, ConvertOptions(profile=s.profile, signer=s.signer, audit=audit,
+                                                    uid_seed=_seed(source, s)))
+    files = []
+    for suffix in (".json", ".html"):
+        report = stage / "conversions" / f"{name}{suffix}"
+        reports.write(report, result.to_dict(mapping=True), result.quality)
+        files.append(report.relative_to(stage).as_posix())
+    if result.written:
+        files.insert(0, output.relative_to(stage).as_posix())
+    quality = result.to_dict().get("quality") or {}
+    psnr = (quality.get("summary") or {}).get("psnr", {})
+    said = (f"{result.plan.syntax.name}, {result.frames} frames"
+            + (f", PSNR mean {psnr['mean']:.2f} dB, worst {psnr['min']:.2f} dB" if psnr else "")
+            + ("" if result.written else "; not written: a quality floor was not met"))
+    return (PASSED if result.exit_code == 0 else FAILED), said, files
+
+
+def _seed(source: Path, s: Settings) -> str:
+    """What names a conversion exactly: the same seed converts the same bytes with the same software and
+    options into the same object, so its UIDs may be derived from it (a rebuild gives the same UIDs)."""
+    from dvqa.core.digest import sha256_file
+
+    return f"dvqa {__version__}/FFmpeg {av.ffmpeg_version_info}/profile {s.profile}/{sha256_file(source)}"
+
+
+def _collect(stage: Path, source: Path, names: set[str]):
+    target = stage / "dicom" / f"{_unique(source.stem, names)}{source.suffix or '.dcm'}"
+    with open(source, "rb") as reader, outputs.atomic_file(target) as writer:
+        shutil.copyfileobj(reader, writer)
+    return PASSED, f"copied from {source}", [target.relative_to(stage).as_posix()]
+
+
+def _dicom_files(stage: Path) -> list[Path]:
+    return sorted((stage / "dicom").iterdir())
+
+
+def _validate(stage: Path, s: Settings):
+    from dvqa.core import profiles
+    from dvqa.validate import formats
+    from dvqa.validate.run import validate
+
+    files = _dicom_files(stage)
+    if not files:
+        return FAILED, "no DICOM file to validate (every conversion failed)", []
+    results = validate(files, profiles.load(s.profile) if s.profile else None)
+    for r in results:  # paths in the bundle, not in the folder it was built in
+        r.path = Path(r.path).relative_to(stage).as_posix()
+    written = []
+    for suffix, render in ((".json", formats.as_json), (".xml", formats.junit), (".sarif", formats.sarif)):
+        target = stage / "validation" / f"validation{suffix}"
+        outputs.write_atomic(target, render(results, Severity.ERROR))
+        written.append(target.relative_to(stage).as_posix())
+    errors = sum(1 for r in results for f in r.findings if f.severity is Severity.ERROR)
+    warnings = sum(1 for r in results for f in r.findings if f.severity is Severity.WARNING)
+    failed = sum(1 for r in results if any(f.severity is Severity.ERROR for f in r.findings))
+    return (FAILED if errors else PASSED), f"{len(results)} files, {failed} failed; {errors} errors, {warnings} warnings", written
+
+
+def _signatures(stage: Path, s: Settings):
+    from dvqa.trust.signature import verify_file
+
+    rows, bad, unsigned = [], 0, 0
+    for path in _dicom_files(stage):
+        found = verify_file(path, s.trust)
+        unsigned += not found
+        bad += any(not v.ok or (s.trust is not None and not v.chain.startswith("trusted")) for v in found)
+        rows.append({"file": path.relative_to(stage).as_posix(), "signatures": [v.to_dict() for v in found]})
+    target = stage / "validation" / "signatures.json"
+    outputs.write_atomic(target, json.dumps({"trust_given": s.trust is not None, "files": rows}, indent=1) + "\n")
+    said = f"{len(rows) - unsigned} signed files, {bad} failed verification, {unsigned} unsigned"
+    return (FAILED if bad else PASSED), said, [target.relative_to(stage).as_posix()]
+
+
+def _audit(stage: Path, audit: AuditLog, converted: bool):
+    from dvqa.trust.audit import verify
+
+    if not converted:
+        return PASSED, "no conversion in this bundle, so no audit records", []
+    check = verify(audit.path, audit.key)
+    target = stage / "audit" / "audit-verification.json"
+    outputs.write_atomic(target, json.dumps(check.to_dict(), indent=1) + "\n")
+    said = (f"{check.records} records, chain intact" + ("" if audit.key else " (no HMAC key: --audit-key-env)")
+            if check.ok else "; ".join(check.errors))
+    return (PASSED if check.ok else FAILED), said, [audit.path.relative_to(stage).as_posix(),
+                                                    target.relative_to(stage).as_posix()]
+
+
+def _conformance(stage: Path):
+    from dvqa.report import conformance, documents, markdown
+
+    doc = conformance.statement()
+    files = _document(stage, "conformance-statement", doc, markdown.document(doc), documents.document_html(doc))
+    return PASSED, "DICOM Conformance Statement of this installation (PS3.2 layout)", files
+
+
+def _licenses(stage: Path):
+    from dvqa.report import documents, licenses, markdown, native, sbom
+
+    record = licenses.report(native.bundled())
+    files = _document(stage, "licenses", record, markdown.licenses(record), documents.licenses_html(record))
+    target = stage / "reports" / "sbom.cdx.json"
+    outputs.write_atomic(target, sbom.bom(record))
+    f = record["ffmpeg"]
+    said = f"FFmpeg {f['version']}: {f['verdict']}" + ("" if f["redistributable"] else " (not redistributable)")
+    return (PASSED if f["redistributable"] else FAILED), said, files + [target.relative_to(stage).as_posix()]
+
+
+def _traceability(stage: Path, s: Settings):
+    from dvqa.report import documents, markdown, traceability
+
+    if not s.junit:
+        return FAILED, "no test results given: run the tests with --junitxml and pass the file with --junit", []
+    path = traceability.default_requirements()
+    results = [r for file in s.junit for r in traceability.load_junit(file)]
+    record = traceability.matrix(traceability.load_requirements(path), results, s.junit, path)
+    doc = traceability.document(record)
+    files = _document(stage, "traceability", record, markdown.document(doc), documents.document_html(doc))
+    summary = record["summary"]
+    said = f"{summary['verified']} requirements verified, {summary['failed']} failed, {summary['unverified']} unverified"
+    return (PASSED if summary["failed"] == summary["unverified"] == 0 else FAILED), said, files
+
+
+def _document(stage: Path, name: str, record: dict, md: str, html: str) -> list[str]:
+    from dvqa.report import documents
+
+    written = []
+    for suffix, data in ((".json", json.dumps(record, indent=1) + "\n"), (".md", md), (".html", html),
+                         (".pdf", documents.pdf(html))):
+        target = stage / "reports" / f"{name}{suffix}"
+        outputs.write_atomic(target, data)
+        written.append(target.relative_to(stage).as_posix())
+    return written
+
+
+def environment() -> dict:
+    """What produced the bundle: enough to rebuild the same environment."""
+    return {
+        "dvqa": __version__, "python": sys.version.split()[0], "implementation": platform.python_implementation(),
+        "os": platform.platform(), "machine": platform.machine(),
+        "ffmpeg": av.ffmpeg_version_info, "pyav": av.__version__,
+        "packages": {d.metadata["Name"]: d.version for d in sorted(metadata.distributions(),
+                                                                  key=lambda d: (d.metadata["Name"] or "").lower())},
+    }
+
+
+def _environment(stage: Path):
+    target = stage / "environment.json"
+    record = environment()
+    outputs.write_atomic(target, json.dumps(record, indent=1, sort_keys=True) + "\n")
+    return PASSED, f"dvqa {record['dvqa']}, Python {record['python']}, FFmpeg {record['ffmpeg']}, {record['os']}", \
+        [target.name]
+
+
+def _write_index(stage: Path, steps: list[Step], s: Settings, created: dt.datetime) -> None:
+    from dvqa.report import documents
+
+    failed = [step.name for step in steps if step.status == FAILED]
+    verdict = (f"{len(failed)} of {len(steps)} steps failed: {', '.join(failed)}" if failed
+               else f"all {len(steps)} steps passed")
+    page = documents.html("evidence.html", steps=steps, verdict=verdict, ok=not failed, version=__version__,
+                          built_in=str(stage),
+                          created=created.isoformat(timespec="seconds"), inputs=[str(p) for p in s.inputs],
+                          signer=s.signer.certificate.subject.rfc4514_string() if s.signer else "")
+    outputs.write_atomic(stage / "index.html", page)
+    outputs.write_atomic(stage / "index.pdf", documents.pdf(page))
+    outputs.write_atomic(stage / "index.json", json.dumps({
+        "dvqa_version": __version__, "created_utc": created.isoformat(timespec="seconds"), "verdict": verdict,
+        "built_in": str(stage), "inputs": [str(p) for p in s.inputs],
+        "steps": [step.__dict__ for step in steps]}, indent=1) + "\n")

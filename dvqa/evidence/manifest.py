@@ -1,0 +1,150 @@
+"""The bundle's manifest: every file with its size and SHA-256, signed as a whole.
+
+What `dvqa evidence verify` proves: each listed file is there with its bytes unchanged, nothing
+was added or removed, and the manifest itself is what the signer signed (so nobody rewrote a file
+and its hash together). Paths are relative, '/'-separated and sorted, so the same bundle gives the
+same manifest wherever it is.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+
+from dvqa import __version__
+from dvqa.core import outputs
+from dvqa.core.digest import sha256_file
+from dvqa.core.errors import InputError
+from dvqa.evidence import reproducible
+from dvqa.trust import detached
+from dvqa.trust.signature import Signer, check_chain
+
+MANIFEST, SIGNATURE, CERTIFICATE = "manifest.json", "manifest.sig", "manifest-signer.crt"
+FORMAT = "dvqa-evidence-manifest/1"
+
+
+def listed_files(folder: Path) -> tuple[list[str], list[str]]:
+    """(regular files, anything else) below `folder`, relative; the manifest's own files excluded."""
+    regular, other = [], []
+    for root, dirs, files in os.walk(folder):
+        for name in sorted(dirs):
+            if (Path(root) / name).is_symlink():
+                other.append((Path(root) / name).relative_to(folder).as_posix())
+        for name in files:
+            path = Path(root) / name
+            relative = path.relative_to(folder).as_posix()
+            if relative in (MANIFEST, SIGNATURE, CERTIFICATE):
+                continue
+            (regular if path.is_file() and not path.is_symlink() else other).append(relative)
+    return sorted(regular), sorted(other)
+
+
+def write(folder: Path, signer: Signer | None, created: dt.datetime) -> dict:
+    """Write manifest.json (and, with a signer, manifest.sig and the signer's certificate) into `folder`."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    files, _ = listed_files(folder)
+    content = reproducible.content_digests(folder, files, folder.name)
+    manifest = {
+        "format": FORMAT, "dvqa_version": __version__,
+        "created_utc": created.isoformat(timespec="seconds"),
+        "content_sha256": "SHA-256 without times, process ids, signatures and the build folder's name "
+                          "(dvqa.evidence.reproducible): equal in every build from the same inputs and versions",
+        "files": [{"path": p, "bytes": (folder / p).stat().st_size, "sha256": sha256_file(folder / p),
+                   **({"content_sha256": content[p]} if content[p] else {"volatile": reproducible.VOLATILE_FILES[p]})}
+                  for p in files],
+        "signature": None if signer is None else {
+            "file": SIGNATURE, "certificate": CERTIFICATE, "algorithm": detached.algorithm_of(signer.certificate),
+            "signer": signer.certificate.subject.rfc4514_string()},
+    }
+    data = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
+    outputs.write_atomic(folder / MANIFEST, data)
+    if signer is not None:
+        outputs.write_atomic(folder / SIGNATURE, detached.sign(data, signer))
+        outputs.write_atomic(folder / CERTIFICATE, signer.certificate.public_bytes(Encoding.PEM))
+    return manifest
+
+
+@dataclass
+class Check:
+    files: int = 0
+    problems: list[str] = field(default_factory=list)
+    signer: str = ""
+    chain: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, object]:
+        return {"ok": self.ok, **self.__dict__}
+
+
+def check(folder: Path, trust: list[x509.Certificate] | None = None) -> Check:
+    """Every hash, nothing added or removed, and the manifest's signature (and, with `trust`, its signer)."""
+    data = _read(folder / MANIFEST, folder)
+    try:
+        manifest = json.loads(data)
+        entries = {e["path"]: e for e in manifest["files"]}
+        signature = manifest["signature"]
+        if manifest["format"] != FORMAT:
+            raise ValueError(manifest["format"])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise InputError(f"{folder / MANIFEST}: not a dvqa evidence manifest; give the folder "
+                         "'dvqa evidence build' wrote.") from None
+    result = Check(files=len(entries))
+    regular, other = listed_files(folder)
+    for path in other:
+        result.problems.append(f"{path}: not a regular file (a link or device), not in any manifest")
+    for path in regular:
+        if path not in entries:
+            result.problems.append(f"{path}: added after the manifest was written")
+    for path, entry in entries.items():
+        target = folder / path
+        if ".." in Path(path).parts or Path(path).is_absolute():
+            result.problems.append(f"{path}: the manifest names a path outside the bundle")
+        elif path not in regular:
+            result.problems.append(f"{path}: removed (listed in the manifest, not in the bundle)")
+        elif target.stat().st_size != entry["bytes"] or sha256_file(target) != entry["sha256"]:
+            result.problems.append(f"{path}: changed (its SHA-256 is not the manifest's)")
+    _check_signature(folder, data, signature, manifest.get("created_utc", ""), trust, result)
+    return result
+
+
+def _check_signature(folder: Path, data: bytes, signature: dict | None, created: str,
+                     trust: list[x509.Certificate] | None, result: Check) -> None:
+    if not signature:
+        result.problems.append(f"{MANIFEST}: not signed, so its hashes prove nothing against someone who "
+                               "rewrote a file and the manifest together; build with --key and --cert")
+        return
+    try:
+        certificate = x509.load_pem_x509_certificate(_read(folder / CERTIFICATE, folder))
+    except ValueError:
+        result.problems.append(f"{CERTIFICATE}: not a PEM certificate")
+        return
+    result.signer = certificate.subject.rfc4514_string()
+    if not detached.verifies(data, _read(folder / SIGNATURE, folder), certificate):
+        result.problems.append(f"{MANIFEST}: its signature does not verify (the manifest, the signature or the "
+                               "certificate was changed)")
+        return
+    if trust is not None:
+        when = created.replace("-", "").replace(":", "").replace("T", "")  # ISO to the DT form check_chain reads
+        result.chain = check_chain(certificate, trust, when)
+        if not result.chain.startswith("trusted"):
+            result.problems.append(f"{CERTIFICATE}: {result.chain}")
+
+
+def _read(path: Path, folder: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        if path.name == MANIFEST:
+            raise InputError(f"{folder}: no {MANIFEST}; give the folder 'dvqa evidence build' wrote.") from None
+        return b""
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror}).") from None
