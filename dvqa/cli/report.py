@@ -98,9 +98,10 @@ def licenses_command(output: Path | None, fmt: str, program: Path | None, sbom: 
     if baseline:  # on stderr, so --format json stays one document
         for change in changes:
             click.echo(f"changed  {change}", err=True)
-        click.echo(f"baseline {baseline}: " + (f"{len(changes)} difference{'s' if len(changes) != 1 else ''}, this is not the "
-                                               "validated installation"
-                                               if changes else "this installation is the one validated"), err=True)
+        plural = "s" if len(changes) != 1 else ""
+        verdict = (f"{len(changes)} difference{plural}, this is not the validated installation" if changes
+                   else "this installation is the one validated")
+        click.echo(f"baseline {baseline}: {verdict}", err=True)
     gpl = f["verdict"].startswith("GPL") or not f["redistributable"]
     failed = (fail_on == "gpl" and gpl) or (fail_on == "nonfree" and not f["redistributable"]) or bool(changes)
     sys.exit(int(ExitCode.CHECK_FAILED if failed else ExitCode.OK))
