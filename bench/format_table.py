@@ -540,12 +540,16 @@ def plot(data: dict, name: str) -> str:
     cells = [c for c in data["cells"] if c["input"] == name and c["exit"] == 0]
     width, height, margin = 640, 360, 56
     xs, ys = [c["mb_per_min"] for c in cells], [c["psnr_min"] for c in cells]
-    x_ticks = ticks(0, max(xs) * 1.1, 6)
+    # sizes span two orders of magnitude (HEVC to MJPEG): a log scale keeps every syntax readable
+    x_low = 10 ** math.floor(math.log10(min(xs)))
+    x_high = 10 ** math.ceil(math.log10(max(xs) * 1.05))
+    x_ticks = [m * 10 ** e for e in range(round(math.log10(x_low)), round(math.log10(x_high)) + 1) for m in (1, 2, 5)
+               if x_low <= m * 10 ** e <= x_high]
     y_ticks = ticks(min(ys) - 1, max(ys) + 1, 6)
-    x_low, x_high, y_low, y_high = 0.0, x_ticks[-1] or 1.0, y_ticks[0], y_ticks[-1]
+    y_low, y_high = y_ticks[0], y_ticks[-1]
 
     def sx(v: float) -> float:
-        return margin + (width - 2 * margin) * (v - x_low) / ((x_high - x_low) or 1)
+        return margin + (width - 2 * margin) * (math.log10(v) - math.log10(x_low)) / math.log10(x_high / x_low)
 
     def sy(v: float) -> float:
         return height - margin - (height - 2 * margin) * (v - y_low) / ((y_high - y_low) or 1)
@@ -560,13 +564,21 @@ def plot(data: dict, name: str) -> str:
     for v in y_ticks:
         out.append(f'<line x1="{margin}" y1="{sy(v):.1f}" x2="{width - margin}" y2="{sy(v):.1f}" stroke="#ddd"/>'
                    f'<text x="{margin - 6}" y="{sy(v) + 4:.1f}" text-anchor="end">{v:g}</text>')
-    out.append(f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle">MB per minute</text>'
+    out.append(f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle">MB per minute (log scale)</text>'
                f'<text x="14" y="{height / 2}" transform="rotate(-90 14 {height / 2})" text-anchor="middle">'
                'worst-frame PSNR (dB)</text>')
+    points: dict[tuple[float, float, bool], list[str]] = {}  # syntaxes within a few pixels share one label
     for c in cells:
-        colour = "#1a7f37" if c["browser"]["plays"] else "#b42318"
-        out.append(f'<circle cx="{sx(c["mb_per_min"]):.1f}" cy="{sy(c["psnr_min"]):.1f}" r="5" fill="{colour}"/>'
-                   f'<text x="{sx(c["mb_per_min"]) + 8:.1f}" y="{sy(c["psnr_min"]) - 6:.1f}">{c["syntax"]}</text>')
+        x, y, plays = sx(c["mb_per_min"]), sy(c["psnr_min"]), c["browser"]["plays"]
+        near = next((spot for spot in points if spot[2] == plays and abs(spot[0] - x) < 8 and abs(spot[1] - y) < 8),
+                    (x, y, plays))
+        points.setdefault(near, []).append(c["syntax"])
+    for (x, y, plays), names in points.items():
+        colour = "#1a7f37" if plays else "#b42318"
+        right = x > width * 0.7  # labels of points near the right edge go to their left
+        anchor = ' text-anchor="end"' if right else ""
+        out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{colour}"/>'
+                   f'<text x="{x + (-8 if right else 8):.1f}" y="{y - 6:.1f}"{anchor}>{", ".join(names)}</text>')
     out.append(f'<text x="{width - margin}" y="{margin - 8}" text-anchor="end" fill="#555">'
                'green: plays in Chromium, red: does not</text></svg>')
     return "\n".join(out) + "\n"
