@@ -541,10 +541,10 @@ def plot(data: dict, name: str) -> str:
     width, height, margin = 640, 360, 56
     xs, ys = [c["mb_per_min"] for c in cells], [c["psnr_min"] for c in cells]
     # sizes span two orders of magnitude (HEVC to MJPEG): a log scale keeps every syntax readable
-    x_low = 10 ** math.floor(math.log10(min(xs)))
-    x_high = 10 ** math.ceil(math.log10(max(xs) * 1.05))
-    x_ticks = [m * 10 ** e for e in range(round(math.log10(x_low)), round(math.log10(x_high)) + 1) for m in (1, 2, 5)
-               if x_low <= m * 10 ** e <= x_high]
+    steps = [m * 10 ** e for e in range(-1, 5) for m in (1, 2, 5)]
+    x_low = max(v for v in steps if v <= min(xs) * 0.95)
+    x_high = min(v for v in steps if v >= max(xs) * 1.05)
+    x_ticks = [v for v in steps if x_low <= v <= x_high]
     y_ticks = ticks(min(ys) - 1, max(ys) + 1, 6)
     y_low, y_high = y_ticks[0], y_ticks[-1]
 
@@ -573,12 +573,21 @@ def plot(data: dict, name: str) -> str:
         near = next((spot for spot in points if spot[2] == plays and abs(spot[0] - x) < 8 and abs(spot[1] - y) < 8),
                     (x, y, plays))
         points.setdefault(near, []).append(c["syntax"])
-    for (x, y, plays), names in points.items():
+    placed: list[tuple[float, float, float, float]] = []  # label boxes so far: a label never covers another
+    for (x, y, plays), names in sorted(points.items(), key=lambda item: item[0][1]):
         colour = "#1a7f37" if plays else "#b42318"
-        right = x > width * 0.7  # labels of points near the right edge go to their left
+        label = ", ".join(names)
+        wide = 6.6 * len(label)
+        right = x + 8 + wide > width - 4  # no room on the right: the label goes to the point's left
+        left_edge = x - 8 - wide if right else x + 8
+        for dy in (-6, 14, -20, 28, -34, 42):
+            box = (left_edge, y + dy - 11, left_edge + wide, y + dy + 3)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+                break
+        placed.append(box)
         anchor = ' text-anchor="end"' if right else ""
         out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{colour}"/>'
-                   f'<text x="{x + (-8 if right else 8):.1f}" y="{y - 6:.1f}"{anchor}>{", ".join(names)}</text>')
+                   f'<text x="{x + (-8 if right else 8):.1f}" y="{y + dy:.1f}"{anchor}>{label}</text>')
     out.append(f'<text x="{width - margin}" y="{margin - 8}" text-anchor="end" fill="#555">'
                'green: plays in Chromium, red: does not</text></svg>')
     return "\n".join(out) + "\n"
