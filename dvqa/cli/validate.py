@@ -42,6 +42,9 @@ def profiles_command(ctx: click.Context, fmt: str, debug: bool) -> None:
 @click.option("--fail-on", default="error", show_default=True, type=click.Choice(["error", "warning"]),
               help="Exit 1 when any finding is at least this severe.")
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
+@click.option("--scheduler", default=None, metavar="ADDRESS|local[:N]",
+              help="Run one task per file on a Dask cluster: a scheduler's address (tcp://HOST:8786; absolute "
+                   "paths on shared storage) or local[:N] worker processes here (default N=2). Same report.")
 @click.option("--include-hidden", is_flag=True, help="Also check files and folders whose names start with a dot.")
 @click.option("--include", multiple=True, metavar="GLOB",
               help="In folders, check only files whose name (or path below the folder) matches; repeatable.")
@@ -51,7 +54,7 @@ def profiles_command(ctx: click.Context, fmt: str, debug: bool) -> None:
               help="DICOM edition for the IOD layer (default: the newest installed; `dvqa standard` lists them).")
 @options.debug
 def validate_command(targets: tuple[Path, ...], profile: str | None, fmt: str, fail_on: str, jobs: int,
-                     include_hidden: bool, include: tuple[str, ...], exclude: tuple[str, ...],
+                     scheduler: str | None, include_hidden: bool, include: tuple[str, ...], exclude: tuple[str, ...],
                      standard_name: str | None, debug: bool) -> None:
     """Check DICOM FILES and every file below DIRS: the file, its values, the IOD against the DICOM
     standard, the video stream against the header, and a profile's rules.
@@ -70,7 +73,14 @@ def validate_command(targets: tuple[Path, ...], profile: str | None, fmt: str, f
         bar = click.progressbar(length=len(files), label="validating", file=sys.stderr)
         bar.__enter__()
     try:
-        results = guarded(debug, lambda: validate(files, chosen, jobs, bar.update if bar else None, edition))
+        def run():
+            if scheduler:
+                from dvqa.validate.cluster import validate_on
+
+                return validate_on(scheduler, files, chosen, edition, bar.update if bar else None)
+            return validate(files, chosen, jobs, bar.update if bar else None, edition)
+
+        results = guarded(debug, run)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
