@@ -29,7 +29,13 @@ def test_every_deployment_step_on_the_page_runs(tmp_path: Path) -> None:
     shutil.copy(RECORDED / "vp8_opus.webm", tmp_path / "recording.webm")
     # a clean pip: no site configuration, no extra find-links or constraints from this machine
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
-    env.update({"PIP_CONFIG_FILE": os.devnull, "DVQA_SOURCE": str(ROOT), "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    source = tmp_path / "dvqa-source"  # the release as checked out: tracked files only, no build/ leftovers
+    for name in subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True, check=True,
+                               text=True).stdout.split("\0"):
+        if name and (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
+    env.update({"PIP_CONFIG_FILE": os.devnull, "DVQA_SOURCE": str(source), "PIP_DISABLE_PIP_VERSION_CHECK": "1",
                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"})
 
     def run(code: str, *prefix: str) -> subprocess.CompletedProcess:
