@@ -6,7 +6,7 @@ Uses bench_validate.py's corpus (320x240 DICOM video, all four codec families; g
 bench/.cache/validate/). Whole commands, medians of --repeat runs:
   --jobs 1, --jobs 2                 (local processes, no Dask)
   --scheduler local:1, local:2      (a LocalCluster of 1 or 2 worker processes, started by the command)
-Prints files/s, and the cost of Dask per task: (cluster time - local time with as many workers) /
+Prints files/s, and the cost of Dask per file: (cluster time - local time with as many workers) /
 files, which includes the LocalCluster's start-up spread over the files.
 """
 
@@ -50,7 +50,7 @@ def main() -> None:
     for workers in (1, 2):
         extra = medians[f"--scheduler local:{workers}"] - medians[f"--jobs {workers}"]
         print(f"Dask with {workers} worker(s): {extra:+.1f} s over local processes, "
-              f"{1000 * extra / args.files:+.1f} ms per task (LocalCluster start-up included)")
+              f"{1000 * extra / args.files:+.1f} ms per file (LocalCluster start-up included)")
 
 
 if __name__ == "__main__":

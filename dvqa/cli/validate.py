@@ -43,7 +43,7 @@ def profiles_command(ctx: click.Context, fmt: str, debug: bool) -> None:
               help="Exit 1 when any finding is at least this severe.")
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
 @click.option("--scheduler", default=None, metavar="ADDRESS|local[:N]",
-              help="Run one task per file on a Dask cluster: a scheduler's address (tcp://HOST:8786; absolute "
+              help="Run the checks as tasks on a Dask cluster: a scheduler's address (tcp://HOST:8786; absolute "
                    "paths on shared storage) or local[:N] worker processes here (default N=2). Same report.")
 @click.option("--include-hidden", is_flag=True, help="Also check files and folders whose names start with a dot.")
 @click.option("--include", multiple=True, metavar="GLOB",

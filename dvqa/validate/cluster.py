@@ -1,8 +1,8 @@
 """`dvqa validate --scheduler`: the same per-file checks, run as tasks on a Dask cluster.
 
 Dask's distributed scheduler places the tasks, retries those whose worker died, and deploys on
-Slurm/PBS (dask-jobqueue) or Kubernetes (dask-kubernetes); dvqa only submits one task per file and
-collects results as they finish. Results are returned in the input order, so every report format
+Slurm/PBS (dask-jobqueue) or Kubernetes (dask-kubernetes); dvqa only submits tasks (a few files
+each) and collects results as they finish. Results are returned in the input order, so every report format
 says exactly what a local run says.
 """
 
@@ -55,7 +55,7 @@ def client(scheduler: str) -> Iterator[object]:
 
 def validate_on(scheduler: str, files: list[Path | Skipped], profile: Profile | None = None,
                 edition: Edition | None = None, progress: Callable[[int], None] | None = None) -> list[FileResult]:
-    """check_file for every file as one Dask task each; results in the order of `files`."""
+    """check_file for every file, in Dask tasks of a few files each; results in the order of `files`."""
     from distributed import as_completed
 
     kind, _ = parse(scheduler)
@@ -65,12 +65,25 @@ def validate_on(scheduler: str, files: list[Path | Skipped], profile: Profile | 
             raise UsageError(f"{relative[0]}: with a remote --scheduler give absolute paths on storage every "
                              "worker mounts at the same place.")
     with client(scheduler) as connected:
-        futures = [connected.submit(check_file, path, profile, edition, pure=False, retries=RETRIES)
-                   for path in files]
-        order = {future.key: number for number, future in enumerate(futures)}
+        size = chunk_size(len(files), sum(connected.nthreads().values()))
+        chunks = [files[start:start + size] for start in range(0, len(files), size)]
+        futures = [connected.submit(check_files, chunk, profile, edition, pure=False, retries=RETRIES)
+                   for chunk in chunks]
+        first = {future.key: number * size for number, future in enumerate(futures)}
         results: list[FileResult | None] = [None] * len(files)
         for future in as_completed(futures):
-            results[order[future.key]] = future.result()
+            done = future.result()
+            results[first[future.key]:first[future.key] + len(done)] = done
             if progress:
-                progress(1)
+                progress(len(done))
     return [r for r in results if r is not None]
+
+
+def chunk_size(files: int, workers: int) -> int:
+    """Files per task: a task costs the scheduler ~10 ms (bench/bench_cluster.py), a file ~20 ms of work,
+    so tasks carry several files - but at least 8 tasks per worker remain, to balance and to retry little."""
+    return max(1, min(32, files // (8 * max(1, workers))))
+
+
+def check_files(paths: list[Path | Skipped], profile: Profile | None, edition: Edition | None) -> list[FileResult]:
+    return [check_file(path, profile, edition) for path in paths]
