@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import RECORDED, ROOT, require
+from helpers import RECORDED, ROOT, require, tool
 
 PAGE = ROOT / "docs" / "regulatory" / "deployment.md"
 BLOCK = re.compile(r"^```sh\n(.*?)^```$", re.S | re.M)
@@ -30,7 +30,7 @@ def test_every_deployment_step_on_the_page_runs(tmp_path: Path) -> None:
     # a clean pip: no site configuration, no extra find-links or constraints from this machine
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
     source = tmp_path / "dvqa-source"  # the release as checked out: tracked files only, no build/ leftovers
-    for name in subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True, check=True,
+    for name in subprocess.run([tool("git"), "-C", str(ROOT), "ls-files", "-z"], capture_output=True, check=True,
                                text=True).stdout.split("\0"):
         if name and (ROOT / name).is_file():
             (source / name).parent.mkdir(parents=True, exist_ok=True)
