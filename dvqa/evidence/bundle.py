@@ -72,7 +72,8 @@ def classify(inputs: list[Path]) -> tuple[list[Path], list[Path], list[str]]:
     for given in inputs:
         if not given.exists():
             raise UsageError(f"--inputs {given}: no such file or folder.")
-        found = [given] if given.is_file() else sorted(p for p in given.rglob("*") if p.is_file() and not p.is_symlink())
+        found = [given] if given.is_file() else sorted(
+            p for p in given.rglob("*") if p.is_file() and not p.is_symlink())
         for path in found:
             if _is_dicom(path):
                 dicom.append(path)
@@ -104,7 +105,7 @@ def build(out: Path, settings: Settings, progress: Callable[[str], None] | None 
         created = dt.datetime.now(dt.timezone.utc)
         _write_index(stage, steps, settings, created)
         written = manifest.write(stage, settings.signer, created)
-        os.rename(stage, out)  # same folder: atomic; fails rather than merge into something that appeared
+        os.rename(stage, out)  # same folder: atomic; a non-empty folder that appeared at OUT meanwhile makes it fail
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
@@ -214,7 +215,8 @@ def _validate(stage: Path, s: Settings):
     errors = sum(1 for r in results for f in r.findings if f.severity is Severity.ERROR)
     warnings = sum(1 for r in results for f in r.findings if f.severity is Severity.WARNING)
     failed = sum(1 for r in results if any(f.severity is Severity.ERROR for f in r.findings))
-    return (FAILED if errors else PASSED), f"{len(results)} files, {failed} failed; {errors} errors, {warnings} warnings", written
+    said = f"{len(results)} files, {failed} failed; {errors} errors, {warnings} warnings"
+    return (FAILED if errors else PASSED), said, written
 
 
 def _signatures(stage: Path, s: Settings):
@@ -277,7 +279,8 @@ def _traceability(stage: Path, s: Settings):
     doc = traceability.document(record)
     files = _document(stage, "traceability", record, markdown.document(doc), documents.document_html(doc))
     summary = record["summary"]
-    said = f"{summary['verified']} requirements verified, {summary['failed']} failed, {summary['unverified']} unverified"
+    said = (f"{summary['verified']} requirements verified, {summary['failed']} failed, "
+            f"{summary['unverified']} unverified")
     return (PASSED if summary["failed"] == summary["unverified"] == 0 else FAILED), said, files
 
 

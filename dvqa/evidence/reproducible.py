@@ -49,14 +49,17 @@ def content_digests(folder: Path, files: list[str], stage_name: str) -> dict[str
             continue
         data = (folder / path).read_bytes()
         suffix = Path(path).suffix.lower()
-        if suffix in (".json", ".jsonl"):
-            text = "\n".join(_json_line(line, stage_name, replace) for line in data.decode().splitlines() if line.strip()) \
-                if suffix == ".jsonl" else _json_line(data.decode(), stage_name, replace)
-            digests[path] = hashlib.sha256(text.encode()).hexdigest()
+        if suffix == ".jsonl":
+            lines = [line for line in data.decode().splitlines() if line.strip()]
+            text = "\n".join(_json_line(line, stage_name, replace) for line in lines)
+        elif suffix == ".json":
+            text = _json_line(data.decode(), stage_name, replace)
         elif suffix in TEXT_SUFFIXES:
-            digests[path] = hashlib.sha256(_text(data.decode(errors="replace"), stage_name, replace).encode()).hexdigest()
+            text = _text(data.decode(errors="replace"), stage_name, replace)
         else:
             digests[path] = raw[path]
+            continue
+        digests[path] = hashlib.sha256(text.encode()).hexdigest()
     return digests
 
 
