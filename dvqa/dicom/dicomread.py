@@ -55,6 +55,14 @@ class FileProblem(InputError):
         self.reference = reference
 
 
+def has_dicm_marker(path: Path) -> bool:
+    """Whether "DICM" stands at byte 128 (PS3.10 §7.1): a DICOM file, whatever its name. Opens `path`;
+    callers decide what an unreadable or non-regular path means for them."""
+    with open(path, "rb") as handle:
+        handle.seek(128)
+        return handle.read(4) == b"DICM"
+
+
 def regular_file(path: Path) -> os.stat_result:
     """stat(path), refusing anything that is not a regular file before it is ever opened."""
     try:

@@ -17,7 +17,6 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
@@ -27,6 +26,7 @@ from dvqa import __version__
 from dvqa.core import outputs
 from dvqa.core.errors import DvqaError, UsageError
 from dvqa.core.findings import Severity
+from dvqa.dicom.dicomread import has_dicm_marker
 from dvqa.evidence import manifest
 from dvqa.trust.audit import AuditLog
 from dvqa.trust.signature import Signer
@@ -88,11 +88,9 @@ def classify(inputs: list[Path]) -> tuple[list[Path], list[Path], list[str]]:
 
 def _is_dicom(path: Path) -> bool:
     try:
-        with open(path, "rb") as handle:
-            handle.seek(128)
-            return handle.read(4) == b"DICM"
+        return has_dicm_marker(path)
     except OSError:
-        return False
+        return False  # then it is tried as a recording, and that step says what is wrong
 
 
 def build(out: Path, settings: Settings, progress: Callable[[str], None] | None = None) -> Bundle:
@@ -162,15 +160,14 @@ def _convert(stage: Path, source: Path, s: Settings, audit: AuditLog, names: set
     output = stage / "dicom" / f"{name}.dcm"
     result = convert(source, output, ConvertOptions(profile=s.profile, signer=s.signer, audit=audit,
                                                     uid_seed=_seed(source, s)))
-    files = []
+    record, files = result.to_dict(mapping=True), []
     for suffix in (".json", ".html"):
         report = stage / "conversions" / f"{name}{suffix}"
-        reports.write(report, result.to_dict(mapping=True), result.quality)
+        reports.write(report, record, result.quality)
         files.append(report.relative_to(stage).as_posix())
     if result.written:
         files.insert(0, output.relative_to(stage).as_posix())
-    quality = result.to_dict().get("quality") or {}
-    psnr = (quality.get("summary") or {}).get("psnr", {})
+    psnr = ((record.get("quality") or {}).get("summary") or {}).get("psnr", {})
     said = (f"{result.plan.syntax.name}, {result.frames} frames"
             + (f", PSNR mean {psnr['mean']:.2f} dB, worst {psnr['min']:.2f} dB" if psnr else "")
             + ("" if result.written else "; not written: a quality floor was not met"))
@@ -298,12 +295,13 @@ def _document(stage: Path, name: str, record: dict, md: str, html: str) -> list[
 
 def environment() -> dict:
     """What produced the bundle: enough to rebuild the same environment."""
+    from dvqa.report import licenses
+
     return {
         "dvqa": __version__, "python": sys.version.split()[0], "implementation": platform.python_implementation(),
         "os": platform.platform(), "machine": platform.machine(),
         "ffmpeg": av.ffmpeg_version_info, "pyav": av.__version__,
-        "packages": {d.metadata["Name"]: d.version for d in sorted(metadata.distributions(),
-                                                                  key=lambda d: (d.metadata["Name"] or "").lower())},
+        "packages": {p["name"]: p["version"] for p in licenses.python_packages()},
     }
 
 

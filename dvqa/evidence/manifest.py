@@ -49,13 +49,14 @@ def write(folder: Path, signer: Signer | None, created: dt.datetime) -> dict:
     from cryptography.hazmat.primitives.serialization import Encoding
 
     files, _ = listed_files(folder)
-    content = reproducible.content_digests(folder, files, folder.name)
+    hashes = {p: sha256_file(folder / p) for p in files}
+    content = reproducible.content_digests(folder, hashes, folder.name)
     manifest = {
         "format": FORMAT, "dvqa_version": __version__,
         "created_utc": created.isoformat(timespec="seconds"),
         "content_sha256": "SHA-256 without times, process ids, signatures and the build folder's name "
                           "(dvqa.evidence.reproducible): equal in every build from the same inputs and versions",
-        "files": [{"path": p, "bytes": (folder / p).stat().st_size, "sha256": sha256_file(folder / p),
+        "files": [{"path": p, "bytes": (folder / p).stat().st_size, "sha256": hashes[p],
                    **({"content_sha256": content[p]} if content[p] else {"volatile": reproducible.VOLATILE_FILES[p]})}
                   for p in files],
         "signature": None if signer is None else {

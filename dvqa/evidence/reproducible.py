@@ -20,6 +20,8 @@ from pathlib import Path
 import pydicom
 from pydicom.dataset import Dataset
 
+from dvqa.dicom.dicomread import has_dicm_marker
+
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?")
 DICOM_DT = re.compile(r"\b\d{14}(?:\.\d{1,6})?[+-]\d{4}\b")
 SIGNATURE_UID = re.compile(r"1\.2\.826\.0\.1\.3680043\.8\.498\.\d+")  # pydicom's root: dvqa's signature UIDs
@@ -33,12 +35,13 @@ TEXT_SUFFIXES = frozenset({".html", ".md", ".xml", ".sarif", ".txt", ".svg", ".c
 DICOM_VOLATILE_TAGS = (0xFFFAFFFA, 0x4FFE0001)  # Digital Signatures Sequence, MAC Parameters Sequence
 
 
-def content_digests(folder: Path, files: list[str], stage_name: str) -> dict[str, str]:
-    """path -> content digest; DICOM first, so the other files' references to them can be replaced."""
-    raw = {path: hashlib.sha256((folder / path).read_bytes()).hexdigest() for path in files}
+def content_digests(folder: Path, raw: dict[str, str], stage_name: str) -> dict[str, str]:
+    """path -> content digest, given path -> SHA-256 of every file; DICOM first, so the other files'
+    references to them can be replaced."""
+    files = list(raw)
     digests: dict[str, str] = {}
     for path in files:
-        if _is_dicom(folder / path):
+        if has_dicm_marker(folder / path):
             digests[path] = _dicom_digest(folder / path)
     replace = {raw[p]: digests[p] for p in digests}
     for path in files:
@@ -61,12 +64,6 @@ def content_digests(folder: Path, files: list[str], stage_name: str) -> dict[str
             continue
         digests[path] = hashlib.sha256(text.encode()).hexdigest()
     return digests
-
-
-def _is_dicom(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        handle.seek(128)
-        return handle.read(4) == b"DICM"
 
 
 def _dicom_digest(path: Path) -> str:

@@ -176,9 +176,10 @@ def drift(current: dict, baseline: dict) -> list[str]:
     compare("dvqa", current["dvqa_version"], baseline["dvqa_version"])
     compare("FFmpeg", current["ffmpeg"]["version"], baseline["ffmpeg"]["version"])
     compare("FFmpeg configuration", current["ffmpeg"]["configuration"], baseline["ffmpeg"]["configuration"])
-    for kind, field, value in (("library", "libraries", "sha256"), ("package", "python_packages", "version")):
-        now = _index(current["ffmpeg"][field] if kind == "library" else current[field], value)
-        then = _index(baseline["ffmpeg"][field] if kind == "library" else baseline[field], value)
+    pairs = (("library", current["ffmpeg"]["libraries"], baseline["ffmpeg"]["libraries"], "sha256"),
+             ("package", current["python_packages"], baseline["python_packages"], "version"))
+    for kind, now_items, then_items, value in pairs:
+        now, then = _index(now_items, value), _index(then_items, value)
         for name in sorted(now.keys() | then.keys(), key=str.lower):
             if name not in then:
                 changes.append(f"{kind} {name}: not in the baseline, {value} {now[name]} here")

@@ -9,7 +9,6 @@ file, and says what that run showed - not what the source code claims.
 
 from __future__ import annotations
 
-import hashlib
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from dvqa import __version__
+from dvqa.core.digest import sha256_file
 from dvqa.core.errors import InputError
 from dvqa.core.resources import data_dir
 
@@ -94,17 +94,13 @@ def matrix(requirements: list[Requirement], results: list[TestResult], junit: li
     unknown = sorted({req for t in results for req in t.requirements if req not in known})
     return {
         "command": "report traceability", "dvqa_version": __version__,
-        "requirements_file": {"path": str(requirements_path), "sha256": _sha256(requirements_path)},
-        "junit": [{"path": str(p), "sha256": _sha256(p)} for p in junit],
+        "requirements_file": {"path": str(requirements_path), "sha256": sha256_file(requirements_path)},
+        "junit": [{"path": str(p), "sha256": sha256_file(p)} for p in junit],
         "tests_run": len(results),
         "summary": {s: sum(1 for r in rows if r["status"] == s) for s in (VERIFIED, NOT_MET, UNVERIFIED)},
         "unknown_requirements": unknown,
         "rows": rows,
     }
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def document(record: dict) -> dict:

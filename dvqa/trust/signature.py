@@ -437,7 +437,7 @@ def _der(value: bytes) -> bytes:
     return value[: 2 + count + int.from_bytes(value[2 : 2 + count], "big")]
 
 
-def signing_time(value: str) -> dt.datetime | None:
+def _signing_time(value: str) -> dt.datetime | None:
     """Digital Signature DateTime (DT: YYYYMMDDHHMMSS.FFFFFF&ZZXX) as an aware UTC time."""
     body, offset = value.strip(), "+0000"
     for sign in "+-":
@@ -456,7 +456,7 @@ def signing_time(value: str) -> dt.datetime | None:
 def _validity_at(cert: x509.Certificate, signed_at: str) -> str:
     """Was the signer's certificate valid when the signature says it was made? A signature made with an
     expired or not-yet-valid certificate fails, with or without --trust."""
-    when = signing_time(signed_at)
+    when = _signing_time(signed_at)
     if when is None:
         return f"Digital Signature DateTime {signed_at!r} cannot be read, so the certificate cannot be checked"
     period = f"valid {cert.not_valid_before_utc.isoformat()} to {cert.not_valid_after_utc.isoformat()}"
@@ -473,7 +473,7 @@ def check_chain(cert: x509.Certificate, trust: list[x509.Certificate], signed_at
     One link only: the signer's certificate must be issued directly by a certificate in
     the trust file (a site CA or an intermediate the site trusts).
     """
-    when = signing_time(signed_at)
+    when = _signing_time(signed_at)
     if when is None:
         return f"untrusted: Digital Signature DateTime {signed_at!r} cannot be read"
     for anchor in trust:

@@ -118,9 +118,7 @@ def _has_dicm(path: Path) -> bool:
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return True  # a pipe or a device is never opened: check_file reports it
-        with open(path, "rb") as handle:
-            handle.seek(128)
-            return handle.read(4) == b"DICM"
+        return dicomread.has_dicm_marker(path)
     except OSError:
         return True  # unreadable: check_file reports it
 
