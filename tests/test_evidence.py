@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pydicom
@@ -52,8 +53,6 @@ def build(out: Path, arguments: list[str]) -> subprocess.CompletedProcess:
 
 
 def dvqa_cmd(*args: str) -> list[str]:
-    import sys
-
     return [sys.executable, "-m", "dvqa", *args]
 
 
