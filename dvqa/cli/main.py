@@ -20,7 +20,7 @@ from dvqa.core import outputs, profiles  # noqa: E402
 from dvqa.core.errors import DvqaError, ExitCode, InputError  # noqa: E402
 from dvqa.core.findings import exit_code  # noqa: E402
 from dvqa.dicom import syntaxes  # noqa: E402
-from dvqa.dicom.iod import Metadata, VideoIOD  # noqa: E402
+from dvqa.dicom.iod import Metadata  # noqa: E402
 from dvqa.quality import reports  # noqa: E402
 from dvqa.quality.metrics import SSIM_DEFINITIONS  # noqa: E402
 from dvqa.quality.recheck import measure_files  # noqa: E402
@@ -57,9 +57,7 @@ def main() -> None:
 @options.output("DICOM file to write.", required=True)
 @options.syntax_choice(auto=True, help="Transfer syntax to write (`dvqa syntaxes`); auto picks the most widely "
                        "supported one that keeps the source's size and rate.")
-@click.option("--iod", "iod_name", default="endoscopic", show_default=True,
-              type=click.Choice([i.option for i in VideoIOD]), help="Video IOD to write.")
-@click.option("--uid-root", default=None, help="Root for generated UIDs (default: 2.25 UUID-derived).")
+@options.conversion
 @click.option("--patient-name", default=None, help="Patient's Name (0010,0010), e.g. Doe^Jane.")
 @click.option("--patient-id", default=None, help="Patient ID (0010,0020).")
 @click.option("--patient-birth-date", default=None, help="Patient's Birth Date (0010,0030), YYYYMMDD.")
@@ -71,22 +69,8 @@ def main() -> None:
               help="Patient/study attributes as DICOM JSON (PS3.18 F.2).")
 @click.option("--metadata-from", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="Copy patient/study attributes from this DICOM file (e.g. a worklist result).")
-@click.option("--source-range", default="auto", show_default=True,
-              type=click.Choice(["auto", "full", "limited"]),
-              help="Colour range of the source when its stream does not declare it.")
-@click.option("--no-passthrough", is_flag=True, help="Always re-encode, even when the stream could be wrapped.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
-@click.option("--ssim", default="fast", show_default=True, type=click.Choice(list(SSIM_DEFINITIONS)),
-              help="SSIM definition: fast (x264/FFmpeg, real time) or reference (Wang et al. 2004).")
-@click.option("--no-quality", is_flag=True, help="Skip per-frame PSNR/SSIM (faster; no quality evidence).")
-@options.rules_profile("Quality floors to enforce")
-@click.option("--keep-failed", is_flag=True, help="Write OUTPUT even when a quality floor is not met.")
-@click.option("--sign", "sign_key", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              help="Sign OUTPUT with this private key (PEM or PKCS#12) before it is moved into place.")
-@click.option("--cert", "sign_cert", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              help="The signer's certificate, with --sign.")
-@options.signature_profile
-@options.passphrase
+@options.signing
 @click.option("--report", "report_paths", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
               help="Write the full record here: .json (per-frame arrays, timing map) or .html (plots, "
                    "worst frames). Repeatable.")
@@ -306,13 +290,14 @@ def quality_command(reference: Path, distorted: Path, ssim: str, source_range: s
 
 
 def _register() -> None:
+    from dvqa.cli import batch as cli_batch
     from dvqa.cli import evidence as cli_evidence
     from dvqa.cli import pacs as cli_pacs
     from dvqa.cli import report as cli_report
     from dvqa.cli import trust as cli_trust
     from dvqa.cli import validate as cli_validate
 
-    for module in (cli_trust, cli_validate, cli_pacs, cli_report, cli_evidence):
+    for module in (cli_trust, cli_validate, cli_batch, cli_pacs, cli_report, cli_evidence):
         module.register(main)
 
 

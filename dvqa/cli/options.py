@@ -114,3 +114,48 @@ def syntax_choice(option: str = "--syntax", auto: bool = False, multiple: bool =
     names = (["auto"] if auto else []) + syntaxes.writable_names()
     return click.option(option, type=click.Choice(names), multiple=multiple, default="auto" if auto else None,
                         show_default=auto, help=help)
+
+
+def jobs(help: str = "Worker processes.") -> Decorator:
+    return click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 64), help=help)
+
+
+def scheduler(help: str) -> Decorator:
+    """--scheduler: a Dask scheduler's address, or local[:N] worker processes here (dvqa.core.cluster)."""
+    return click.option("--scheduler", default=None, metavar="ADDRESS|local[:N]",
+                        help=f"{help}: a scheduler's address (tcp://HOST:8786; absolute paths on storage every worker "
+                             "mounts at the same place) or local[:N] worker processes here (default N=2).")
+
+
+def conversion(fn: Callable) -> Callable:
+    """How a recording is converted: the options `dvqa convert` and `dvqa batch convert` share (in a
+    batch, the defaults a manifest row's own columns override)."""
+    from dvqa.dicom.iod import VideoIOD
+    from dvqa.quality.metrics import SSIM_DEFINITIONS
+
+    chosen = [
+        click.option("--iod", "iod_name", default="endoscopic", show_default=True,
+                     type=click.Choice([i.option for i in VideoIOD]), help="Video IOD to write."),
+        click.option("--uid-root", default=None, help="Root for generated UIDs (default: 2.25 UUID-derived)."),
+        click.option("--source-range", default="auto", show_default=True, type=click.Choice(["auto", "full", "limited"]),
+                     help="Colour range of the source when its stream does not declare it."),
+        click.option("--no-passthrough", is_flag=True, help="Always re-encode, even when the stream could be wrapped."),
+        click.option("--ssim", default="fast", show_default=True, type=click.Choice(list(SSIM_DEFINITIONS)),
+                     help="SSIM definition: fast (x264/FFmpeg, real time) or reference (Wang et al. 2004)."),
+        click.option("--no-quality", is_flag=True, help="Skip per-frame PSNR/SSIM (faster; no quality evidence)."),
+        rules_profile("Quality floors to enforce"),
+        click.option("--keep-failed", is_flag=True, help="Write the output even when a quality floor is not met."),
+    ]
+    for option in reversed(chosen):
+        fn = option(fn)
+    return fn
+
+
+def signing(fn: Callable) -> Callable:
+    """--sign KEY --cert CERT, the signature profile and the key's passphrase."""
+    fn = passphrase(signature_profile(fn))
+    fn = click.option("--cert", "sign_cert", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+                      help="The signer's certificate, with --sign.")(fn)
+    return click.option("--sign", "sign_key", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+                        help="Sign each output with this private key (PEM or PKCS#12) before it is moved into "
+                             "place.")(fn)

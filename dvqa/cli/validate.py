@@ -41,10 +41,8 @@ def profiles_command(ctx: click.Context, fmt: str, debug: bool) -> None:
 @options.output_format(*RENDERERS)
 @click.option("--fail-on", default="error", show_default=True, type=click.Choice(["error", "warning"]),
               help="Exit 1 when any finding is at least this severe.")
-@click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
-@click.option("--scheduler", default=None, metavar="ADDRESS|local[:N]",
-              help="Run the checks as tasks on a Dask cluster: a scheduler's address (tcp://HOST:8786; absolute "
-                   "paths on shared storage) or local[:N] worker processes here (default N=2). Same report.")
+@options.jobs()
+@options.scheduler("Run the checks as tasks on a Dask cluster, with the same report")
 @click.option("--include-hidden", is_flag=True, help="Also check files and folders whose names start with a dot.")
 @click.option("--include", multiple=True, metavar="GLOB",
               help="In folders, check only files whose name (or path below the folder) matches; repeatable.")

@@ -91,6 +91,12 @@ def temp_dir(folder: Path, name: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=_prefix(name), dir=folder))
 
 
+def stage_prefix(target: Path) -> str:
+    """The name prefix of files other processes (cluster workers) prepare for `target` on this process's
+    behalf: they carry this process's id and host, so once it is gone `sweep` removes what is left."""
+    return _prefix(target.name) + "staged-"
+
+
 def place(tmp: Path, target: Path, replace: bool) -> None:
     """Move a finished temporary file onto `target` (same folder).
 
