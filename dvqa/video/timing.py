@@ -241,18 +241,32 @@ def _plan(times: list[float], end: float, rate: Fraction, drops: bool, strict: b
 
 def _plan_from(times: list[float], end: float, rate: Fraction, drops: bool, strict: bool,
                start: int) -> tuple[float, list[int]] | None:
+    """The whole recording planned with its first frame at grid slot `start`: (cost, slots) or None."""
+    return plan_window(times, end, rate, drops, strict, start, begin=0, begin_slot=start, final=True)
+
+
+def plan_window(times: list[float], end: float, rate: Fraction, drops: bool, strict: bool, start: int,
+                begin: int, begin_slot: int, final: bool) -> tuple[float, list[int]] | None:
     """Dynamic programming over (source frame, its first slot): per source frame the best way to
-    reach each slot of its window from a kept predecessor at most `reach` frames back. The first
-    frame is always kept (it starts the recording), at grid slot `start`. (cost, slots) or None."""
+    reach each slot of its window from a kept predecessor at most `reach` frames back.
+
+    Frames before `begin` are settled: frame `begin` is kept at `begin_slot` and the plan covers the
+    frames after it (the whole recording when begin is 0 and begin_slot is `start`, the first frame's
+    slot). `final`: `times` is the whole recording, so the last kept frame must fill the output to
+    `end` (_fits_tail); otherwise more frames will follow and the plan only ranks ways to reach the
+    latest ones (a live conversion plans window by window, dvqa.video.live). Slots are on the grid
+    of the whole recording (its first frame's capture time), so windows join. (cost, slots of the
+    frames from `begin` on) or None.
+    """
     r, n = float(rate), len(times)
     origin = _origin(times, r)
-    shown_for = [times[i + 1] - times[i] if i + 1 < n else end - times[i] for i in range(n)]
+    shown_for = [times[i + 1] - times[i] if i + 1 < n else end - times[i] for i in range(begin, n)]
     dropped_time = [0.0]
     for d in shown_for:
         dropped_time.append(dropped_time[-1] + d)
-    heavy = (end - origin) + n * (DRIFT_FRAMES + 1) / r + 1.0  # one drop outweighs all time costs
-    reach = _reach(times, r) if drops else 1
-    windows = [(start, start)] + [_window(t, origin, r) for t in times[1:]]
+    heavy = (end - origin) + (n - begin) * (DRIFT_FRAMES + 1) / r + 1.0  # one drop outweighs all time costs
+    reach = _reach(times[begin:], r) if drops else 1
+    windows = [(begin_slot, begin_slot)] + [_window(t, origin, r) for t in times[begin + 1:]]
     inf = math.inf
 
     def prefix_minimum(row: list[float]) -> list[tuple[float, int]]:
@@ -263,40 +277,42 @@ def _plan_from(times: list[float], end: float, rate: Fraction, drops: bool, stri
             out.append(running)
         return out
 
+    # indices below are relative to `begin`
     # cost[i][s - lo_i]: best cost with frame i kept, first shown at slot s; back[i][..]: (j, s_j)
-    first_row = [abs(s / r - (times[0] - origin)) for s in range(windows[0][0], windows[0][1] + 1)]
+    first_row = [abs(s / r - (times[begin] - origin)) for s in range(windows[0][0], windows[0][1] + 1)]
     cost: list[list[float]] = [first_row]
     back: list[list[tuple[int, int]]] = [[(-1, -1)] * len(first_row)]
     best_below = [prefix_minimum(first_row)]  # best over the window's slots up to each one
-    for i in range(1, n):
+    count = n - begin
+    for i in range(1, count):
         lo, hi = windows[i]
         row, links = [inf] * (hi - lo + 1), [(-1, -1)] * (hi - lo + 1)
         for j in range(max(0, i - reach), i):
             skipped = i - j - 1
             penalty = skipped * heavy + dropped_time[i] - dropped_time[j + 1]
             jlo, jhi = windows[j]
-            replaced = times[j + 1] - origin  # frame j is on screen until frame j+1 is captured
+            replaced = times[begin + j + 1] - origin  # frame j is on screen until frame j+1 is captured
             for s in range(lo, hi + 1):
                 if strict and (s - 1) / r > replaced + 1 / r + 1e-9:
                     break
                 top = min(jhi, s - 1) - jlo
                 if top < 0 or best_below[j][top][0] == inf:
                     continue
-                value = best_below[j][top][0] + penalty + abs(s / r - (times[i] - origin))
+                value = best_below[j][top][0] + penalty + abs(s / r - (times[begin + i] - origin))
                 if value < row[s - lo]:
                     row[s - lo], links[s - lo] = value, (j, jlo + best_below[j][top][1])
         cost.append(row)
         back.append(links)
         best_below.append(prefix_minimum(row))
     finish = (inf, -1, -1)
-    for j in range(max(0, n - reach), n):
+    for j in range(max(0, count - reach), count):
         jlo, _ = windows[j]
         for k, value in enumerate(cost[j]):
             if value == inf:
                 continue
-            if strict and not _fits_tail(j, jlo + k, start, times, end, r):
+            if final and strict and not _fits_tail(begin + j, jlo + k, start, times, end, r):
                 continue
-            total = value + (n - 1 - j) * heavy + dropped_time[n] - dropped_time[j + 1]
+            total = value + (count - 1 - j) * heavy + dropped_time[count] - dropped_time[j + 1]
             if total < finish[0]:
                 finish = (total, j, jlo + k)
     return (finish[0], _trace(back, windows, finish[1], finish[2])) if finish[1] >= 0 else None
