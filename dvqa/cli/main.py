@@ -17,7 +17,7 @@ from dvqa.cli import options  # noqa: E402
 from dvqa.cli.common import audit_log, fail, guarded, passphrase  # noqa: E402
 from dvqa.convert.pipeline import ConvertOptions, convert, record_failure  # noqa: E402
 from dvqa.core import outputs, profiles  # noqa: E402
-from dvqa.core.errors import DvqaError, ExitCode, InputError  # noqa: E402
+from dvqa.core.errors import DvqaError, ExitCode, InputError, UsageError  # noqa: E402
 from dvqa.core.findings import exit_code  # noqa: E402
 from dvqa.dicom import syntaxes  # noqa: E402
 from dvqa.dicom.iod import Metadata  # noqa: E402
@@ -55,6 +55,14 @@ def main() -> None:
 @main.command("convert")
 @click.argument("source", type=click.Path(path_type=Path))
 @options.output("DICOM file to write.", required=True)
+@click.option("--follow", is_flag=True,
+              help="SOURCE is still being written (a recorder or upload appending chunks): convert as it grows; "
+                   "it ends when SOURCE.done appears or after --idle seconds without growth. SOURCE - reads stdin.")
+@click.option("--keep-partial", is_flag=True,
+              help="With --follow or -: a stream that stops in the middle of a chunk (the recorder crashed) is "
+                   "converted as far as it arrived whole, marked partial in the report and the audit record.")
+@click.option("--idle", "idle_s", default=30.0, show_default=True, type=click.FloatRange(0.1, 86400),
+              help="With --follow: seconds without growth that end the stream (SOURCE.done ends it at once).")
 @options.syntax_choice(auto=True, help="Transfer syntax to write (`dvqa syntaxes`); auto picks the most widely "
                        "supported one that keeps the source's size and rate.")
 @options.conversion
@@ -77,7 +85,7 @@ def main() -> None:
 @options.audit
 @options.output_format("text", "json")
 @options.debug
-def convert_command(source: Path, output: Path, syntax: str, iod_name: str, uid_root: str | None,
+def convert_command(source: Path, output: Path, follow: bool, keep_partial: bool, idle_s: float, syntax: str, iod_name: str, uid_root: str | None,
                     patient_name: str | None, patient_id: str | None, patient_birth_date: str | None,
                     patient_sex: str | None, accession_number: str | None, study_uid: str | None,
                     study_description: str | None, metadata_json: Path | None,
@@ -100,7 +108,7 @@ def convert_command(source: Path, output: Path, syntax: str, iod_name: str, uid_
             report_paths, sign_key, sign_cert, passphrase_env,
             syntax=syntax, iod=iod_name, uid_root=uid_root, force=force, passthrough=not no_passthrough,
             source_range=source_range, quality=not no_quality, ssim=ssim, profile=profile,
-            keep_failed=keep_failed, signature_profile=signature_profile)
+            keep_failed=keep_failed, signature_profile=signature_profile, keep_partial=keep_partial)
     except DvqaError as exc:  # before any work: still one audit record for the attempt
         failure = exc
         guarded(debug, lambda: record_failure(ConvertOptions(audit=audit), source, output,
@@ -122,7 +130,13 @@ def convert_command(source: Path, output: Path, syntax: str, iod_name: str, uid_
                 bar.update(n)
 
         try:
-            result = convert(source, output, options, progress=progress, on_plan=on_plan)
+            if keep_partial and not (follow or str(source) == "-"):
+                raise UsageError("--keep-partial is for a stream read while it arrives (--follow or -); a finished "
+                                 "file that is cut short has no part to trust.")
+            if follow or str(source) == "-":
+                result = _convert_live(source, output, options, idle_s)
+            else:
+                result = convert(source, output, options, progress=progress, on_plan=on_plan)
         finally:
             if bar is not None:
                 bar.__exit__(None, None, None)
@@ -155,6 +169,18 @@ def convert_command(source: Path, output: Path, syntax: str, iod_name: str, uid_
                    err=True)
         sys.exit(signals.exit_code_of(exc))
     sys.exit(int(result.exit_code))
+
+
+def _convert_live(source: Path, output: Path, options: ConvertOptions, idle_s: float):
+    """The recording converted while it arrives (dvqa.convert.live): from stdin for -, else a growing file."""
+    from dvqa.convert.live import convert_live
+    from dvqa.video.growing import Growing
+
+    if str(source) == "-":
+        return convert_live(Growing.stdin(), output, options)
+    if not source.is_file():
+        raise InputError(f"{source}: no such file to follow; start dvqa once the recorder has created it.")
+    return convert_live(Growing.follow_file(source, idle_s), output, options)
 
 
 def _report_and_print(result, record: dict, report_paths: tuple[Path, ...], fmt: str, debug: bool) -> None:

@@ -99,25 +99,28 @@ class BatchResult:
                 "rows": [r.to_dict() for r in self.rows]}
 
 
-def _here() -> str:
-    """The worker running this attempt, as the audit record names it."""
+def _worker():
+    """The Dask worker this code runs in, or None in the client's own process."""
     try:
         from distributed import get_worker
 
-        return f"{get_worker().address} (pid {os.getpid()} on {socket.gethostname()})"
+        return get_worker()
     except (ImportError, ValueError):
-        return f"this process (pid {os.getpid()} on {socket.gethostname()})"
+        return None
+
+
+def _here() -> str:
+    """The worker running this attempt, as the audit record names it."""
+    worker = _worker()
+    where = worker.address if worker is not None else "this process"
+    return f"{where} (pid {os.getpid()} on {socket.gethostname()})"
 
 
 def _announce(batch: str, index: int, attempt: str, state: str, message: str = "") -> None:
-    try:
-        from distributed import get_worker
-
-        worker = get_worker()
-    except (ImportError, ValueError):
-        return  # run in the client's own process: it knows what it runs
-    worker.log_event(TOPIC, {"batch": batch, "index": index, "attempt": attempt, "state": state,
-                             "where": _here(), "pid": os.getpid(), "message": message})
+    worker = _worker()
+    if worker is not None:  # in the client's own process there is no one to tell: it knows what it runs
+        worker.log_event(TOPIC, {"batch": batch, "index": index, "attempt": attempt, "state": state,
+                                 "where": _here(), "pid": os.getpid(), "message": message})
 
 
 def convert_row(batch: str, index: int, row: Row, stage_prefix: str) -> Outcome:
@@ -125,15 +128,25 @@ def convert_row(batch: str, index: int, row: Row, stage_prefix: str) -> Outcome:
     attempt = secrets.token_hex(ATTEMPT_BYTES)
     _announce(batch, index, attempt, "started")
     staged = row.output.parent / f"{stage_prefix}{attempt}.dcm"
-    options = replace(row.options, audit=None, signer=None, force=False)
     try:
-        result = convert(row.source, staged, options)
+        outcome = _convert_staged(index, attempt, row, staged)
     except EnvironmentProblem as exc:  # this worker's disk or folder: another worker may succeed
         _announce(batch, index, attempt, "failed", str(exc).replace(str(staged), str(row.output)))
         raise
+    outcome.worker = _here()
+    return outcome
+
+
+def _convert_staged(index: int, attempt: str, row: Row, staged: Path) -> Outcome:
+    """Convert one row to `staged`; the outcome, or EnvironmentProblem."""
+    options = replace(row.options, audit=None, signer=None, force=False)
+    try:
+        result = convert(row.source, staged, options)
+    except EnvironmentProblem:
+        raise
     except DvqaError as exc:  # the input's fault: the same on any worker, so reported, not retried
         message = str(exc).replace(str(staged), str(row.output))
-        return Outcome(index, attempt, _here(), int(exc.exit_code), message,
+        return Outcome(index, attempt, "", int(exc.exit_code), message,
                        conversion_event(row.source, row.output, None, int(exc.exit_code), message))
     result.output = row.output
     message = "; ".join(f.message for f in result.findings)
@@ -142,7 +155,7 @@ def convert_row(batch: str, index: int, row: Row, stage_prefix: str) -> Outcome:
     summary = {"syntax": result.plan.syntax.name, "passthrough": result.plan.passthrough, "frames": result.frames,
                "size": result.output_size, "sha256": result.output_sha256, "elapsed_s": round(result.elapsed_s, 3),
                "psnr_y_min": quality.get("psnr_y_min"), "ssim_y_min": quality.get("ssim_y_min")}
-    return Outcome(index, attempt, _here(), int(result.exit_code), message, event,
+    return Outcome(index, attempt, "", int(result.exit_code), message, event,
                    str(staged) if result.written else None, summary)
 
 

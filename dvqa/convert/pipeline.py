@@ -30,7 +30,7 @@ from dvqa.core.errors import (
     InputError,
     UsageError,
 )
-from dvqa.core.findings import Finding, exit_code
+from dvqa.core.findings import Finding, Severity, exit_code
 from dvqa.core.profiles import Profile
 from dvqa.dicom import dicomfile, syntaxes
 from dvqa.dicom.iod import Metadata, PixelFacts, VideoIOD
@@ -66,6 +66,7 @@ class ConvertOptions:
     signer: Signer | None = None  # sign OUT (PS3.15 Annex C) before it is moved into place
     signature_profile: str = "base"
     audit: AuditLog | None = None  # append one record per attempt (dvqa.trust.audit)
+    keep_partial: bool = False  # live input that stops mid-chunk: convert what arrived whole (dvqa.convert.live)
 
 
 @dataclass
@@ -98,6 +99,7 @@ class ConversionResult:
     patient: dict[str, str] = field(default_factory=dict)  # identifiers written (for the audit trail)
     sop_class_uid: str = ""
     validation: list[dict[str, str]] = field(default_factory=list)  # stream-layer findings on the output
+    partial: str = ""  # why only part of the input was converted (--keep-partial), else empty
 
     @property
     def exit_code(self) -> ExitCode:
@@ -127,6 +129,7 @@ class ConversionResult:
             "notes": self.notes,
             "elapsed_s": round(self.elapsed_s, 3),
             "written": self.written,
+            "partial": self.partial or None,
             "profile": self.profile.to_dict() if self.profile else None,
             "findings": [f.to_dict() for f in self.findings],
             "validation": {"layers": ["stream"], "findings": self.validation},
@@ -294,53 +297,45 @@ def convert(source: Path | str, output: Path | str, options: ConvertOptions | No
     """
     options = options or ConvertOptions()
     source, output = Path(source), Path(output)
+    return run_attempt(source, output, options,
+                       lambda attempt: _convert(source, output, options, progress, on_plan, attempt))
+
+
+def run_attempt(source: Path, output: Path, options: ConvertOptions, work: Callable[["_Attempt"], ConversionResult],
+                input_facts: Callable[[], dict | None] = lambda: None) -> ConversionResult:
+    """`work(attempt)`, with exactly one audit record for the attempt whatever happens (see convert)."""
     attempt = _Attempt()
     try:
-        return _convert(source, output, options, progress, on_plan, attempt)
+        return work(attempt)
     except KeyboardInterrupt as exc:
         if attempt.recorded is not None:
             exc.result = attempt.recorded  # type: ignore[attr-defined]
             raise
         record_failure(options, source, output, signals.exit_code_of(exc),
-                        f"interrupted by {getattr(exc, 'name', 'SIGINT')}; nothing was written")
+                       f"interrupted by {getattr(exc, 'name', 'SIGINT')}; nothing was written", input_facts())
         raise
     except AuditWriteFailed:
         raise  # the log cannot take a record: not even this failure's
     except DvqaError as exc:
-        record_failure(options, source, output, int(exc.exit_code), str(exc))
+        record_failure(options, source, output, int(exc.exit_code), str(exc), input_facts())
         raise
     except OSError as exc:
         problem = outputs.environment_error(exc, output.parent)
         if problem is None:
             record_failure(options, source, output, int(ExitCode.ENVIRONMENT),
-                            f"internal error: {type(exc).__name__}: {exc}")
+                           f"internal error: {type(exc).__name__}: {exc}", input_facts())
             raise
-        record_failure(options, source, output, int(problem.exit_code), f"{problem} Nothing was written.")
+        record_failure(options, source, output, int(problem.exit_code), f"{problem} Nothing was written.",
+                       input_facts())
         raise EnvironmentProblem(f"{problem} Nothing was written.") from exc
     except Exception as exc:
         record_failure(options, source, output, int(ExitCode.ENVIRONMENT),
-                        f"internal error: {type(exc).__name__}: {exc}")
+                       f"internal error: {type(exc).__name__}: {exc}", input_facts())
         raise
 
 
-@dataclass
-class _Attempt:
-    recorded: ConversionResult | None = None  # set once the outcome is final (output placed) and recorded
-
-
-def record_failure(options: ConvertOptions, source: Path, output: Path, code: int, message: str) -> None:
-    """The audit record of an attempt that wrote nothing (when the options carry an audit log)."""
-    if options.audit is None:
-        return
-    try:
-        options.audit.append(conversion_event(source, output, None, code, message))
-    except EnvironmentProblem as exc:
-        raise EnvironmentProblem(f"{message.rstrip('.')}; and {exc}", ExitCode.ENVIRONMENT) from None
-
-
-def _convert(source: Path, output: Path, options: ConvertOptions, progress: Progress | None,
-             on_plan: Callable[[Plan, Scan], None] | None, attempt: _Attempt) -> ConversionResult:
-    started = time.monotonic()
+def check_options(options: ConvertOptions, output: Path) -> tuple[VideoIOD, Profile | None]:
+    """Everything about the options and the output checked before the input is read: (IOD, profile)."""
     chosen_iod = VideoIOD.named(options.iod)
     if options.source_range not in ("auto", "full", "limited"):
         raise UsageError(f"--source-range {options.source_range!r}: use auto, full or limited.")
@@ -350,6 +345,29 @@ def _convert(source: Path, output: Path, options: ConvertOptions, progress: Prog
     profile = profiles.load(options.profile) if options.profile else None
     if profile and not options.quality:
         raise UsageError(f"--profile {options.profile} checks quality floors; drop --no-quality.")
+    return chosen_iod, profile
+
+
+@dataclass
+class _Attempt:
+    recorded: ConversionResult | None = None  # set once the outcome is final (output placed) and recorded
+
+
+def record_failure(options: ConvertOptions, source: Path, output: Path, code: int, message: str,
+                   input_facts: dict | None = None) -> None:
+    """The audit record of an attempt that wrote nothing (when the options carry an audit log)."""
+    if options.audit is None:
+        return
+    try:
+        options.audit.append(conversion_event(source, output, None, code, message, input_facts))
+    except EnvironmentProblem as exc:
+        raise EnvironmentProblem(f"{message.rstrip('.')}; and {exc}", ExitCode.ENVIRONMENT) from None
+
+
+def _convert(source: Path, output: Path, options: ConvertOptions, progress: Progress | None,
+             on_plan: Callable[[Plan, Scan], None] | None, attempt: _Attempt) -> ConversionResult:
+    started = time.monotonic()
+    chosen_iod, profile = check_options(options, output)
     info = probe(source)
     if source.resolve() == output.resolve():
         raise UsageError(f"{output}: is the input file; choose another output name.")
@@ -376,81 +394,105 @@ def _convert(source: Path, output: Path, options: ConvertOptions, progress: Prog
         with open(stream_path, "wb") as stream_file:
             ssim = options.ssim if options.quality else None
             if plan.passthrough:
-                es, timing, transforms, encoder, boxes, quality = _passthrough(
-                    info, scanned, plan, stream_file, stream_path, progress, ssim)
+                work = _Work(*_passthrough(info, scanned, plan, stream_file, stream_path, progress, ssim))
             else:
-                es, timing, transforms, encoder, boxes, quality = _transcode(
-                    info, plan, source_range, stream_file, stream_path, progress, ssim)
-        frames = timing.output_frames
-        if plan.syntax.one_fragment_per_frame and len(es.frame_lengths) != frames:
-            raise DvqaError(f"{source}: the encoder wrote {len(es.frame_lengths)} pictures for "
-                            f"{frames} frames; report this as a dvqa bug.")
-        uid = plan.syntax.uid
-        max_fragment = syntaxes.MAX_FRAGMENT_BYTES  # looked up here so tests can lower it
-        if es.size > max_fragment and not plan.syntax.one_fragment_per_frame:
-            if not plan.syntax.fragmentable_uid:
-                raise InputError(f"{source}: the {plan.syntax.name} stream is over 4 GiB and that "
-                                 "syntax has no fragmentable variant; split the recording.")
-            uid = plan.syntax.fragmentable_uid
-        uncompressed = plan.width * plan.height * 3 * frames
-        pixels = PixelFacts(
-            rows=plan.height, columns=plan.width, frames=frames, rate=plan.rate,
-            lossy_ratio=uncompressed / max(1, es.size), passthrough=plan.passthrough,
-            source_description=(f"Converted by dvqa {__version__} from {info.codec} in {info.container}"
-                                + ("; bitstream passed through unchanged" if plan.passthrough
-                                   else f"; re-encoded with {encoder['encoder'] if encoder else ''}")),
-        )
-        ds = build_dataset(chosen_iod, plan.syntax, pixels, options.metadata, options.uid_root, uid,
-                           options.uid_seed)
-        pieces = dicomfile.fragments(stream_path, es.size, es.frame_offsets, es.frame_lengths,
-                                     plan.syntax.one_fragment_per_frame, max_fragment)
-        dicomfile.write(ds, dicom_tmp, pieces, basic_offset_table=plan.syntax.one_fragment_per_frame)
-        es_hash = sha256_file(stream_path)
-        if quality:  # the bytes that were decoded and scored are the bytes in the file
-            _check_pixel_data(dicom_tmp, es, es_hash, plan.syntax.one_fragment_per_frame)
-        findings = profiles.check_quality(profile, quality, str(output)) if profile and quality else []
-        # the file as written, checked the way `dvqa validate` checks anyone's (stream layer): an
-        # error here is a dvqa bug, and the file is not kept unless --keep-failed
-        validation = [replace(f, file=str(output)) for f in streamcheck.check(dicom_tmp, pydicom.dcmread(
-            str(dicom_tmp), stop_before_pixels=True))]
-        findings += validation
-        written = exit_code(findings) == ExitCode.OK or options.keep_failed
-        signed = None
-        if options.signer and written:  # signed last: the signature covers the final file
-            signed = sign_file(dicom_tmp, dicom_tmp, options.signer, options.signature_profile)
-        os.chmod(dicom_tmp, outputs.file_mode())
-        output_size, output_sha256 = dicom_tmp.stat().st_size, sha256_file(dicom_tmp)
-        result = ConversionResult(
-            source=info, plan=plan, output=output, output_size=output_size,
-            frames=frames, timing=timing, transforms=transforms, picture_boxes=boxes, encoder=encoder,
-            elementary_stream_sha256=es_hash, sop_instance_uid=str(ds.SOPInstanceUID),
-            study_instance_uid=str(ds.StudyInstanceUID), series_instance_uid=str(ds.SeriesInstanceUID),
-            transfer_syntax_uid=uid, iod=chosen_iod.title, elapsed_s=time.monotonic() - started,
-            notes=notes, quality=quality, profile=profile, findings=findings, written=written,
-            input_sha256=sha256_file(source), output_sha256=output_sha256, signature=signed,
-            patient={k: str(ds.get(k, "")) for k in ("PatientID", "PatientName", "AccessionNumber")},
-            validation=[f.to_dict() for f in validation],
-            sop_class_uid=str(ds.SOPClassUID),
-            encoder_build="" if plan.passthrough else _encoder_build(stream_path),
-        )
-        event = conversion_event(source, output, result, int(result.exit_code),
-                                 "; ".join(f.message for f in result.findings))
-        record = (lambda: options.audit.append(event)) if options.audit else None
-        try:
-            if written:
-                outputs.commit(dicom_tmp, output, options.force, record)
-            elif record:
-                with signals.deferred():
-                    record()
-        except signals.Interrupted as exc:
-            if exc.held:  # the signal came during the commit, which completed
-                attempt.recorded = result
-            raise
-        attempt.recorded = result
-        return result
+                work = _Work(*_transcode(info, plan, source_range, stream_file, stream_path, progress, ssim))
+        return _package(source, output, options, info, plan, work, chosen_iod, profile, notes, started,
+                        stream_path, dicom_tmp, attempt, sha256_file(source))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
+
+@dataclass
+class _Work:
+    """What the conversion loop produced: the stream and the facts about it, before it is packaged."""
+
+    es: ElementaryStream
+    timing: TimingMap
+    transforms: list[str]
+    encoder: dict[str, object] | None
+    boxes: list[dict[str, int]]
+    quality: QualityResult | None
+    partial: str = ""  # set when a live stream was cut and --keep-partial converted what arrived
+
+
+def _package(source: Path, output: Path, options: ConvertOptions, info: SourceInfo, plan: Plan, work: _Work,
+             chosen_iod: VideoIOD, profile: Profile | None, notes: list[str], started: float, stream_path: Path,
+             dicom_tmp: Path, attempt: _Attempt, input_sha256: str, input_facts: dict | None = None
+             ) -> ConversionResult:
+    """The stream made into the DICOM file: IOD, encapsulation, checks, signature, placed and recorded."""
+    es, timing, transforms, encoder, boxes, quality = (work.es, work.timing, work.transforms, work.encoder,
+                                                       work.boxes, work.quality)
+    frames = timing.output_frames
+    if plan.syntax.one_fragment_per_frame and len(es.frame_lengths) != frames:
+        raise DvqaError(f"{source}: the encoder wrote {len(es.frame_lengths)} pictures for "
+                        f"{frames} frames; report this as a dvqa bug.")
+    uid = plan.syntax.uid
+    max_fragment = syntaxes.MAX_FRAGMENT_BYTES  # looked up here so tests can lower it
+    if es.size > max_fragment and not plan.syntax.one_fragment_per_frame:
+        if not plan.syntax.fragmentable_uid:
+            raise InputError(f"{source}: the {plan.syntax.name} stream is over 4 GiB and that "
+                             "syntax has no fragmentable variant; split the recording.")
+        uid = plan.syntax.fragmentable_uid
+    uncompressed = plan.width * plan.height * 3 * frames
+    pixels = PixelFacts(
+        rows=plan.height, columns=plan.width, frames=frames, rate=plan.rate,
+        lossy_ratio=uncompressed / max(1, es.size), passthrough=plan.passthrough,
+        source_description=(f"Converted by dvqa {__version__} from {info.codec} in {info.container}"
+                            + ("; bitstream passed through unchanged" if plan.passthrough
+                               else f"; re-encoded with {encoder['encoder'] if encoder else ''}")),
+    )
+    ds = build_dataset(chosen_iod, plan.syntax, pixels, options.metadata, options.uid_root, uid,
+                       options.uid_seed)
+    pieces = dicomfile.fragments(stream_path, es.size, es.frame_offsets, es.frame_lengths,
+                                 plan.syntax.one_fragment_per_frame, max_fragment)
+    dicomfile.write(ds, dicom_tmp, pieces, basic_offset_table=plan.syntax.one_fragment_per_frame)
+    es_hash = sha256_file(stream_path)
+    if quality:  # the bytes that were decoded and scored are the bytes in the file
+        _check_pixel_data(dicom_tmp, es, es_hash, plan.syntax.one_fragment_per_frame)
+    findings = profiles.check_quality(profile, quality, str(output)) if profile and quality else []
+    if work.partial:
+        findings.append(Finding(Severity.WARNING, "convert.partial-stream", work.partial, str(output)))
+    # the file as written, checked the way `dvqa validate` checks anyone's (stream layer): an
+    # error here is a dvqa bug, and the file is not kept unless --keep-failed
+    validation = [replace(f, file=str(output)) for f in streamcheck.check(dicom_tmp, pydicom.dcmread(
+        str(dicom_tmp), stop_before_pixels=True))]
+    findings += validation
+    written = exit_code(findings) == ExitCode.OK or options.keep_failed
+    signed = None
+    if options.signer and written:  # signed last: the signature covers the final file
+        signed = sign_file(dicom_tmp, dicom_tmp, options.signer, options.signature_profile)
+    os.chmod(dicom_tmp, outputs.file_mode())
+    output_size, output_sha256 = dicom_tmp.stat().st_size, sha256_file(dicom_tmp)
+    result = ConversionResult(
+        source=info, plan=plan, output=output, output_size=output_size,
+        frames=frames, timing=timing, transforms=transforms, picture_boxes=boxes, encoder=encoder,
+        elementary_stream_sha256=es_hash, sop_instance_uid=str(ds.SOPInstanceUID),
+        study_instance_uid=str(ds.StudyInstanceUID), series_instance_uid=str(ds.SeriesInstanceUID),
+        transfer_syntax_uid=uid, iod=chosen_iod.title, elapsed_s=time.monotonic() - started,
+        notes=notes, quality=quality, profile=profile, findings=findings, written=written,
+        input_sha256=input_sha256, output_sha256=output_sha256, signature=signed,
+        patient={k: str(ds.get(k, "")) for k in ("PatientID", "PatientName", "AccessionNumber")},
+        validation=[f.to_dict() for f in validation],
+        sop_class_uid=str(ds.SOPClassUID),
+        encoder_build="" if plan.passthrough else _encoder_build(stream_path),
+        partial=work.partial,
+    )
+    event = conversion_event(source, output, result, int(result.exit_code),
+                             "; ".join(f.message for f in result.findings), input_facts)
+    record = (lambda: options.audit.append(event)) if options.audit else None
+    try:
+        if written:
+            outputs.commit(dicom_tmp, output, options.force, record)
+        elif record:
+            with signals.deferred():
+                record()
+    except signals.Interrupted as exc:
+        if exc.held:  # the signal came during the commit, which completed
+            attempt.recorded = result
+        raise
+    attempt.recorded = result
+    return result
 
 def _encoder_build(stream_path: Path) -> str:
     """x264 and x265 write their version and options into an SEI message at the stream's start."""

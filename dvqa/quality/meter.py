@@ -253,7 +253,13 @@ class WrittenStreamMeter:
         self._pair()
 
     def written(self, data: bytes | None) -> None:
-        packet = av.Packet(data) if data is not None else None
+        packet = None
+        if data is not None:
+            # a packet FFmpeg owns, filled by copy: av.Packet(bytes) lends FFmpeg a Python buffer, whose release
+            # needs the GIL - and FFmpeg's frame threads release it while the decoder is freed with the GIL
+            # held, so an abandoned decoder deadlocked (seen in a Dask worker, on a damaged recording)
+            packet = av.Packet(len(data))
+            memoryview(packet)[:] = data
         self._decoded.extend(self._decoder.decode(packet))
         self._pair()
 

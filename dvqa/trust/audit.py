@@ -261,10 +261,15 @@ def file_facts(path: Path | None, digest: bool = True) -> dict[str, object] | No
     return facts
 
 
-def conversion_event(source: Path, output: Path, result=None, exit_code: int = 0, message: str = "") -> dict:
-    """What one `dvqa convert` attempt did, successful or not, for the audit trail."""
+def conversion_event(source: Path, output: Path, result=None, exit_code: int = 0, message: str = "",
+                     input_facts: dict | None = None) -> dict:
+    """What one `dvqa convert` attempt did, successful or not, for the audit trail.
+
+    `input_facts`: the input as read, when it is not a file to hash afterwards (a stream on stdin, a
+    file followed while it grew - hashed as it was read)."""
     # an interrupted attempt is recorded at once: the input's hash (seconds for a long video) is not taken
-    event: dict[str, object] = {"command": "convert", "input": file_facts(source, digest=exit_code < 128)}
+    event: dict[str, object] = {"command": "convert",
+                                "input": input_facts or file_facts(source, digest=exit_code < 128)}
     if result is None:
         event.update(output={"path": absolute(output), "written": False}, outcome="failure",
                      exit_code=exit_code, message=message)
@@ -291,6 +296,7 @@ def conversion_event(source: Path, output: Path, result=None, exit_code: int = 0
                     "warnings": sum(1 for f in r["validation"]["findings"] if f["severity"] == "warning"),
                     "codes": sorted({f["code"] for f in r["validation"]["findings"]})},
         signature_uid=r["signature"]["uid"] if r["signature"] else None,
+        **({"partial": r["partial"]} if r.get("partial") else {}),
         outcome="success" if exit_code == 0 else "check failed", exit_code=exit_code, message=message,
     )
     return event

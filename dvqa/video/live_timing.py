@@ -72,11 +72,11 @@ class LiveSchedule:
         if self.rate is None:
             if newest - self.times[0] < RATE_WINDOW_S:
                 return []
-            self._decide_rate(newest + self._typical_interval(), final=False)
+            self._decide_rate(newest + self.typical_interval(), final=False)
         if newest - self._planned_at < PLAN_EVERY_S:
             return []
         self._planned_at = newest
-        return self._plan(newest + self._typical_interval(), final=False)
+        return self._plan(newest + self.typical_interval(), final=False)
 
     def finish(self, end: float) -> list[tuple[int, int]]:
         """The stream ended; `end` is when its last frame stops being shown. Returns the remaining pairs."""
@@ -96,11 +96,16 @@ class LiveSchedule:
         timing.output_source = array("l", self._output_source)
         return timing
 
+    def output_pts(self, index: int) -> float:
+        """When output frame `index` plays (once the rate is decided)."""
+        r = float(self.rate or 1)
+        return _origin(self.times, r) + (self.start + index) / r
+
     # -- internals
 
     _output_source: list[int]
 
-    def _typical_interval(self) -> float:
+    def typical_interval(self) -> float:
         """How long the newest frame will be on screen, for a plan made before the next one arrives."""
         recent = self.times[-16:]
         gaps = sorted(b - a for a, b in zip(recent, recent[1:]) if b > a)

@@ -212,3 +212,31 @@ def choose(info: SourceInfo, scan: Scan, requested: str, allow_passthrough: bool
         f"{info.path}: no video syntax carries {info.width}x{info.height} at {float(rate):.3f} fps "
         "without loss; choose one with --syntax (dvqa will scale or change the rate)."
     )
+
+
+def choose_live(info: SourceInfo, nominal: Fraction, requested: str) -> tuple[VideoSyntax, int, int, list[Fraction],
+                                                                             str]:
+    """For a stream converted while it arrives: the syntax, output size and rate candidates, decided from
+    the stream's start (its first frame's size, the nominal rate of its first seconds).
+
+    The rule is `choose`'s without what only the whole recording shows: the first syntax that carries
+    the size and rate (or the requested one); a live conversion always re-encodes, since passing the
+    bitstream through needs every timestamp on a constant grid, known only at the end.
+    """
+    if requested != "auto":
+        try:
+            syntax = syntaxes.get(requested)
+        except KeyError:
+            raise UsageError(f"unknown syntax {requested!r}; use auto or one of {', '.join(syntaxes.names())}.") \
+                from None
+        w, h, _ = size_and_rate(syntax, info, nominal)
+        return syntax, w, h, rate_candidates(syntax, w, h, nominal), "requested with --syntax"
+    for name in syntaxes.AUTO_CANDIDATES:
+        syntax = syntaxes.BY_NAME[name]
+        w, h, out_rate = size_and_rate(syntax, info, nominal)
+        if (w, h) == (_even(info.width), _even(info.height)) and out_rate == nominal:
+            return syntax, w, h, rate_candidates(syntax, w, h, nominal), (
+                f"{syntax.name} is the most widely supported video syntax that carries {info.width}x{info.height} "
+                f"at {float(nominal):.3f} fps without loss of resolution or rate")
+    raise InputError(f"{info.path}: no video syntax carries {info.width}x{info.height} at {float(nominal):.3f} fps "
+                     "without loss; choose one with --syntax (dvqa will scale or change the rate).")

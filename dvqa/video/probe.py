@@ -118,26 +118,31 @@ def probe(path: Path) -> SourceInfo:
     except av.error.FFmpegError as exc:
         raise InputError(f"{path}: cannot be opened as {fmt} ({_reason(exc)}).") from exc
     with container:
-        audio = tuple(s.codec_context.name for s in container.streams.audio)
-        if not container.streams.video:
-            kinds = f"audio only ({', '.join(audio)})" if audio else "no video track"
-            raise InputError(f"{path}: has {kinds}; there is no video to convert.")
-        stream = container.streams.video[0]
-        cc = stream.codec_context
-        codec = cc.codec.canonical_name  # "av1", whichever decoder (libdav1d) reads it
-        if codec not in SUPPORTED_VIDEO_CODECS:
-            raise InputError(
-                f"{path}: video codec {codec!r} is not one a browser records; "
-                f"dvqa reads {', '.join(SUPPORTED_VIDEO_CODECS)}."
-            )
-        if not cc.width or not cc.height:
-            raise InputError(f"{path}: the video track has no frame size; the file is damaged.")
-        duration = None if container.duration is None else container.duration / av.time_base
-        return SourceInfo(
-            path=path, size=size, container=fmt, codec=codec,
-            profile=cc.profile or "", level=int(getattr(cc, "level", -99) or -99),
-            width=cc.width, height=cc.height, pix_fmt=cc.pix_fmt or "",
-            color_range=color_range_name(cc.color_range), video_index=stream.index,
-            time_base=stream.time_base or Fraction(1, 1000), audio=audio,
-            declared_duration=duration,
+        return describe(container, path, size, fmt)
+
+
+def describe(container, path: Path, size: int, fmt: str) -> SourceInfo:
+    """SourceInfo of an open container (a file, or a stream read while it arrives); InputError if unusable."""
+    audio = tuple(s.codec_context.name for s in container.streams.audio)
+    if not container.streams.video:
+        kinds = f"audio only ({', '.join(audio)})" if audio else "no video track"
+        raise InputError(f"{path}: has {kinds}; there is no video to convert.")
+    stream = container.streams.video[0]
+    cc = stream.codec_context
+    codec = cc.codec.canonical_name  # "av1", whichever decoder (libdav1d) reads it
+    if codec not in SUPPORTED_VIDEO_CODECS:
+        raise InputError(
+            f"{path}: video codec {codec!r} is not one a browser records; "
+            f"dvqa reads {', '.join(SUPPORTED_VIDEO_CODECS)}."
         )
+    if not cc.width or not cc.height:
+        raise InputError(f"{path}: the video track has no frame size; the file is damaged.")
+    duration = None if container.duration is None else container.duration / av.time_base
+    return SourceInfo(
+        path=path, size=size, container=fmt, codec=codec,
+        profile=cc.profile or "", level=int(getattr(cc, "level", -99) or -99),
+        width=cc.width, height=cc.height, pix_fmt=cc.pix_fmt or "",
+        color_range=color_range_name(cc.color_range), video_index=stream.index,
+        time_base=stream.time_base or Fraction(1, 1000), audio=audio,
+        declared_duration=duration,
+    )

@@ -144,10 +144,15 @@ class TimingMap:
 
 
 def source_end(pts: Sequence[float], last_duration: float | None) -> float:
-    """When the last frame stops being shown: its duration if the file states it, else the median interval."""
-    if not last_duration or last_duration <= 0:
-        intervals = [b - a for a, b in zip(pts, pts[1:]) if b > a]
-        last_duration = statistics.median(intervals) if intervals else 0.0
+    """When the last frame stops being shown: its duration if the file states one, else the median interval.
+
+    A stated duration under a quarter of the median interval is a placeholder, not a fact: Chrome's
+    WebM blocks carry no duration, and FFmpeg's Matroska demuxer then reports one tick (1 ms) when it
+    has not probed the stream, 33 ms when it has - the same file would end at two different times."""
+    intervals = [b - a for a, b in zip(pts, pts[1:]) if b > a]
+    typical = statistics.median(intervals) if intervals else 0.0
+    if not last_duration or last_duration <= 0 or last_duration < typical / 4:
+        last_duration = typical
     return pts[-1] + last_duration
 
 

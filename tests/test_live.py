@@ -1,0 +1,133 @@
+"""Live conversion (`dvqa convert -` and `dvqa convert --follow`): the recording converted while it arrives
+gives the stream a whole-file conversion gives, ends at the marker or after --idle, and a stream cut
+mid-chunk is an error - or, asked for, a partial file that says so."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import CLIPS, RECORDED, ROOT, dvqa
+
+# variable timestamps and a 7 ms first interval; audio; a canvas size change; fragmented MP4 over a pipe
+CLIPS_LIVE = [CLIPS / "vp9_vfr.webm", RECORDED / "vp8_opus.webm", RECORDED / "vp9_resize.webm", CLIPS / "vp9_frag.mp4"]
+
+
+def _stdin(source: Path | bytes, *args: str) -> subprocess.CompletedProcess:
+    data = source if isinstance(source, bytes) else source.read_bytes()
+    return subprocess.run([sys.executable, "-m", "dvqa", "convert", "-", *args], input=data, capture_output=True,
+                          cwd=ROOT, timeout=300)
+
+
+def _json(proc: subprocess.CompletedProcess) -> dict:
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def _append_in_chunks(source: Path, target: Path, pieces: int, pause_s: float, marker: bool) -> threading.Thread:
+    """A recorder uploading its timeslices: the file's bytes appended piece by piece, then the marker."""
+    def write() -> None:
+        data = source.read_bytes()
+        step = -(-len(data) // pieces)
+        with open(target, "ab", buffering=0) as out:
+            for start in range(0, len(data), step):
+                out.write(data[start:start + step])
+                time.sleep(pause_s)
+        if marker:
+            target.with_name(target.name + ".done").write_text("")
+    target.write_bytes(b"")
+    thread = threading.Thread(target=write)
+    thread.start()
+    return thread
+
+
+@pytest.mark.requirement("DVQA-CONV-008")
+@pytest.mark.parametrize("clip", CLIPS_LIVE, ids=lambda p: p.name)
+def test_a_stream_on_stdin_converts_to_the_whole_file_conversions_stream(clip: Path, tmp_path: Path) -> None:
+    live = _json(_stdin(clip, "-o", str(tmp_path / "live.dcm"), "--syntax", "h264-high-4.1", "--format", "json"))
+    whole = _json(dvqa("convert", str(clip), "-o", str(tmp_path / "whole.dcm"), "--syntax", "h264-high-4.1",
+                       "--format", "json"))
+    assert live["elementary_stream_sha256"] == whole["elementary_stream_sha256"]  # frame for frame, bit for bit
+    # the last frame's display time comes from the container: the whole-file scan (demux only) and the live
+    # demuxer (which probes the stream) may read it a fraction of a millisecond apart (fragmented MP4)
+    fine = ("source_duration_s", "output_minus_source_ms")
+    assert {k: v for k, v in live["timing"].items() if k not in fine} == \
+        {k: v for k, v in whole["timing"].items() if k not in fine}
+    assert live["timing"]["source_duration_s"] == pytest.approx(whole["timing"]["source_duration_s"], abs=0.001)
+    assert live["quality"]["summary"] == whole["quality"]["summary"]
+    assert live["input"]["sha256"] == hashlib.sha256(clip.read_bytes()).hexdigest()
+    assert any("decided from the first" in note for note in live["notes"])
+    assert dvqa("validate", str(tmp_path / "live.dcm")).returncode == 0
+
+
+@pytest.mark.requirement("DVQA-CONV-008")
+def test_a_live_h264_stream_is_re_encoded_and_says_why(tmp_path: Path) -> None:
+    live = _json(_stdin(RECORDED / "h264_opus.webm", "-o", str(tmp_path / "live.dcm"), "--format", "json"))
+    assert live["passthrough"] is False and "live conversion re-encodes" in live["plan"]["passthrough_refusal"]
+    assert live["quality"]["summary"]["psnr_y"]["min"] > 40
+
+
+@pytest.mark.requirement("DVQA-CONV-008")
+def test_follow_converts_a_growing_file_and_ends_at_the_marker(tmp_path: Path) -> None:
+    growing = tmp_path / "upload.webm"
+    writer = _append_in_chunks(RECORDED / "vp9_raf.webm", growing, pieces=8, pause_s=0.25, marker=True)
+    log = tmp_path / "audit.jsonl"
+    proc = dvqa("convert", "--follow", str(growing), "-o", str(tmp_path / "live.dcm"), "--audit", str(log),
+                "--format", "json")
+    writer.join()
+    record = _json(proc)
+    whole = _json(dvqa("convert", str(growing), "-o", str(tmp_path / "whole.dcm"), "--format", "json",
+                       "--syntax", record["plan"]["syntax"]))
+    assert record["elementary_stream_sha256"] == whole["elementary_stream_sha256"]
+    entry = json.loads(log.read_text().splitlines()[-1])
+    assert entry["outcome"] == "success"
+    assert entry["input"]["read_live"] is True and entry["input"]["ended_by"] == "marker"
+    assert entry["input"]["sha256"] == hashlib.sha256(growing.read_bytes()).hexdigest()
+    assert entry["input"]["size"] == growing.stat().st_size
+    assert dvqa("audit", "verify", str(log)).returncode == 0
+
+
+@pytest.mark.requirement("DVQA-CONV-008")
+def test_follow_without_a_marker_ends_after_idle_seconds(tmp_path: Path) -> None:
+    growing = tmp_path / "upload.webm"
+    writer = _append_in_chunks(CLIPS / "vp8_irregular.webm", growing, pieces=4, pause_s=0.2, marker=False)
+    started = time.monotonic()
+    proc = dvqa("convert", "--follow", str(growing), "--idle", "1.5", "-o", str(tmp_path / "live.dcm"),
+                "--format", "json")
+    writer.join()
+    record = _json(proc)
+    assert time.monotonic() - started >= 1.5
+    assert any("ended at idle" in note for note in record["notes"])
+    assert record["timing"]["kept_source_frames"] == record["timing"]["source_frames"]
+
+
+@pytest.mark.requirement("DVQA-CONV-008", "DVQA-OUT-001")
+def test_a_stream_cut_mid_chunk_fails_or_with_keep_partial_is_marked_partial(tmp_path: Path) -> None:
+    cut = (CLIPS / "vp9_vfr.webm").read_bytes()[:100_000]  # a recorder that died mid-chunk
+    out = tmp_path / "out"
+    out.mkdir()
+    log = tmp_path / "audit.jsonl"
+    failed = _stdin(cut, "-o", str(out / "live.dcm"), "--audit", str(log))
+    assert failed.returncode == 3
+    message = failed.stderr.decode()
+    assert "stops in the middle of a chunk" in message and "--keep-partial" in message
+    assert len(message.strip().splitlines()) == 1 and "Traceback" not in message
+    assert list(out.iterdir()) == []  # nothing left at the output, not even a temporary folder
+    entry = json.loads(log.read_text().splitlines()[-1])
+    assert entry["outcome"] == "failure" and entry["input"]["size"] == len(cut)
+    kept = _stdin(cut, "-o", str(out / "live.dcm"), "--audit", str(log), "--keep-partial", "--format", "json")
+    record = _json(kept)
+    assert record["partial"] and "frames that arrived whole" in record["partial"]
+    assert [f["code"] for f in record["findings"]] == ["convert.partial-stream"]
+    entry = json.loads(log.read_text().splitlines()[-1])
+    assert entry["partial"] == record["partial"] and entry["output"]["written"] is True
+    assert dvqa("validate", str(out / "live.dcm")).returncode == 0
+    assert dvqa("convert", str(CLIPS / "vp9_vfr.webm"), "-o", str(tmp_path / "x.dcm"),
+                "--keep-partial").returncode == 2  # only for streams read while they arrive
