@@ -150,6 +150,7 @@ def test_every_file_dvqa_writes_goes_through_dvqa_outputs() -> None:
     writes outside it are into folders dvqa has just created privately (mkdtemp, 0700), named here."""
     private_folder_writes = {
         ("convert/pipeline.py", 'open(stream_path, "wb")'),  # inside outputs.temp_dir
+        ("convert/live.py", 'open(stream_path, "wb")'),  # inside outputs.temp_dir, as the whole-file one
         ("dicom/dicomfile.py", 'open(target, "wb")'),  # the DICOM under construction, inside outputs.temp_dir
         ("pacs/fallback.py", 'av.open(str(frames), "w"'),  # inside a TemporaryDirectory
         ("trust/signature.py", 'os.fdopen(fd, "wb")'),  # fd from outputs.temp_file
