@@ -44,8 +44,10 @@ def main() -> None:
         folder = Path(scratch)
         clips = []
         for clip in CLIPS:
-            if clip.suffix in (".webm", ".mkv", ".mp4") and dvqa(
-                    "convert", str(clip), "-o", str(folder / "probe.dcm"), "--force", "--no-quality")[1].returncode == 0:
+            if clip.suffix not in (".webm", ".mkv", ".mp4"):
+                continue
+            probe = dvqa("convert", str(clip), "-o", str(folder / "probe.dcm"), "--force", "--no-quality")[1]
+            if probe.returncode == 0:
                 clips.append(clip)
         rows = [(clip, f"{copy}_{clip.parent.name}_{clip.stem}.dcm") for copy in range(args.copies) for clip in clips]
         manifest = folder / "manifest.csv"

@@ -85,7 +85,8 @@ def main() -> None:
 @options.audit
 @options.output_format("text", "json")
 @options.debug
-def convert_command(source: Path, output: Path, follow: bool, keep_partial: bool, idle_s: float, syntax: str, iod_name: str, uid_root: str | None,
+def convert_command(source: Path, output: Path, follow: bool, keep_partial: bool, idle_s: float, syntax: str,
+                    iod_name: str, uid_root: str | None,
                     patient_name: str | None, patient_id: str | None, patient_birth_date: str | None,
                     patient_sex: str | None, accession_number: str | None, study_uid: str | None,
                     study_description: str | None, metadata_json: Path | None,

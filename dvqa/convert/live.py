@@ -117,7 +117,8 @@ def _live(reader: Growing, source: Path, output: Path, options: ConvertOptions, 
         if info.audio:
             notes.append(f"audio dropped ({', '.join(info.audio)}): voices can carry patient information and the "
                          "video IODs hold no audio")
-        notes += [encoding.range_note, f"read live from {reader.label} ({reader.size} bytes); the stream ended at {reader.ended_by}",
+        notes += [encoding.range_note,
+                  f"read live from {reader.label} ({reader.size} bytes); the stream ended at {reader.ended_by}",
                   *encoding.schedule.notes]
         return _package(source, output, options, info, plan, work, chosen_iod, profile, notes, started, stream_path,
                         dicom_tmp, attempt, reader.digest.hexdigest(), reader.facts())
