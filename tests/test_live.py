@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -92,6 +93,21 @@ def test_follow_converts_a_growing_file_and_ends_at_the_marker(tmp_path: Path) -
     assert entry["input"]["sha256"] == hashlib.sha256(growing.read_bytes()).hexdigest()
     assert entry["input"]["size"] == growing.stat().st_size
     assert dvqa("audit", "verify", str(log)).returncode == 0
+
+
+@pytest.mark.requirement("DVQA-CONV-008")
+def test_a_marker_older_than_the_file_is_refused(tmp_path: Path) -> None:
+    growing = tmp_path / "upload.webm"
+    growing.write_bytes((RECORDED / "vp8_opus.webm").read_bytes())
+    marker = tmp_path / "upload.webm.done"
+    marker.write_text("")
+    old = growing.stat().st_mtime - 3600
+    os.utime(marker, (old, old))  # left by an earlier recording under the same name
+    proc = dvqa("convert", "--follow", str(growing), "-o", str(tmp_path / "live.dcm"))
+    assert proc.returncode == 2 and "earlier recording" in proc.stderr
+    assert not (tmp_path / "live.dcm").exists()
+    marker.touch()  # written after the last chunk: the recording is complete, converted at once
+    assert dvqa("convert", "--follow", str(growing), "-o", str(tmp_path / "live.dcm")).returncode == 0
 
 
 @pytest.mark.requirement("DVQA-CONV-008")

@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
+from dvqa.core.errors import UsageError
+
 POLL_S = 0.05
 MARKER_SUFFIX = ".done"
 
@@ -48,6 +50,12 @@ class Growing:
 
     @classmethod
     def follow_file(cls, path: Path, idle_s: float) -> "Growing":
+        """A marker older than the file is an earlier recording's: it would end this one at its first
+        pause, at a chunk boundary, where nothing shows the recording was cut. Refused."""
+        marker = marker_for(path)
+        if marker.exists() and marker.stat().st_mtime < path.stat().st_mtime:
+            raise UsageError(f"{marker}: is older than {path}, so it belongs to an earlier recording and would end "
+                             "this one early; remove it (the writer creates it after the last chunk).")
         return cls(open(path, "rb"), str(path), follow=path, idle_s=idle_s)
 
     @classmethod
