@@ -33,6 +33,7 @@ from dvqa.convert.pipeline import (
     _Work,
     check_options,
     run_attempt,
+    shaped_picture,
 )
 from dvqa.core import outputs
 from dvqa.core.errors import InputError, UsageError
@@ -202,12 +203,7 @@ def _encode_as_it_arrives(reader: Growing, source: Path, options: ConvertOptions
     if encoding.checker and encoding.meter:
         encoding.checker.finish()
         quality = encoding.meter.result(len(timing.dropped), len(timing.duplicated))
-    transforms = encoding.shaper.describe(quality_measured=quality is not None)
-    for number, (at, w, h) in enumerate(sizes[1:], 1):
-        pw, ph = sizes[number - 1][1:]
-        transforms.append(f"canvas size changed at source frame {at} from {pw}x{ph} to {w}x{h}")
-    boxes = [{"source_width": w, "source_height": h, "x": p.x, "y": p.y, "width": p.box_width,
-              "height": p.box_height} for (w, h), p in encoding.shaper.placements.items()]
+    transforms, boxes = shaped_picture(encoding.shaper, sizes, quality is not None)
     encoding.range_note = range_note
     return _Work(es, timing, transforms, encoding.settings.to_dict(), boxes, quality, partial), info, encoding
 

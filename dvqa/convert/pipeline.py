@@ -217,13 +217,21 @@ def _transcode(info: SourceInfo, plan: Plan, source_range: str,
     if checker and meter:
         checker.finish()
         quality = meter.result(len(plan.timing.dropped), len(plan.timing.duplicated))
-    transforms = shaper.describe(quality_measured=quality is not None)
+    transforms, boxes = shaped_picture(shaper, sizes, quality is not None)
+    return es, plan.timing, transforms, settings.to_dict(), boxes, quality
+
+
+def shaped_picture(shaper: FrameShaper, sizes: list[tuple[int, int, int]], quality_measured: bool
+                   ) -> tuple[list[str], list[dict[str, int]]]:
+    """What a re-encode did to the picture, and where each source size sits in the output frame.
+    `sizes`: (source frame, width, height) at each canvas size change."""
+    transforms = shaper.describe(quality_measured=quality_measured)
     for number, (at, w, h) in enumerate(sizes[1:], 1):
         pw, ph = sizes[number - 1][1:]
         transforms.append(f"canvas size changed at source frame {at} from {pw}x{ph} to {w}x{h}")
     boxes = [{"source_width": w, "source_height": h, "x": p.x, "y": p.y,
               "width": p.box_width, "height": p.box_height} for (w, h), p in shaper.placements.items()]
-    return es, plan.timing, transforms, settings.to_dict(), boxes, quality
+    return transforms, boxes
 
 
 def _passthrough(info: SourceInfo, scanned: Scan, plan: Plan, stream_file, stream_path: Path,
