@@ -11,8 +11,10 @@ import subprocess
 import sys
 import threading
 import time
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import pytest
 
 from helpers import CLIPS, RECORDED, ROOT, dvqa
@@ -69,10 +71,86 @@ def test_a_stream_on_stdin_converts_to_the_whole_file_conversions_stream(clip: P
 
 
 @pytest.mark.requirement("DVQA-CONV-008")
-def test_a_live_h264_stream_is_re_encoded_and_says_why(tmp_path: Path) -> None:
+def test_a_live_h264_stream_that_may_not_pass_through_is_re_encoded_and_says_why(tmp_path: Path) -> None:
     live = _json(_stdin(RECORDED / "h264_opus.webm", "-o", str(tmp_path / "live.dcm"), "--format", "json"))
-    assert live["passthrough"] is False and "live conversion re-encodes" in live["plan"]["passthrough_refusal"]
+    refusal = live["plan"]["passthrough_refusal"]
+    assert live["passthrough"] is False and "full range" in refusal and "in the first 2.0 s" in refusal
     assert live["quality"]["summary"]["psnr_y"]["min"] > 40
+    assert not any("copied while it arrived" in note for note in live["notes"])  # decided at the start
+
+
+def _h264_on_a_grid(path: Path, frames: int, jump_at: int | None = None) -> None:
+    """A camera-like H.264 Matroska recording on an exact 30 fps grid (limited range, VUI says 30 fps),
+    optionally with every frame from `jump_at` on 10 ms late: a timing jump after the first seconds."""
+    sys.path.insert(0, str(CLIPS.parent))
+    import make_references
+
+    with av.open(str(path), "w", format="matroska") as out:
+        video = make_references._video_stream(out, "libx264", 320, 240, {"preset": "veryfast", "profile": "baseline"},
+                                              full_range=False, cfr=30)
+
+        def mux(packets) -> None:
+            for packet in packets:
+                late = 10 if jump_at is not None and packet.pts >= jump_at else 0
+                packet.pts, packet.dts = round(packet.pts * 1000 / 30) + late, round(packet.dts * 1000 / 30) + late
+                packet.time_base = Fraction(1, 1000)
+                out.mux(packet)
+        for frame in make_references._frames([round(i * 1000 / 30) for i in range(frames)], 320, 240, False):
+            frame.pts, frame.time_base = round(frame.pts * 30 / 1000), Fraction(1, 30)
+            mux(video.encode(frame))
+        mux(video.encode(None))
+
+
+def _same_as_whole_file(live: dict, whole: dict) -> None:
+    assert live["elementary_stream_sha256"] == whole["elementary_stream_sha256"]
+    assert live["plan"]["syntax"] == whole["plan"]["syntax"] and live["timing"] == whole["timing"]
+    assert live["quality"]["summary"] == whole["quality"]["summary"]
+
+
+@pytest.mark.requirement("DVQA-CONV-008", "DVQA-CONV-002")
+@pytest.mark.parametrize("clip", [CLIPS / "h264_cfr_high.mkv", CLIPS / "h264_cb42.mkv", "one second"],
+                         ids=lambda c: getattr(c, "name", c))
+def test_a_passable_h264_stream_is_copied_as_it_arrives_as_a_whole_file_passthrough_copies_it(
+        clip: Path | str, tmp_path: Path) -> None:
+    if clip == "one second":  # shorter than the 2 s a live conversion judges: decided at the end
+        clip = tmp_path / "short.mkv"
+        _h264_on_a_grid(clip, 30)
+    live = _json(_stdin(clip, "-o", str(tmp_path / "live.dcm"), "--format", "json"))
+    whole = _json(dvqa("convert", str(clip), "-o", str(tmp_path / "whole.dcm"), "--format", "json"))
+    assert live["passthrough"] is True and whole["passthrough"] is True and live["encoder"] is None
+    assert live["plan"] == whole["plan"]  # the same syntax, reason and rate
+    _same_as_whole_file(live, whole)
+    assert live["quality"]["summary"]["psnr_y"]["min"] == "Infinity"  # identical pictures
+    assert any("passthrough decided from the first" in note for note in live["notes"])
+    assert dvqa("validate", str(tmp_path / "live.dcm")).returncode == 0
+
+
+@pytest.mark.requirement("DVQA-CONV-008")
+def test_a_copy_the_whole_stream_refuses_at_its_end_is_re_encoded_from_the_bytes_read(tmp_path: Path) -> None:
+    clip = tmp_path / "jump.mkv"
+    _h264_on_a_grid(clip, 120, jump_at=90)  # on the grid for 3 s, then 10 ms late
+    growing = tmp_path / "upload.mkv"
+    writer = _append_in_chunks(clip, growing, pieces=6, pause_s=0.2, marker=True)
+    log = tmp_path / "audit.jsonl"
+    live = _json(dvqa("convert", "--follow", str(growing), "-o", str(tmp_path / "live.dcm"), "--format", "json",
+                      "--audit", str(log)))
+    writer.join()
+    whole = _json(dvqa("convert", str(clip), "-o", str(tmp_path / "whole.dcm"), "--format", "json"))
+    assert whole["passthrough"] is False and "timestamps are variable" in whole["plan"]["passthrough_refusal"]
+    assert live["passthrough"] is False and live["encoder"] is not None
+    assert live["plan"]["passthrough_refusal"] == whole["plan"]["passthrough_refusal"]  # the whole-file rule
+    assert any("copied while it arrived" in note and "re-encoded after the stream ended" in note
+               for note in live["notes"])
+    # the bytes read are re-encoded as a live re-encode does them: the rate from the first seconds (30 fps;
+    # the whole file's average, with the jump, makes 29.97 fps), the same frames kept
+    reencoded = _json(_stdin(clip, "-o", str(tmp_path / "reencoded.dcm"), "--format", "json", "--no-passthrough"))
+    assert live["elementary_stream_sha256"] == reencoded["elementary_stream_sha256"]
+    assert live["timing"] == reencoded["timing"] and live["timing"]["rate"] == "30"
+    assert whole["timing"]["rate"] == "30000/1001" and live["timing"]["kept_source_frames"] == 120 == \
+        whole["timing"]["kept_source_frames"]
+    entry = json.loads(log.read_text().splitlines()[-1])
+    assert entry["outcome"] == "success" and entry["input"]["sha256"] == hashlib.sha256(clip.read_bytes()).hexdigest()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # nothing kept behind
 
 
 @pytest.mark.requirement("DVQA-CONV-008")

@@ -151,6 +151,7 @@ def test_every_file_dvqa_writes_goes_through_dvqa_outputs() -> None:
     private_folder_writes = {
         ("convert/pipeline.py", 'open(stream_path, "wb")'),  # inside outputs.temp_dir
         ("convert/live.py", 'open(stream_path, "wb")'),  # inside outputs.temp_dir, as the whole-file one
+        ("video/growing.py", 'self.spool = open(path, "wb")'),  # the live input kept in that private folder
         ("dicom/dicomfile.py", 'open(target, "wb")'),  # the DICOM under construction, inside outputs.temp_dir
         ("pacs/fallback.py", 'av.open(str(frames), "w"'),  # inside a TemporaryDirectory
         ("trust/signature.py", 'os.fdopen(fd, "wb")'),  # fd from outputs.temp_file

@@ -47,6 +47,24 @@ class Growing:
         self.size = 0
         self.ended_by = ""  # "marker", "idle", "end of file"
         self.last_growth = time.monotonic()
+        self.spool: BinaryIO | None = None  # a copy of every byte read, while keep_copy is on
+
+    def keep_copy(self, path: Path) -> None:
+        """Copy every byte read from now on into `path` (call before the first read): a live conversion
+        that may pass the bitstream through keeps the input, to re-encode it if the end refuses that."""
+        self.spool = open(path, "wb")
+
+    def end_copy(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
+
+    def _got(self, data: bytes) -> bytes:
+        self.digest.update(data)
+        self.size += len(data)
+        if self.spool is not None:
+            self.spool.write(data)
+        return data
 
     @classmethod
     def follow_file(cls, path: Path, idle_s: float) -> "Growing":
@@ -68,19 +86,15 @@ class Growing:
         while True:
             data = self.handle.read(size)
             if data:
-                self.digest.update(data)
-                self.size += len(data)
                 self.last_growth = time.monotonic()
-                return data
+                return self._got(data)
             if self.follow is None:
                 self.ended_by = "end of file"
                 return b""
             if marker_for(self.follow).exists():
                 data = self.handle.read(size)  # what was appended just before the marker
                 if data:
-                    self.digest.update(data)
-                    self.size += len(data)
-                    return data
+                    return self._got(data)
                 self.ended_by = "marker"
                 return b""
             if time.monotonic() - self.last_growth >= self.idle_s:
@@ -90,6 +104,7 @@ class Growing:
 
     def close(self) -> None:
         self.handle.close()
+        self.end_copy()
 
     def facts(self) -> dict[str, object]:
         """The input as the audit trail keeps it: what was read, and its digest."""

@@ -216,12 +216,12 @@ def choose(info: SourceInfo, scan: Scan, requested: str, allow_passthrough: bool
 
 def choose_live(info: SourceInfo, nominal: Fraction, requested: str) -> tuple[VideoSyntax, int, int, list[Fraction],
                                                                              str]:
-    """For a stream converted while it arrives: the syntax, output size and rate candidates, decided from
+    """For a stream re-encoded while it arrives: the syntax, output size and rate candidates, decided from
     the stream's start (its first frame's size, the nominal rate of its first seconds).
 
     The rule is `choose`'s without what only the whole recording shows: the first syntax that carries
-    the size and rate (or the requested one); a live conversion always re-encodes, since passing the
-    bitstream through needs every timestamp on a constant grid, known only at the end.
+    the size and rate (or the requested one). Whether to copy the bitstream instead is `choose` itself,
+    applied to the start and then to the whole stream (dvqa.convert.live).
     """
     if requested != "auto":
         try:

@@ -7,6 +7,7 @@ costs one read of the file and keeps 8 bytes per frame.
 
 from __future__ import annotations
 
+import math
 import statistics
 from array import array
 from dataclasses import dataclass, field
@@ -28,6 +29,37 @@ class Scan:
     bytes: int = 0
     last_duration: float | None = None
     parameter_sets: set[bytes] = field(default_factory=set)  # distinct H.264 SPS seen in-band
+    annexb: bool = True  # how the stream frames its H.264 NAL units (set by follow)
+    codec: str = ""
+
+    def follow(self, stream: av.video.stream.VideoStream, codec: str) -> None:
+        """Start reading `stream`'s packets: its out-of-band parameter sets count as seen."""
+        extradata = stream.codec_context.extradata or b""
+        self.codec, self.annexb = codec, not extradata.startswith(b"\x01")
+        if codec == "h264" and not self.annexb:
+            self.parameter_sets.update(avcc_sps(extradata))
+
+    def add(self, packet: av.Packet) -> None:
+        """One demuxed packet: its timestamp, size and any in-band SPS (presentation order is restored by
+        `in_order`). A live conversion feeds the packets it demuxes here, so it judges them by these rules."""
+        if packet.size == 0 or packet.pts is None:
+            return
+        self.packets += 1
+        self.bytes += packet.size
+        self.pts.append(float(packet.pts * packet.time_base))
+        if packet.duration:
+            self.last_duration = float(packet.duration * packet.time_base)
+        if self.codec == "h264":
+            for nal in h264_nal_units(bytes(packet), self.annexb):
+                if nal[0] & 0x1F == H264_SPS:
+                    self.parameter_sets.add(nal)
+
+    def in_order(self, until: float = math.inf) -> "Scan":
+        """The same facts with the timestamps in presentation order (packets arrive in decoding order), up to
+        `until`: while a stream is still arriving, a frame after the newest decoded one may be in while
+        frames before it (B-frames) are not."""
+        return Scan(array("d", sorted(p for p in self.pts if p <= until)), self.packets, self.bytes,
+                    self.last_duration, set(self.parameter_sets), self.annexb, self.codec)
 
     @property
     def intervals(self) -> list[float]:
@@ -91,22 +123,9 @@ def scan(info: SourceInfo) -> Scan:
         try:
             with av.open(str(info.path), "r", format=info.container, options=DEMUX_ONLY) as container:
                 stream = container.streams.video[0]
-                extradata = stream.codec_context.extradata or b""
-                annexb = not extradata.startswith(b"\x01")
-                if info.codec == "h264" and not annexb:
-                    result.parameter_sets.update(avcc_sps(extradata))
+                result.follow(stream, info.codec)
                 for packet in container.demux(stream):
-                    if packet.size == 0 or packet.pts is None:
-                        continue
-                    result.packets += 1
-                    result.bytes += packet.size
-                    result.pts.append(float(packet.pts * packet.time_base))
-                    if packet.duration:
-                        result.last_duration = float(packet.duration * packet.time_base)
-                    if info.codec == "h264":
-                        for nal in h264_nal_units(bytes(packet), annexb):
-                            if nal[0] & 0x1F == H264_SPS:
-                                result.parameter_sets.add(nal)
+                    result.add(packet)
         except av.error.FFmpegError as exc:
             raise InputError(
                 f"{info.path}: the file is damaged or cut short ({exc.strerror}); "
@@ -120,5 +139,4 @@ def scan(info: SourceInfo) -> Scan:
         )
     if not result.pts:
         raise InputError(f"{info.path}: the video track has no frames; there is nothing to convert.")
-    result.pts = array("d", sorted(result.pts))
-    return result
+    return result.in_order()
