@@ -219,3 +219,15 @@ def test_convert_signs_before_the_file_appears(pki, tmp_path: Path) -> None:
     assert record["output"]["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert _dcmsign_ok(_dcmsign_verify(out, pki))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["signed.dcm"]  # no temporary left
+
+
+@pytest.mark.requirement("DVQA-EVI-003")
+def test_signature_uids_are_random_valid_and_always_64_characters() -> None:
+    """A signed file's size must not depend on the draw of its signature UID (evidence rebuilds compare it)."""
+    from pydicom.uid import UID
+
+    from dvqa.trust.signature import signature_uid
+
+    uids = [signature_uid() for _ in range(2000)]
+    assert len(set(uids)) == 2000 and {len(u) for u in uids} == {64}
+    assert all(UID(u).is_valid for u in uids)

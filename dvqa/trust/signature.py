@@ -22,6 +22,7 @@ import copy
 import datetime as dt
 import hashlib
 import os
+import secrets
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import PYDICOM_ROOT_UID, ExplicitVRLittleEndian
 
 from dvqa.core import outputs
 from dvqa.core.errors import InputError, UsageError
@@ -88,6 +89,16 @@ CREATOR_REQUIRED = {
 # offers. None is implied by a profile: dcmsign's profiles add none either.
 PURPOSES = {"1": "Author's Signature", "5": "Verification Signature", "14": "Source Signature"}
 
+
+
+def signature_uid() -> str:
+    """A random Digital Signature UID under pydicom's root, always the maximum 64 characters (PS3.5 §9.1).
+
+    pydicom's generate_uid draws a number without leading zeros, so its length - and with it the signed
+    file's size - varied from draw to draw; two builds of an evidence bundle from the same inputs then
+    differed in a size that is not a time or a signature (tests/test_evidence.py caught it)."""
+    digits = 64 - len(PYDICOM_ROOT_UID)
+    return PYDICOM_ROOT_UID + str(10 ** (digits - 1) + secrets.randbelow(9 * 10 ** (digits - 1)))
 
 def signable(tag: BaseTag, vr: str | None) -> bool:
     """Whether an element may be in Data Elements Signed (PS3.3 C.12.1.1.3.1.1)."""
@@ -253,7 +264,7 @@ def sign_dataset(ds: Dataset, signer: Signer, profile: str = "base", algorithm: 
     when = moment.strftime("%Y%m%d%H%M%S.%f+0000")
     item = Dataset()
     item.MACIDNumber = mac_id
-    item.DigitalSignatureUID = generate_uid()
+    item.DigitalSignatureUID = signature_uid()
     item.DigitalSignatureDateTime = when
     item.CertificateType = CERTIFICATE_TYPE
     item.CertificateOfSigner = signer.certificate.public_bytes(serialization.Encoding.DER)
