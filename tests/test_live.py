@@ -225,3 +225,24 @@ def test_a_stream_cut_mid_chunk_fails_or_with_keep_partial_is_marked_partial(tmp
     assert dvqa("validate", str(out / "live.dcm")).returncode == 0
     assert dvqa("convert", str(CLIPS / "vp9_vfr.webm"), "-o", str(tmp_path / "x.dcm"),
                 "--keep-partial").returncode == 2  # only for streams read while they arrive
+
+
+@pytest.mark.requirement("DVQA-CONV-008", "DVQA-OUT-001")
+def test_a_signal_while_waiting_for_the_next_chunk_stops_the_conversion(tmp_path: Path) -> None:
+    """FFmpeg reads a live stream through a Python callback, where PyAV swallows exceptions: a Ctrl-C while
+    waiting for data must still stop the conversion, as an interruption, with nothing left behind."""
+    growing = tmp_path / "upload.webm"
+    growing.write_bytes((CLIPS / "vp9_vfr.webm").read_bytes()[:100_000])  # no marker: the recorder is still going
+    out, log = tmp_path / "out", tmp_path / "audit.jsonl"
+    out.mkdir()
+    process = subprocess.Popen([sys.executable, "-m", "dvqa", "convert", "--follow", str(growing), "-o",
+                                str(out / "live.dcm"), "--audit", str(log)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    time.sleep(3)
+    process.send_signal(2)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in stderr and "interrupted (SIGINT)" in stderr
+    assert len(stderr.strip().splitlines()) == 1
+    assert list(out.iterdir()) == []
+    entry = json.loads(log.read_text().splitlines()[-1])
+    assert entry["outcome"] == "failure" and "interrupted by SIGINT" in entry["message"]

@@ -220,9 +220,14 @@ def _live(reader: Growing, source: Path, output: Path, options: ConvertOptions, 
             reader.end_copy()
             kept.unlink(missing_ok=True)
 
-        with open(stream_path, "wb") as stream_file:
-            done = _convert_stream(reader, source, options, stream_file, stream_path, progress,
-                                   may_copy=options.passthrough, on_no_copy=no_copy)
+        try:
+            with open(stream_path, "wb") as stream_file:
+                done = _convert_stream(reader, source, options, stream_file, stream_path, progress,
+                                       may_copy=options.passthrough, on_no_copy=no_copy)
+        except DvqaError:
+            reader.raise_if_interrupted()  # the stream "ended" because a signal came while FFmpeg was reading
+            raise
+        reader.raise_if_interrupted()
         reader.end_copy()
         if isinstance(done, _CopyRefused):
             done = _re_encode_kept(reader, kept, source, options, stream_path, progress, done.reason)

@@ -18,6 +18,7 @@ from typing import Iterator
 import av
 from pydicom.dataset import Dataset
 
+from dvqa.core import signals
 from dvqa.core.findings import Finding, Severity
 from dvqa.dicom import dicomfile, syntaxes
 from dvqa.dicom.iod import declared_rate
@@ -91,7 +92,8 @@ def check(path: Path, ds: Dataset, pixel_data_at: int | None = None) -> list[Fin
                     seen.add(number)
                     yield piece
 
-        facts = _stream_facts(_FragmentReader(stream()), syntax.codec)
+        with signals.deferred():  # FFmpeg reads through a Python callback, where PyAV would swallow a signal
+            facts = _stream_facts(_FragmentReader(stream()), syntax.codec)
         bot, fragments = b"".join(bot_pieces), len(seen)
     except (ValueError, av.error.FFmpegError, StopIteration) as exc:
         add(Severity.ERROR, "stream.unreadable", f"the encapsulated stream cannot be parsed ({exc})",

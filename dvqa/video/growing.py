@@ -48,6 +48,7 @@ class Growing:
         self.ended_by = ""  # "marker", "idle", "end of file"
         self.last_growth = time.monotonic()
         self.spool: BinaryIO | None = None  # a copy of every byte read, while keep_copy is on
+        self.interrupted: KeyboardInterrupt | None = None  # a signal that came while FFmpeg was reading
 
     def keep_copy(self, path: Path) -> None:
         """Copy every byte read from now on into `path` (call before the first read): a live conversion
@@ -81,7 +82,24 @@ class Growing:
         return cls(os.fdopen(os.dup(0), "rb", buffering=0), "stdin")
 
     def read(self, size: int = -1) -> bytes:
-        """Up to `size` bytes; blocks at the current end until more arrive; b"" only when the stream ended."""
+        """Up to `size` bytes; blocks at the current end until more arrive; b"" only when the stream ended.
+
+        FFmpeg calls this from its read callback, where PyAV prints and swallows any exception - a Ctrl-C
+        or SIGTERM while waiting for the next chunk would be lost and the conversion would go on. So an
+        interruption here ends the stream and is kept; the caller re-raises it (raise_if_interrupted)."""
+        if self.interrupted is not None:
+            return b""
+        try:
+            return self._read(size)
+        except KeyboardInterrupt as exc:
+            self.interrupted = exc
+            return b""
+
+    def raise_if_interrupted(self) -> None:
+        if self.interrupted is not None:
+            raise self.interrupted
+
+    def _read(self, size: int) -> bytes:
         size = 1 << 16 if size is None or size < 0 else size
         while True:
             data = self.handle.read(size)

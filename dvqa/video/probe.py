@@ -15,6 +15,7 @@ from pathlib import Path
 
 import av
 
+from dvqa.core import signals
 from dvqa.core.errors import InputError
 
 # libav messages reach Python's logging; dvqa reads them through av.logging.Capture
@@ -74,7 +75,7 @@ DEMUX_ONLY = {"probesize": "32", "analyzeduration": "0"}
 
 def detect_format(path: Path) -> str:
     """Name the container from the bytes alone (libavformat probe on an anonymous stream)."""
-    with open(path, "rb") as handle:
+    with open(path, "rb") as handle, signals.deferred():  # a signal inside FFmpeg's read callback would be lost
         try:
             with av.open(handle, "r", options=DEMUX_ONLY) as container:
                 return container.format.name
