@@ -266,3 +266,31 @@ def environment_error(exc: OSError, path: Path | str | None = None) -> Environme
     fix = machine_fault(exc)
     where = _root(exc).filename or path or "a file dvqa writes"
     return EnvironmentProblem(f"{where}: {fix}.") if fix else None
+
+
+def identity(path: Path) -> tuple:
+    """What makes two paths the same file: device and inode when it exists (so a symlink, a `..` or a
+    hard link to it is the same file), else the real path of its folder and its name."""
+    try:
+        info = os.stat(path)
+        return ("inode", info.st_dev, info.st_ino)
+    except OSError:
+        return ("path", os.path.join(os.path.realpath(os.path.dirname(os.path.abspath(path))),
+                                     os.path.basename(path)))
+
+
+def refuse_same_files(named: list[tuple[str, Path]]) -> None:
+    """Refuse, before any work, two roles of one command (an output and the audit log, a report and the
+    DICOM file, an output and an input) that are one file: one would silently replace the other.
+
+    `named` pairs an option's name with its path; the message names both options.
+    """
+    seen: dict[tuple, tuple[str, Path]] = {}
+    for option, path in named:
+        key = identity(path)
+        if key in seen:
+            first, first_path = seen[key]
+            same = "" if str(first_path) == str(path) else f" and {path}"
+            raise UsageError(f"{first} {first_path}{same}: {first} and {option} are the same file, and one "
+                             "would replace the other; give each its own file.")
+        seen[key] = (option, path)
