@@ -21,8 +21,9 @@ BLOCK = re.compile(r"^```sh\n(.*?)^```$", re.S | re.M)
 @pytest.mark.requirement("DVQA-DOC-001")
 def test_every_deployment_step_on_the_page_runs(tmp_path: Path) -> None:
     blocks = BLOCK.findall(PAGE.read_text())
-    assert len(blocks) == 3, "the test knows three blocks: baseline, connected machine, air-gapped machine"
-    baseline, connected, offline = blocks
+    assert len(blocks) == 4, ("the test knows four blocks: baseline, vulnerability-scan input, connected machine, "
+                              "air-gapped machine")
+    baseline, scan_input, connected, offline = blocks
     require(shutil.which("unshare") is not None and
             subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0,
             "unshare -n (a network namespace) needs root: the air-gapped steps run without any network")
@@ -46,6 +47,9 @@ def test_every_deployment_step_on_the_page_runs(tmp_path: Path) -> None:
 
     checked = run(baseline)
     assert "this installation is the one validated" in checked.stderr
+    run(scan_input)  # what a site feeds pip-audit: every Python package of the SBOM, pinned
+    pinned = (tmp_path / "audit-requirements.txt").read_text().split()
+    assert "av==18.1.0" in pinned and "pydicom==3.0.2" in pinned and all("==" in line for line in pinned), pinned
     run(connected)
     wheels = sorted(p.name for p in (tmp_path / "wheelhouse").glob("*.whl"))
     assert any(w.startswith("dvqa-") for w in wheels) and any(w.startswith("av-18.1.0-") for w in wheels)
