@@ -24,6 +24,7 @@ import pydicom
 import pytest
 from pynetdicom import AE
 
+from dvqa.core.errors import EnvironmentProblem
 from dvqa.pacs import network as pacs
 from dvqa.pacs import simulate
 from dvqa.cli.main import main
@@ -377,7 +378,7 @@ def test_tls_always_verifies_the_peer_and_its_host_name(pki) -> None:
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     peer = pacs.Peer("127.0.0.1", listener.getsockname()[1], timeout=10, tls=pacs.Tls(ca=pki["ca"]))
-    with pytest.raises(pacs.EnvironmentProblem) as failure:
+    with pytest.raises(EnvironmentProblem) as failure:
         pacs.echo(peer)
     listener.close()
     thread.join(10)
