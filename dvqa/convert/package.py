@@ -11,12 +11,12 @@ import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import av
 import pydicom
 
 from dvqa import __version__
+from dvqa.convert.options import ConvertOptions
 from dvqa.core import outputs, profiles, signals
 from dvqa.core.digest import sha256_file
 from dvqa.core.errors import DvqaError, ExitCode, InputError
@@ -33,9 +33,6 @@ from dvqa.video.encode import ElementaryStream
 from dvqa.video.plan import Plan
 from dvqa.video.probe import SourceInfo
 from dvqa.video.timing import TimingMap
-
-if TYPE_CHECKING:
-    from dvqa.convert.pipeline import ConvertOptions
 
 
 @dataclass

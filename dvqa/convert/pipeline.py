@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import av
 import av.logging
 
+from dvqa.convert.options import ConvertOptions
 from dvqa.convert.package import Attempt, ConversionResult, Work, package
 from dvqa.core import outputs, profiles, signals
 from dvqa.core.digest import sha256_file
@@ -28,11 +28,10 @@ from dvqa.core.errors import (
     UsageError,
 )
 from dvqa.core.profiles import Profile
-from dvqa.dicom.iod import Metadata, VideoIOD
+from dvqa.dicom.iod import VideoIOD
 from dvqa.quality.meter import QualityMeter, WrittenStreamMeter
 from dvqa.quality.metrics import SSIM_DEFINITIONS
-from dvqa.trust.audit import AuditLog, AuditWriteFailed, conversion_event
-from dvqa.trust.signature import Signer
+from dvqa.trust.audit import AuditWriteFailed, conversion_event
 from dvqa.video.encode import ElementaryStream, Encoder, FrameShaper, settings_for
 from dvqa.video.plan import Plan, choose
 from dvqa.video.probe import SourceInfo, decide_range, probe
@@ -40,26 +39,6 @@ from dvqa.video.scan import Scan, scan
 from dvqa.video.timing import Emitter, TimestampMismatch
 
 Progress = Callable[[int], None]
-
-
-@dataclass
-class ConvertOptions:
-    syntax: str = "auto"
-    iod: str = "endoscopic"
-    uid_root: str | None = None
-    uid_seed: str | None = None  # derive the UIDs from this (dicom.iod.make_uid); None: at random
-    metadata: Metadata = field(default_factory=Metadata)
-    force: bool = False
-    passthrough: bool = True
-    source_range: str = "auto"  # auto | full | limited
-    quality: bool = True  # score every written frame against its source frame
-    ssim: str = "fast"  # fast | reference (dvqa.quality.metrics.SSIM_DEFINITIONS)
-    profile: str | None = None  # rules/NAME.yaml whose quality floors must be met
-    keep_failed: bool = False  # write OUT even when a floor is not met
-    signer: Signer | None = None  # sign OUT (PS3.15 Annex C) before it is moved into place
-    signature_profile: str = "base"
-    audit: AuditLog | None = None  # append one record per attempt (dvqa.trust.audit)
-    keep_partial: bool = False  # live input that stops mid-chunk: convert what arrived whole (dvqa.convert.live)
 
 
 def _check_output(output: Path, force: bool) -> None:

@@ -1,0 +1,31 @@
+"""What a conversion is asked to do: the options `convert`, live conversion, batch and the evidence
+build share. Their own module, because the packaging step (package.py) and the pipeline that calls it
+both need them: kept in pipeline.py they made an import circle."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dvqa.dicom.iod import Metadata
+from dvqa.trust.audit import AuditLog
+from dvqa.trust.signature import Signer
+
+
+@dataclass
+class ConvertOptions:
+    syntax: str = "auto"
+    iod: str = "endoscopic"
+    uid_root: str | None = None
+    uid_seed: str | None = None  # derive the UIDs from this (dicom.iod.make_uid); None: at random
+    metadata: Metadata = field(default_factory=Metadata)
+    force: bool = False
+    passthrough: bool = True
+    source_range: str = "auto"  # auto | full | limited
+    quality: bool = True  # score every written frame against its source frame
+    ssim: str = "fast"  # fast | reference (dvqa.quality.metrics.SSIM_DEFINITIONS)
+    profile: str | None = None  # rules/NAME.yaml whose quality floors must be met
+    keep_failed: bool = False  # write OUT even when a floor is not met
+    signer: Signer | None = None  # sign OUT (PS3.15 Annex C) before it is moved into place
+    signature_profile: str = "base"
+    audit: AuditLog | None = None  # append one record per attempt (dvqa.trust.audit)
+    keep_partial: bool = False  # live input that stops mid-chunk: convert what arrived whole (dvqa.convert.live)
