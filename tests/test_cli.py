@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from xml.etree import ElementTree as ET
 
 from helpers import CLIPS, dvqa
 
@@ -138,8 +140,43 @@ def test_validate_walks_past_reports_and_logs_and_lists_what_it_skipped(tmp_path
     named = dvqa("validate", str(folder / "v.json"))  # named explicitly: checked, and not DICOM
     assert named.returncode == 1 and "file.not-dicom" in named.stdout
     text = dvqa("validate", str(folder), "--exclude", "copy.*", "--include", "*.dcm")
-    assert "checked  1 file (5 not checked, listed above): 0 failed" in text.stdout
+    assert "checked  1 file (5 not checked): 0 failed" in text.stdout
     assert "excluded by --exclude 'copy.*'" in text.stdout and "matches no --include (*.dcm)" in text.stdout
+
+
+def test_validate_summarizes_infos_filters_by_severity_and_writes_o_by_suffix(tmp_path: Path) -> None:
+    """A folder of clean files and their reports: one line per info check, not one per file (--verbose
+    gives each), --min-severity hides what is below it, -o FILE writes the format its suffix names, and
+    JUnit lists the files it did not check as one skipped case."""
+    folder = tmp_path / "outputs"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        proc = dvqa("convert", str(CLIPS / "h264_cfr_high.mkv"), "-o", str(folder / f"{name}.dcm"), "--no-quality",
+                    "--report", str(folder / f"{name}.json"))
+        assert proc.returncode == 0, proc.stderr
+    summary = dvqa("validate", str(folder))
+    infos = [line for line in summary.stdout.splitlines() if line.startswith("info ")]
+    assert summary.returncode == 0 and len({line.split()[1] for line in infos}) == len(infos), infos
+    skipped_line = next(line for line in infos if line.split()[1] == "file.not-dicom-skipped:")
+    assert ": 3 files (" in skipped_line and "c.json; --verbose lists each)" in skipped_line, skipped_line
+    verbose = dvqa("validate", str(folder), "--verbose")
+    assert sum(line.startswith("info ") for line in verbose.stdout.splitlines()) >= 6
+    quiet = dvqa("validate", str(folder), "--min-severity", "warning")
+    assert quiet.returncode == 0 and not any(line.startswith("info ") for line in quiet.stdout.splitlines())
+    for suffix, check in ((".json", lambda s: json.loads(s)["files"]), (".sarif", lambda s: json.loads(s)["runs"]),
+                          (".xml", lambda s: ET.fromstring(s).find("testsuite")), (".txt", lambda s: "checked  3" in s)):
+        report = tmp_path / f"report{suffix}"
+        done = dvqa("validate", str(folder), "-o", str(report))
+        assert done.returncode == 0 and check(report.read_text()), (suffix, done.stderr)
+    suite = ET.fromstring((tmp_path / "report.xml").read_text()).find("testsuite")
+    skipped = [case for case in suite.findall("testcase") if case.find("skipped") is not None]
+    assert [case.get("name") for case in skipped] == ["files not checked"]
+    assert "3 files not checked" in skipped[0].find("skipped").get("message")
+    wrong = dvqa("validate", str(folder), "-o", str(tmp_path / "report.html"))
+    assert wrong.returncode == 2 and ".txt, .json, .xml (JUnit) or .sarif" in wrong.stderr
+    itself = dvqa("validate", str(folder / "a.json"), "-o", str(folder / "a.json"))
+    assert itself.returncode == 2 and "same file" in itself.stderr
+    assert json.loads((folder / "a.json").read_text())  # the input is untouched
 
 
 def test_records_say_what_the_command_did_and_where(tmp_path: Path, monkeypatch) -> None:

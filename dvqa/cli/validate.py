@@ -10,11 +10,11 @@ import click
 
 from dvqa.cli import options
 from dvqa.cli.common import fail, guarded, warn
-from dvqa.core import profiles
+from dvqa.core import outputs, profiles
 from dvqa.core.errors import UsageError
 from dvqa.core.findings import Severity, exit_code
 from dvqa.validate import standard
-from dvqa.validate.formats import RENDERERS
+from dvqa.validate.formats import RENDERERS, SUFFIX_FORMATS, at_least, text
 from dvqa.validate.run import validate, walk
 
 
@@ -48,17 +48,25 @@ def profiles_command(ctx: click.Context, fmt: str, debug: bool) -> None:
               help="In folders, check only files whose name (or path below the folder) matches; repeatable.")
 @click.option("--exclude", multiple=True, metavar="GLOB",
               help="In folders, skip files whose name (or path below the folder) matches; repeatable.")
+@click.option("-o", "--output", "output", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Also write the report to this file, in the format its suffix names: .txt, .json, .xml (JUnit), "
+                   ".sarif.")
+@click.option("--min-severity", default="info", show_default=True, type=click.Choice(["info", "warning", "error"]),
+              help="Report only findings at least this severe (the exit code still counts every finding).")
+@click.option("--verbose", is_flag=True, help="Text: one line per info finding instead of one per check.")
 @click.option("--standard", "standard_name", default=None, metavar="EDITION|PATH",
               help="DICOM edition for the IOD layer (default: the newest installed; `dvqa standard` lists them).")
 @options.debug
 def validate_command(targets: tuple[Path, ...], profile: str | None, fmt: str, fail_on: str, jobs: int,
                      scheduler: str | None, include_hidden: bool, include: tuple[str, ...], exclude: tuple[str, ...],
-                     standard_name: str | None, debug: bool) -> None:
+                     output: Path | None, min_severity: str, verbose: bool, standard_name: str | None,
+                     debug: bool) -> None:
     """Check DICOM FILES and every file below DIRS: the file, its values, the IOD against the DICOM
     standard, the video stream against the header, and a profile's rules.
 
     A file named here is always checked. In folders, files that are clearly not DICOM (a report,
     log or media suffix and no DICM marker) are skipped and listed, as are --exclude matches."""
+    written_format = guarded(debug, lambda: _output_format(output, targets)) if output else None
     chosen = guarded(debug, lambda: profiles.load(profile)) if profile else None
     edition = guarded(debug, lambda: standard.find(standard_name))
     guarded(debug, lambda: standard.load(edition))  # a missing or broken edition fails here, not per file
@@ -82,8 +90,25 @@ def validate_command(targets: tuple[Path, ...], profile: str | None, fmt: str, f
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
-    click.echo(RENDERERS[fmt](results, severity, edition))
-    sys.exit(int(exit_code([f for r in results for f in r.findings], severity)))
+    code = exit_code([f for r in results for f in r.findings], severity)
+    shown = at_least(results, Severity(min_severity))
+
+    def render(name: str) -> str:
+        return text(shown, severity, edition, verbose) if name == "text" else RENDERERS[name](shown, severity, edition)
+
+    if output is not None:
+        guarded(debug, lambda: outputs.write_atomic(output, render(written_format) + "\n"))
+    click.echo(render(fmt))
+    sys.exit(int(code))
+
+
+def _output_format(output: Path, targets: tuple[Path, ...]) -> str:
+    """The format -o's suffix names, checked before any work; -o must not be one of the files checked."""
+    if output.suffix.lower() not in SUFFIX_FORMATS:
+        raise UsageError(f"-o {output}: name it .txt, .json, .xml (JUnit) or .sarif to choose the format.")
+    outputs.require_folder(output.parent)
+    outputs.refuse_same_files([*(("an input", t) for t in targets if t.is_file()), ("-o", output)])
+    return SUFFIX_FORMATS[output.suffix.lower()]
 
 
 @click.group("rules", cls=options.Group)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from dataclasses import replace
 from xml.etree import ElementTree as ET
 
 from dvqa import __version__
@@ -29,25 +30,48 @@ def _standard(edition) -> dict[str, str]:
     return {"edition": edition.name, "source": edition.source} if edition else {}
 
 
-def text(results, fail_on: Severity, edition=None) -> str:
+def text(results, fail_on: Severity, edition=None, verbose: bool = False) -> str:
+    """One line per error and warning; infos one line per check id unless `verbose` (a folder of clean
+    files would otherwise print the same "condition not evaluated" note once per file)."""
     lines, counts = [], Counter()
     if edition:
         lines.append(f"standard DICOM {edition.name} ({edition.source})")
+    infos: dict[str, list] = {}
     for r in results:
         for f in r.findings:
             counts[f.severity.value] += 1
-            where = f" {f.where}" if f.where else ""
-            if len(where) > 100:  # a list of places (conditions not evaluated): JSON carries it whole
-                where = where[:97] + "..."
-            ref = f" [{f.reference}]" if f.reference else ""
-            lines.append(f"{f.severity.value:<8} {f.code}: {r.path}{where}: {f.message}{ref}")
+            if f.severity is Severity.INFO and not verbose:
+                infos.setdefault(f.code, []).append((r, f))
+                continue
+            lines.append(_line(r.path, f))
+    for code, found in infos.items():
+        if len(found) == 1:
+            lines.append(_line(found[0][0].path, found[0][1]))
+            continue
+        paths = [r.path for r, _ in found]
+        shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+        lines.append(f"{'info':<8} {code}: {len(paths)} files ({shown}; --verbose lists each), e.g. "
+                     + _line(paths[0], found[0][1]).split(": ", 1)[1])
     failed = sum(1 for r in results if any(_failing(f.severity, fail_on) for f in r.findings))
     skipped = sum(1 for r in results if r.layers.get("file") == "skipped")
     checked = len(results) - skipped
     lines.append(f"checked  {checked} file{'' if checked == 1 else 's'}"
-                 + (f" ({skipped} not checked, listed above)" if skipped else "")
-                 + f": {failed} failed; {counts['error']} errors, {counts['warning']} warnings, {counts['info']} info")
+                 + (f" ({skipped} not checked)" if skipped else "")
+                 + f": {failed} failed; {_count(counts['error'], 'error')}, {_count(counts['warning'], 'warning')}, "
+                 f"{counts['info']} info")
     return "\n".join(lines)
+
+
+def _line(path: str, f) -> str:
+    where = f" {f.where}" if f.where else ""
+    if len(where) > 100:  # a list of places (conditions not evaluated): JSON carries it whole
+        where = where[:97] + "..."
+    ref = f" [{f.reference}]" if f.reference else ""
+    return f"{f.severity.value:<8} {f.code}: {path}{where}: {f.message}{ref}"
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def as_json(results, fail_on: Severity, edition=None) -> str:
@@ -75,7 +99,19 @@ def junit(results, fail_on: Severity, edition=None) -> str:
         for key, value in _standard(edition).items():
             ET.SubElement(properties, "property", name=f"dicom-{key}", value=value)
     tests = failures = skipped = 0
+    not_checked = [r for r in results if r.layers.get("file") == "skipped"]
+    if not_checked:  # one case for all of them: a folder of reports is not dozens of skipped tests
+        case = ET.SubElement(suite, "testcase", classname="dvqa validate", name="files not checked")
+        tests += 1
+        skipped += 1
+        note = ET.SubElement(case, "skipped", message=_xml_text(
+            f"{len(not_checked)} file{'' if len(not_checked) == 1 else 's'} not checked (not DICOM, hidden or "
+            "excluded); name a file explicitly to check it"))
+        note.text = _xml_text("\n".join(f"{r.path}: {r.findings[0].message if r.findings else 'skipped'}"
+                                         for r in not_checked))
     for r in results:
+        if r.layers.get("file") == "skipped":
+            continue
         # every layer that ran or has a finding: no finding may be left out of the XML
         found = {_layer(f.code) for f in r.findings}
         layers = [layer for layer in LAYERS if layer == "file" or layer in r.layers or layer in found]
@@ -130,3 +166,12 @@ def sarif(results, fail_on: Severity, edition=None) -> str:
 
 
 RENDERERS = {"text": text, "json": as_json, "junit": junit, "sarif": sarif}
+SUFFIX_FORMATS = {".txt": "text", ".json": "json", ".xml": "junit", ".sarif": "sarif"}  # validate -o FILE
+
+
+def at_least(results, minimum: Severity) -> list:
+    """The results with only findings at least as severe as `minimum` (what --min-severity shows); the
+    exit code is decided on all of them before."""
+    order = [Severity.INFO, Severity.WARNING, Severity.ERROR]
+    keep = set(order[order.index(minimum):])
+    return [replace(r, findings=[f for f in r.findings if f.severity in keep]) for r in results]
