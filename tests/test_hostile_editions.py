@@ -220,6 +220,44 @@ def test_concurrent_imports_each_end_with_one_complete_edition(editions: Path, t
     assert {"2099a", "2099b"} <= set(listed) and listed["2099a"]["sop_classes"] == 1
 
 
+def test_imports_meeting_at_the_final_move_all_succeed(editions: Path, tmp_path: Path, monkeypatch) -> None:
+    """Deterministic form of the race: every import waits for the others just before moving its edition
+    into place (today's code deleted the same old folder from several imports at once)."""
+    import threading
+
+    from dvqa.validate import standard_install
+
+    for name in ("2099a", "2099b"):
+        _write_docbook(tmp_path / name, name)
+    standard_install.import_docbook(tmp_path / "2099a")  # installed once: the next imports replace it
+    sources = [tmp_path / n for n in ("2099a", "2099a", "2099a", "2099a", "2099b", "2099b")]
+    barrier = threading.Barrier(len(sources))
+    mark = standard_install._mark_unevaluated
+
+    def gate(json_dir: Path) -> None:
+        mark(json_dir)
+        barrier.wait(timeout=120)
+
+    monkeypatch.setattr(standard_install, "_mark_unevaluated", gate)
+    errors: list[str] = []
+
+    def job(source: Path) -> None:
+        try:
+            standard_install.import_docbook(source)
+        except Exception as exc:  # the test reports every failure, whatever its kind
+            errors.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=job, args=(s,)) for s in sources]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert errors == []
+    assert sorted(p.name for p in editions.iterdir()) == [".lock", "2099a", "2099b"]
+    for name in ("2099a", "2099b"):
+        assert len(standard.load(standard.find(name)).info.iods) == 1
+
+
 # --- standard fetch against a hostile mirror (issue 28 item 7) ------------------------------------------------
 
 @pytest.fixture()

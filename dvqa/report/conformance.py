@@ -183,7 +183,11 @@ def statement() -> dict:
         _section("6", "Security", [
             "Digital signatures: RSA PKCS#1 v1.5 (the PS3.15 RSA profiles; ECDSA with profile none), MAC "
             f"{', '.join(signature.SIGNING_ALGORITHMS)}. Audit trail: every conversion, signing and send appended "
-            "to a hash-chained JSON Lines log (optional HMAC), exportable as DICOM audit messages (PS3.15 A.5)."],
+            "to a hash-chained JSON Lines log (optional HMAC), exportable as DICOM audit messages (PS3.15 A.5). "
+            "DICOM edition: the bundled tables are pinned by SHA-256 and checked whenever they are loaded; an "
+            "imported edition is used only when named and every validation output calls it unverified, with the "
+            "SHA-256 of the tables used; `dvqa standard fetch` downloads over https only, into the editions "
+            "folder only, within size limits."],
             [profiles]),
         _section("A", "Annex: IOD contents", [
             "Presence (PS3.2): ALWAYS always present with a value; VNAP value not always present (sent empty "
