@@ -327,3 +327,17 @@ def test_fetch_caps_what_it_downloads(editions: Path, mirror, monkeypatch) -> No
     with pytest.raises(EnvironmentProblem, match="the list of editions is .*over dvqa's limit"):
         standard_install.fetch("2099b", mirror("2099b"), allow_http=True)
     assert sorted(p.name for p in editions.iterdir() if p.name != ".lock") == []
+
+
+def test_a_redirect_may_not_leave_https() -> None:
+    """A mirror (or someone on the path to it) redirecting to plain http is refused like an http --url."""
+    import urllib.request
+
+    from dvqa.core.errors import UsageError
+    from dvqa.validate import standard_install
+
+    request = urllib.request.Request("https://mirror.example/2099b/source/docbook/part03/part03.xml")
+    with pytest.raises(UsageError, match="https only"):
+        standard_install._Redirects(False).redirect_request(request, None, 302, "Found", {}, "http://evil.example/x")
+    assert standard_install._Redirects(False).redirect_request(request, None, 302, "Found", {},
+                                                               "https://mirror.example/y") is not None
