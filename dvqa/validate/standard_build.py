@@ -11,7 +11,8 @@ enumerated values, and pydicom's data dictionary and UID registry standing in fo
     python -m dvqa.validate.standard_build [--source DIR] [--output FILE]
 
 writes dvqa/validate/editions/<edition>.json.gz (gzip with a zero timestamp, keys sorted: the same input
-gives the same bytes, which a test checks). Run it only to change the bundled edition.
+gives the same bytes, which a test checks). Run it only to change the bundled edition, and then pin the
+SHA-256 it prints in dvqa.validate.standard.BUNDLED_SHA256: dvqa refuses a bundled file whose hash differs.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import functools
 import gzip
+import hashlib
 import json
 import re
 import sys
@@ -385,9 +387,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     data = Builder(args.source).build()
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_bytes(encode(data))
+    encoded = encode(data)
+    args.output.write_bytes(encoded)
     print(f"{args.output}: {len(data['iod_info'])} SOP classes, {len(data['module_info'])} modules and macros, "
-          f"{data['unevaluated_conditions']} conditions dicom-validator cannot parse")
+          f"{data['unevaluated_conditions']} conditions dicom-validator cannot parse; sha256 "
+          f"{hashlib.sha256(encoded).hexdigest()} (pin it in dvqa.validate.standard.BUNDLED_SHA256)")
     return 0
 
 
