@@ -157,10 +157,12 @@ def test_every_file_dvqa_writes_goes_through_dvqa_outputs() -> None:
         ("pacs/fallback.py", 'av.open(str(frames), "w"'),  # inside a TemporaryDirectory
         ("trust/signature.py", 'os.fdopen(fd, "wb")'),  # fd from outputs.temp_file
         # in an import's mkdtemp folder
-        ("validate/standard.py", '(staging / Path(member.filename).name).write_bytes('),
-        ("validate/standard.py", '(work / name / "source.txt").write_text('),  # the same folder, moved into place whole
-        ("validate/standard.py", "modules_path.write_text("),  # dicom-validator's tables in that folder
-        ("validate/standard.py", "iods_path.write_text("),
+        ("validate/standard_install.py", 'with open(target, "xb")'),  # a member, exclusively, in that folder
+        ("validate/standard_install.py", '(work / name / "source.txt").write_text('),  # moved into place whole
+        ("validate/standard_install.py", "modules_path.write_text("),  # dicom-validator's tables in that folder
+        ("validate/standard_install.py", "iods_path.write_text("),
+        # the editions folder's lock: O_NOFOLLOW, 0600, holds nothing
+        ("validate/standard_install.py", 'os.open(folder / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW'),
         ("validate/standard_build.py", "args.output.write_bytes("),  # the developer's generator: package data
         ("report/error_catalogue.py", "args.write.write_text("),  # the developer's generator: the repo's docs
         ("dicom/deidentify.py", "TABLE.write_bytes("),  # the developer's generator: package data
