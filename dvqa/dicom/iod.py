@@ -24,6 +24,7 @@ from pydicom.uid import UID, generate_uid
 
 from dvqa import __version__
 from dvqa.core.errors import InputError, UsageError
+from dvqa.dicom import implementation
 from dvqa.dicom.syntaxes import COMMON_RATES, VideoSyntax
 from dvqa.dicom.values import REFERENCE, check_dataset
 
@@ -158,10 +159,6 @@ class PixelFacts:
     source_description: str
 
 
-IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.8.498.1"  # pydicom's implementation root (PS3.7 D.3.3.2)
-IMPLEMENTATION_VERSION_NAME = f"DVQA_{__version__}"[:16]
-
-
 @dataclass(frozen=True)
 class Written:
     """One attribute of the data sets `build` writes, as a DICOM Conformance Statement describes it
@@ -276,8 +273,9 @@ def build(iod: VideoIOD, syntax: VideoSyntax, pixels: PixelFacts, metadata: Meta
     meta.MediaStorageSOPClassUID = iod.sop_class
     meta.MediaStorageSOPInstanceUID = sop_uid
     meta.TransferSyntaxUID = transfer_syntax_uid
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    identity = implementation.current()
+    meta.ImplementationClassUID = identity.class_uid
+    meta.ImplementationVersionName = identity.version_name
 
     ds = Dataset()
     ds.file_meta = meta

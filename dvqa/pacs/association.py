@@ -20,7 +20,7 @@ from pynetdicom import AE, DEFAULT_TRANSFER_SYNTAXES, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel, StudyRootQueryRetrieveInformationModelGet, Verification
 
 from dvqa.core.errors import UsageError
-from dvqa.dicom import dicomread
+from dvqa.dicom import dicomread, implementation
 from dvqa.trust.audit import file_facts
 
 
@@ -167,8 +167,16 @@ class StoreResult:
         return dict(self.__dict__)
 
 
+def identified(ae: AE) -> AE:
+    """`ae` naming dvqa (or the site's product) in its associations, not pynetdicom (dicom.implementation)."""
+    identity = implementation.current()
+    ae.implementation_class_uid = identity.class_uid
+    ae.implementation_version_name = identity.version_name
+    return ae
+
+
 def new_ae(peer: Peer) -> AE:
-    ae = AE(ae_title=peer.calling_aet)
+    ae = identified(AE(ae_title=peer.calling_aet))
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = peer.timeout
     return ae
 

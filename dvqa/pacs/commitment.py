@@ -10,8 +10,8 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel
 
 from dvqa.core.errors import EnvironmentProblem
-from dvqa.pacs.association import (Peer, StoreResult, associate, association_failure, commitment_contexts, new_ae,
-                                   request_contexts)
+from dvqa.pacs.association import (Peer, StoreResult, associate, association_failure, commitment_contexts,
+                                   identified, new_ae, request_contexts)
 
 
 STORAGE_COMMITMENT_INSTANCE = UID("1.2.840.10008.1.20.1.1")  # the well-known SOP instance (PS3.4 J.3.5)
@@ -38,7 +38,7 @@ def commit(peer: Peer, results: list[StoreResult], listen: tuple[str, int], wait
             arrived.set()
         return 0x0000, None
 
-    listener = AE(ae_title=peer.calling_aet)
+    listener = identified(AE(ae_title=peer.calling_aet))
     listener.add_supported_context(StorageCommitmentPushModel, scu_role=True, scp_role=True)
     try:
         server = listener.start_server(listen, block=False, evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)],

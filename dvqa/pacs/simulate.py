@@ -20,6 +20,7 @@ from pynetdicom.sop_class import Verification
 
 from dvqa.core import outputs
 from dvqa.dicom import values
+from dvqa.pacs.association import identified
 
 FAULTS = ("none", "out-of-resources", "abort", "silent")
 
@@ -72,7 +73,7 @@ def _on_store(behaviour: Behaviour):
 def start(host: str, port: int, ae_title: str, behaviour: Behaviour, block: bool = False):
     """Start the SCP; a fault applies to every C-STORE. Non-blocking: returns the server (port 0 picks a
     free port: `server.server_address`); blocking: serves until interrupted."""
-    ae = AE(ae_title=ae_title)
+    ae = identified(AE(ae_title=ae_title))
     ae.require_calling_aet = list(behaviour.allow_aet)
     ae.add_supported_context(Verification)
     for sop_class, syntaxes in behaviour.accept.items():

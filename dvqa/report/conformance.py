@@ -19,7 +19,8 @@ from pynetdicom.sop_class import StorageCommitmentPushModel, StudyRootQueryRetri
 
 from dvqa import __version__
 from dvqa.dicom import syntaxes
-from dvqa.dicom.iod import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, WRITTEN, VideoIOD
+from dvqa.dicom import implementation
+from dvqa.dicom.iod import WRITTEN, VideoIOD
 from dvqa.pacs import network
 from dvqa.trust import signature
 from dvqa.validate import standard
@@ -110,10 +111,12 @@ def statement() -> dict:
          "--listen-host / --listen-port"],
         ["Storage commitment: wait for the report", f"{network.DEFAULT_COMMIT_WAIT:g} s", "--commit-wait"],
         ["Maximum associations accepted (commitment listener)", str(ae.maximum_associations), "-"]])
-    implementation = _table("Implementation identification", ["Where", "Implementation Class UID", "Version Name"], [
-        ["Associations (A-ASSOCIATE-RQ)", pynetdicom.PYNETDICOM_IMPLEMENTATION_UID,
-         pynetdicom.PYNETDICOM_IMPLEMENTATION_VERSION],
-        ["Files (File Meta Information)", IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME]])
+    identity = implementation.current()
+    identification = _table(
+        "Implementation identification (DVQA_IMPLEMENTATION_CLASS_UID / DVQA_IMPLEMENTATION_VERSION_NAME set a "
+        "device maker's own)", ["Where", "Implementation Class UID", "Version Name"], [
+            ["Associations (A-ASSOCIATE-RQ and -AC)", identity.class_uid, identity.version_name],
+            ["Files (File Meta Information)", identity.class_uid, identity.version_name]])
     profiles = _table("Digital signatures (`dvqa sign`, `dvqa convert --sign`; PS3.15 Annex C)",
                       ["Profile", "Written by", "Confirmed by dvqa verify"],
                       [[p, f"--signature-profile {p}", "yes" if p in signature.VERIFIED_PROFILES else "no"]
@@ -144,7 +147,7 @@ def statement() -> dict:
             "It accepts associations only while `dvqa pacs store --commit` waits for the commitment report, on "
             "--listen-host/--listen-port, for the Storage Commitment Push Model's N-EVENT-REPORT; C-GET "
             "sub-operations arrive on the association dvqa opened (SCP/SCU role selection, PS3.7 D.3.3.4), so "
-            "no other association is ever accepted."], [implementation]),
+            "no other association is ever accepted."], [identification]),
         _section("3.2.1", "Activity: verify (dvqa pacs echo)", [],
                  [_contexts_table("Proposed presentation contexts", network.echo_contexts())]),
         _section("3.2.2", "Activity: send (dvqa pacs store)", [
