@@ -131,6 +131,9 @@ def test_jsonl_values_are_strings_or_integers_where_the_vr_is_numeric(folder: Pa
     _one_sentence(_batch(str(manifest)), 2, "line 1", "nested too deeply")
     manifest.write_text('{"input": "rec1.webm", "output": "out/a.dcm", "PatientID": ' + "9" * 5000 + "}\n")
     _one_sentence(_batch(str(manifest)), 2, "line 1", "not JSON")
+    for line in ('[["input", "rec1.webm"], ["output", "out/a.dcm"]]', '["input", "output"]', '"rec1.webm"'):
+        manifest.write_text(line + "\n")
+        _one_sentence(_batch(str(manifest)), 2, "line 1", "must be one JSON object")
     # accepted: an integer for IS/DS, true/false for a switch, null for "the default"
     manifest.write_text(json.dumps({**base, "SeriesNumber": 7, "PatientWeight": 70, "quality": False,
                                     "PatientID": None}) + "\n")
@@ -229,6 +232,9 @@ def test_a_refused_batch_writes_one_failure_record(folder: Path) -> None:
     assert [(r["command"], r["outcome"], r["exit_code"]) for r in records] == [("batch convert", "failure", 2)] * 2
     assert records[0]["manifest"]["path"] == str(manifest) and "line 2" in records[0]["message"]
     assert "already exists" in records[1]["message"]
+    both = _batch(str(manifest), "--audit", str(log), "--jobs", "2", "--scheduler", "local:2")
+    _one_sentence(both, 2, "give --jobs or --scheduler, not both")
+    assert _records(log)[-1]["command"] == "batch convert" and "not both" in _records(log)[-1]["message"]
     assert dvqa("audit", "verify", str(log)).returncode == 0
     # a log that does not verify: --resume refuses it and appends nothing to it
     log.write_text(log.read_text().replace('"exit_code":2', '"exit_code":0', 1))

@@ -172,7 +172,7 @@ def _jsonl(path: Path, text: str) -> Iterator[tuple[int, dict[str, str]]]:
         except RecursionError:
             raise UsageError(f"{path} line {number}: the JSON is nested too deeply to be a manifest row; each "
                              "line must be one flat object of column: value.") from None
-        if not isinstance(cells, list):
+        if not isinstance(cells, _Pairs):  # a list of pairs written as JSON arrays is not an object either
             raise UsageError(f"{path} line {number}: each line must be one JSON object.")
         keys = [k for k, _ in cells]
         _refuse_duplicates(path, number, keys)
