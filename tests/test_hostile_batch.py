@@ -90,6 +90,10 @@ def test_control_characters_and_nul_in_paths_and_values_are_one_sentence(folder:
         "output": {"input": "rec1.webm", "output": "out/a\u0000.dcm"},
         "PatientName": {"input": "rec1.webm", "output": "out/a.dcm", "PatientName": "Doe\u0085Jane"},
     }
+    long = "a" * 300  # over NAME_MAX: the file system's error, said as one sentence
+    for text in (f"input,output\nrec1.webm,out/{long}.dcm\n", f"input,output\n{long}.webm,out/a.dcm\n"):
+        (folder / "m.csv").write_text(text)
+        _one_sentence(_batch(str(folder / "m.csv")), 2, "line 2", "File name too long; fix the path")
     for column, cells in jsonl_cases.items():
         manifest = folder / "m.jsonl"
         manifest.write_text(json.dumps(cells, ensure_ascii=False) + "\n")

@@ -240,14 +240,10 @@ def _row(manifest: Path, line: int, cells: dict[str, str], defaults: ConvertOpti
         if not cells.get(column):
             raise UsageError(f"{where}: the {column} column is empty; every row needs an input and an output.")
         paths[column] = base / Path(cells[column]).expanduser()
-    if not paths["input"].is_file():
-        raise UsageError(f"{where}: input {paths['input']} is not a file; fix the path (relative paths start at "
-                         "the manifest's folder).")
-    if paths["output"].is_dir():
-        raise UsageError(f"{where}: output {paths['output']} is a folder; give a file name such as "
-                         f"{paths['output'] / 'video.dcm'}.")
-    if not paths["output"].parent.is_dir():
-        raise UsageError(f"{where}: the output folder {paths['output'].parent} does not exist; create it first.")
+    try:
+        _check_paths(where, paths["input"], paths["output"])
+    except OSError as exc:  # a name too long, a folder that cannot be searched: the manifest's path, one sentence
+        raise UsageError(f"{where}: {exc.filename}: {exc.strerror}; fix the path.") from None
     settings: dict[str, object] = {}
     for column, allowed in CHOICES.items():
         if cells.get(column):
@@ -281,6 +277,16 @@ def _row(manifest: Path, line: int, cells: dict[str, str], defaults: ConvertOpti
         if not options.quality:
             raise UsageError(f"{where}: profile {options.profile} checks quality floors; the row turns quality off.")
     return Row(line, paths["input"], paths["output"], options, tuple(files), _digest(cells, options))
+
+
+def _check_paths(where: str, source: Path, output: Path) -> None:
+    if not source.is_file():
+        raise UsageError(f"{where}: input {source} is not a file; fix the path (relative paths start at the "
+                         "manifest's folder).")
+    if output.is_dir():
+        raise UsageError(f"{where}: output {output} is a folder; give a file name such as {output / 'video.dcm'}.")
+    if not output.parent.is_dir():
+        raise UsageError(f"{where}: the output folder {output.parent} does not exist; create it first.")
 
 
 def _metadata_file(column: str, file: Path, origin: str) -> Metadata:
