@@ -240,7 +240,11 @@ def test_a_refused_batch_writes_one_failure_record(folder: Path) -> None:
     _one_sentence(both, 2, "give --jobs or --scheduler, not both")
     assert _records(log)[-1]["command"] == "batch convert" and "not both" in _records(log)[-1]["message"]
     assert dvqa("audit", "verify", str(log)).returncode == 0
-    # a log that does not verify: --resume refuses it and appends nothing to it
+    # the manifest as the log, and a log that does not verify (with --resume): refused, nothing appended
+    jsonl = folder / "audit.jsonl"
+    before = log.read_bytes()
+    _one_sentence(_batch(str(jsonl), "--audit", str(log)), 2, "the manifest is the audit log")
+    assert log.read_bytes() == before
     log.write_text(log.read_text().replace('"exit_code":2', '"exit_code":0', 1))
     before = log.read_bytes()
     _one_sentence(_batch(str(manifest), "--audit", str(log), "--resume"), 3, "does not verify")

@@ -104,6 +104,8 @@ def read(path: Path, defaults: ConvertOptions, audit: Path | None = None,
     `audit` (the batch's log) and `output_root` (the folder every output must be inside) are checked
     here too, so that nothing runs unless every output is a new file of its own.
     """
+    if audit is not None and identity(audit) == identity(path):
+        raise LogClash(f"{path}: the manifest is the audit log {audit}; give the batch a log of its own.")
     records = list(_records(path))
     if not records:
         raise UsageError(f"{path}: the manifest has no rows; add one per recording (columns input, output).")
