@@ -108,7 +108,8 @@ def test_a_manifest_is_checked_before_any_row_converts(tmp_path: Path) -> None:
         assert proc.returncode == 2, (expected, proc.stderr)
         assert expected in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert "Traceback" not in proc.stderr
-    assert os.listdir(tmp_path / "out") == [] and (not log.exists() or log.read_text() == "")
+    assert os.listdir(tmp_path / "out") == []  # and each refusal is one failure record (test_hostile_batch.py)
+    assert [(r["command"], r["exit_code"]) for r in _records(log)] == [("batch convert", 2)] * len(cases)
     jsonl = _manifest(tmp_path, ROWS[:1], ".jsonl", {"quality": False})
     proc = dvqa("batch", "convert", str(jsonl), "--format", "json")
     assert proc.returncode == 0, proc.stderr

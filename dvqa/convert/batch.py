@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from dvqa.convert.manifest import Row
+from dvqa.convert.manifest import AboutTheLog, Row
 from dvqa.convert.pipeline import convert
 from dvqa.core import outputs, signals
 from dvqa.core.cluster import client, require_absolute
@@ -188,8 +188,10 @@ def run(manifest: Path, rows: list[Row], scheduler: str | None = None, jobs: int
 def _plan(rows: list[Row], audit: AuditLog | None, resume: bool, force: bool, results: list,
           on_row: Callable[[RowResult], None] | None) -> list[int]:
     """The rows to convert. With `resume`, a row whose output exists and is the file its audit record
-    describes (same output and input SHA-256) is skipped; any other existing output stops the batch
-    before it starts, unless `force`."""
+    describes (same output and input SHA-256, and the same row: its digest, so a PatientID or option
+    corrected in the manifest since is not skipped) is skipped; any other existing output stops the
+    batch before it starts, unless `force` (a changed row is refused rather than silently redone: the
+    output in place was made for the old row, and replacing a file is what --force is for)."""
     if resume and audit is None:
         raise UsageError("--resume needs --audit: the audit log is what proves an existing output is complete.")
     converted = _converted(audit) if resume and audit and audit.path.exists() else {}
@@ -199,7 +201,8 @@ def _plan(rows: list[Row], audit: AuditLog | None, resume: bool, force: bool, re
             todo.append(index)
             continue
         record = converted.get(audit_trail.absolute(row.output)) if resume else None
-        if record is not None and _still_valid(record, row):
+        changed = record is not None and (record.get("batch") or {}).get("row_sha256") != row.digest
+        if record is not None and not changed and _still_valid(record, row):
             results[index] = RowResult(
                 row.line, str(row.source), str(row.output), "skipped", int(record.get("exit_code", 0)),
                 f"already converted: {row.output} matches audit record {record['seq']} (output and input SHA-256)")
@@ -207,8 +210,7 @@ def _plan(rows: list[Row], audit: AuditLog | None, resume: bool, force: bool, re
                 on_row(results[index])
             continue
         if not force:
-            why = (f"no record in {audit.path} matches it (changed since, or not made by a batch with this log)"
-                   if resume else "it already exists")
+            why = _not_skipped(record, row, audit) if resume else "it already exists"
             raise UsageError(f"line {row.line}: {row.output}: {why}; remove it, pass --force to convert the row "
                              "again" + ("" if resume else ", or --resume with the batch's --audit log to skip it")
                              + ". Nothing was converted.")
@@ -216,12 +218,29 @@ def _plan(rows: list[Row], audit: AuditLog | None, resume: bool, force: bool, re
     return todo
 
 
+def _not_skipped(record: dict | None, row: Row, audit: AuditLog | None) -> str:
+    """Why --resume does not skip an existing output, in words."""
+    recorded = (record.get("batch") or {}).get("row_sha256", "") if record is not None else ""
+    if record is not None and not recorded:
+        return f"audit record {record['seq']} has no row digest (an older dvqa wrote it), so nothing shows the row " \
+               "is unchanged"
+    if record is not None and recorded != row.digest:
+        return (f"the row differs from the one audit record {record['seq']} converted (a cell, an option or its "
+                "metadata changed since), so the file there was made for the old row")
+    return (f"no record in {audit.path if audit else 'the audit log'} matches it (changed since, or not made by a "
+            "batch with this log)")
+
+
+class UnverifiedLog(AboutTheLog, InputError):
+    """--resume on a log that does not verify: refused, and not recorded in that log."""
+
+
 def _converted(audit: AuditLog) -> dict[str, dict]:
     """output path -> the latest record of a conversion that wrote it, from a log that verifies."""
     check = audit_trail.verify(audit.path, audit.key)
     if not check.ok:
-        raise InputError(f"{audit.path}: the audit log does not verify ({check.errors[0]}); --resume trusts only "
-                         "an intact log - see dvqa audit verify.")
+        raise UnverifiedLog(f"{audit.path}: the audit log does not verify ({check.errors[0]}); --resume trusts "
+                            "only an intact log - see dvqa audit verify.")
     latest: dict[str, dict] = {}
     for record in audit_trail.records(audit.path):
         output = record.get("output") or {}
@@ -320,7 +339,7 @@ class _Run:
 
     def batch_fields(self, row: Row, attempt: int, where: str) -> dict:
         return {"batch": {"manifest": audit_trail.absolute(self.manifest), "line": row.line, "attempt": attempt,
-                          "worker": where}}
+                          "worker": where, "row_sha256": row.digest}}
 
     def record_lost(self, index: int, done: str | None) -> int:
         """One record per attempt that ended without a result; returns how many there were."""
