@@ -1,4 +1,4 @@
-"""Every `dvqa ...` command quoted inline in docs/regulatory/ and the README names commands and
+"""Every `dvqa ...` command quoted inline in docs/ (every page) and the README names commands and
 options that exist, so a renamed option breaks the build instead of the reader's trust.
 
 (Fenced blocks of examples.md and deployment.md are executed by their own tests; this covers the
@@ -16,7 +16,7 @@ from dvqa.cli import options
 from dvqa.cli.main import main
 from helpers import ROOT
 
-PAGES = sorted((ROOT / "docs" / "regulatory").glob("*.md")) + [ROOT / "README.md", ROOT / "docs" / "cli-conventions.md"]
+PAGES = sorted((ROOT / "docs" / "regulatory").glob("*.md")) + sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
 INLINE = re.compile(r"(?<!`)`(dvqa [^`]+)`(?!`)")
 
 
