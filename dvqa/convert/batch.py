@@ -29,7 +29,7 @@ from typing import Callable
 from dvqa.convert.manifest import Row
 from dvqa.convert.pipeline import convert
 from dvqa.core import outputs, signals
-from dvqa.core.cluster import client, require_absolute
+from dvqa.core.cluster import Cluster, WorkersGone, client, completed, require_absolute
 from dvqa.core.digest import sha256_file
 from dvqa.core.errors import DvqaError, EnvironmentProblem, ExitCode, InputError, UsageError
 from dvqa.trust import audit as audit_trail
@@ -159,9 +159,9 @@ def _convert_staged(index: int, attempt: str, row: Row, staged: Path) -> Outcome
                    str(staged) if result.written else None, summary)
 
 
-def run(manifest: Path, rows: list[Row], scheduler: str | None = None, jobs: int = 1, audit: AuditLog | None = None,
-        resume: bool = False, force: bool = False, signer: Signer | None = None, signature_profile: str = "base",
-        on_row: Callable[[RowResult], None] | None = None) -> BatchResult:
+def run(manifest: Path, rows: list[Row], scheduler: str | Cluster | None = None, jobs: int = 1,
+        audit: AuditLog | None = None, resume: bool = False, force: bool = False, signer: Signer | None = None,
+        signature_profile: str = "base", on_row: Callable[[RowResult], None] | None = None) -> BatchResult:
     """Convert every row; one RowResult per row, in manifest order. Interruption is returned, not raised.
 
     With `signer`, the client signs each staged file before it is placed (the key never leaves this process).
@@ -182,6 +182,8 @@ def run(manifest: Path, rows: list[Row], scheduler: str | None = None, jobs: int
         return BatchResult(str(manifest), [r for r in results if r is not None], time.monotonic() - started, exc)
     finally:
         _discard_staged([row.output for row in rows])
+        for folder in sorted({row.output.parent for row in rows}):
+            outputs.sweep(folder)  # work folders of workers killed during this run whose task ran nowhere else
     return BatchResult(str(manifest), [r for r in results if r is not None], time.monotonic() - started)
 
 
@@ -278,9 +280,7 @@ class _Run:
             self.finish(outcome)
         self.current = None
 
-    def on_cluster(self, scheduler: str, todo: list[int]) -> None:
-        from distributed import as_completed
-
+    def on_cluster(self, scheduler: str | Cluster, todo: list[int]) -> None:
         require_absolute(scheduler, [p for i in todo for p in (self.rows[i].source, self.rows[i].output)])
         with client(scheduler) as connected:
             connected.subscribe_topic(TOPIC, self.heard)
@@ -288,16 +288,26 @@ class _Run:
                                         outputs.stage_prefix(self.rows[index].output),
                                         key=f"dvqa-batch-{self.batch}-{index}", pure=False, retries=RETRIES): index
                        for index in todo}
-            for future in as_completed(futures):
-                index = futures[future]
-                try:
-                    outcome = future.result()
-                except KeyboardInterrupt:
-                    raise
-                except Exception as exc:  # retries used up, or Dask's KilledWorker
-                    self.finish_failed(index, int(ExitCode.ENVIRONMENT), _task_failure(exc))
-                    continue
-                self.finish(outcome)
+            try:
+                for future in completed(connected, futures, scheduler):
+                    self.collect(futures[future], future)
+            except WorkersGone as exc:  # the rows not finished are recorded as failed, then the batch stops
+                left = [index for index in todo if self.results[index] is None]
+                for index in left:
+                    self.finish_failed(index, int(ExitCode.ENVIRONMENT), f"{exc}; the row was not converted")
+                raise WorkersGone(f"{exc}: {len(left)} row(s) not converted, each recorded as failed; start workers "
+                                  "and run the batch again with --resume.") from None
+
+    def collect(self, index: int, future) -> None:
+        """One finished task: its row placed and recorded, or recorded as failed."""
+        try:
+            outcome = future.result()
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # retries used up, or Dask's KilledWorker
+            self.finish_failed(index, int(ExitCode.ENVIRONMENT), _task_failure(exc))
+            return
+        self.finish(outcome)
 
     def heard(self, event: tuple[float, dict]) -> None:
         """A Dask event from a worker (called on the client's event-loop thread)."""
@@ -330,7 +340,8 @@ class _Run:
             where = states["started"]["where"]
             reason = (states["failed"]["message"] if "failed" in states else
                       "the worker stopped during the conversion (its process died or was killed)")
-            message = f"attempt {number} on worker {where} gave no result: {reason}; Dask ran the task again"
+            again = "Dask ran the task again" if done is not None or number < len(lost) else "it did not run again"
+            message = f"attempt {number} on worker {where} gave no result: {reason}; {again}"
             self.record({**conversion_event(row.source, row.output, None, int(ExitCode.ENVIRONMENT), message),
                          **self.batch_fields(row, number, where)})
         return len(lost)
