@@ -107,7 +107,7 @@ def _wait_listening(port: int, process: subprocess.Popen, deadline_s: float = 90
 
 
 @contextmanager
-def _dask(tmp_path: Path, tls: dict[str, Path] | None) -> Iterator[tuple[str, list[str], callable]]:
+def _dask(tmp_path: Path, tls: dict[str, Path] | None) -> Iterator[tuple[str, list[str], callable, subprocess.Popen]]:
     """A real `dask scheduler` on 127.0.0.1 (TLS with `tls`, else tcp); yields its address, the options a
     dvqa or dask client needs, and a function that starts a `dask worker` (no nanny: a killed worker stays dead)."""
     assert DASK, "the dask command comes with the distributed package"
@@ -130,7 +130,7 @@ def _dask(tmp_path: Path, tls: dict[str, Path] | None) -> Iterator[tuple[str, li
 
     try:
         _wait_listening(port, processes[0])
-        yield address, options, worker
+        yield address, options, worker, processes[0]
     finally:
         for process in reversed(processes):
             process.terminate()
@@ -149,7 +149,7 @@ def test_a_tls_scheduler_with_its_own_worker(tmp_path: Path) -> None:
     assert dvqa("convert", str(CLIPS / "h264_cfr_high.mkv"), "-o", str(folder / "a.dcm"),
                 "--no-quality").returncode == 0
     local = dvqa("validate", str(folder), "--format", "json")
-    with _dask(tmp_path, pki) as (address, options, worker):
+    with _dask(tmp_path, pki) as (address, options, worker, _):
         idle = dvqa("validate", str(folder), "--scheduler", address, *options, "--worker-timeout", "2")
         assert idle.returncode == 4 and "no Dask worker joined" in idle.stderr, idle.stderr  # none started yet
         assert len(idle.stderr.strip().splitlines()) == 1
@@ -162,35 +162,44 @@ def test_a_tls_scheduler_with_its_own_worker(tmp_path: Path) -> None:
         assert len(foreign.stderr.strip().splitlines()) == 1 and "internal error" not in foreign.stderr
 
 
-@pytest.mark.requirement("DVQA-CONV-007")
-def test_a_batch_whose_last_worker_dies_stops_with_its_rows_recorded(tmp_path: Path) -> None:
-    from distributed import Client
-
+def _two_rows(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A manifest of two slow rows (re-encode, reference SSIM): time to stop the cluster under one."""
     out = tmp_path / "out"
     out.mkdir()
     manifest = tmp_path / "manifest.csv"
     rows = [(CLIPS / "vp9_vfr.webm", "P1"), (CLIPS / "h264_cfr_high.mkv", "P2")]
     manifest.write_text("input,output,syntax,PatientID,ssim\n" + "".join(
         f"{source},{out / f'{n}.dcm'},h264-high-4.1,{patient},reference\n" for n, (source, patient) in enumerate(rows)))
-    log = tmp_path / "audit.jsonl"
-    with _dask(tmp_path, None) as (address, options, worker), Client(address, timeout=30) as watcher:
+    return manifest, out, tmp_path / "audit.jsonl"
+
+
+def _batch_until_a_row_starts(address: str, options: list[str], manifest: Path, log: Path) -> tuple:
+    """`dvqa batch convert` on the cluster, returned once a row has started there: (process, its event)."""
+    from distributed import Client
+
+    proc = subprocess.Popen([sys.executable, "-m", "dvqa", "batch", "convert", str(manifest), "--scheduler",
+                             address, *options, "--worker-timeout", "3", "--audit", str(log)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started, deadline = None, time.monotonic() + 120
+    with Client(address, timeout=30) as watcher:
+        while started is None and time.monotonic() < deadline and proc.poll() is None:
+            started = next((e for _, e in watcher.get_events("dvqa-batch") if e["state"] == "started"), None)
+            time.sleep(0.02)
+    if started is None:
+        proc.kill()
+        raise AssertionError(f"no row started: {proc.communicate()[1]}")
+    return proc, started
+
+
+@pytest.mark.requirement("DVQA-CONV-007")
+def test_a_batch_whose_last_worker_dies_stops_with_its_rows_recorded(tmp_path: Path) -> None:
+    manifest, out, log = _two_rows(tmp_path)
+    with _dask(tmp_path, None) as (address, options, worker, _):
         only = worker()
-        proc = subprocess.Popen([sys.executable, "-m", "dvqa", "batch", "convert", str(manifest), "--scheduler",
-                                 address, *options, "--worker-timeout", "3", "--audit", str(log)],
-                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            started, deadline = None, time.monotonic() + 120
-            while started is None and time.monotonic() < deadline and proc.poll() is None:
-                started = next((e for _, e in watcher.get_events("dvqa-batch") if e["state"] == "started"), None)
-                time.sleep(0.02)
-            assert started is not None, "no row started"
-            os.kill(only.pid, signal.SIGKILL)
-            only.wait(30)  # reaped: its work folders now belong to a dead process
-            _, err = proc.communicate(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+        proc, started = _batch_until_a_row_starts(address, options, manifest, log)
+        os.kill(only.pid, signal.SIGKILL)
+        only.wait(30)  # reaped: its work folders now belong to a dead process
+        _, err = proc.communicate(timeout=120)
     assert proc.returncode == 4, err
     assert "no Dask worker remained" in err and "--resume" in err and len(err.strip().splitlines()) == 1, err
     records = [json.loads(line) for line in log.read_text().splitlines()]
@@ -200,6 +209,25 @@ def test_a_batch_whose_last_worker_dies_stops_with_its_rows_recorded(tmp_path: P
     assert "did not run again" in lost["message"] and "ran the task again" not in lost["message"]
     assert os.listdir(out) == []  # no output, nothing staged, no worker's work folder
     assert dvqa("audit", "verify", str(log)).returncode == 0
+
+
+@pytest.mark.requirement("DVQA-CONV-007")
+def test_a_batch_whose_scheduler_dies_stops_and_leaves_no_patient_data_behind(tmp_path: Path) -> None:
+    manifest, out, log = _two_rows(tmp_path)
+    with _dask(tmp_path, None) as (address, options, worker, scheduler):
+        only = worker()
+        proc, started = _batch_until_a_row_starts(address, options, manifest, log)
+        scheduler.kill()
+        _, err = proc.communicate(timeout=120)
+        only.wait(120)  # the worker closes once its scheduler is gone, after the conversion under way
+    assert proc.returncode == 4, err
+    assert "scheduler" in err and "--resume" in err and len(err.strip().splitlines()) == 1, err
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    lost = next(r for r in records if r["batch"]["worker"] == started["where"] and r["outcome"] == "failure")
+    assert "the run stopped before its result came back" in lost["message"], lost["message"]
+    assert "ran the task again" not in lost["message"]
+    converted = {Path(r["output"]["path"]).name for r in records if r["outcome"] == "success"}
+    assert set(os.listdir(out)) == converted  # the conversion that finished after the client left was discarded
 
 
 @pytest.mark.requirement("DVQA-VAL-005")

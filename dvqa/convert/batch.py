@@ -29,7 +29,7 @@ from typing import Callable
 from dvqa.convert.manifest import Row
 from dvqa.convert.pipeline import convert
 from dvqa.core import outputs, signals
-from dvqa.core.cluster import Cluster, WorkersGone, client, completed, require_absolute
+from dvqa.core.cluster import Cluster, ClusterLost, client, completed, require_absolute
 from dvqa.core.digest import sha256_file
 from dvqa.core.errors import DvqaError, EnvironmentProblem, ExitCode, InputError, UsageError
 from dvqa.trust import audit as audit_trail
@@ -133,8 +133,25 @@ def convert_row(batch: str, index: int, row: Row, stage_prefix: str) -> Outcome:
     except EnvironmentProblem as exc:  # this worker's disk or folder: another worker may succeed
         _announce(batch, index, attempt, "failed", str(exc).replace(str(staged), str(row.output)))
         raise
+    if outcome.staged and _abandoned():  # no client will place it: patient data must not stay behind, hidden
+        Path(outcome.staged).unlink(missing_ok=True)
+        outcome.staged = None
     outcome.worker = _here()
     return outcome
+
+
+def _abandoned() -> bool:
+    """Nobody will collect this task's result: the worker lost its scheduler (it is closing), or the client
+    that submitted the task is gone (the worker has cancelled it). The task itself runs on regardless."""
+    worker = _worker()
+    if worker is None:
+        return False
+    from distributed.worker import thread_state
+
+    key = getattr(thread_state, "key", None)
+    task = worker.state.tasks.get(key) if key is not None else None
+    cancelled = key is not None and (task is None or task.state == "cancelled")
+    return cancelled or worker.status.name not in ("running", "paused")
 
 
 def _convert_staged(index: int, attempt: str, row: Row, staged: Path) -> Outcome:
@@ -291,12 +308,13 @@ class _Run:
             try:
                 for future in completed(connected, futures, scheduler):
                     self.collect(futures[future], future)
-            except WorkersGone as exc:  # the rows not finished are recorded as failed, then the batch stops
+            except ClusterLost as exc:  # the rows not finished are recorded as failed, then the batch stops
                 left = [index for index in todo if self.results[index] is None]
                 for index in left:
-                    self.finish_failed(index, int(ExitCode.ENVIRONMENT), f"{exc}; the row was not converted")
-                raise WorkersGone(f"{exc}: {len(left)} row(s) not converted, each recorded as failed; start workers "
-                                  "and run the batch again with --resume.") from None
+                    self.finish_failed(index, int(ExitCode.ENVIRONMENT), f"{exc}; the row was not converted",
+                                       stopped=str(exc))
+                raise ClusterLost(f"{exc}: {len(left)} row(s) not converted, each recorded as failed; check the "
+                                  "cluster (scheduler and workers) and run the batch again with --resume.") from None
 
     def collect(self, index: int, future) -> None:
         """One finished task: its row placed and recorded, or recorded as failed."""
@@ -332,13 +350,15 @@ class _Run:
         return {"batch": {"manifest": audit_trail.absolute(self.manifest), "line": row.line, "attempt": attempt,
                           "worker": where}}
 
-    def record_lost(self, index: int, done: str | None) -> int:
-        """One record per attempt that ended without a result; returns how many there were."""
+    def record_lost(self, index: int, done: str | None, stopped: str | None = None) -> int:
+        """One record per attempt that ended without a result; returns how many there were. `stopped`: why the
+        client stopped waiting (the cluster was lost), when that, not a worker's death, is all it knows."""
         row = self.rows[index]
         lost = self.lost_attempts(index, done)
         for number, states in enumerate(lost, 1):
             where = states["started"]["where"]
             reason = (states["failed"]["message"] if "failed" in states else
+                      f"the run stopped before its result came back ({stopped})" if stopped else
                       "the worker stopped during the conversion (its process died or was killed)")
             again = "Dask ran the task again" if done is not None or number < len(lost) else "it did not run again"
             message = f"attempt {number} on worker {where} gave no result: {reason}; {again}"
@@ -383,10 +403,11 @@ class _Run:
         event["signature_uid"] = signed.uid
         result.summary = {**result.summary, "sha256": digest, "size": size, "signature_uid": signed.uid}
 
-    def finish_failed(self, index: int, code: int, message: str, attempt: int | None = None, where: str = "") -> None:
+    def finish_failed(self, index: int, code: int, message: str, attempt: int | None = None, where: str = "",
+                      stopped: str | None = None) -> None:
         row = self.rows[index]
         if attempt is None:
-            lost = self.record_lost(index, None)
+            lost = self.record_lost(index, None, stopped)
             attempt = max(1, lost)
             message = f"{message} (after {lost} attempts, each recorded)" if lost > 1 else message
         self.record({**conversion_event(row.source, row.output, None, code, message),

@@ -20,6 +20,7 @@ key and the audit key) and read the patient data in task arguments. Hence:
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from contextlib import contextmanager
@@ -58,8 +59,8 @@ class Cluster:
     worker_wait_s: float = WORKER_WAIT_S
 
 
-class WorkersGone(EnvironmentProblem):
-    """No worker remained (or none joined) for the cluster's worker_wait_s."""
+class ClusterLost(EnvironmentProblem):
+    """No worker remained (or none joined) for the cluster's worker_wait_s, or the scheduler was lost."""
 
 
 def as_cluster(scheduler: str | Cluster) -> Cluster:
@@ -119,11 +120,11 @@ def client(scheduler: str | Cluster) -> Iterator[object]:
     """A Dask client with at least one worker: a TLS LocalCluster on 127.0.0.1 for local[:N], else the address."""
     cluster = as_cluster(scheduler)
     kind, workers = parse(cluster)
-    with (_local(cluster.scheduler, workers) if kind == "local" else _remote(cluster)) as connected:
+    with _quiet(), (_local(cluster.scheduler, workers) if kind == "local" else _remote(cluster)) as connected:
         try:
             connected.wait_for_workers(1, timeout=cluster.worker_wait_s)
         except TimeoutError:
-            raise WorkersGone(f"--scheduler {cluster.scheduler}: no Dask worker joined within "
+            raise ClusterLost(f"--scheduler {cluster.scheduler}: no Dask worker joined within "
                               f"{cluster.worker_wait_s:g} s (--worker-timeout); start workers (dask worker "
                               "ADDRESS with the cluster's credentials) or check why they stopped.") from None
         yield connected
@@ -176,6 +177,24 @@ def _remote(cluster: Cluster) -> Iterator[object]:
 
 
 @contextmanager
+def _quiet() -> Iterator[None]:
+    """Dask's own log handlers silenced while dvqa uses the cluster: Dask logs a lost connection, a refused
+    TLS handshake or a worker that failed to start as tracebacks on stderr, where dvqa says one sentence."""
+    import distributed  # noqa: F401 - Dask configures its loggers and handlers on import
+
+    loggers = [logger for name, logger in list(logging.root.manager.loggerDict.items())
+               if name.split(".")[0] in ("distributed", "tornado") and isinstance(logger, logging.Logger)]
+    handlers = [(handler, handler.level) for logger in loggers for handler in logger.handlers]
+    for handler, _ in handlers:
+        handler.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for handler, level in handlers:
+            handler.setLevel(level)
+
+
+@contextmanager
 def _without(variables: Iterable[str]) -> Iterator[None]:
     """The secret variables out of os.environ while worker processes are spawned (and re-spawned after a crash):
     a spawned process inherits the environment as it is. The client has read its secrets before."""
@@ -194,10 +213,11 @@ def _cause(exc: BaseException) -> str:
 
 
 def completed(connected, futures: Iterable, cluster: str | Cluster) -> Iterator:
-    """Each future as it finishes (like distributed.as_completed), but never waiting forever: when the scheduler
-    reports no worker for the cluster's worker_wait_s, WorkersGone - a task without a worker waits for one
-    indefinitely in Dask."""
+    """Each future as it finishes (like distributed.as_completed), but never waiting forever: ClusterLost when
+    the scheduler reports no worker for the cluster's worker_wait_s (Dask keeps a task without a worker
+    waiting indefinitely), or when the connection to the scheduler is lost."""
     from distributed import wait
+    from distributed.client import FuturesCancelledError
 
     wait_s = as_cluster(cluster).worker_wait_s
     pending = set(futures)
@@ -207,13 +227,17 @@ def completed(connected, futures: Iterable, cluster: str | Cluster) -> Iterator:
             done, pending = wait(pending, timeout=POLL_S, return_when="FIRST_COMPLETED")
         except TimeoutError:
             done = set()
+        except FuturesCancelledError as exc:  # the scheduler was lost (or cancelled them): no result will come
+            reason = exc.error_groups[0].reason if exc.error_groups else "cancelled"
+            raise ClusterLost(f"--scheduler {as_cluster(cluster).scheduler}: the Dask scheduler dropped the tasks "
+                              f"({reason})") from None
         yield from done
         if done or _workers(connected):
             alone_since = None
             continue
         alone_since = alone_since or time.monotonic()
         if time.monotonic() - alone_since >= wait_s:
-            raise WorkersGone(f"--scheduler {as_cluster(cluster).scheduler}: no Dask worker remained for "
+            raise ClusterLost(f"--scheduler {as_cluster(cluster).scheduler}: no Dask worker remained for "
                               f"{wait_s:g} s (--worker-timeout)")
 
 
