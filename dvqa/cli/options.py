@@ -135,6 +135,9 @@ def scheduler(help: str) -> Decorator:
 
             chosen = Cluster(scheduler, cluster_ca, cluster_cert, cluster_key, allow_clear_text, require_tls,
                              worker_timeout) if scheduler else None
+            if chosen and allow_clear_text and not require_tls and chosen.clear_text:  # said on every such run
+                click.echo(f"dvqa: warning: --scheduler {scheduler}: patient data and code cross the network "
+                           "unencrypted (--allow-clear-text).", err=True)
             return fn(*args, scheduler=chosen, **kwargs)
 
         pem = click.Path(path_type=Path, dir_okay=False, exists=True)

@@ -13,6 +13,11 @@ A worker that dies mid-task: Dask's scheduler runs the task again on another wor
 records each attempt that ended without a result, naming the worker. A bad input is the input's
 fault: the task returns the failure, which is recorded once and not retried. An environment
 problem on one worker (a full disk) raises, so Dask retries it elsewhere (RETRIES).
+
+When no worker remains for --worker-timeout, or the scheduler is lost, the client stops: every
+row not finished is recorded as failed (exit 4), and a lost attempt's record says the run stopped,
+not that Dask ran it again. A worker that finishes a task nobody will collect removes its staged
+file; the client sweeps its folders of dead workers' work when the batch ends.
 """
 
 from __future__ import annotations
@@ -311,10 +316,10 @@ class _Run:
             except ClusterLost as exc:  # the rows not finished are recorded as failed, then the batch stops
                 left = [index for index in todo if self.results[index] is None]
                 for index in left:
-                    self.finish_failed(index, int(ExitCode.ENVIRONMENT), f"{exc}; the row was not converted",
+                    self.finish_failed(index, int(ExitCode.ENVIRONMENT), f"the row was not converted: {exc}",
                                        stopped=str(exc))
-                raise ClusterLost(f"{exc}: {len(left)} row(s) not converted, each recorded as failed; check the "
-                                  "cluster (scheduler and workers) and run the batch again with --resume.") from None
+                raise ClusterLost(f"{str(exc).rstrip('.')}, then run the batch again with --resume ({len(left)} "
+                                  "row(s) not converted, each recorded as failed).") from None
 
     def collect(self, index: int, future) -> None:
         """One finished task: its row placed and recorded, or recorded as failed."""

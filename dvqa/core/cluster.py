@@ -58,6 +58,12 @@ class Cluster:
     require_tls: bool = False
     worker_wait_s: float = WORKER_WAIT_S
 
+    @property
+    def clear_text(self) -> bool:
+        """A remote scheduler reached over tcp:// (Dask's default scheme for HOST:PORT): nothing is encrypted."""
+        return not self.scheduler.startswith(("local", "tls://")) and (
+            self.scheduler.startswith("tcp://") or "://" not in self.scheduler)
+
 
 class ClusterLost(EnvironmentProblem):
     """No worker remained (or none joined) for the cluster's worker_wait_s, or the scheduler was lost."""
@@ -230,7 +236,7 @@ def completed(connected, futures: Iterable, cluster: str | Cluster) -> Iterator:
         except FuturesCancelledError as exc:  # the scheduler was lost (or cancelled them): no result will come
             reason = exc.error_groups[0].reason if exc.error_groups else "cancelled"
             raise ClusterLost(f"--scheduler {as_cluster(cluster).scheduler}: the Dask scheduler dropped the tasks "
-                              f"({reason})") from None
+                              f"({reason}); check that it runs and that this machine reaches it.") from None
         yield from done
         if done or _workers(connected):
             alone_since = None
@@ -238,7 +244,7 @@ def completed(connected, futures: Iterable, cluster: str | Cluster) -> Iterator:
         alone_since = alone_since or time.monotonic()
         if time.monotonic() - alone_since >= wait_s:
             raise ClusterLost(f"--scheduler {as_cluster(cluster).scheduler}: no Dask worker remained for "
-                              f"{wait_s:g} s (--worker-timeout)")
+                              f"{wait_s:g} s (--worker-timeout); start workers or check why they stopped.")
 
 
 def _workers(connected) -> int:
