@@ -73,6 +73,7 @@ def test_no_scheduler_or_a_bad_one_is_one_sentence(folder: Path) -> None:
     nobody = dvqa("validate", str(folder.resolve()), "--scheduler", f"tcp://127.0.0.1:{free_port()}",
                   "--allow-clear-text")
     assert nobody.returncode == 4 and "no Dask scheduler answered" in nobody.stderr
-    assert len(nobody.stderr.strip().splitlines()) == 1 and "Traceback" not in nobody.stderr
+    lines = nobody.stderr.strip().splitlines()  # the clear-text warning (--allow-clear-text), then one sentence
+    assert len(lines) == 2 and "unencrypted" in lines[0] and "Traceback" not in nobody.stderr
     bad = dvqa("validate", str(folder), "--scheduler", "local:0")
     assert bad.returncode == 2 and "local:N" in bad.stderr
