@@ -72,12 +72,15 @@ def test_a_local_cluster_refuses_clients_without_its_credentials(monkeypatch) ->
 def test_a_remote_scheduler_in_clear_text_or_without_credentials_is_refused(tmp_path: Path) -> None:
     files = str(_damaged(tmp_path))
     port = free_port()  # nothing listens: every refusal comes before any connection
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate\n")
     cases = [
         ([f"tcp://127.0.0.1:{port}"], {}, "--allow-clear-text"),
         ([f"127.0.0.1:{port}"], {}, "--allow-clear-text"),
         ([f"tcp://127.0.0.1:{port}", "--allow-clear-text", "--require-tls"], {}, "--require-tls"),
         ([f"tcp://127.0.0.1:{port}", "--allow-clear-text"], {"DVQA_REQUIRE_TLS": "1"}, "DVQA_REQUIRE_TLS"),
         ([f"tls://127.0.0.1:{port}"], {}, "--cluster-ca"),
+        ([f"tls://127.0.0.1:{port}", "--cluster-ca", str(bad), "--cluster-cert", str(bad)], {}, "could not be loaded"),
         ([f"http://127.0.0.1:{port}"], {}, "tls://HOST:PORT"),
     ]
     for args, env, named in cases:

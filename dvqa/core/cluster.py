@@ -165,6 +165,11 @@ def _remote(cluster: Cluster) -> Iterator[object]:
     if cluster.scheduler.startswith("tls://"):
         security = Security(tls_ca_file=str(cluster.ca), tls_client_cert=str(cluster.cert),
                             tls_client_key=str(cluster.key) if cluster.key else None, require_encryption=True)
+        try:
+            security.get_connection_args("client")  # loads the files now: a bad one is not a network problem
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise UsageError(f"--scheduler {cluster.scheduler}: the cluster credentials could not be loaded ({exc}); "
+                             "give PEM files for --cluster-ca, --cluster-cert and --cluster-key.") from None
     try:
         connected = Client(cluster.scheduler, timeout=CONNECT_TIMEOUT_S, security=security)
     except FatalCommClosedError as exc:
@@ -175,9 +180,6 @@ def _remote(cluster: Cluster) -> Iterator[object]:
         raise EnvironmentProblem(f"--scheduler {cluster.scheduler}: no Dask scheduler answered within "
                                  f"{CONNECT_TIMEOUT_S} s ({type(exc).__name__}); start one (dask scheduler) or check "
                                  "the address.") from None
-    except ValueError as exc:  # ssl could not load a certificate or key file
-        raise UsageError(f"--scheduler {cluster.scheduler}: the cluster credentials could not be loaded ({exc}); give "
-                         "PEM files for --cluster-ca, --cluster-cert and --cluster-key.") from None
     with connected:
         yield connected
 
