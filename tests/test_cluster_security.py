@@ -244,3 +244,34 @@ def test_a_worker_dying_at_start_up_is_one_sentence(tmp_path: Path) -> None:
                           env={**os.environ, "DASK_DISTRIBUTED__WORKER__PRELOAD": f'["{dying}"]'})
     assert proc.returncode == 4 and "did not start" in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "internal error" not in proc.stderr
+
+
+@pytest.mark.requirement("DVQA-SEC-002", "DVQA-CONV-007")
+def test_the_client_places_and_signs_only_what_it_staged_and_validated(tmp_path: Path) -> None:
+    from dvqa.convert.batch import STAGED_TAIL, Outcome, _Run
+    from dvqa.convert.manifest import Row
+    from dvqa.convert.pipeline import ConvertOptions
+    from dvqa.core import outputs
+    from dvqa.trust.signature import Signer
+
+    pki = write_pki(tmp_path, lambda ca_key, key: {
+        "cert": certificate("signer", key, "dvqa test CA", ca_key).public_bytes(PEM), "key": pem_key(key)})
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = out / "someone_elses.dcm"
+    victim.write_bytes(b"another patient's study")
+    rows = [Row(2, CLIPS / "h264_cfr_high.mkv", out / "a.dcm", ConvertOptions()),
+            Row(3, CLIPS / "vp9_vfr.webm", out / "b.dcm", ConvertOptions())]
+    results: list = [None, None]
+    run = _Run(tmp_path / "m.csv", rows, None, False, Signer.load(pki["key"], pki["cert"], None), "base", results,
+               None)
+    event = {"output": {"path": "x", "written": True}}
+    run.finish(Outcome(0, "a" * 12, "rogue", 0, "", dict(event), str(victim)))  # a path the worker chose
+    staged = out / (outputs.stage_prefix(rows[1].output) + "b" * (len(STAGED_TAIL) - 4) + ".dcm")
+    staged.write_bytes(b"not DICOM at all")  # at the right name, but not what the worker claims
+    run.finish(Outcome(1, "b" * 12, "rogue", 0, "", dict(event), str(staged)))
+    assert victim.read_bytes() == b"another patient's study"
+    assert sorted(os.listdir(out)) == ["someone_elses.dcm"]  # nothing placed, the unvalidated file removed
+    assert [r.status for r in results] == ["failed", "failed"]
+    assert "not the file staged for this row" in results[0].message and results[0].exit_code == 4
+    assert "does not validate" in results[1].message and results[1].exit_code == 1

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import stat
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -37,9 +38,11 @@ from dvqa.core import outputs, signals
 from dvqa.core.cluster import Cluster, ClusterLost, client, completed, require_absolute
 from dvqa.core.digest import sha256_file
 from dvqa.core.errors import DvqaError, EnvironmentProblem, ExitCode, InputError, UsageError
+from dvqa.core.findings import Severity
 from dvqa.trust import audit as audit_trail
 from dvqa.trust.audit import AuditLog, AuditWriteFailed, conversion_event
 from dvqa.trust.signature import Signer, sign_file
+from dvqa.validate.run import check_file
 
 TOPIC = "dvqa-batch"  # the Dask event topic on which attempts announce themselves
 RETRIES = 2  # re-runs of a task that raised (an environment problem on its worker)
@@ -374,6 +377,11 @@ class _Run:
     def finish(self, outcome: Outcome) -> None:
         index, row = outcome.index, self.rows[outcome.index]
         attempt = self.record_lost(index, outcome.attempt) + 1
+        if outcome.staged and not _ours(Path(outcome.staged), row):
+            self.finish_failed(index, int(ExitCode.ENVIRONMENT), f"worker {outcome.worker} returned {outcome.staged}, "
+                               "which is not the file staged for this row; nothing was placed or signed (every "
+                               "cluster member must be trusted: check that worker)", attempt, outcome.worker)
+            return
         event = {**outcome.event, **self.batch_fields(row, attempt, outcome.worker)}
         status = "converted" if outcome.staged else ("not written" if outcome.exit_code == 1 else "failed")
         result = RowResult(row.line, str(row.source), str(row.output), status, outcome.exit_code, outcome.message,
@@ -400,8 +408,13 @@ class _Run:
         self.done(index, result)
 
     def sign(self, staged: Path, event: dict, result: RowResult) -> None:
-        """Sign on the client, so the private key never travels to a worker; the record follows the file."""
+        """Sign on the client, so the private key never travels to a worker; the record follows the file. The
+        client signs only what it has validated itself: a worker's word that the file is valid is not enough."""
         assert self.signer is not None
+        errors = [f for f in check_file(staged).findings if f.severity == Severity.ERROR]
+        if errors:
+            raise DvqaError(f"{result.output}: the file the worker made does not validate ({errors[0].message}); it "
+                            "was not signed or placed.", ExitCode.CHECK_FAILED)
         signed = sign_file(staged, staged, self.signer, self.signature_profile)
         digest, size = sha256_file(staged), staged.stat().st_size
         event["output"] = {**event["output"], "sha256": digest, "size": size}
@@ -443,6 +456,19 @@ class _Run:
                 pass  # the log itself fails; the interruption is still reported on stderr
             self.results[index] = RowResult(row.line, str(row.source), str(row.output), "interrupted",
                                             signals.exit_code_of(exc), message)
+
+
+def _ours(staged: Path, row: Row) -> bool:
+    """A worker's result names the file it staged: the client places (and signs) only a regular file at the name
+    it gave this row - never a path a misbehaving worker chose (the client would move or sign any file)."""
+    prefix = outputs.stage_prefix(row.output)
+    if (staged.parent != row.output.parent or not staged.name.startswith(prefix)
+            or len(staged.name) != len(prefix) + len(STAGED_TAIL)):
+        return False
+    try:
+        return stat.S_ISREG(os.lstat(staged).st_mode)
+    except OSError:
+        return False
 
 
 def _task_failure(exc: BaseException) -> str:
