@@ -68,7 +68,7 @@ def test_a_batch_on_a_local_cluster_gives_the_outputs_of_local_conversions(tmp_p
     failed = [r for r in records if r["outcome"] == "failure"]
     assert len(failed) == 1 and failed[0]["exit_code"] == 3 and failed[0]["batch"]["attempt"] == 1  # not retried
     # every row ran in one of Dask's worker processes, not in the client
-    assert all(r["batch"]["worker"].startswith("tcp://127.0.0.1:") for r in records)
+    assert all(r["batch"]["worker"].startswith("tls://127.0.0.1:") for r in records)  # a local cluster is TLS
     by_output = {Path(r["output"]["path"]).name: r for r in records}
     for number, (source, syntax, cells) in enumerate(ROWS[:4], 1):
         written = tmp_path / "out" / f"{number}_{source.stem}.dcm"
@@ -132,7 +132,8 @@ def test_a_worker_killed_mid_task_is_retried_and_both_attempts_are_recorded(tmp_
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as cluster, Client(cluster) as watcher:
         proc = subprocess.Popen([sys.executable, "-m", "dvqa", "batch", "convert", str(manifest), "--scheduler",
-                                 cluster.scheduler_address, "--audit", str(log), "--format", "json"],
+                                 cluster.scheduler_address, "--allow-clear-text", "--audit", str(log),
+                                 "--format", "json"],
                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         killed = None
         deadline = time.monotonic() + 120

@@ -55,8 +55,10 @@ def test_a_scheduler_at_an_address_with_its_own_worker(folder: Path, tmp_path: P
                                    "--host", "127.0.0.1", "--no-dashboard"],
                                   cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         address = f"tcp://127.0.0.1:{port}"
-        assert _reports([str(folder.resolve()), "--scheduler", address]) == _reports([str(folder.resolve())])
-        relative = subprocess.run([sys.executable, "-m", "dvqa", "validate", folder.name, "--scheduler", address],
+        clear = ["--scheduler", address, "--allow-clear-text"]  # a tcp:// scheduler now needs the option
+        assert _reports([str(folder.resolve()), *clear]) == _reports([str(folder.resolve())])
+        relative = subprocess.run([sys.executable, "-m", "dvqa", "validate", folder.name, "--scheduler", address,
+                                   "--allow-clear-text"],
                                   cwd=folder.parent, capture_output=True, text=True, timeout=120)
         assert relative.returncode == 2 and "absolute paths" in relative.stderr  # workers do not share our folder
     finally:
@@ -68,8 +70,10 @@ def test_a_scheduler_at_an_address_with_its_own_worker(folder: Path, tmp_path: P
 
 @pytest.mark.requirement("DVQA-VAL-005")
 def test_no_scheduler_or_a_bad_one_is_one_sentence(folder: Path) -> None:
-    nobody = dvqa("validate", str(folder.resolve()), "--scheduler", f"tcp://127.0.0.1:{free_port()}")
+    nobody = dvqa("validate", str(folder.resolve()), "--scheduler", f"tcp://127.0.0.1:{free_port()}",
+                  "--allow-clear-text")
     assert nobody.returncode == 4 and "no Dask scheduler answered" in nobody.stderr
-    assert len(nobody.stderr.strip().splitlines()) == 1 and "Traceback" not in nobody.stderr
+    lines = nobody.stderr.strip().splitlines()  # the clear-text warning (--allow-clear-text), then one sentence
+    assert len(lines) == 2 and "unencrypted" in lines[0] and "Traceback" not in nobody.stderr
     bad = dvqa("validate", str(folder), "--scheduler", "local:0")
     assert bad.returncode == 2 and "local:N" in bad.stderr

@@ -92,8 +92,9 @@ def batch_convert_command(manifest: Path, jobs: int, scheduler: str | None, audi
     try:
         result = batch.run(manifest, rows, scheduler, jobs, audit, resume, force, signer, signature_profile, on_row)
     except DvqaError as exc:
-        guarded(debug, lambda: _record_refusal(audit, manifest, exc))
-        fail(exc, debug)
+        refusal = exc  # bound for the lambda: `exc` is unbound once the except clause ends
+        guarded(debug, lambda: _record_refusal(audit, manifest, refusal))
+        fail(refusal, debug)
         return
     if fmt == "json":
         click.echo(json.dumps(result.to_dict(), indent=2))

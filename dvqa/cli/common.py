@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from dvqa.core import outputs
+from dvqa.core.cluster import keep_from_workers
 from dvqa.core.errors import DvqaError, ExitCode, UsageError
 from dvqa.trust.audit import AuditLog
 
@@ -43,6 +44,7 @@ def passphrase(variable: str | None, option: str = "--passphrase-env") -> str | 
         return None
     if variable not in os.environ:
         raise UsageError(f"{option} {variable}: that variable is not set.")
+    keep_from_workers(variable)  # a secret: never in a local Dask worker's environment
     return os.environ[variable]
 
 

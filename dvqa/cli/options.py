@@ -7,11 +7,13 @@ that scripts may still use are rewritten to the new ones before Click parses the
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Callable
 
 import click
 
+from dvqa.core.cluster import WORKER_WAIT_S
 from dvqa.dicom import syntaxes
 
 Decorator = Callable[[Callable], Callable]
@@ -121,10 +123,49 @@ def jobs(help: str = "Worker processes.") -> Decorator:
 
 
 def scheduler(help: str) -> Decorator:
-    """--scheduler: a Dask scheduler's address, or local[:N] worker processes here (dvqa.core.cluster)."""
-    return click.option("--scheduler", default=None, metavar="ADDRESS|local[:N]",
-                        help=f"{help}: a scheduler's address (tcp://HOST:8786; absolute paths on storage every worker "
-                             "mounts at the same place) or local[:N] worker processes here (default N=2).")
+    """--scheduler and how to reach it (dvqa.core.cluster): the command receives `scheduler` as a
+    dvqa.core.cluster.Cluster (or None), so the TLS options travel with the address they apply to."""
+
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def command(*args, scheduler: str | None = None, cluster_ca: Path | None = None,
+                    cluster_cert: Path | None = None, cluster_key: Path | None = None, allow_clear_text: bool = False,
+                    require_tls: bool = False, worker_timeout: float = WORKER_WAIT_S, **kwargs):
+            from dvqa.core.cluster import Cluster
+
+            chosen = Cluster(scheduler, cluster_ca, cluster_cert, cluster_key, allow_clear_text, require_tls,
+                             worker_timeout) if scheduler else None
+            if chosen and allow_clear_text and not require_tls and chosen.clear_text:  # said on every such run
+                click.echo(f"dvqa: warning: --scheduler {scheduler}: patient data and code cross the network "
+                           "unencrypted (--allow-clear-text).", err=True)
+            return fn(*args, scheduler=chosen, **kwargs)
+
+        pem = click.Path(path_type=Path, dir_okay=False, exists=True)
+        chosen = [
+            click.option("--scheduler", default=None, metavar="ADDRESS|local[:N]",
+                         help=f"{help}: a scheduler's address (tls://HOST:8786; absolute paths on storage every "
+                              "worker mounts at the same place) or local[:N] worker processes here (default N=2, "
+                              "TLS with credentials made for the run). Every cluster member is fully trusted."),
+            click.option("--cluster-ca", type=pem, help="With a tls:// scheduler: the CA (PEM) that signed the "
+                                                        "scheduler's and workers' certificates."),
+            click.option("--cluster-cert", type=pem, help="With a tls:// scheduler: this client's certificate (PEM)."),
+            click.option("--cluster-key", type=pem, help="With a tls:// scheduler: this client's private key (PEM), "
+                                                         "unless --cluster-cert holds it."),
+            click.option("--allow-clear-text", is_flag=True,
+                         help="Accept a tcp:// scheduler: patient data and code cross the network unencrypted."),
+            click.option("--require-tls", is_flag=True, envvar="DVQA_REQUIRE_TLS",
+                         help="Refuse a tcp:// scheduler even with --allow-clear-text (DVQA_REQUIRE_TLS=1: the "
+                              "site default)."),
+            click.option("--worker-timeout", default=WORKER_WAIT_S, show_default=True, type=click.FloatRange(1, 86400),
+                         metavar="SECONDS", help="With --scheduler: stop (exit 4) when no Dask worker joined, or "
+                                                 "none remained, for this long; unfinished rows are recorded as "
+                                                 "failed."),
+        ]
+        for option in reversed(chosen):
+            command = option(command)
+        return command
+
+    return decorate
 
 
 def conversion(fn: Callable) -> Callable:

@@ -11,6 +11,7 @@ import click
 from dvqa.cli import options
 from dvqa.cli.common import fail, guarded, warn
 from dvqa.core import outputs, profiles
+from dvqa.core.cluster import Cluster
 from dvqa.core.errors import UsageError
 from dvqa.core.findings import Severity, exit_code
 from dvqa.validate import standard, standard_install
@@ -59,7 +60,7 @@ def profiles_command(ctx: click.Context, fmt: str, debug: bool) -> None:
                    "`dvqa standard` lists them).")
 @options.debug
 def validate_command(targets: tuple[Path, ...], profile: str | None, fmt: str, fail_on: str, jobs: int,
-                     scheduler: str | None, include_hidden: bool, include: tuple[str, ...], exclude: tuple[str, ...],
+                     scheduler: Cluster | None, include_hidden: bool, include: tuple[str, ...], exclude: tuple[str, ...],
                      output: Path | None, min_severity: str, verbose: bool, standard_name: str | None,
                      debug: bool) -> None:
     """Check DICOM FILES and every file below DIRS: the file, its values, the IOD against the DICOM

@@ -13,6 +13,11 @@ A worker that dies mid-task: Dask's scheduler runs the task again on another wor
 records each attempt that ended without a result, naming the worker. A bad input is the input's
 fault: the task returns the failure, which is recorded once and not retried. An environment
 problem on one worker (a full disk) raises, so Dask retries it elsewhere (RETRIES).
+
+When no worker remains for --worker-timeout, or the scheduler is lost, the client stops: every
+row not finished is recorded as failed (exit 4), and a lost attempt's record says the run stopped,
+not that Dask ran it again. A worker that finishes a task nobody will collect removes its staged
+file; the client sweeps its folders of dead workers' work when the batch ends.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import stat
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -29,12 +35,14 @@ from typing import Callable
 from dvqa.convert.manifest import AboutTheLog, Row
 from dvqa.convert.pipeline import convert
 from dvqa.core import outputs, signals
-from dvqa.core.cluster import client, require_absolute
+from dvqa.core.cluster import Cluster, ClusterLost, client, completed, require_absolute
 from dvqa.core.digest import sha256_file
 from dvqa.core.errors import DvqaError, EnvironmentProblem, ExitCode, InputError, UsageError
+from dvqa.core.findings import Severity
 from dvqa.trust import audit as audit_trail
 from dvqa.trust.audit import AuditLog, AuditWriteFailed, conversion_event
 from dvqa.trust.signature import Signer, sign_file
+from dvqa.validate.run import check_file
 
 TOPIC = "dvqa-batch"  # the Dask event topic on which attempts announce themselves
 RETRIES = 2  # re-runs of a task that raised (an environment problem on its worker)
@@ -133,8 +141,25 @@ def convert_row(batch: str, index: int, row: Row, stage_prefix: str) -> Outcome:
     except EnvironmentProblem as exc:  # this worker's disk or folder: another worker may succeed
         _announce(batch, index, attempt, "failed", str(exc).replace(str(staged), str(row.output)))
         raise
+    if outcome.staged and _abandoned():  # no client will place it: patient data must not stay behind, hidden
+        Path(outcome.staged).unlink(missing_ok=True)
+        outcome.staged = None
     outcome.worker = _here()
     return outcome
+
+
+def _abandoned() -> bool:
+    """Nobody will collect this task's result: the worker lost its scheduler (it is closing), or the client
+    that submitted the task is gone (the worker has cancelled it). The task itself runs on regardless."""
+    worker = _worker()
+    if worker is None:
+        return False
+    from distributed.worker import thread_state
+
+    key = getattr(thread_state, "key", None)
+    task = worker.state.tasks.get(key) if key is not None else None
+    cancelled = key is not None and (task is None or task.state == "cancelled")
+    return cancelled or worker.status.name not in ("running", "paused")
 
 
 def _convert_staged(index: int, attempt: str, row: Row, staged: Path) -> Outcome:
@@ -159,9 +184,9 @@ def _convert_staged(index: int, attempt: str, row: Row, staged: Path) -> Outcome
                    str(staged) if result.written else None, summary)
 
 
-def run(manifest: Path, rows: list[Row], scheduler: str | None = None, jobs: int = 1, audit: AuditLog | None = None,
-        resume: bool = False, force: bool = False, signer: Signer | None = None, signature_profile: str = "base",
-        on_row: Callable[[RowResult], None] | None = None) -> BatchResult:
+def run(manifest: Path, rows: list[Row], scheduler: str | Cluster | None = None, jobs: int = 1,
+        audit: AuditLog | None = None, resume: bool = False, force: bool = False, signer: Signer | None = None,
+        signature_profile: str = "base", on_row: Callable[[RowResult], None] | None = None) -> BatchResult:
     """Convert every row; one RowResult per row, in manifest order. Interruption is returned, not raised.
 
     With `signer`, the client signs each staged file before it is placed (the key never leaves this process).
@@ -182,6 +207,8 @@ def run(manifest: Path, rows: list[Row], scheduler: str | None = None, jobs: int
         return BatchResult(str(manifest), [r for r in results if r is not None], time.monotonic() - started, exc)
     finally:
         _discard_staged([row.output for row in rows])
+        for folder in sorted({row.output.parent for row in rows}):
+            outputs.sweep(folder)  # work folders of workers killed during this run whose task ran nowhere else
     return BatchResult(str(manifest), [r for r in results if r is not None], time.monotonic() - started)
 
 
@@ -297,9 +324,7 @@ class _Run:
             self.finish(outcome)
         self.current = None
 
-    def on_cluster(self, scheduler: str, todo: list[int]) -> None:
-        from distributed import as_completed
-
+    def on_cluster(self, scheduler: str | Cluster, todo: list[int]) -> None:
         require_absolute(scheduler, [p for i in todo for p in (self.rows[i].source, self.rows[i].output)])
         with client(scheduler) as connected:
             connected.subscribe_topic(TOPIC, self.heard)
@@ -307,16 +332,27 @@ class _Run:
                                         outputs.stage_prefix(self.rows[index].output),
                                         key=f"dvqa-batch-{self.batch}-{index}", pure=False, retries=RETRIES): index
                        for index in todo}
-            for future in as_completed(futures):
-                index = futures[future]
-                try:
-                    outcome = future.result()
-                except KeyboardInterrupt:
-                    raise
-                except Exception as exc:  # retries used up, or Dask's KilledWorker
-                    self.finish_failed(index, int(ExitCode.ENVIRONMENT), _task_failure(exc))
-                    continue
-                self.finish(outcome)
+            try:
+                for future in completed(connected, futures, scheduler):
+                    self.collect(futures[future], future)
+            except ClusterLost as exc:  # the rows not finished are recorded as failed, then the batch stops
+                left = [index for index in todo if self.results[index] is None]
+                for index in left:
+                    self.finish_failed(index, int(ExitCode.ENVIRONMENT), f"the row was not converted: {exc}",
+                                       stopped=str(exc))
+                raise ClusterLost(f"{str(exc).rstrip('.')}, then run the batch again with --resume ({len(left)} "
+                                  "row(s) not converted, each recorded as failed).") from None
+
+    def collect(self, index: int, future) -> None:
+        """One finished task: its row placed and recorded, or recorded as failed."""
+        try:
+            outcome = future.result()
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # retries used up, or Dask's KilledWorker
+            self.finish_failed(index, int(ExitCode.ENVIRONMENT), _task_failure(exc))
+            return
+        self.finish(outcome)
 
     def heard(self, event: tuple[float, dict]) -> None:
         """A Dask event from a worker (called on the client's event-loop thread)."""
@@ -341,15 +377,18 @@ class _Run:
         return {"batch": {"manifest": audit_trail.absolute(self.manifest), "line": row.line, "attempt": attempt,
                           "worker": where, "row_sha256": row.digest}}
 
-    def record_lost(self, index: int, done: str | None) -> int:
-        """One record per attempt that ended without a result; returns how many there were."""
+    def record_lost(self, index: int, done: str | None, stopped: str | None = None) -> int:
+        """One record per attempt that ended without a result; returns how many there were. `stopped`: why the
+        client stopped waiting (the cluster was lost), when that, not a worker's death, is all it knows."""
         row = self.rows[index]
         lost = self.lost_attempts(index, done)
         for number, states in enumerate(lost, 1):
             where = states["started"]["where"]
             reason = (states["failed"]["message"] if "failed" in states else
+                      f"the run stopped before its result came back ({stopped})" if stopped else
                       "the worker stopped during the conversion (its process died or was killed)")
-            message = f"attempt {number} on worker {where} gave no result: {reason}; Dask ran the task again"
+            again = "Dask ran the task again" if done is not None or number < len(lost) else "it did not run again"
+            message = f"attempt {number} on worker {where} gave no result: {reason}; {again}"
             self.record({**conversion_event(row.source, row.output, None, int(ExitCode.ENVIRONMENT), message),
                          **self.batch_fields(row, number, where)})
         return len(lost)
@@ -357,6 +396,11 @@ class _Run:
     def finish(self, outcome: Outcome) -> None:
         index, row = outcome.index, self.rows[outcome.index]
         attempt = self.record_lost(index, outcome.attempt) + 1
+        if outcome.staged and not _ours(Path(outcome.staged), row):
+            self.finish_failed(index, int(ExitCode.ENVIRONMENT), f"worker {outcome.worker} returned {outcome.staged}, "
+                               "which is not the file staged for this row; nothing was placed or signed (every "
+                               "cluster member must be trusted: check that worker)", attempt, outcome.worker)
+            return
         event = {**outcome.event, **self.batch_fields(row, attempt, outcome.worker)}
         status = "converted" if outcome.staged else ("not written" if outcome.exit_code == 1 else "failed")
         result = RowResult(row.line, str(row.source), str(row.output), status, outcome.exit_code, outcome.message,
@@ -383,18 +427,24 @@ class _Run:
         self.done(index, result)
 
     def sign(self, staged: Path, event: dict, result: RowResult) -> None:
-        """Sign on the client, so the private key never travels to a worker; the record follows the file."""
+        """Sign on the client, so the private key never travels to a worker; the record follows the file. The
+        client signs only what it has validated itself: a worker's word that the file is valid is not enough."""
         assert self.signer is not None
+        errors = [f for f in check_file(staged).findings if f.severity == Severity.ERROR]
+        if errors:
+            raise DvqaError(f"{result.output}: the file the worker made does not validate ({errors[0].message}); it "
+                            "was not signed or placed.", ExitCode.CHECK_FAILED)
         signed = sign_file(staged, staged, self.signer, self.signature_profile)
         digest, size = sha256_file(staged), staged.stat().st_size
         event["output"] = {**event["output"], "sha256": digest, "size": size}
         event["signature_uid"] = signed.uid
         result.summary = {**result.summary, "sha256": digest, "size": size, "signature_uid": signed.uid}
 
-    def finish_failed(self, index: int, code: int, message: str, attempt: int | None = None, where: str = "") -> None:
+    def finish_failed(self, index: int, code: int, message: str, attempt: int | None = None, where: str = "",
+                      stopped: str | None = None) -> None:
         row = self.rows[index]
         if attempt is None:
-            lost = self.record_lost(index, None)
+            lost = self.record_lost(index, None, stopped)
             attempt = max(1, lost)
             message = f"{message} (after {lost} attempts, each recorded)" if lost > 1 else message
         self.record({**conversion_event(row.source, row.output, None, code, message),
@@ -425,6 +475,19 @@ class _Run:
                 pass  # the log itself fails; the interruption is still reported on stderr
             self.results[index] = RowResult(row.line, str(row.source), str(row.output), "interrupted",
                                             signals.exit_code_of(exc), message)
+
+
+def _ours(staged: Path, row: Row) -> bool:
+    """A worker's result names the file it staged: the client places (and signs) only a regular file at the name
+    it gave this row - never a path a misbehaving worker chose (the client would move or sign any file)."""
+    prefix = outputs.stage_prefix(row.output)
+    if (staged.parent != row.output.parent or not staged.name.startswith(prefix)
+            or len(staged.name) != len(prefix) + len(STAGED_TAIL)):
+        return False
+    try:
+        return stat.S_ISREG(os.lstat(staged).st_mode)
+    except OSError:
+        return False
 
 
 def _task_failure(exc: BaseException) -> str:

@@ -20,7 +20,7 @@ from dvqa.core.errors import ExitCode
 PACKAGE = Path(__file__).resolve().parents[1]
 EXIT_OF = {"InputError": ExitCode.BAD_INPUT, "FileProblem": ExitCode.BAD_INPUT, "_damaged": ExitCode.BAD_INPUT,
            "UsageError": ExitCode.USAGE, "EnvironmentProblem": ExitCode.ENVIRONMENT,
-           "AuditWriteFailed": ExitCode.ENVIRONMENT, "DvqaError": ExitCode.BAD_INPUT,
+           "AuditWriteFailed": ExitCode.ENVIRONMENT, "ClusterLost": ExitCode.ENVIRONMENT, "DvqaError": ExitCode.BAD_INPUT,
            "LogClash": ExitCode.USAGE, "UnverifiedLog": ExitCode.BAD_INPUT}  # batch refusals about the audit log
 BEGIN, END = "<!-- error catalogue: generated, do not edit -->", "<!-- end of error catalogue -->"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from dvqa.core.cluster import client, require_absolute
+from dvqa.core.cluster import Cluster, client, completed, require_absolute
 from dvqa.core.profiles import Profile
 from dvqa.validate.run import FileResult, Skipped, check_file
 from dvqa.validate.standard import Edition
@@ -18,10 +18,10 @@ from dvqa.validate.standard import Edition
 RETRIES = 2  # a task whose worker died runs again elsewhere; a bad file gives a finding, never an exception
 
 
-def validate_on(scheduler: str, files: list[Path | Skipped], profile: Profile | None = None,
+def validate_on(scheduler: str | Cluster, files: list[Path | Skipped], profile: Profile | None = None,
                 edition: Edition | None = None, progress: Callable[[int], None] | None = None) -> list[FileResult]:
-    """check_file for every file, in Dask tasks of a few files each; results in the order of `files`."""
-    from distributed import as_completed
+    """check_file for every file, in Dask tasks of a few files each; results in the order of `files`.
+    When no worker remains for the cluster's worker_wait_s, WorkersGone (exit 4) rather than a wait forever."""
 
     require_absolute(scheduler, [Path(f) for f in files if not isinstance(f, Skipped)])
     with client(scheduler) as connected:
@@ -31,7 +31,7 @@ def validate_on(scheduler: str, files: list[Path | Skipped], profile: Profile | 
                    for chunk in chunks]
         first = {future.key: number * size for number, future in enumerate(futures)}
         results: list[FileResult | None] = [None] * len(files)
-        for future in as_completed(futures):
+        for future in completed(connected, futures, scheduler):
             done = future.result()
             results[first[future.key]:first[future.key] + len(done)] = done
             if progress:
