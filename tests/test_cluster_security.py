@@ -209,8 +209,11 @@ def test_a_batch_whose_last_worker_dies_stops_with_its_rows_recorded(tmp_path: P
     assert len(err.strip().splitlines()) == 2, err  # the clear-text warning, then one sentence
     records = [json.loads(line) for line in log.read_text().splitlines()]
     first, other = started["index"] + 2, 3 - started["index"]  # manifest lines 2 and 3
-    assert sorted(r["batch"]["line"] for r in records if r["outcome"] == "failure") == sorted([first, first, other])
-    lost = next(r for r in records if r["batch"]["worker"] == started["where"])
+    rows = [r for r in records if "batch" in r]  # the row records; then one record of the batch that stopped
+    assert sorted(r["batch"]["line"] for r in rows if r["outcome"] == "failure") == sorted([first, first, other])
+    stopped = [r for r in records if "batch" not in r]
+    assert len(stopped) == 1 and stopped[0]["exit_code"] == 4 and "no Dask worker remained" in stopped[0]["message"]
+    lost = next(r for r in rows if r["batch"]["worker"] == started["where"])
     assert "did not run again" in lost["message"] and "ran the task again" not in lost["message"]
     assert os.listdir(out) == []  # no output, nothing staged, no worker's work folder
     assert dvqa("audit", "verify", str(log)).returncode == 0
@@ -228,7 +231,8 @@ def test_a_batch_whose_scheduler_dies_stops_and_leaves_no_patient_data_behind(tm
     assert proc.returncode == 4, err
     assert "scheduler dropped the tasks" in err and "--resume" in err and len(err.strip().splitlines()) == 2, err
     records = [json.loads(line) for line in log.read_text().splitlines()]
-    lost = next(r for r in records if r["batch"]["worker"] == started["where"] and r["outcome"] == "failure")
+    lost = next(r for r in records if "batch" in r and r["batch"]["worker"] == started["where"]
+                and r["outcome"] == "failure")
     assert "the run stopped before its result came back" in lost["message"], lost["message"]
     assert "ran the task again" not in lost["message"]
     converted = {Path(r["output"]["path"]).name for r in records if r["outcome"] == "success"}
