@@ -77,22 +77,31 @@ def build_command(out: Path, inputs: tuple[Path, ...], junit: tuple[Path, ...], 
 @evidence_group.command("verify")
 @click.argument("folder", type=click.Path(path_type=Path, file_okay=False, exists=True))
 @click.option("--trust", "trust_path", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              help="CA certificates (PEM) the manifest's signer must be issued by.")
+              help="CA certificates (PEM) the manifest's signer must chain to. Without it the signer is not "
+                   "authenticated and verify fails.")
+@click.option("--accept-unauthenticated-signer", is_flag=True,
+              help="Without --trust, pass a manifest whose signer cannot be authenticated (anyone can make a "
+                   "certificate with any name): compare the printed SHA-256 fingerprint yourself.")
 @options.output_format("text", "json")
 @options.debug
-def verify_command(folder: Path, trust_path: Path | None, fmt: str, debug: bool) -> None:
+def verify_command(folder: Path, trust_path: Path | None, accept_unauthenticated_signer: bool, fmt: str,
+                   debug: bool) -> None:
     """Check a bundle: every file's SHA-256, nothing added or removed, the manifest's signature.
     Exit 0 when all hold, 1 otherwise."""
     from dvqa.evidence import manifest
     from dvqa.trust.signature import load_trust
 
-    check = guarded(debug, lambda: manifest.check(folder, load_trust(trust_path) if trust_path else None))
+    check = guarded(debug, lambda: manifest.check(folder, load_trust(trust_path) if trust_path else None,
+                                                  accept_unauthenticated_signer))
     if fmt == "json":
         click.echo(json.dumps(check.to_dict(), indent=2))
     else:
         for problem in check.problems:
             click.echo(f"error    {problem}")
-        signed = f"signed by {check.signer}" + (f" ({check.chain})" if check.chain else "") if check.signer else ""
+        signed = (f"signed by {check.signer}" + (f" ({check.chain})" if check.chain else
+                                                 f" (NOT authenticated: certificate SHA-256 {check.fingerprint}, "
+                                                 "accepted by --accept-unauthenticated-signer)")
+                  if check.signer else "")
         click.echo(f"bundle   {folder}: {check.files} files in the manifest; "
                    + ("every hash and the signature hold" + (f", {signed}" if signed else "") if check.ok
                       else f"{len(check.problems)} problems"))
