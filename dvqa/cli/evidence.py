@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from dvqa.cli import options
-from dvqa.cli.common import guarded, passphrase
+from dvqa.cli.common import audit_key, guarded, passphrase
 from dvqa.core.errors import ExitCode
 
 
@@ -51,10 +51,10 @@ def build_command(out: Path, inputs: tuple[Path, ...], junit: tuple[Path, ...], 
     from dvqa.trust.signature import Signer, load_trust
 
     def work():
-        key = passphrase(audit_key_env, "--audit-key-env") if audit_key_env else None
+        key = audit_key(audit_key_env)
         signer = Signer.load(key_path, cert_path, passphrase(passphrase_env)) if key_path else None
         settings = bundle.Settings(inputs=list(inputs), junit=list(junit), signer=signer, profile=profile,
-                                   audit_key=key.encode() if key else None,
+                                   audit_key=key,
                                    trust=load_trust(trust_path) if trust_path else None)
         say = (lambda line: click.echo(line, err=True)) if sys.stderr.isatty() and fmt == "text" else None
         return bundle.build(out, settings, say)

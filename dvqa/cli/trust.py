@@ -10,7 +10,7 @@ import click
 from pydicom.tag import BaseTag, Tag
 
 from dvqa.cli import options
-from dvqa.cli.common import audit_log, guarded, passphrase
+from dvqa.cli.common import audit_key, audit_log, guarded, passphrase
 from dvqa.core import outputs, signals
 from dvqa.core.errors import DvqaError, ExitCode, UsageError
 from dvqa.trust import atna
@@ -207,13 +207,20 @@ def audit_group() -> None:
 @audit_group.command("verify")
 @click.argument("log", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @options.audit_key
+@click.option("--expect-head", metavar="RECORDS:SHA256", default=None,
+              help="The head 'dvqa audit head' printed earlier and you kept elsewhere: fail when the log no longer "
+                   "holds that record (cut short) or holds another one there (rewritten).")
 @options.output_format("text", "json")
 @options.debug
-def audit_verify_command(log: Path, audit_key_env: str | None, fmt: str, debug: bool) -> None:
-    """Prove LOG's hash chain (and HMACs); name the first record that breaks it. Exit 1 if one does."""
+def audit_verify_command(log: Path, audit_key_env: str | None, expect_head: str | None, fmt: str,
+                         debug: bool) -> None:
+    """Prove LOG's hash chain (and HMACs); name the first record that breaks it. Exit 1 if one does.
+
+    Without --audit-key-env or --expect-head the log is not tamper-evident: anyone who can write it can
+    rewrite it and recompute the chain, and verify says so."""
     def work():
-        key = passphrase(audit_key_env, "--audit-key-env")
-        return audit_trail.verify(log, key.encode() if key else None)
+        pinned = audit_trail.parse_head(expect_head) if expect_head else None
+        return audit_trail.verify(log, audit_key(audit_key_env), pinned)
 
     check = guarded(debug, work)
     if fmt == "json":
@@ -224,8 +231,30 @@ def audit_verify_command(log: Path, audit_key_env: str | None, fmt: str, debug: 
         for e in check.errors:
             click.echo(f"FAIL     {log}: {e}")
         if check.ok:
-            click.echo(f"OK       {log}: {check.records} records chained; head {check.head}")
+            how = " and ".join(what for what, done in (("every HMAC checked with the key", check.keyed),
+                                                        ("the head you kept is in it", check.pinned)) if done)
+            if check.tamper_evident:
+                click.echo(f"OK       {log}: {check.records} records chained, {how}; head {check.head_text}")
+            else:
+                click.echo(f"CHAINED  {log}: {check.records} records chained, but NOT tamper-evident: without "
+                           "--audit-key-env (a keyed log) or --expect-head (a head kept elsewhere), anyone who can "
+                           f"write the file can rewrite it and its chain undetected; head {check.head_text}")
     sys.exit(int(ExitCode.OK if check.ok else ExitCode.CHECK_FAILED))
+
+
+@audit_group.command("head")
+@click.argument("log", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@options.audit_key
+@options.debug
+def audit_head_command(log: Path, audit_key_env: str | None, debug: bool) -> None:
+    """Print LOG's head (RECORDS:SHA256 of its last record) after verifying it. Keep it somewhere the log's
+    writers cannot reach; 'dvqa audit verify LOG --expect-head HEAD' later fails on truncation or rewrite."""
+    check = guarded(debug, lambda: audit_trail.verify(log, audit_key(audit_key_env)))
+    if not check.ok:
+        click.echo(f"dvqa: error: {log}: the log does not verify ({check.errors[0]}); a head of it would pin a "
+                   "broken log - see dvqa audit verify.", err=True)
+        sys.exit(int(ExitCode.CHECK_FAILED))
+    click.echo(check.head_text)
 
 
 @audit_group.command("export")
