@@ -112,6 +112,7 @@ def _fingerprint(cert: x509.Certificate) -> str:
 
 # --- 3. signer trust ---------------------------------------------------------------------------------------
 
+@pytest.mark.requirement("DVQA-SIG-003")
 def test_an_impostor_copying_the_signers_name_is_not_authenticated(video, pki, tmp_path: Path) -> None:
     edited = tmp_path / "edited.dcm"
     ds = pydicom.dcmread(str(video))
@@ -132,6 +133,7 @@ def test_an_impostor_copying_the_signers_name_is_not_authenticated(video, pki, t
     assert ok.returncode == 0 and ok.stdout.startswith("OK") and "issued by CN=Clinic Root CA" in ok.stdout
 
 
+@pytest.mark.requirement("DVQA-EVI-002")
 def test_evidence_verify_does_not_authenticate_a_signer_without_trust(pki, tmp_path: Path) -> None:
     from dvqa.evidence import manifest
 
@@ -158,6 +160,7 @@ def _signed_with(video: Path, out: Path, key, cert: x509.Certificate, profile: s
     return out
 
 
+@pytest.mark.requirement("DVQA-SIG-003")
 def test_the_trust_path_is_checked_by_policy(video, pki, tmp_path: Path) -> None:
     VerifyPolicy = signature.VerifyPolicy  # noqa: N806 - new in this round: 9d36d13 fails here
     root, root_key = pki["root_cert"], pki["root_key"]
@@ -206,6 +209,7 @@ def _dcmsign(video: Path, out: Path, pki, *options: str) -> Path:
     return out
 
 
+@pytest.mark.requirement("DVQA-SIG-003")
 @pytest.mark.parametrize("option, name", [("+mm", "MD5"), ("+ms", "SHA1")])
 def test_md5_and_sha1_macs_fail_by_default(option: str, name: str, video, pki, tmp_path: Path) -> None:
     signed = _dcmsign(video, tmp_path / "weak.dcm", pki, option)
@@ -224,6 +228,7 @@ def test_ripemd160_dcmsigns_default_is_accepted_with_a_warning(video, pki, tmp_p
 
 # --- 4. partial signatures ---------------------------------------------------------------------------------
 
+@pytest.mark.requirement("DVQA-SIG-004")
 def test_a_two_element_signature_is_partial_and_a_swapped_video_is_caught(video, other_video, pki,
                                                                          tmp_path: Path) -> None:
     signed = _dcmsign(video, tmp_path / "two.dcm", pki, "+m2", "--tag", "StudyDate", "--tag", "Modality")
@@ -239,6 +244,7 @@ def test_a_two_element_signature_is_partial_and_a_swapped_video_is_caught(video,
         assert "PatientID (0010,0020)" in first and "SOPInstanceUID (0008,0018)" in first
 
 
+@pytest.mark.requirement("DVQA-SIG-004")
 def test_require_covered_extends_the_list(video, pki, tmp_path: Path) -> None:
     required = ("PixelData", "PatientName", "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
     signed = _dcmsign(video, tmp_path / "six.dcm", pki, "+m2", *[a for t in required for a in ("--tag", t)])
@@ -249,6 +255,7 @@ def test_require_covered_extends_the_list(video, pki, tmp_path: Path) -> None:
     assert bad.returncode == 2 and "--require-covered NotAKeyword" in bad.stderr
 
 
+@pytest.mark.requirement("DVQA-SIG-004")
 def test_a_relabelled_transfer_syntax_fails(video, pki, tmp_path: Path) -> None:
     signed = _sign(video, tmp_path / "signed.dcm", pki["key"], pki["signer"])
     data = signed.read_bytes()
@@ -282,6 +289,7 @@ def _rechain(path: Path) -> None:
     path.write_bytes(b"".join(lines))
 
 
+@pytest.mark.requirement("DVQA-AUD-002")
 def test_an_unkeyed_log_is_said_not_to_be_tamper_evident(tmp_path: Path) -> None:
     log = _log(tmp_path / "audit.jsonl", None)
     _rechain(log)
@@ -306,6 +314,7 @@ def test_resume_refuses_an_unkeyed_log_that_could_be_forged(tmp_path: Path) -> N
     assert output.read_bytes() == b"not the conversion"
 
 
+@pytest.mark.requirement("DVQA-AUD-002")
 def test_empty_and_short_audit_keys_are_refused(tmp_path: Path) -> None:
     log = _log(tmp_path / "audit.jsonl", KEY.encode())
     for value in ("", "short-key"):
@@ -322,6 +331,7 @@ def test_empty_and_short_audit_keys_are_refused(tmp_path: Path) -> None:
         audit_trail.AuditLog(tmp_path / "x.jsonl", b"")
 
 
+@pytest.mark.requirement("DVQA-AUD-002")
 def test_expect_head_catches_truncation_and_rewrite(tmp_path: Path) -> None:
     log = _log(tmp_path / "audit.jsonl", KEY.encode())
     env = {**os.environ, "K": KEY}
