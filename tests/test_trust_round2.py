@@ -251,6 +251,8 @@ def test_require_covered_extends_the_list(video, pki, tmp_path: Path) -> None:
     assert dvqa("verify", str(signed), "--trust", str(pki["root"])).returncode == 0
     proc = dvqa("verify", str(signed), "--trust", str(pki["root"]), "--require-covered", "(0008,0020)")
     assert proc.returncode == 1 and proc.stdout.startswith("PARTIAL") and "StudyDate (0008,0020)" in proc.stdout
+    keyword = dvqa("verify", str(signed), "--trust", str(pki["root"]), "--require-covered", "Modality")
+    assert keyword.returncode == 1 and "Modality (0008,0060)" in keyword.stdout  # 8 letters, not a hex tag
     bad = dvqa("verify", str(signed), "--require-covered", "NotAKeyword")
     assert bad.returncode == 2 and "--require-covered NotAKeyword" in bad.stderr
 

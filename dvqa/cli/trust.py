@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -15,7 +16,6 @@ from dvqa.core import outputs, signals
 from dvqa.core.errors import DvqaError, ExitCode, UsageError
 from dvqa.trust import atna
 from dvqa.trust import audit as audit_trail
-
 from dvqa.trust.signature import (
     PURPOSES,
     REQUIRED_COVERED,
@@ -191,7 +191,7 @@ def _tag_of(text: str) -> BaseTag:
     """--require-covered's TAG: a keyword (PatientBirthDate) or a tag (0010,0030), (0010,0030) or 00100030."""
     digits = text.strip().strip("()").replace(",", "")
     try:
-        if len(digits) == 8:
+        if re.fullmatch(r"[0-9A-Fa-f]{8}", digits):  # a tag; "Modality" is 8 letters too, but not hex
             return Tag(int(digits, 16))
         return Tag(text.strip())
     except (ValueError, OverflowError):
