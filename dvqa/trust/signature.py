@@ -614,11 +614,13 @@ def sign_file(source: Path, output: Path, signer: Signer, profile: str = "base",
     `record(result)` (the audit append) runs as part of placing it: if it fails, `output` is what it
     was before (dvqa.core.outputs.commit).
 
-    Read, sign and place happen under an exclusive lock on `output`'s folder, which every dvqa sign
-    takes: two signs of one file in place at once each add their signature in turn, instead of both
-    reading the unsigned file and the second rename dropping the first signature its record claims.
+    Signing in place, read, sign and place happen under an exclusive lock on the file's folder, which
+    every in-place dvqa sign takes: two signs of one file at once each add their signature in turn,
+    instead of both reading the unsigned file and the second rename dropping the first signature its
+    record claims. (With a separate output the last writer wins, as for any output file.)
     """
-    with _folder_lock(output.parent):
+    in_place = source.resolve() == output.resolve()
+    with _folder_lock(output.parent) if in_place else contextlib.nullcontext():
         ds = _read(source)
         syntax = str(ds.file_meta.get("TransferSyntaxUID", MAC_TRANSFER_SYNTAX))
         # encapsulated Pixel Data cannot be expressed in Explicit VR Little Endian: such files are
