@@ -48,7 +48,8 @@ def build_command(out: Path, inputs: tuple[Path, ...], junit: tuple[Path, ...], 
     """Build the bundle in OUT (a new folder): every step recorded as passed or failed in index.html/.pdf,
     every file hashed in manifest.json, the manifest signed. Exit 1 when any step failed."""
     from dvqa.evidence import bundle
-    from dvqa.trust.signature import Signer, load_trust
+    from dvqa.trust.signature import Signer
+    from dvqa.trust.verification import load_trust
 
     def work():
         key = audit_key(audit_key_env)
@@ -89,7 +90,7 @@ def verify_command(folder: Path, trust_path: Path | None, accept_unauthenticated
     """Check a bundle: every file's SHA-256, nothing added or removed, the manifest's signature.
     Exit 0 when all hold, 1 otherwise."""
     from dvqa.evidence import manifest
-    from dvqa.trust.signature import load_trust
+    from dvqa.trust.verification import load_trust
 
     check = guarded(debug, lambda: manifest.check(folder, load_trust(trust_path) if trust_path else None,
                                                   accept_unauthenticated_signer))

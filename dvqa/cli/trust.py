@@ -16,16 +16,8 @@ from dvqa.core import outputs, signals
 from dvqa.core.errors import DvqaError, ExitCode, UsageError
 from dvqa.trust import atna
 from dvqa.trust import audit as audit_trail
-from dvqa.trust.signature import (
-    PURPOSES,
-    REQUIRED_COVERED,
-    SIGNING_ALGORITHMS,
-    Signer,
-    VerifyPolicy,
-    load_trust,
-    sign_file,
-    verify_file,
-)
+from dvqa.trust.signature import PURPOSES, SIGNING_ALGORITHMS, Signer, sign_file
+from dvqa.trust.verification import REQUIRED_COVERED, VerifyPolicy, load_trust, verify_file
 
 
 def register(main: click.Group) -> None:

@@ -217,7 +217,7 @@ def _validate(stage: Path, s: Settings):
 
 
 def _signatures(stage: Path, s: Settings):
-    from dvqa.trust.signature import VerifyPolicy, verify_file
+    from dvqa.trust.verification import VerifyPolicy, verify_file
 
     # without --trust the signers cannot be authenticated: the step says so rather than failing every file
     policy = VerifyPolicy(trust=tuple(s.trust) if s.trust is not None else None,

@@ -23,7 +23,8 @@ from dvqa.core.errors import InputError
 from dvqa.evidence import reproducible
 from dvqa.trust import detached
 from dvqa.trust.chain import fingerprint
-from dvqa.trust.signature import Signer, check_chain
+from dvqa.trust.signature import Signer
+from dvqa.trust.verification import check_chain
 
 MANIFEST, SIGNATURE, CERTIFICATE = "manifest.json", "manifest.sig", "manifest-signer.crt"
 FORMAT = "dvqa-evidence-manifest/1"
