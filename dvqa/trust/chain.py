@@ -100,7 +100,3 @@ def _reason(exc: VerificationError) -> str:
     text = str(exc).removeprefix("validation failed: ")
     return text.split(" (encountered processing")[0]
 
-
-def load_certificates(data: bytes) -> list[x509.Certificate]:
-    """Every certificate of a PEM file (ValueError when there is none)."""
-    return x509.load_pem_x509_certificates(data)
