@@ -99,4 +99,3 @@ def _reason(exc: VerificationError) -> str:
     """The library's message without its Python object dump."""
     text = str(exc).removeprefix("validation failed: ")
     return text.split(" (encountered processing")[0]
-
