@@ -75,7 +75,7 @@ def test_edit_delete_and_reorder_are_named(tmp_path: Path) -> None:
 @pytest.mark.requirement("DVQA-AUD-002")
 def test_hmac_catches_an_edit_at_the_edited_record(tmp_path: Path) -> None:
     env_key = ("--audit-key-env", "DVQA_TEST_AUDIT_KEY")
-    os.environ["DVQA_TEST_AUDIT_KEY"] = "site secret"
+    os.environ["DVQA_TEST_AUDIT_KEY"] = "site secret of at least 32 bytes!"  # shorter keys are refused
     try:
         log = _three_attempts(tmp_path, *env_key)
         assert dvqa("audit", "verify", str(log), "--audit-key-env", "DVQA_TEST_AUDIT_KEY").returncode == 0

@@ -163,14 +163,16 @@ def test_a_worker_killed_mid_task_is_retried_and_both_attempts_are_recorded(tmp_
 
 
 @pytest.mark.requirement("DVQA-CONV-007")
-def test_an_interrupted_batch_resumes_and_skips_only_verified_outputs(tmp_path: Path) -> None:
+def test_an_interrupted_batch_resumes_and_skips_only_verified_outputs(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("DVQA_BATCH_KEY", "batch-audit-key-of-at-least-32-bytes")  # --resume needs a keyed log
+    key = ("--audit-key-env", "DVQA_BATCH_KEY")
     rows = [(CLIPS / "h264_cfr_high.mkv", "", {"PatientID": "P1"}),
             (CLIPS / "vp9_vfr.webm", "h264-high-4.1", {"PatientID": "P2"}),
             (CLIPS / "vp8_irregular.webm", "h264-high-4.1", {"PatientID": "P3"})]
     manifest = _manifest(tmp_path, rows, extra_columns={"ssim": "reference"})
     log = tmp_path / "audit.jsonl"
     assert "--resume needs --audit" in dvqa("batch", "convert", str(manifest), "--resume").stderr
-    proc = subprocess.Popen([sys.executable, "-m", "dvqa", "batch", "convert", str(manifest), "--audit", str(log)],
+    proc = subprocess.Popen([sys.executable, "-m", "dvqa", "batch", "convert", str(manifest), "--audit", str(log), *key],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (log.exists() and log.read_text().count("\n") >= 1) and time.monotonic() < deadline:
@@ -185,7 +187,7 @@ def test_an_interrupted_batch_resumes_and_skips_only_verified_outputs(tmp_path: 
     assert all("interrupted by SIGTERM" in r["message"] for r in first if r["outcome"] != "success")
     assert 1 <= len(written) < 3 and _leftovers(tmp_path / "out") == []
 
-    resumed = dvqa("batch", "convert", str(manifest), "--audit", str(log), "--resume", "--format", "json")
+    resumed = dvqa("batch", "convert", str(manifest), "--audit", str(log), *key, "--resume", "--format", "json")
     assert resumed.returncode == 0, resumed.stderr
     statuses = [r["status"] for r in json.loads(resumed.stdout)["rows"]]
     assert statuses.count("skipped") == len(written) and statuses.count("converted") == 3 - len(written)
@@ -197,8 +199,8 @@ def test_an_interrupted_batch_resumes_and_skips_only_verified_outputs(tmp_path: 
     data = bytearray(changed.read_bytes())
     data[-1] ^= 1
     changed.write_bytes(bytes(data))
-    refused = dvqa("batch", "convert", str(manifest), "--audit", str(log), "--resume")
+    refused = dvqa("batch", "convert", str(manifest), "--audit", str(log), *key, "--resume")
     assert refused.returncode == 2 and "no record in" in refused.stderr and "line 2" in refused.stderr
-    forced = dvqa("batch", "convert", str(manifest), "--audit", str(log), "--resume", "--force", "--format", "json")
+    forced = dvqa("batch", "convert", str(manifest), "--audit", str(log), *key, "--resume", "--force", "--format", "json")
     assert forced.returncode == 0, forced.stderr
     assert [r["status"] for r in json.loads(forced.stdout)["rows"]] == ["converted", "skipped", "skipped"]

@@ -49,7 +49,8 @@ def built(tmp_path_factory) -> dict[str, Path]:
 
 
 def build(out: Path, arguments: list[str]) -> subprocess.CompletedProcess:
-    return run("env", "DVQA_AUDIT_KEY=evidence-key", *dvqa_cmd("evidence", "build", str(out), *arguments))
+    return run("env", "DVQA_AUDIT_KEY=evidence-key-of-at-least-32-bytes",
+               *dvqa_cmd("evidence", "build", str(out), *arguments))
 
 
 def dvqa_cmd(*args: str) -> list[str]:
@@ -78,7 +79,7 @@ def test_the_bundle_holds_every_step_and_a_signed_manifest(built) -> None:
     assert (out / "index.pdf").read_bytes().startswith(b"%PDF")
     # the converted file was signed, and the audit trail of the conversion is keyed and intact
     assert dvqa("verify", str(out / "dicom" / "recording.dcm"), "--trust", str(built["ca"])).returncode == 0
-    for key, code in (("evidence-key", 0), ("another-key", 1)):
+    for key, code in (("evidence-key-of-at-least-32-bytes", 0), ("another-key-of-at-least-32-bytes", 1)):
         audit = run("env", f"DVQA_AUDIT_KEY={key}", *dvqa_cmd("audit", "verify", str(out / "audit" / "audit.jsonl"),
                                                               "--audit-key-env", "DVQA_AUDIT_KEY"))
         assert audit.returncode == code, audit.stdout + audit.stderr

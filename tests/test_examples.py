@@ -39,7 +39,7 @@ def test_every_example_on_the_page_runs(tmp_path: Path) -> None:
     pacs = subprocess.Popen([sys.executable, "-m", "dvqa", "pacs", "simulate", "--port", str(port), "--aet", "ANY-SCP",
                              "--accept", f"{VideoIOD.ENDOSCOPIC.sop_class}={mpeg2}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    env = {**os.environ, "PACS_PORT": str(port), "DVQA_AUDIT_KEY": "examples-page-key",
+    env = {**os.environ, "PACS_PORT": str(port), "DVQA_AUDIT_KEY": "examples-page-key-of-at-least-32-bytes",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     try:
         wait_for_port(port, pacs, "dvqa pacs simulate")

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VIDEO_ENDOSCOPIC = VideoIOD.ENDOSCOPIC.sop_class
 H264 = "1.2.840.10008.1.2.4.102"
 SECRET = "s3cret-passphrase-42"
-AUDIT_KEY = "audit-hmac-key-99"
+AUDIT_KEY = "audit-hmac-key-99-of-32-bytes-or-more"  # shorter audit keys are refused
 
 
 def dvqa_022(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -302,7 +302,7 @@ def test_one_deeply_nested_file_does_not_stop_the_others(video, pki, tmp_path: P
     signed = tmp_path / "signed.dcm"
     assert dvqa_022("sign", str(video), "--key", str(pki["key_enc"]), "--cert", str(pki["cert"]), "-o", str(signed),
                     "--passphrase-env", "P", env={"P": SECRET}).returncode == 0
-    proc = dvqa_022("verify", str(hostile), str(signed), "--format", "json")
+    proc = dvqa_022("verify", str(hostile), str(signed), "--trust", str(pki["ca"]), "--format", "json")
     assert proc.returncode == 1 and "internal error" not in proc.stderr and "Traceback" not in proc.stderr
     first, second = json.loads(proc.stdout)
     assert not first["ok"] and f"more than {MAX_DEPTH} levels" in first["error"]

@@ -150,7 +150,7 @@ def test_element_added_after_signing_is_reported_not_failed(video: Path, pki, tm
     ds = pydicom.dcmread(str(signed))
     ds.ImageComments = "added after signing"
     ds.save_as(str(signed))
-    proc = dvqa("verify", str(signed), "--format", "json")
+    proc = dvqa("verify", str(signed), "--trust", str(pki["ca"]), "--format", "json")
     assert proc.returncode == 0, proc.stdout
     sig = json.loads(proc.stdout)[0]["signatures"][0]
     assert sig["ok"] and sig["not_covered"] == ["(0020,4000)"]
@@ -162,13 +162,16 @@ def test_signature_inside_a_sequence_item(video: Path, pki, tmp_path: Path) -> N
     proc = run(tool("dcmsign"), "--sign-item", str(pki["key"]), str(pki["cert"]), "AnatomicRegionSequence[0]",
                "-pw", "+m2", str(video), str(signed))
     assert proc.returncode == 0, proc.stderr
-    out = dvqa("verify", str(signed), "--format", "json")
-    assert out.returncode == 0, out.stdout
-    sig = json.loads(out.stdout)[0]["signatures"][0]
+    out = dvqa("verify", str(signed), "--trust", str(pki["ca"]), "--format", "json")
+    # the item's signature holds, but it is the file's only one: Pixel Data and the patient are unsigned
+    assert out.returncode == 1, out.stdout
+    whole, sig = json.loads(out.stdout)[0]["signatures"]
+    assert whole["verdict"] == "PARTIAL" and "signed only inside sequence items" in whole["problem"]
     assert sig["ok"] and sig["location"] == "AnatomicRegionSequence[0]/"
     assert "(0008,0100)" in sig["covered"]  # the item's Code Value
     _flip(signed, signed.read_bytes().index(b"87100004") + 1)  # the coded anatomy, inside the item
-    assert dvqa("verify", str(signed)).returncode == 1
+    broken = json.loads(dvqa("verify", str(signed), "--trust", str(pki["ca"]), "--format", "json").stdout)
+    assert broken[0]["signatures"][1]["verdict"] == "FAIL"
 
 
 @pytest.mark.requirement("DVQA-SIG-001")
@@ -199,7 +202,7 @@ def test_trust_rejects_a_signer_from_another_ca(video: Path, pki, tmp_path: Path
     signed = _signed_by_dvqa(video, pki, tmp_path)
     assert dvqa("verify", str(signed), "--trust", str(pki["ca"])).returncode == 0
     proc = dvqa("verify", str(signed), "--trust", str(pki["other_ca"]))
-    assert proc.returncode == 1 and "untrusted: no certificate in --trust issued" in proc.stdout
+    assert proc.returncode == 1 and "untrusted: no valid path from CN=dvqa test signer" in proc.stdout
 
 
 def test_unsigned_file_passes_unless_a_signature_is_required(video: Path) -> None:

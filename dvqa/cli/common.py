@@ -11,7 +11,7 @@ import click
 from dvqa.core import outputs
 from dvqa.core.cluster import keep_from_workers
 from dvqa.core.errors import DvqaError, ExitCode, UsageError
-from dvqa.trust.audit import AuditLog
+from dvqa.trust.audit import AuditLog, check_key
 
 
 def fail(exc: DvqaError, debug: bool) -> None:
@@ -29,10 +29,10 @@ def audit_log(path: Path | None, key_env: str | None, debug: bool) -> AuditLog |
     """Opened before any work, so a bad --audit fails without converting or sending anything."""
     if path is None:
         return None
-    key = guarded(debug, lambda: passphrase(key_env, "--audit-key-env")) if key_env else None
+    key = guarded(debug, lambda: audit_key(key_env)) if key_env else None
     if path.is_dir() or not path.parent.is_dir():
         fail(UsageError(f"--audit {path}: give a file in an existing folder."), debug)
-    log = AuditLog(path, key.encode() if key else None)
+    log = AuditLog(path, key)
     for message in guarded(debug, log.check):
         warn(message)
     return log
@@ -46,6 +46,13 @@ def passphrase(variable: str | None, option: str = "--passphrase-env") -> str | 
         raise UsageError(f"{option} {variable}: that variable is not set.")
     keep_from_workers(variable)  # a secret: never in a local Dask worker's environment
     return os.environ[variable]
+
+
+def audit_key(variable: str | None) -> bytes | None:
+    """The audit HMAC key from --audit-key-env's variable: set, and at least MIN_KEY_BYTES long. An empty
+    variable once switched the HMAC off without a word; now it is refused."""
+    value = passphrase(variable, "--audit-key-env")
+    return None if value is None else check_key(value.encode(), f"--audit-key-env {variable}")
 
 
 def guarded(debug: bool, work):

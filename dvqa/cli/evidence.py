@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from dvqa.cli import options
-from dvqa.cli.common import guarded, passphrase
+from dvqa.cli.common import audit_key, guarded, passphrase
 from dvqa.core.errors import ExitCode
 
 
@@ -48,13 +48,14 @@ def build_command(out: Path, inputs: tuple[Path, ...], junit: tuple[Path, ...], 
     """Build the bundle in OUT (a new folder): every step recorded as passed or failed in index.html/.pdf,
     every file hashed in manifest.json, the manifest signed. Exit 1 when any step failed."""
     from dvqa.evidence import bundle
-    from dvqa.trust.signature import Signer, load_trust
+    from dvqa.trust.signature import Signer
+    from dvqa.trust.verification import load_trust
 
     def work():
-        key = passphrase(audit_key_env, "--audit-key-env") if audit_key_env else None
+        key = audit_key(audit_key_env)
         signer = Signer.load(key_path, cert_path, passphrase(passphrase_env)) if key_path else None
         settings = bundle.Settings(inputs=list(inputs), junit=list(junit), signer=signer, profile=profile,
-                                   audit_key=key.encode() if key else None,
+                                   audit_key=key,
                                    trust=load_trust(trust_path) if trust_path else None)
         say = (lambda line: click.echo(line, err=True)) if sys.stderr.isatty() and fmt == "text" else None
         return bundle.build(out, settings, say)
@@ -77,22 +78,31 @@ def build_command(out: Path, inputs: tuple[Path, ...], junit: tuple[Path, ...], 
 @evidence_group.command("verify")
 @click.argument("folder", type=click.Path(path_type=Path, file_okay=False, exists=True))
 @click.option("--trust", "trust_path", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              help="CA certificates (PEM) the manifest's signer must be issued by.")
+              help="CA certificates (PEM) the manifest's signer must chain to. Without it the signer is not "
+                   "authenticated and verify fails.")
+@click.option("--accept-unauthenticated-signer", is_flag=True,
+              help="Without --trust, pass a manifest whose signer cannot be authenticated (anyone can make a "
+                   "certificate with any name): compare the printed SHA-256 fingerprint yourself.")
 @options.output_format("text", "json")
 @options.debug
-def verify_command(folder: Path, trust_path: Path | None, fmt: str, debug: bool) -> None:
+def verify_command(folder: Path, trust_path: Path | None, accept_unauthenticated_signer: bool, fmt: str,
+                   debug: bool) -> None:
     """Check a bundle: every file's SHA-256, nothing added or removed, the manifest's signature.
     Exit 0 when all hold, 1 otherwise."""
     from dvqa.evidence import manifest
-    from dvqa.trust.signature import load_trust
+    from dvqa.trust.verification import load_trust
 
-    check = guarded(debug, lambda: manifest.check(folder, load_trust(trust_path) if trust_path else None))
+    check = guarded(debug, lambda: manifest.check(folder, load_trust(trust_path) if trust_path else None,
+                                                  accept_unauthenticated_signer))
     if fmt == "json":
         click.echo(json.dumps(check.to_dict(), indent=2))
     else:
         for problem in check.problems:
             click.echo(f"error    {problem}")
-        signed = f"signed by {check.signer}" + (f" ({check.chain})" if check.chain else "") if check.signer else ""
+        signed = (f"signed by {check.signer}" + (f" ({check.chain})" if check.chain else
+                                                 f" (NOT authenticated: certificate SHA-256 {check.fingerprint}, "
+                                                 "accepted by --accept-unauthenticated-signer)")
+                  if check.signer else "")
         click.echo(f"bundle   {folder}: {check.files} files in the manifest; "
                    + ("every hash and the signature hold" + (f", {signed}" if signed else "") if check.ok
                       else f"{len(check.problems)} problems"))

@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
 import click
+from pydicom.tag import BaseTag, Tag
 
 from dvqa.cli import options
-from dvqa.cli.common import audit_log, guarded, passphrase
+from dvqa.cli.common import audit_key, audit_log, guarded, passphrase
 from dvqa.core import outputs, signals
-from dvqa.core.errors import DvqaError, ExitCode
+from dvqa.core.errors import DvqaError, ExitCode, UsageError
 from dvqa.trust import atna
 from dvqa.trust import audit as audit_trail
-from dvqa.trust.signature import (
-    PURPOSES,
-    SIGNING_ALGORITHMS,
-    Signer,
-    load_trust,
-    sign_file,
-    verify_file,
-)
+from dvqa.trust.signature import PURPOSES, SIGNING_ALGORITHMS, Signer, sign_file
+from dvqa.trust.verification import REQUIRED_COVERED, VerifyPolicy, load_trust, verify_file
 
 
 def register(main: click.Group) -> None:
@@ -101,19 +97,39 @@ def sign_command(file: Path, key_path: Path, cert_path: Path | None, passphrase_
 @click.command("verify", cls=options.Command)
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.option("--trust", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              help="PEM file of CA certificates: the signer's certificate must be issued by one, "
-                   "both valid at the signing time.")
+              help="PEM file of CA certificates (trust anchors): the signer's certificate must chain to one, "
+                   "every certificate valid at the signing time. Without it the signer is not authenticated.")
+@click.option("--intermediates", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="PEM file of intermediate CA certificates that may link the signer to a --trust anchor "
+                   "(not trusted themselves).")
+@click.option("--accept-unauthenticated-signer", is_flag=True,
+              help="Without --trust, pass a signature whose signer cannot be authenticated (anyone can make a "
+                   "certificate with any name): compare the printed SHA-256 fingerprint yourself.")
+@click.option("--accept-weak-mac", is_flag=True,
+              help="Pass signatures whose MAC is MD5 or SHA1 (PS3.15 lists them; they fail by default).")
+@click.option("--require-covered", "require_covered", multiple=True, metavar="TAG",
+              help="An element (keyword or GGGG,EEEE) every top-level signature must cover when the file has it, "
+                   "besides Pixel Data, PatientName, PatientID, StudyInstanceUID, SeriesInstanceUID and "
+                   "SOPInstanceUID; repeatable.")
 @click.option("--require-signature", is_flag=True, help="Fail a file that carries no signature at all.")
 @options.output_format("text", "json")
 @options.debug
-def verify_command(files: tuple[Path, ...], trust: Path | None, require_signature: bool, fmt: str,
-                   debug: bool) -> None:
-    """Check every digital signature in FILES (also those inside sequence items); exit 1 if any fails."""
-    anchors = guarded(debug, lambda: load_trust(trust)) if trust else None
+def verify_command(files: tuple[Path, ...], trust: Path | None, intermediates: Path | None,
+                   accept_unauthenticated_signer: bool, accept_weak_mac: bool, require_covered: tuple[str, ...],
+                   require_signature: bool, fmt: str, debug: bool) -> None:
+    """Check every digital signature in FILES (also those inside sequence items); exit 1 if any fails, covers
+    only part of the file (PARTIAL), or has a signer no --trust anchor authenticates."""
+    def make_policy() -> VerifyPolicy:
+        return VerifyPolicy(trust=tuple(load_trust(trust)) if trust else None,
+                            intermediates=tuple(load_trust(intermediates, "--intermediates")) if intermediates else (),
+                            accept_unauthenticated=accept_unauthenticated_signer, accept_weak_mac=accept_weak_mac,
+                            require_covered=REQUIRED_COVERED + tuple(_tag_of(t) for t in require_covered))
+
+    policy = guarded(debug, make_policy)
     report, failed = [], False
     for path in files:  # one file's failure is that file's result; the others are still checked
         try:
-            results = verify_file(path, anchors)
+            results = verify_file(path, policy=policy)
             error = ""
         except DvqaError as exc:
             results, error = [], str(exc)
@@ -129,23 +145,50 @@ def verify_command(files: tuple[Path, ...], trust: Path | None, require_signatur
         click.echo(json.dumps(report, indent=2))
     else:
         for entry in report:
-            if entry["error"]:
-                click.echo(f"FAIL     {entry['error']}")
-            elif not entry["signatures"]:
-                click.echo(f"{'FAIL' if not entry['ok'] else 'none'}     {entry['file']}: no digital signature")
-            for r in entry["signatures"]:
-                where = f" in {r['location'].rstrip('/')}" if r["location"] else ""
-                if r["ok"]:
-                    click.echo(f"OK       {entry['file']}{where}: signed {r['datetime']} by {r['signer']} "
-                               f"({r['algorithm']}{', purpose ' + r['purpose'] if r['purpose'] else ''}"
-                               f"; certificate {r['certificate']}"
-                               f"{'; ' + r['chain'] if r['chain'] else ''}"
-                               f"{'; meets ' + ', '.join(r['profiles_met']) + ' profile' if r['profiles_met'] else ''}"
-                               f"); covers {len(r['covered'])} "
-                               f"elements, not covered: {', '.join(r['not_covered']) or 'none'}")
-                else:
-                    click.echo(f"FAIL     {entry['file']}{where}: signature {r['uid']}: {r['problem']}")
+            _print_file(entry)
     sys.exit(int(ExitCode.CHECK_FAILED if failed else ExitCode.OK))
+
+
+def _print_file(entry: dict) -> None:
+    """One line per signature, its verdict first; then its other problems and its warnings."""
+    if entry["error"]:
+        click.echo(f"FAIL     {entry['error']}")
+    elif not entry["signatures"]:
+        click.echo(f"{'FAIL' if not entry['ok'] else 'none'}     {entry['file']}: no digital signature")
+    for r in entry["signatures"]:
+        where = f"{entry['file']}{' in ' + r['location'].rstrip('/') if r['location'] else ''}"
+        label = f"signature {r['uid']}: " if r["uid"] else ""
+        if r["verdict"] == "OK" or (r["ok"] and r["verdict"] == "UNAUTHENTICATED"):
+            click.echo(f"{r['verdict']:<8} {where}: signed {r['datetime']} by {r['signer']} "
+                       f"({r['algorithm']}{', purpose ' + r['purpose'] if r['purpose'] else ''}"
+                       f"; certificate {r['certificate']}"
+                       f"{'; ' + r['chain'] if r['chain'] else ''}"
+                       f"{'; meets ' + ', '.join(r['profiles_met']) + ' profile' if r['profiles_met'] else ''}"
+                       f"); covers {len(r['covered'])} "
+                       f"elements, not covered: {', '.join(r['not_covered']) or 'none'}")
+            for problem in r["problems"]:
+                click.echo(f"{'':<8} {where}: {problem}; accepted by --accept-unauthenticated-signer")
+        else:
+            click.echo(f"{r['verdict']:<8} {where}: {label}{r['problem']}")
+            for problem in r["problems"][1:]:
+                click.echo(f"{'':<8} {where}: {problem}")
+            if r["verdict"] != "FAIL" and r["signer"]:
+                click.echo(f"{'':<8} {where}: the signature itself holds: signed {r['datetime']} by {r['signer']} "
+                           f"({r['algorithm']}), certificate SHA-256 {r['fingerprint']}")
+        for warning in r["warnings"]:
+            click.echo(f"warning  {where}: {warning}")
+
+
+def _tag_of(text: str) -> BaseTag:
+    """--require-covered's TAG: a keyword (PatientBirthDate) or a tag (0010,0030), (0010,0030) or 00100030."""
+    digits = text.strip().strip("()").replace(",", "")
+    try:
+        if re.fullmatch(r"[0-9A-Fa-f]{8}", digits):  # a tag; "Modality" is 8 letters too, but not hex
+            return Tag(int(digits, 16))
+        return Tag(text.strip())
+    except (ValueError, OverflowError):
+        raise UsageError(f"--require-covered {text}: not a DICOM keyword or tag; give e.g. PatientBirthDate or "
+                         "(0010,0030).") from None
 
 
 @click.group("audit", cls=options.Group)
@@ -156,13 +199,20 @@ def audit_group() -> None:
 @audit_group.command("verify")
 @click.argument("log", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @options.audit_key
+@click.option("--expect-head", metavar="RECORDS:SHA256", default=None,
+              help="The head 'dvqa audit head' printed earlier and you kept elsewhere: fail when the log no longer "
+                   "holds that record (cut short) or holds another one there (rewritten).")
 @options.output_format("text", "json")
 @options.debug
-def audit_verify_command(log: Path, audit_key_env: str | None, fmt: str, debug: bool) -> None:
-    """Prove LOG's hash chain (and HMACs); name the first record that breaks it. Exit 1 if one does."""
+def audit_verify_command(log: Path, audit_key_env: str | None, expect_head: str | None, fmt: str,
+                         debug: bool) -> None:
+    """Prove LOG's hash chain (and HMACs); name the first record that breaks it. Exit 1 if one does.
+
+    Without --audit-key-env or --expect-head the log is not tamper-evident: anyone who can write it can
+    rewrite it and recompute the chain, and verify says so."""
     def work():
-        key = passphrase(audit_key_env, "--audit-key-env")
-        return audit_trail.verify(log, key.encode() if key else None)
+        pinned = audit_trail.parse_head(expect_head) if expect_head else None
+        return audit_trail.verify(log, audit_key(audit_key_env), pinned)
 
     check = guarded(debug, work)
     if fmt == "json":
@@ -173,8 +223,30 @@ def audit_verify_command(log: Path, audit_key_env: str | None, fmt: str, debug: 
         for e in check.errors:
             click.echo(f"FAIL     {log}: {e}")
         if check.ok:
-            click.echo(f"OK       {log}: {check.records} records chained; head {check.head}")
+            how = " and ".join(what for what, done in (("every HMAC checked with the key", check.keyed),
+                                                        ("the head you kept is in it", check.pinned)) if done)
+            if check.tamper_evident:
+                click.echo(f"OK       {log}: {check.records} records chained, {how}; head {check.head_text}")
+            else:
+                click.echo(f"CHAINED  {log}: {check.records} records chained, but NOT tamper-evident: without "
+                           "--audit-key-env (a keyed log) or --expect-head (a head kept elsewhere), anyone who can "
+                           f"write the file can rewrite it and its chain undetected; head {check.head_text}")
     sys.exit(int(ExitCode.OK if check.ok else ExitCode.CHECK_FAILED))
+
+
+@audit_group.command("head")
+@click.argument("log", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@options.audit_key
+@options.debug
+def audit_head_command(log: Path, audit_key_env: str | None, debug: bool) -> None:
+    """Print LOG's head (RECORDS:SHA256 of its last record) after verifying it. Keep it somewhere the log's
+    writers cannot reach; 'dvqa audit verify LOG --expect-head HEAD' later fails on truncation or rewrite."""
+    check = guarded(debug, lambda: audit_trail.verify(log, audit_key(audit_key_env)))
+    if not check.ok:
+        click.echo(f"dvqa: error: {log}: the log does not verify ({check.errors[0]}); a head of it would pin a "
+                   "broken log - see dvqa audit verify.", err=True)
+        sys.exit(int(ExitCode.CHECK_FAILED))
+    click.echo(check.head_text)
 
 
 @audit_group.command("export")

@@ -221,6 +221,10 @@ def _plan(rows: list[Row], audit: AuditLog | None, resume: bool, force: bool, re
     output in place was made for the old row, and replacing a file is what --force is for)."""
     if resume and audit is None:
         raise UsageError("--resume needs --audit: the audit log is what proves an existing output is complete.")
+    if resume and audit is not None and audit.key is None:  # an unkeyed log is rewritten by anyone who can write it
+        raise UsageError(f"--resume trusts {audit.path} to skip rows, so it needs a keyed log: give --audit-key-env "
+                         "VAR (the key the batch was run with); without a key anyone who can write the log can "
+                         "forge the record that skips a row.")
     converted = _converted(audit) if resume and audit and audit.path.exists() else {}
     todo = []
     for index, row in enumerate(rows):

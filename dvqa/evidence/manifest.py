@@ -22,7 +22,9 @@ from dvqa.core.digest import sha256_file
 from dvqa.core.errors import InputError
 from dvqa.evidence import reproducible
 from dvqa.trust import detached
-from dvqa.trust.signature import Signer, check_chain
+from dvqa.trust.chain import fingerprint
+from dvqa.trust.signature import Signer
+from dvqa.trust.verification import check_chain
 
 MANIFEST, SIGNATURE, CERTIFICATE = "manifest.json", "manifest.sig", "manifest-signer.crt"
 FORMAT = "dvqa-evidence-manifest/1"
@@ -77,6 +79,7 @@ class Check:
     problems: list[str] = field(default_factory=list)
     signer: str = ""
     chain: str = ""
+    fingerprint: str = ""  # SHA-256 of the manifest signer's certificate
 
     @property
     def ok(self) -> bool:
@@ -86,8 +89,9 @@ class Check:
         return {"ok": self.ok, **self.__dict__}
 
 
-def check(folder: Path, trust: list[x509.Certificate] | None = None) -> Check:
-    """Every hash, nothing added or removed, and the manifest's signature (and, with `trust`, its signer)."""
+def check(folder: Path, trust: list[x509.Certificate] | None = None, accept_unauthenticated: bool = False) -> Check:
+    """Every hash, nothing added or removed, the manifest's signature and its signer: chained to `trust`, or
+    (without anchors) a problem unless `accept_unauthenticated` - anyone can sign with a made-up certificate."""
     data = _read(folder / MANIFEST, folder)
     try:
         manifest = json.loads(data)
@@ -114,6 +118,11 @@ def check(folder: Path, trust: list[x509.Certificate] | None = None) -> Check:
         elif target.stat().st_size != entry["bytes"] or sha256_file(target) != entry["sha256"]:
             result.problems.append(f"{path}: changed (its SHA-256 is not the manifest's)")
     _check_signature(folder, data, signature, manifest.get("created_utc", ""), trust, result)
+    if result.signer and trust is None and not accept_unauthenticated:
+        result.problems.append(f"{CERTIFICATE}: the signer is not authenticated: no --trust anchor, and anyone "
+                               f"can make a certificate named {result.signer} (this one's SHA-256 fingerprint "
+                               f"{result.fingerprint}); pass --trust CA.pem, or --accept-unauthenticated-signer "
+                               "after comparing the fingerprint with the one you keep")
     return result
 
 
@@ -129,6 +138,7 @@ def _check_signature(folder: Path, data: bytes, signature: dict | None, created:
         result.problems.append(f"{CERTIFICATE}: not a PEM certificate")
         return
     result.signer = certificate.subject.rfc4514_string()
+    result.fingerprint = fingerprint(certificate)
     if not detached.verifies(data, _read(folder / SIGNATURE, folder), certificate):
         result.problems.append(f"{MANIFEST}: its signature does not verify (the manifest, the signature or the "
                                "certificate was changed)")

@@ -186,11 +186,29 @@ def statement() -> dict:
         _section("6", "Security", [
             "Digital signatures: RSA PKCS#1 v1.5 (the PS3.15 RSA profiles; ECDSA with profile none), MAC "
             f"{', '.join(signature.SIGNING_ALGORITHMS)}. Audit trail: every conversion, signing and send appended "
-            "to a hash-chained JSON Lines log (optional HMAC), exportable as DICOM audit messages (PS3.15 A.5). "
+            "to a hash-chained JSON Lines log (optional HMAC), exportable as DICOM audit messages (PS3.15 A.5).",
             "DICOM edition: the bundled tables are pinned by SHA-256 and checked whenever they are loaded; an "
             "imported edition is used only when named and every validation output calls it unverified, with the "
             "SHA-256 of the tables used; `dvqa standard fetch` downloads over https only, into the editions "
-            "folder only, within size limits."],
+            "folder only, within size limits.",
+            "What `dvqa verify` guarantees: a signature passes (OK) only when its MAC and signature match, its "
+            "certificate was valid at the signing time, and the signer's certificate chains to a --trust anchor "
+            "(path built by the cryptography library's X.509 verification: CA basicConstraints and keyUsage, "
+            "no CA or pinned certificate as signer, RSA >= 2048 and EC >= 256 bits). Without --trust the signer "
+            "is not authenticated (anyone can make a certificate with any name): the verdict is UNAUTHENTICATED, "
+            "with the certificate's SHA-256 fingerprint, and fails unless --accept-unauthenticated-signer. A "
+            "top-level signature must cover Pixel Data, PatientName, PatientID, Study, Series and SOP Instance "
+            "UID (--require-covered adds more), else PARTIAL. MD5 and SHA-1 MACs fail unless --accept-weak-mac; "
+            "RIPEMD-160 (DCMTK's default) passes with a warning. Not guaranteed: the file meta (Transfer Syntax "
+            "UID) is outside every PS3.15 signature; dvqa only checks that an encapsulated file's syntax is the "
+            "one its MAC was computed in. Certificate revocation (CRL, OCSP) and certified timestamps are not "
+            "checked: the signing time is the one the signer wrote.",
+            "What `dvqa audit verify` guarantees: with --audit-key-env (a key of 32 bytes or more) an edited, "
+            "inserted, deleted or reordered record is named; with --expect-head (the RECORDS:SHA256 `dvqa audit "
+            "head` printed, kept where the log's writers cannot reach) records cut off the end or a rewrite up to "
+            "there are caught too. A log without a key is NOT tamper-evident (verify says so): anyone who can "
+            "write it can rewrite it and its chain. A key holder can still forge records, and records after the "
+            "last head kept can be cut; batch --resume accepts only a keyed log."],
             [profiles]),
         _section("A", "Annex: IOD contents", [
             "Presence (PS3.2): ALWAYS always present with a value; VNAP value not always present (sent empty "

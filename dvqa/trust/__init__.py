@@ -4,4 +4,4 @@ from dvqa.core.exports import lazy
 
 __all__ = ["AuditLog", "Signer", "sign_file", "verify_file"]
 __getattr__ = lazy(__name__, {"AuditLog": "audit", "Signer": "signature", "sign_file": "signature",
-                              "verify_file": "signature"})
+                              "verify_file": "verification"})

@@ -5,8 +5,10 @@ record's line, so deleting, reordering or editing a record breaks the chain at a
 place `verify` names. With a key (`--audit-key-env`), each record also carries an
 HMAC-SHA256, so an edited record is caught at that very record and the chain
 cannot be recomputed by someone without the key; without one, anyone who can
-write the file can rebuild the whole chain — keep the head hash `verify` prints
-somewhere else.
+write the file can rebuild the whole chain, so `verify` says the log is not
+tamper-evident. Cutting records off the end leaves a valid chain even with a key:
+`dvqa audit head` prints RECORDS:HASH to keep somewhere else, and
+`verify --expect-head` then catches a log cut short or rewritten up to there.
 
 Appends take an exclusive lock (flock) for read-last-record + write + fsync, so
 concurrent dvqa processes interleave whole records. A process killed mid-write
@@ -37,9 +39,20 @@ import pydicom
 from dvqa import __version__
 from dvqa.core import outputs
 from dvqa.core.digest import sha256_file
-from dvqa.core.errors import EnvironmentProblem, InputError
+from dvqa.core.errors import EnvironmentProblem, InputError, UsageError
+from dvqa.core.regular import open_regular
 
 GENESIS = "0" * 64
+MIN_KEY_BYTES = 32  # an HMAC-SHA256 key shorter than its output weakens it; an empty one is no key at all
+LINE_CAP = 64 << 20  # no record dvqa writes comes near this; a longer "line" is not an audit log
+
+
+def check_key(key: bytes, source: str) -> bytes:
+    """The audit key, refused when empty or short: an empty variable used to switch HMAC off silently."""
+    if len(key) < MIN_KEY_BYTES:
+        raise UsageError(f"{source}: the audit key is {len(key)} bytes; give at least {MIN_KEY_BYTES} random bytes "
+                         "(e.g. the output of 'openssl rand -hex 32').")
+    return key
 
 
 def _line_hash(line: bytes) -> str:
@@ -86,7 +99,7 @@ def _split_last(data: bytes) -> tuple[bytes, bytes]:
 class AuditLog:
     def __init__(self, path: Path, key: bytes | None = None) -> None:
         self.path = path
-        self.key = key
+        self.key = check_key(key, str(path)) if key is not None else None
 
     def check(self) -> list[str]:
         """Open the log once before any work: a log dvqa cannot append to fails the command before it
@@ -177,46 +190,100 @@ class ChainCheck:
     head: str = GENESIS  # hash of the last record's line: keep it elsewhere to pin the log
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    keyed: bool = False  # every record's HMAC was checked with the key
+    pinned: bool = False  # the log still holds the head kept elsewhere (expect_head)
 
     @property
     def ok(self) -> bool:
         return not self.errors
 
+    @property
+    def tamper_evident(self) -> bool:
+        """Whether someone who can write the log could have rewritten it undetected: without a key and a
+        head kept elsewhere, they could (the chain is just SHA-256, anyone can recompute it)."""
+        return self.keyed or self.pinned
+
+    @property
+    def head_text(self) -> str:
+        """The head as `audit head` prints it and `--expect-head` takes it: RECORDS:SHA256."""
+        return f"{self.records}:{self.head}"
+
     def to_dict(self) -> dict[str, object]:
-        return {"ok": self.ok, **self.__dict__}
+        return {"ok": self.ok, "tamper_evident": self.tamper_evident, **self.__dict__}
 
 
-def verify(path: Path, key: bytes | None = None) -> ChainCheck:
-    """Prove the chain; name the first record that breaks it."""
+def parse_head(text: str) -> tuple[int, str]:
+    """`--expect-head RECORDS:SHA256` as `dvqa audit head` printed it."""
+    count, _, digest = text.strip().partition(":")
+    if not (count.isdigit() and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+        raise UsageError(f"--expect-head {text}: not a head; give the RECORDS:SHA256 'dvqa audit head' printed.")
+    return int(count), digest
+
+
+def _lines(path: Path):
+    """(line number, bytes with the newline removed, whether it ended in a newline), read one line at a time
+    from a regular file: a FIFO or device is refused, and no line may exceed LINE_CAP."""
+    fd = open_regular(path, "the audit log")
+    with os.fdopen(fd, "rb") as handle:
+        number = 0
+        while True:
+            line = handle.readline(LINE_CAP + 1)
+            if not line:
+                return
+            number += 1
+            if len(line) > LINE_CAP:
+                raise InputError(f"{path}: line {number} of the audit log is over {LINE_CAP // (1 << 20)} MiB, "
+                                 "longer than any record dvqa writes: not an audit log; give the file --audit wrote.")
+            complete = line.endswith(b"\n")
+            yield number, line[:-1] if complete else line, complete
+
+
+def _record(line: bytes) -> dict | None:
+    """The record on a line, or None for anything that is not a JSON object (a torn write, or an edit)."""
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the audit log ({exc.strerror}).") from None
-    check = ChainCheck()
-    complete, torn = _split_last(data)
-    if torn:
-        line = complete.count(b"\n") + 1
-        check.warnings.append(f"line {line} is torn ({len(torn)} bytes without a newline): a write was "
-                              "interrupted; the records before it are checked")
+        value = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def verify(path: Path, key: bytes | None = None, expect_head: tuple[int, str] | None = None) -> ChainCheck:
+    """Prove the chain; name the first record that breaks it.
+
+    With `key` every record's HMAC is checked (compare_digest). With `expect_head` (records, hash) as
+    kept elsewhere from `dvqa audit head`, the log must still hold that record with that line hash:
+    records appended since are fine; a log cut short or rewritten up to there is not."""
+    check = ChainCheck(keyed=key is not None)
     prev_line: bytes | None = None
     prev_seq = 0
-    pending_torn: bytes | None = None
-    for number, line in enumerate(complete.splitlines(), 1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            pending_torn = line  # must be accounted for by the next record's torn_previous
+    pending_torn: tuple[int, bytes] | None = None
+    seen_record = False
+    has_hmac = False
+    complete_lines = 0
+    for number, line, complete in _lines(path):
+        if not complete:
+            check.warnings.append(f"line {number} is torn ({len(line)} bytes without a newline): a write was "
+                                  "interrupted; the records before it are checked")
+            break
+        complete_lines += 1
+        record = _record(line)
+        if record is None or "seq" not in record:
+            if not seen_record and pending_torn is not None:
+                break  # two lines in a row that are not records before any record: not an audit log
+            pending_torn = (number, line)  # must be accounted for by the next record's torn_previous
             continue
+        seen_record = True
+        has_hmac |= "hmac" in record
         where = f"record {record.get('seq', '?')} (line {number})"
         expected_prev = _line_hash(prev_line) if prev_line is not None else GENESIS
         if pending_torn is not None:
             stated = record.get("torn_previous") or {}
-            if stated != {"bytes": len(pending_torn), "sha256": _line_hash(pending_torn)}:
-                check.errors.append(f"{where}: line {number - 1} is not a record and no record accounts "
+            if stated != {"bytes": len(pending_torn[1]), "sha256": _line_hash(pending_torn[1])}:
+                check.errors.append(f"{where}: line {pending_torn[0]} is not a record and no record accounts "
                                     "for it: the log was edited")
             else:
-                check.warnings.append(f"line {number - 1}: {len(pending_torn)} bytes left by an interrupted "
-                                      f"write, closed and accounted for by {where}")
+                check.warnings.append(f"line {pending_torn[0]}: {len(pending_torn[1])} bytes left by an "
+                                      f"interrupted write, closed and accounted for by {where}")
             pending_torn = None
         if record.get("seq") != prev_seq + 1:
             check.errors.append(f"{where}: expected record {prev_seq + 1} here - records were deleted or "
@@ -224,27 +291,40 @@ def verify(path: Path, key: bytes | None = None) -> ChainCheck:
         elif record.get("prev") != expected_prev:
             check.errors.append(f"{where}: does not follow record {prev_seq} - record {prev_seq} (line "
                                 f"{number - 1}) was changed after it was written")
-        if key is not None and record.get("hmac") != _mac(record, key):
+        if key is not None and not hmac.compare_digest(str(record.get("hmac", "")), _mac(record, key)):
             check.errors.append(f"{where}: HMAC does not match - this record was changed, or the key is wrong")
         if check.errors:
             break
         prev_line, prev_seq = line, record["seq"]
         check.records += 1
+        if expect_head is not None and prev_seq == expect_head[0]:
+            if not hmac.compare_digest(_line_hash(line), expect_head[1]):
+                check.errors.append(f"{where}: is not the record {expect_head[0]} of the head you kept "
+                                    f"({expect_head[1][:16]}...): the log was rewritten")
+                break
+            check.pinned = True
+    if complete_lines and not seen_record:
+        raise InputError(f"{path}: not an audit log (no line of it is a dvqa audit record); give the file "
+                         "--audit wrote.")
     if pending_torn is not None and not check.errors:
-        check.errors.append("the last complete line is not a record: the log was edited")
+        check.errors.append(f"line {pending_torn[0]}: the last complete line is not a record: the log was edited")
+    if expect_head is not None and not check.errors and not check.pinned:
+        check.errors.append(f"the log ends at record {check.records}, before record {expect_head[0]} of the head "
+                            "you kept: records were cut off the end")
+    if key is None and has_hmac:
+        check.warnings.append("its records carry HMACs, but no --audit-key-env was given: they were not checked")
     if prev_line is not None:
         check.head = _line_hash(prev_line)
     return check
 
 
 def records(path: Path) -> list[dict]:
-    complete, _ = _split_last(path.read_bytes())
+    """The complete records of a log (a torn or non-record line is left out)."""
     out = []
-    for line in complete.splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+    for _, line, complete in _lines(path):
+        record = _record(line) if complete else None
+        if record is not None:
+            out.append(record)
     return out
 
 

@@ -1,4 +1,4 @@
-"""DICOM digital signatures (PS3.15 Annex C; PS3.3 C.12.1.1.3): sign and verify.
+"""DICOM digital signatures (PS3.15 Annex C; PS3.3 C.12.1.1.3): signing, and the MAC that verifying recomputes.
 
 The MAC is computed over the signed Data Elements encoded in the MAC Calculation
 Transfer Syntax (Explicit VR Little Endian), in the order they appear, in the
@@ -13,24 +13,24 @@ and MAC ID. The MAC is then signed with the signer's key: RSASSA-PKCS1-v1_5
 outside them.
 
 Files are read with pydicom; elements not touched keep their raw bytes, so the
-MAC is over exactly what is in the file.
+MAC is over exactly what is in the file. Checking signatures is dvqa.trust.verification.
 """
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import os
 import secrets
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import pydicom
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.hazmat.primitives.serialization import pkcs12
@@ -45,7 +45,6 @@ from pydicom.uid import PYDICOM_ROOT_UID, ExplicitVRLittleEndian
 from dvqa.core import outputs
 from dvqa.core.errors import InputError, UsageError
 from dvqa.dicom import dicomread
-from dvqa.dicom.dicomread import FileProblem
 
 MAC_TRANSFER_SYNTAX = ExplicitVRLittleEndian
 MAC_ALGORITHMS = ("RIPEMD160", "SHA1", "MD5", "SHA256", "SHA384", "SHA512")  # PS3.15 C.1
@@ -306,134 +305,6 @@ def _tag(tag: BaseTag) -> str:
     return f"({tag.group:04X},{tag.element:04X})"
 
 
-@dataclass
-class Verification:
-    location: str  # "" for the top level, else the sequence path of the item
-    uid: str
-    mac_id: int
-    algorithm: str
-    datetime: str
-    signer: str
-    purpose: str
-    ok: bool
-    problem: str = ""
-    covered: list[str] = field(default_factory=list)
-    not_covered: list[str] = field(default_factory=list)
-    chain: str = ""  # result of --trust, when asked
-    certificate: str = ""  # the signer's certificate validity at the signing time, always checked
-    profiles_met: list[str] = field(default_factory=list)  # RSA profiles whose requirements it meets
-
-    def to_dict(self) -> dict[str, object]:
-        return dict(self.__dict__)
-
-
-def verify_dataset(ds: Dataset, trust: list[x509.Certificate] | None = None, location: str = ""
-                   ) -> list[Verification]:
-    """Check every signature in `ds`, and in the items of its sequences, recursively."""
-    results: list[Verification] = []
-    params = {}
-    for p in ds.get("MACParametersSequence", []):
-        try:
-            params[int(p.MACIDNumber)] = p
-        except (AttributeError, TypeError, ValueError):
-            continue  # a damaged item: the signature that needs it fails with "no MAC Parameters item"
-    present = [t for t in sorted(ds.keys()) if _signable_in(ds, t)]
-    signatures = ds.get("DigitalSignaturesSequence", [])
-    for item in signatures:
-        results.append(_verify_one(ds, item, params, present, trust, location))
-    if "MACParametersSequence" in ds and not signatures:  # signed once; its signature is gone or damaged
-        results.append(Verification(location, "", 0, "", "", "", "", False,
-                                    "a MAC Parameters Sequence (4FFE,0001) is present but no Digital Signatures "
-                                    "Sequence (FFFA,FFFA): the signature was removed or damaged"))
-    for tag in sorted(ds.keys()):
-        if tag in (DIGITAL_SIGNATURES, MAC_PARAMETERS) or ds.get_item(tag).VR != "SQ":
-            continue
-        for number, child in enumerate(ds[tag].value):
-            results += verify_dataset(child, trust, f"{location}{ds[tag].keyword or _tag(tag)}[{number}]/")
-    return results
-
-
-def _verify_one(ds: Dataset, item: Dataset, params: dict, present: list[BaseTag],
-                trust: list[x509.Certificate] | None, location: str) -> Verification:
-    """One signature; any damage to its item, its MAC parameters or its certificate is its failure."""
-    try:
-        return _check_one(ds, item, params, present, trust, location)
-    except Exception as exc:  # noqa: BLE001 - a damaged signature item must fail, never crash the run
-        return Verification(location, str(item.get("DigitalSignatureUID", "")), -1, "", "", "", "", False,
-                            f"the signature item cannot be read ({type(exc).__name__}: {exc})")
-
-
-def _check_one(ds: Dataset, item: Dataset, params: dict, present: list[BaseTag],
-               trust: list[x509.Certificate] | None, location: str) -> Verification:
-    untouched = copy.deepcopy(item)  # reading a value re-encodes it when the MAC is taken: keep the raw bytes
-    mac_id = int(item.get("MACIDNumber", -1))
-    cert = None
-    result = Verification(location, str(item.get("DigitalSignatureUID", "")), mac_id, "",
-                          str(item.get("DigitalSignatureDateTime", "")), "", "", False)
-    codes = item.get("DigitalSignaturePurposeCodeSequence", [])
-    result.purpose = ", ".join(f"{c.CodeValue} {c.get('CodeMeaning', '')}".strip() for c in codes)
-    try:
-        cert = x509.load_der_x509_certificate(_der(bytes(item.CertificateOfSigner)))
-        result.signer = cert.subject.rfc4514_string()
-        p = params.get(mac_id)
-        if p is None:
-            raise ValueError(f"no MAC Parameters item with MAC ID {mac_id}")
-        result.algorithm = str(p.MACAlgorithm)
-        if not _explicit_little(str(p.MACCalculationTransferSyntaxUID)):
-            raise ValueError(f"MAC transfer syntax {p.MACCalculationTransferSyntaxUID} is not an "
-                             "explicit VR little endian one, the only encoding dvqa computes")
-        value = p["DataElementsSigned"].value
-        signed = [Tag(t) for t in (value if p["DataElementsSigned"].VM > 1 else [value])]
-        missing = [t for t in signed if t not in ds]
-        if missing:
-            raise ValueError(f"signed element(s) {', '.join(_tag(t) for t in missing)} were removed")
-        digest = mac_of(ds, signed, untouched, result.algorithm)
-        _check(cert.public_key(), bytes(item.Signature), digest, result.algorithm)
-        result.ok = True
-        result.covered = [_tag(t) for t in signed]
-        if isinstance(cert.public_key(), rsa.RSAPublicKey):  # the profiles of VERIFIED_PROFILES
-            result.profiles_met = ["base"]
-            if all(t in set(signed) for t in CREATOR_REQUIRED if t in ds):
-                result.profiles_met.append("creator")
-        result.not_covered = [_tag(t) for t in present if t not in set(signed)]
-    except InvalidSignature:
-        result.problem = "the signature does not match the signed elements: they were changed after signing"
-    except (ValueError, KeyError, AttributeError, TypeError, InputError) as exc:
-        result.problem = str(exc) or type(exc).__name__
-    if result.ok and cert is not None:
-        result.certificate = _validity_at(cert, result.datetime)
-        if not result.certificate.startswith("valid"):
-            result.ok, result.problem = False, result.certificate
-    if result.ok and trust is not None and cert is not None:
-        result.chain = check_chain(cert, trust, result.datetime)
-        if not result.chain.startswith("trusted"):
-            result.ok, result.problem = False, result.chain
-    return result
-
-
-def _check(public_key, signature: bytes, digest: bytes, algorithm: str) -> None:
-    if isinstance(public_key, ec.EllipticCurvePublicKey):
-        if algorithm not in SIGNING_ALGORITHMS:
-            raise ValueError(f"ECDSA with {algorithm} is not supported")
-        public_key.verify(_der(signature), digest, ec.ECDSA(utils.Prehashed(SIGNING_ALGORITHMS[algorithm]())))
-        return
-    if not isinstance(public_key, rsa.RSAPublicKey):
-        raise ValueError("the certificate's key is neither RSA nor ECDSA")
-    if algorithm in SIGNING_ALGORITHMS:
-        public_key.verify(signature, digest, padding.PKCS1v15(), utils.Prehashed(SIGNING_ALGORITHMS[algorithm]()))
-        return
-    # RIPEMD-160, SHA-1, MD5: check the PKCS#1 v1.5 encoding by hand (RFC 8017 §8.2.2)
-    numbers = public_key.public_numbers()
-    size = (numbers.n.bit_length() + 7) // 8
-    if len(signature) != size:
-        raise InvalidSignature()
-    encoded = pow(int.from_bytes(signature, "big"), numbers.e, numbers.n).to_bytes(size, "big")
-    expected_tail = DIGEST_INFO[algorithm] + digest
-    padding_len = size - 3 - len(expected_tail)
-    if padding_len < 8 or encoded != b"\x00\x01" + b"\xff" * padding_len + b"\x00" + expected_tail:
-        raise InvalidSignature()
-
-
 def _explicit_little(uid: str) -> bool:
     """Explicit VR Little Endian, or an encapsulated syntax (all of which encode the same way)."""
     u = pydicom.uid.UID(uid)
@@ -448,66 +319,6 @@ def _der(value: bytes) -> bytes:
     return value[: 2 + count + int.from_bytes(value[2 : 2 + count], "big")]
 
 
-def _signing_time(value: str) -> dt.datetime | None:
-    """Digital Signature DateTime (DT: YYYYMMDDHHMMSS.FFFFFF&ZZXX) as an aware UTC time."""
-    body, offset = value.strip(), "+0000"
-    for sign in "+-":
-        at = body.find(sign, 8)
-        if at > 0:
-            body, offset = body[:at], body[at:]
-    try:
-        when = dt.datetime.strptime(body.split(".")[0].ljust(14, "0")[:14], "%Y%m%d%H%M%S")
-        zone = dt.timezone((1 if offset[0] == "+" else -1)
-                           * dt.timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5])))
-    except (ValueError, IndexError):
-        return None
-    return when.replace(tzinfo=zone).astimezone(dt.timezone.utc)
-
-
-def _validity_at(cert: x509.Certificate, signed_at: str) -> str:
-    """Was the signer's certificate valid when the signature says it was made? A signature made with an
-    expired or not-yet-valid certificate fails, with or without --trust."""
-    when = _signing_time(signed_at)
-    if when is None:
-        return f"Digital Signature DateTime {signed_at!r} cannot be read, so the certificate cannot be checked"
-    period = f"valid {cert.not_valid_before_utc.isoformat()} to {cert.not_valid_after_utc.isoformat()}"
-    if when > cert.not_valid_after_utc:
-        return f"the signer's certificate had expired at the signing time {when.isoformat()} ({period})"
-    if when < cert.not_valid_before_utc:
-        return f"the signer's certificate was not yet valid at the signing time {when.isoformat()} ({period})"
-    return f"valid at the signing time ({period})"
-
-
-def check_chain(cert: x509.Certificate, trust: list[x509.Certificate], signed_at: str) -> str:
-    """Whether a --trust certificate issued the signer's, both valid at the signing time.
-
-    One link only: the signer's certificate must be issued directly by a certificate in
-    the trust file (a site CA or an intermediate the site trusts).
-    """
-    when = _signing_time(signed_at)
-    if when is None:
-        return f"untrusted: Digital Signature DateTime {signed_at!r} cannot be read"
-    for anchor in trust:
-        if anchor.subject != cert.issuer:
-            continue
-        try:
-            cert.verify_directly_issued_by(anchor)
-        except (ValueError, TypeError, InvalidSignature):
-            continue
-        if not anchor.not_valid_before_utc <= when <= anchor.not_valid_after_utc:
-            return f"untrusted: the CA {anchor.subject.rfc4514_string()} was not valid at the signing time"
-        return f"trusted: issued by {anchor.subject.rfc4514_string()}"
-    return f"untrusted: no certificate in --trust issued {cert.subject.rfc4514_string()}"
-
-
-def load_trust(path: Path) -> list[x509.Certificate]:
-    data = path.read_bytes()
-    try:
-        return x509.load_pem_x509_certificates(data)
-    except ValueError as exc:
-        raise UsageError(f"{path}: not a PEM file of CA certificates ({exc}).") from None
-
-
 def sign_file(source: Path, output: Path, signer: Signer, profile: str = "base", algorithm: str = "SHA256",
               purpose: str | None = None, record: Callable[[SignatureResult], object] | None = None
               ) -> SignatureResult:
@@ -515,46 +326,55 @@ def sign_file(source: Path, output: Path, signer: Signer, profile: str = "base",
 
     `record(result)` (the audit append) runs as part of placing it: if it fails, `output` is what it
     was before (dvqa.core.outputs.commit).
+
+    Signing in place, read, sign and place happen under an exclusive lock on the file's folder, which
+    every in-place dvqa sign takes: two signs of one file at once each add their signature in turn,
+    instead of both reading the unsigned file and the second rename dropping the first signature its
+    record claims. (With a separate output the last writer wins, as for any output file.)
     """
-    ds = _read(source)
-    syntax = str(ds.file_meta.get("TransferSyntaxUID", MAC_TRANSFER_SYNTAX))
-    # encapsulated Pixel Data cannot be expressed in Explicit VR Little Endian: such files are
-    # MACed in their own syntax (same element encoding), as DCMTK's dcmsign does
-    mac_syntax = syntax if _explicit_little(syntax) else MAC_TRANSFER_SYNTAX
-    result = sign_dataset(ds, signer, profile, algorithm, purpose, transfer_syntax=mac_syntax)
-    result.notes = outputs.sweep(output.parent)
-    fd, tmp = outputs.temp_file(output.parent, output.name)
+    in_place = source.resolve() == output.resolve()
+    with _folder_lock(output.parent) if in_place else contextlib.nullcontext():
+        ds = _read(source)
+        syntax = str(ds.file_meta.get("TransferSyntaxUID", MAC_TRANSFER_SYNTAX))
+        # encapsulated Pixel Data cannot be expressed in Explicit VR Little Endian: such files are
+        # MACed in their own syntax (same element encoding), as DCMTK's dcmsign does
+        mac_syntax = syntax if _explicit_little(syntax) else MAC_TRANSFER_SYNTAX
+        result = sign_dataset(ds, signer, profile, algorithm, purpose, transfer_syntax=mac_syntax)
+        result.notes = outputs.sweep(output.parent)
+        fd, tmp = outputs.temp_file(output.parent, output.name)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                ds.save_as(handle, enforce_file_format=True)
+                handle.flush()
+                os.fsync(handle.fileno())
+            from dvqa.trust.verification import verify_dataset  # it imports this module: not at the top
+
+            check = [v for v in verify_dataset(_read(tmp)) if v.uid == result.uid]
+            # the MAC must hold; who signed is not the question here (sign has no trust anchors), but every
+            # failure verify would report is, except a validity period the user chose to sign outside of
+            outside_allowed = (bool(check) and signer.allow_outside_validity
+                               and check[0].problems == [check[0].certificate])
+            if not check or not check[0].intact or (check[0].verdict == "FAIL" and not outside_allowed):
+                raise InputError(f"{source}: the signature dvqa wrote does not verify "
+                                 f"({check[0].problem if check else 'not found'}); nothing was written.")
+            outputs.commit(tmp, output, replace=True, record=(lambda: record(result)) if record else None)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return result
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """flock on the folder itself: no lock file to leave behind, released when the process dies."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            ds.save_as(handle, enforce_file_format=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        check = [v for v in verify_dataset(_read(tmp)) if v.uid == result.uid]
-        outside_allowed = bool(check) and signer.allow_outside_validity and check[0].problem == check[0].certificate
-        if not check or not (check[0].ok or outside_allowed):
-            raise InputError(f"{source}: the signature dvqa wrote does not verify "
-                             f"({check[0].problem if check else 'not found'}); nothing was written.")
-        outputs.commit(tmp, output, replace=True, record=(lambda: record(result)) if record else None)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass  # a file system without flock (some network mounts): sign as before, unlocked
+        yield
     finally:
-        tmp.unlink(missing_ok=True)
-    return result
-
-
-def verify_file(path: Path, trust: list[x509.Certificate] | None = None) -> list[Verification]:
-    ds = _read(path)
-    results = verify_dataset(ds, trust)
-    if not results and _signature_tag_in_tail(path):
-        raise FileProblem(path, "holds a Digital Signatures Sequence (FFFA,FFFA) that the data set does not reach: "
-                          "the file was damaged after signing", "file.damaged", "PS3.15 C.1")
-    return results
-
-
-def _signature_tag_in_tail(path: Path, tail: int = 1 << 20) -> bool:
-    """Defence in depth: a signature sits after Pixel Data, at the end; is its tag there in the raw bytes?"""
-    with open(path, "rb") as handle:
-        handle.seek(max(0, os.fstat(handle.fileno()).st_size - tail))
-        data = handle.read()
-    return b"\xfa\xff\xfa\xffSQ" in data or b"\xff\xfa\xff\xfaSQ" in data
+        os.close(fd)  # releases the lock
 
 
 def _read(path: Path) -> Dataset:
@@ -563,3 +383,16 @@ def _read(path: Path) -> Dataset:
     if syntax is not None and not syntax.is_little_endian:
         raise InputError(f"{path}: big endian files are not supported for signatures; convert it first.")
     return ds
+
+
+# verification moved to dvqa.trust.verification; these names stay importable from here
+_MOVED = ("VerifyPolicy", "Verification", "verify_dataset", "verify_file", "check_chain", "load_trust",
+          "REQUIRED_COVERED", "WEAK_MACS", "WARNED_MACS", "VERDICTS")
+
+
+def __getattr__(name: str) -> object:
+    if name in _MOVED:
+        from dvqa.trust import verification
+
+        return getattr(verification, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
