@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -36,6 +37,27 @@ def audit_log(path: Path | None, key_env: str | None, debug: bool) -> AuditLog |
     for message in guarded(debug, log.check):
         warn(message)
     return log
+
+
+def refuse_same_files(written: Sequence[tuple[str, Path | None]],
+                      read: Sequence[tuple[str, Path | None]] = ()) -> None:
+    """Refuse, before any work, two files a command writes (or one it writes and one it reads) that are
+    one file: a report named like the audit log would replace the whole chain, an output named like the
+    input would destroy the recording. Files that are only read may be one file (a PEM holding both key
+    and certificate). Options not given (None) and stdin (- as an input) are left out."""
+    given = [(option, path) for option, path in written if path is not None]
+    outputs.refuse_same_files(given)
+    for option, path in read:
+        if path is not None and str(path) != "-":
+            outputs.refuse_same_files([*given, (option, path)])
+
+
+def same_file(path: Path | None, others: Sequence[Path | None]) -> bool:
+    """Whether `path` is one of `others` (by inode, or real folder and name): e.g. an audit log that a
+    refused command must then leave alone rather than append its failure to."""
+    if path is None:
+        return False
+    return any(other is not None and outputs.identity(other) == outputs.identity(path) for other in others)
 
 
 def passphrase(variable: str | None, option: str = "--passphrase-env") -> str | None:

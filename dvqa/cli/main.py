@@ -14,7 +14,7 @@ import click  # noqa: E402
 
 from dvqa import __version__  # noqa: E402
 from dvqa.cli import options  # noqa: E402
-from dvqa.cli.common import audit_log, fail, guarded, passphrase  # noqa: E402
+from dvqa.cli.common import audit_log, fail, guarded, passphrase, refuse_same_files, same_file  # noqa: E402
 from dvqa.convert.pipeline import ConvertOptions, convert, record_failure  # noqa: E402
 from dvqa.core import outputs, profiles  # noqa: E402
 from dvqa.core.errors import DvqaError, ExitCode, InputError, UsageError  # noqa: E402
@@ -96,8 +96,16 @@ def convert_command(source: Path, output: Path, follow: bool, keep_partial: bool
                     report_paths: tuple[Path, ...], audit_path: Path | None, audit_key_env: str | None,
                     fmt: str, debug: bool) -> None:
     """Convert a browser recording (WebM, Matroska, MP4) to a DICOM video object."""
+    written = [("-o", output), *(("--report", path) for path in report_paths)]
+    read = [("SOURCE", source), ("--metadata-json", metadata_json), ("--metadata-from", metadata_from),
+            ("--sign", sign_key), ("--cert", sign_cert)]
+    clash = _clash([*written, ("--audit", audit_path)], read)
+    if clash is not None and same_file(audit_path, [path for _, path in written + read]):
+        fail(clash, debug)  # the audit log is itself one of the two: nothing is appended to (or opened as) it
     audit = audit_log(audit_path, audit_key_env, debug)
     try:
+        if clash is not None:
+            raise clash
         options = _convert_options(
             audit, metadata_from, metadata_json,
             {"PatientName": ("--patient-name", patient_name), "PatientID": ("--patient-id", patient_id),
@@ -170,6 +178,15 @@ def convert_command(source: Path, output: Path, follow: bool, keep_partial: bool
                    err=True)
         sys.exit(signals.exit_code_of(exc))
     sys.exit(int(result.exit_code))
+
+
+def _clash(written: list[tuple[str, Path | None]], read: list[tuple[str, Path | None]]) -> UsageError | None:
+    """The refusal of two roles that are one file (see common.refuse_same_files), or None."""
+    try:
+        refuse_same_files(written, read)
+    except UsageError as exc:
+        return exc
+    return None
 
 
 def _convert_live(source: Path, output: Path, options: ConvertOptions, idle_s: float):
@@ -288,6 +305,8 @@ def quality_command(reference: Path, distorted: Path, ssim: str, source_range: s
                     report_paths: tuple[Path, ...], fmt: str, debug: bool) -> None:
     """Measure DISTORTED (a DICOM video or a video file) against REFERENCE, frame by frame."""
     def work():
+        refuse_same_files([("--report", path) for path in report_paths],
+                          [("REFERENCE", reference), ("DISTORTED", distorted)])
         for path in report_paths:
             reports.kind_of(path)
         chosen = profiles.load(profile) if profile else None

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from dvqa.cli import options
-from dvqa.cli.common import audit_log, fail, guarded, warn
+from dvqa.cli.common import audit_log, fail, guarded, refuse_same_files, warn
 from dvqa.core import outputs, signals
 from dvqa.core.errors import UsageError
 from dvqa.dicom import syntaxes
@@ -118,6 +118,9 @@ def pacs_store_command(files: tuple[Path, ...], host: str, port: int | None, cal
     Exit 0 all stored, 1 the PACS refused some, 3 a file could not be read (it is not sent; the others
     are), 4 the PACS could not be reached. Files are never moved.
     """
+    guarded(debug, lambda: refuse_same_files(
+        [("--audit", audit_path), *_fallback_copies(files, fallback, fallback_dir)],
+        [*(("FILES", path) for path in files), ("--tls-ca", tls_ca), ("--tls-cert", tls_cert), ("--tls-key", tls_key)]))
     audit = audit_log(audit_path, audit_key_env, debug)
     if stow_url and (commit or fallback):
         fail(UsageError("--commit and --fallback work with DIMSE C-STORE (--port), not with --stow."), debug)
@@ -183,6 +186,14 @@ def pacs_store_command(files: tuple[Path, ...], host: str, port: int | None, cal
     sys.exit(pacs.exit_code_of(results, "committed" if commit else "stored"))
 
 
+def _fallback_copies(files: tuple[Path, ...], fallback: str | None, folder: Path | None) -> list[tuple[str, Path]]:
+    """Where each file's fallback copy would go in --fallback-dir (dvqa.pacs.network.store_with_fallback names
+    them): two files with one name, or a copy named like a file being sent, are refused before sending."""
+    if not fallback or folder is None:
+        return []
+    return [(f"--fallback-dir (the copy of {path})", folder / f"{path.stem}.{fallback}.dcm") for path in files]
+
+
 @pacs_group.command("matrix")
 @click.option("--target", "target_specs", multiple=True,
               help="NAME=AET@HOST:PORT[,wado=URL][,get] - a running PACS to test; read the files back over "
@@ -206,6 +217,8 @@ def pacs_matrix_command(target_specs: tuple[str, ...], profile_ids: tuple[str, .
         fail(UsageError("give at least one --target NAME=AET@HOST:PORT or --pacs-profile ID."), debug)
 
     def work():
+        refuse_same_files([("-o", out_dir / name) for name in ("matrix.json", "matrix.md", "matrix.html")],
+                          [("--tls-ca", tls_ca), ("--tls-cert", tls_cert), ("--tls-key", tls_key)])
         security = _tls(tls, tls_ca, tls_cert, tls_key)
         targets = [matrix.Target.parse(spec, calling_aet, timeout, security) for spec in target_specs]
         chosen_profiles = pacsprofiles.load_all() if "all" in profile_ids else \

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from dvqa.cli import options
-from dvqa.cli.common import guarded
+from dvqa.cli.common import guarded, refuse_same_files
 from dvqa.core import outputs
 from dvqa.core.errors import ExitCode, InputError, UsageError
 
@@ -66,6 +66,7 @@ def licenses_command(output: Path | None, fmt: str, program: Path | None, sbom: 
     from dvqa.report import sbom as cyclonedx
 
     def work():
+        refuse_same_files([("-o", output), ("--sbom", sbom)], [("--expect", baseline), ("--ffmpeg", program)])
         kind = _output_kind(output)
         expected = _baseline(baseline) if baseline else None
         build = native.external(program) if program else native.bundled()
@@ -159,6 +160,8 @@ def traceability_command(output: Path | None, fmt: str, junit: tuple[Path, ...],
     from dvqa.report import documents, markdown, traceability
 
     def work():
+        refuse_same_files([("-o", output)], [("--requirements", requirements_path),
+                                             *(("--junit", file) for file in junit)])
         kind = _output_kind(output)
         path = requirements_path or traceability.default_requirements()
         requirements = traceability.load_requirements(path)

@@ -11,13 +11,16 @@ import click
 from pydicom.tag import BaseTag, Tag
 
 from dvqa.cli import options
-from dvqa.cli.common import audit_key, audit_log, guarded, passphrase
+from dvqa.cli.common import audit_key, audit_log, guarded, passphrase, refuse_same_files, same_file
 from dvqa.core import outputs, signals
 from dvqa.core.errors import DvqaError, ExitCode, UsageError
 from dvqa.trust import atna
 from dvqa.trust import audit as audit_trail
 from dvqa.trust.signature import PURPOSES, SIGNING_ALGORITHMS, Signer, sign_file
 from dvqa.trust.verification import REQUIRED_COVERED, VerifyPolicy, load_trust, verify_file
+
+
+_EXPORTED = re.compile(r"record-[0-9]{6,}\.xml")  # the names `audit export` writes
 
 
 def register(main: click.Group) -> None:
@@ -49,8 +52,12 @@ def sign_command(file: Path, key_path: Path, cert_path: Path | None, passphrase_
                  mac: str, purpose: str | None, output: Path | None, allow_invalid_certificate: bool,
                  audit_path: Path | None, audit_key_env: str | None, fmt: str, debug: bool) -> None:
     """Add a DICOM digital signature (PS3.15 Annex C) over every signable element of FILE."""
-    audit = audit_log(audit_path, audit_key_env, debug)
     target = output or file
+    written = [("-o" if output else "FILE", target)]
+    read = [("--key", key_path), ("--cert", cert_path)] + ([] if same_file(file, [target]) else [("FILE", file)])
+    if same_file(audit_path, [path for _, path in written + read]):  # refused with nothing appended to it
+        guarded(debug, lambda: refuse_same_files([*written, ("--audit", audit_path)], read))
+    audit = audit_log(audit_path, audit_key_env, debug)
 
     def work():
         signer = None
@@ -63,6 +70,7 @@ def sign_command(file: Path, key_path: Path, cert_path: Path | None, passphrase_
                               "outcome": "success", "exit_code": 0})
 
         try:
+            refuse_same_files(written, read)  # recorded as a failed attempt, as a bad key is
             signer = Signer.load(key_path, cert_path, passphrase(passphrase_env), allow_invalid_certificate)
             return sign_file(file, target, signer, signature_profile, mac, purpose, record=record)
         except KeyboardInterrupt as exc:
@@ -258,6 +266,9 @@ def audit_head_command(log: Path, audit_key_env: str | None, debug: bool) -> Non
 def audit_export_command(log: Path, fmt: str, out_dir: Path, debug: bool) -> None:
     """Write LOG's records as DICOM audit messages (PS3.15 A.5, IHE ATNA) for an audit repository."""
     def work():
+        if _EXPORTED.fullmatch(log.name) and same_file(log, [out_dir / log.name]):
+            raise UsageError(f"LOG {log}: is in the -o folder under a name the export writes, so the export "
+                             "would replace the audit log; give another folder.")
         out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         written = 0
         for record in audit_trail.records(log):  # PHI: each file private, never written through a link
