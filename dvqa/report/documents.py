@@ -14,9 +14,14 @@ def html(template: str, **values: object) -> str:
 
 
 def pdf(page: str) -> bytes:
+    """The PDF of `page`. Only data: URLs are fetched: dvqa's pages embed everything they show, and a page
+    carrying text from a hostile file (a file name, a DICOM value) must not make WeasyPrint's default
+    fetcher read a local file (file:///etc/passwd) into the PDF or make a request on the network."""
     import weasyprint
+    from weasyprint.urls import URLFetcher
 
-    return weasyprint.HTML(string=page, base_url=None).write_pdf()
+    fetcher = URLFetcher(allowed_protocols={"data"}, allow_redirects=False, timeout=1)
+    return weasyprint.HTML(string=page, base_url=None, url_fetcher=fetcher).write_pdf()
 
 
 def licenses_html(record: dict) -> str:
