@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from dvqa.cli import options
-from dvqa.cli.common import audit_key, guarded, passphrase
+from dvqa.cli.common import audit_key, guarded, passphrase, refuse_same_files
 from dvqa.core.errors import ExitCode
 
 
@@ -52,6 +52,8 @@ def build_command(out: Path, inputs: tuple[Path, ...], junit: tuple[Path, ...], 
     from dvqa.trust.verification import load_trust
 
     def work():
+        refuse_same_files([("OUT", out)], [*(("--inputs", path) for path in inputs), *(("--junit", f) for f in junit),
+                                           ("--key", key_path), ("--cert", cert_path), ("--trust", trust_path)])
         key = audit_key(audit_key_env)
         signer = Signer.load(key_path, cert_path, passphrase(passphrase_env)) if key_path else None
         settings = bundle.Settings(inputs=list(inputs), junit=list(junit), signer=signer, profile=profile,
@@ -61,8 +63,10 @@ def build_command(out: Path, inputs: tuple[Path, ...], junit: tuple[Path, ...], 
         return bundle.build(out, settings, say)
 
     built = guarded(debug, work)
+    for note in built.notes:
+        click.echo(f"note     {note}", err=True)
     if fmt == "json":
-        click.echo(json.dumps({"folder": str(built.folder), "ok": built.ok,
+        click.echo(json.dumps({"folder": str(built.folder), "ok": built.ok, "notes": built.notes,
                                "steps": [step.__dict__ for step in built.steps],
                                "files": len(built.manifest["files"]), "signed": bool(built.manifest["signature"])},
                               indent=2))
@@ -87,8 +91,8 @@ def build_command(out: Path, inputs: tuple[Path, ...], junit: tuple[Path, ...], 
 @options.debug
 def verify_command(folder: Path, trust_path: Path | None, accept_unauthenticated_signer: bool, fmt: str,
                    debug: bool) -> None:
-    """Check a bundle: every file's SHA-256, nothing added or removed, the manifest's signature.
-    Exit 0 when all hold, 1 otherwise."""
+    """Check a bundle: every file's SHA-256, nothing added or removed, the manifest's signature, and the
+    build's own verdict. Exit 0 when all hold and every step of the build passed, 1 otherwise."""
     from dvqa.evidence import manifest
     from dvqa.trust.verification import load_trust
 
@@ -99,6 +103,8 @@ def verify_command(folder: Path, trust_path: Path | None, accept_unauthenticated
     else:
         for problem in check.problems:
             click.echo(f"error    {problem}")
+        if check.verdict:
+            click.echo(f"build    {check.verdict}")
         signed = (f"signed by {check.signer}" + (f" ({check.chain})" if check.chain else
                                                  f" (NOT authenticated: certificate SHA-256 {check.fingerprint}, "
                                                  "accepted by --accept-unauthenticated-signer)")

@@ -10,6 +10,7 @@ bundle or absent.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import os
 import platform
@@ -21,18 +22,20 @@ from pathlib import Path
 from typing import Callable
 
 import av
+import av.logging
 
 from dvqa import __version__
 from dvqa.core import outputs
-from dvqa.core.errors import DvqaError, UsageError
+from dvqa.core.errors import DvqaError, EnvironmentProblem, UsageError
 from dvqa.core.findings import Severity
-from dvqa.dicom.dicomread import has_dicm_marker
 from dvqa.evidence import manifest
+from dvqa.evidence.inputs import Inputs, classify
 from dvqa.trust.audit import AuditLog
 from dvqa.trust.signature import Signer
 
 PASSED, FAILED = "passed", "failed"
-RECORDING_SUFFIXES = frozenset({".webm", ".mkv", ".mp4", ".mov", ".m4v"})
+# what stops a build: the disk under it cannot take the bundle (a permission error is a step's, e.g. an input's)
+FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG})
 
 
 @dataclass
@@ -59,47 +62,22 @@ class Bundle:
     folder: Path
     steps: list[Step]
     manifest: dict
+    notes: list[str] = field(default_factory=list)  # what was cleaned up before the build
 
     @property
     def ok(self) -> bool:
         return all(s.status == PASSED for s in self.steps)
 
 
-def classify(inputs: list[Path]) -> tuple[list[Path], list[Path], list[str]]:
-    """(recordings, DICOM files, what was not used and why). Named files are always used; in folders,
-    files are DICOM by their DICM marker (PS3.10 §7.1) and recordings by their suffix."""
-    recordings, dicom, skipped = [], [], []
-    for given in inputs:
-        if not given.exists():
-            raise UsageError(f"--inputs {given}: no such file or folder.")
-        found = [given] if given.is_file() else sorted(
-            p for p in given.rglob("*") if p.is_file() and not p.is_symlink())
-        for path in found:
-            if _is_dicom(path):
-                dicom.append(path)
-            elif given.is_file() or path.suffix.lower() in RECORDING_SUFFIXES:
-                recordings.append(path)
-            else:
-                skipped.append(f"{path}: neither DICOM nor a recording ({path.suffix or 'no suffix'})")
-    if not recordings and not dicom:
-        raise UsageError("--inputs: no recording or DICOM file found; name files or folders that hold them.")
-    return recordings, dicom, skipped
-
-
-def _is_dicom(path: Path) -> bool:
-    try:
-        return has_dicm_marker(path)
-    except OSError:
-        return False  # then it is tried as a recording, and that step says what is wrong
-
-
 def build(out: Path, settings: Settings, progress: Callable[[str], None] | None = None) -> Bundle:
     if os.path.lexists(out):
         raise UsageError(f"{out}: already exists; give a new folder for the bundle.")
-    recordings, dicom, skipped = classify(settings.inputs)
+    outputs.require_folder(out.parent)
+    found = classify(settings.inputs)
+    notes = outputs.sweep(out.parent)  # the private folders of builds that were killed (SIGKILL, power cut)
     stage = outputs.temp_dir(out.parent, out.name)
     try:
-        steps = _run_steps(stage, settings, recordings, dicom, skipped, progress or (lambda _: None))
+        steps = _run_steps(stage, settings, found, progress or (lambda _: None))
         created = dt.datetime.now(dt.timezone.utc)
         _write_index(stage, steps, settings, created)
         written = manifest.write(stage, settings.signer, created)
@@ -107,11 +85,11 @@ def build(out: Path, settings: Settings, progress: Callable[[str], None] | None 
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    return Bundle(out, steps, written)
+    return Bundle(out, steps, written, notes)
 
 
-def _run_steps(stage: Path, s: Settings, recordings: list[Path], dicom: list[Path], skipped: list[str],
-               say: Callable[[str], None]) -> list[Step]:
+def _run_steps(stage: Path, s: Settings, found: Inputs, say: Callable[[str], None]) -> list[Step]:
+    recordings, dicom = found.recordings, found.dicom
     for sub in ("dicom", "conversions", "validation", "reports", "audit"):
         (stage / sub).mkdir()
     steps: list[Step] = []
@@ -128,19 +106,46 @@ def _run_steps(stage: Path, s: Settings, recordings: list[Path], dicom: list[Pat
              ("environment", lambda: _environment(stage))]
     for number, (name, run) in enumerate(work, 1):
         say(f"[{number}/{len(work)}] {name}")
-        step, started = Step(name), time.monotonic()
+        step, started, fault = Step(name), time.monotonic(), None
         try:
             step.status, step.summary, step.files = run()
-        except DvqaError as exc:
-            step.status, step.summary = FAILED, str(exc)
-        except Exception as exc:  # recorded, never silently left out; the bundle says so
-            step.status, step.summary = FAILED, f"internal error: {type(exc).__name__}: {exc}"
+        except Exception as exc:
+            # A conversion that failed half-way is freed with `exc` (its traceback holds the decoders): their
+            # FFmpeg threads log as they stop, and PyAV's log callback takes the GIL this thread holds while
+            # it waits for them - a deadlock. FFmpeg's log is silenced before anything is released.
+            av.logging.set_level(None)
+            fault = _machine_fault(exc, stage.parent)
+            if isinstance(exc, DvqaError):
+                step.status, step.summary = FAILED, str(exc)
+            else:  # recorded, never silently left out; the bundle says so
+                step.status, step.summary = FAILED, f"internal error: {type(exc).__name__}: {exc}"
+        if fault is not None:  # raised here, not in the handler: see _machine_fault
+            raise fault
         step.seconds = round(time.monotonic() - started, 3)
         steps.append(step)
         say(f"      {step.status}: {step.summary}")
-    if skipped:
-        steps.append(Step("inputs not used", PASSED, "; ".join(skipped)))
+    if found.unreadable:
+        steps.append(Step("inputs not read", FAILED, "; ".join(found.unreadable)))
+    if found.skipped:
+        steps.append(Step("inputs not used", PASSED, "; ".join(found.skipped)))
     return steps
+
+
+def _machine_fault(exc: BaseException, folder: Path) -> EnvironmentProblem | None:
+    """A full disk (or quota, read-only file system, I/O error) under the bundle is the machine's fault,
+    not a step's: the build stops with exit 4 and no bundle, rather than signing a bundle of steps that
+    failed for want of space. The fault may be wrapped (convert says it in its own sentence), so the
+    chain of causes is searched. The error returned holds no link to `exc`: its traceback keeps the
+    conversion's FFmpeg objects alive until the interpreter exits, where freeing them can deadlock."""
+    seen: BaseException | None = exc
+    for _ in range(20):  # a chain is short; the bound only guards against a cycle
+        if seen is None:
+            break
+        if isinstance(seen, OSError) and seen.errno in FULL:
+            return EnvironmentProblem(f"{folder}: {outputs.machine_fault(seen)}; the evidence build stopped and "
+                                      "left no bundle.")
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _unique(name: str, names: set[str]) -> str:
@@ -169,7 +174,8 @@ def _convert(stage: Path, source: Path, s: Settings, audit: AuditLog, names: set
         files.insert(0, output.relative_to(stage).as_posix())
     psnr = ((record.get("quality") or {}).get("summary") or {}).get("psnr", {})
     said = (f"{result.plan.syntax.name}, {result.frames} frames"
-            + (f", PSNR mean {psnr['mean']:.2f} dB, worst {psnr['min']:.2f} dB" if psnr else "")
+            + (f", PSNR mean {reports.number(psnr['mean'], 2)} dB, worst {reports.number(psnr['min'], 2)} dB"
+               if psnr else "")  # a bit-exact passthrough measures "Infinity", which is text
             + ("" if result.written else "; not written: a quality floor was not met"))
     return (PASSED if result.exit_code == 0 else FAILED), said, files
 

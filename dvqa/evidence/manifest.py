@@ -9,8 +9,10 @@ same manifest wherever it is.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +21,8 @@ from cryptography import x509
 from dvqa import __version__
 from dvqa.core import outputs
 from dvqa.core.digest import sha256_file
-from dvqa.core.errors import InputError
+from dvqa.core.errors import DvqaError, InputError
+from dvqa.core.regular import read_regular
 from dvqa.evidence import reproducible
 from dvqa.trust import detached
 from dvqa.trust.chain import fingerprint
@@ -27,6 +30,8 @@ from dvqa.trust.signature import Signer
 from dvqa.trust.verification import check_chain
 
 MANIFEST, SIGNATURE, CERTIFICATE = "manifest.json", "manifest.sig", "manifest-signer.crt"
+INDEX = "index.json"
+MANIFEST_CAP = 64 * 1024 * 1024  # a bundle of thousands of files lists a few MiB; anything larger is not one
 FORMAT = "dvqa-evidence-manifest/1"
 
 
@@ -80,6 +85,7 @@ class Check:
     signer: str = ""
     chain: str = ""
     fingerprint: str = ""  # SHA-256 of the manifest signer's certificate
+    verdict: str = ""  # the build's own, from index.json
 
     @property
     def ok(self) -> bool:
@@ -104,6 +110,9 @@ def check(folder: Path, trust: list[x509.Certificate] | None = None, accept_unau
                          "'dvqa evidence build' wrote.") from None
     result = Check(files=len(entries))
     regular, other = listed_files(folder)
+    for path in (SIGNATURE, CERTIFICATE):  # not in the listing, so looked at here: never a link or FIFO
+        if os.path.lexists(folder / path) and not _is_regular(folder / path):
+            other.append(path)
     for path in other:
         result.problems.append(f"{path}: not a regular file (a link or device), not in any manifest")
     for path in regular:
@@ -115,7 +124,7 @@ def check(folder: Path, trust: list[x509.Certificate] | None = None, accept_unau
             result.problems.append(f"{path}: the manifest names a path outside the bundle")
         elif path not in regular:
             result.problems.append(f"{path}: removed (listed in the manifest, not in the bundle)")
-        elif target.stat().st_size != entry["bytes"] or sha256_file(target) != entry["sha256"]:
+        elif _member_sha256(target) != entry["sha256"] or target.stat().st_size != entry["bytes"]:
             result.problems.append(f"{path}: changed (its SHA-256 is not the manifest's)")
     _check_signature(folder, data, signature, manifest.get("created_utc", ""), trust, result)
     if result.signer and trust is None and not accept_unauthenticated:
@@ -123,7 +132,49 @@ def check(folder: Path, trust: list[x509.Certificate] | None = None, accept_unau
                                f"can make a certificate named {result.signer} (this one's SHA-256 fingerprint "
                                f"{result.fingerprint}); pass --trust CA.pem, or --accept-unauthenticated-signer "
                                "after comparing the fingerprint with the one you keep")
+    _check_verdict(folder, entries, result)
     return result
+
+
+def _check_verdict(folder: Path, entries: dict, result: Check) -> None:
+    """The build's own verdict, from index.json (hashed in the manifest): a bundle whose build failed a
+    step is not evidence that everything passed, so verify fails it too - a gate that runs only
+    `evidence verify` must not pass a failed build."""
+    if INDEX not in entries:
+        result.problems.append(f"{INDEX}: not in the manifest, so the build's verdict is unknown")
+        return
+    try:
+        index = json.loads(read_regular(folder / INDEX, "the bundle's index", MANIFEST_CAP))
+        failed = [step["name"] for step in index["steps"] if step["status"] != "passed"]
+        result.verdict = str(index["verdict"])
+    except (DvqaError, ValueError, KeyError, TypeError):
+        result.problems.append(f"{INDEX}: not the index 'dvqa evidence build' writes, so the build's verdict "
+                               "is unknown")
+        return
+    if failed:
+        result.problems.append(f"the build failed {len(failed)} of {len(index['steps'])} steps "
+                               f"({', '.join(failed)}): the bundle records them, but it is not evidence that "
+                               "they passed")
+
+
+def _is_regular(path: Path) -> bool:
+    return stat.S_ISREG(os.lstat(path).st_mode)
+
+
+def _member_sha256(path: Path) -> str | None:
+    """The SHA-256 of a bundle member that is a regular file at its own path - opened without following
+    a link and without waiting on a FIFO swapped in after the listing - or None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        digest = hashlib.sha256()
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+        return digest.hexdigest()
 
 
 def _check_signature(folder: Path, data: bytes, signature: dict | None, created: str,
@@ -151,11 +202,20 @@ def _check_signature(folder: Path, data: bytes, signature: dict | None, created:
 
 
 def _read(path: Path, folder: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        if path.name == MANIFEST:
-            raise InputError(f"{folder}: no {MANIFEST}; give the folder 'dvqa evidence build' wrote.") from None
+    """The manifest, its signature or certificate: a regular file in the bundle (never a link or FIFO,
+    which would make verify check or wait on something outside it), read to a size cap."""
+    if path.name == MANIFEST and not os.path.lexists(path):
+        raise InputError(f"{folder}: no {MANIFEST}; give the folder 'dvqa evidence build' wrote.")
+    if not os.path.lexists(path):
         return b""
-    except OSError as exc:
-        raise InputError(f"{path}: cannot be read ({exc.strerror}).") from None
+    if path.is_symlink():
+        if path.name != MANIFEST:
+            return b""  # reported as not a regular file; the signature then does not verify
+        raise InputError(f"{path}: is a symbolic link, not the bundle's own manifest; give the folder "
+                         "'dvqa evidence build' wrote.")
+    try:
+        return read_regular(path, f"the bundle's {path.name}", MANIFEST_CAP)
+    except InputError:
+        if path.name == MANIFEST:
+            raise
+        return b""

@@ -42,7 +42,10 @@ def content_digests(folder: Path, raw: dict[str, str], stage_name: str) -> dict[
     digests: dict[str, str] = {}
     for path in files:
         if has_dicm_marker(folder / path):
-            digests[path] = _dicom_digest(folder / path)
+            try:
+                digests[path] = _dicom_digest(folder / path)
+            except Exception:  # noqa: BLE001 - a damaged file (validation fails it): its bytes are its content
+                digests[path] = raw[path]
     replace = {raw[p]: digests[p] for p in digests}
     for path in files:
         if path in digests:
