@@ -259,7 +259,8 @@ def test_evidence_verify_fails_a_bundle_whose_build_failed_a_step(pki, tmp_path:
     assert built.returncode == 1, built.stdout + built.stderr  # validation, signatures and traceability fail
     proc = dvqa("evidence", "verify", str(out), "--trust", str(pki["ca"]))
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert re.search(r"the build failed 3 of \d+ steps \(validate, signatures, traceability\)", proc.stdout), proc.stdout
+    failed = r"the build failed 3 of \d+ steps \(validate, signatures, traceability\)"
+    assert re.search(failed, proc.stdout), proc.stdout
     proc = dvqa("evidence", "verify", str(out), "--trust", str(pki["ca"]), "--format", "json")
     assert proc.returncode == 1 and json.loads(proc.stdout)["verdict"].startswith("3 of ")
 
