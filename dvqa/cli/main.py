@@ -179,8 +179,6 @@ def _convert_live(source: Path, output: Path, options: ConvertOptions, idle_s: f
 
     if str(source) == "-":
         return convert_live(Growing.stdin(), output, options)
-    if not source.is_file():
-        raise InputError(f"{source}: no such file to follow; start dvqa once the recorder has created it.")
     return convert_live(Growing.follow_file(source, idle_s), output, options)
 
 

@@ -1,0 +1,120 @@
+"""Issue 27, hostile inputs around live conversion and named files: a followed recording renamed over,
+truncated, rewritten or deleted; a FIFO where a file was expected; signals at start-up and in the stream
+check; closed stdin; a NUL in an argument. Each is a refusal in one sentence, or correct behaviour."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import RECORDED, ROOT, dvqa, wait_until_read
+
+RECORDING = RECORDED / "vp8_opus.webm"  # a browser recording in 7 clusters
+FIRST_CLUSTERS = 77166  # where its 4th cluster starts: the first three are a clean, shorter recording
+OTHER = RECORDED / "h264_opus.webm"  # another recording, to put in its place
+
+
+def _follow(growing: Path, out: Path, log: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "dvqa", "convert", "--follow", str(growing), "-o", str(out),
+                             "--audit", str(log), "--format", "json", *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+def _started(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, Path, Path, Path]:
+    """dvqa following a recording whose first three clusters have arrived, waiting for more."""
+    growing, out, log = tmp_path / "upload.webm", tmp_path / "out" / "live.dcm", tmp_path / "audit.jsonl"
+    out.parent.mkdir()
+    growing.write_bytes(RECORDING.read_bytes()[:FIRST_CLUSTERS])
+    process = _follow(growing, out, log, *extra)
+    wait_until_read(process, growing, FIRST_CLUSTERS)
+    return process, growing, out, log
+
+
+def _refused(process: subprocess.Popen, out: Path, log: Path, words: str) -> None:
+    stdout, stderr = process.communicate(timeout=240)
+    assert process.returncode == 3, stderr
+    assert words in stderr and "nothing was written" in stderr and "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1 and stdout == ""
+    assert list(out.parent.iterdir()) == []  # nothing at the output, no temporary folder
+    entry = json.loads(log.read_text().splitlines()[-1])
+    assert entry["outcome"] == "failure" and words in entry["message"]
+
+
+def _partial(process: subprocess.Popen, out: Path, log: Path, words: str) -> None:
+    stdout, stderr = process.communicate(timeout=240)
+    assert process.returncode == 0, stderr
+    record = json.loads(stdout)
+    assert words in record["partial"] and f"{FIRST_CLUSTERS} bytes read before" in record["partial"]
+    assert [f["code"] for f in record["findings"]] == ["convert.partial-stream"]
+    entry = json.loads(log.read_text().splitlines()[-1])
+    assert entry["partial"] == record["partial"] and entry["input"]["size"] == FIRST_CLUSTERS
+    assert dvqa("validate", str(out)).returncode == 0
+
+
+@pytest.mark.requirement("DVQA-CONV-008")
+@pytest.mark.parametrize("keep_partial", [False, True], ids=["refused", "keep-partial"])
+def test_a_followed_file_renamed_over_is_not_archived_as_the_recording(tmp_path: Path, keep_partial: bool) -> None:
+    process, growing, out, log = _started(tmp_path, *(["--keep-partial"] if keep_partial else []))
+    other = tmp_path / "upload.webm.new"
+    other.write_bytes(OTHER.read_bytes())
+    os.replace(other, growing)  # another recording now at the name, complete with its marker
+    growing.with_name(growing.name + ".done").write_text("")
+    if keep_partial:
+        _partial(process, out, log, "replaced by another file")
+    else:
+        _refused(process, out, log, "replaced by another file")
+
+
+@pytest.mark.requirement("DVQA-CONV-008")
+@pytest.mark.parametrize("keep_partial", [False, True], ids=["refused", "keep-partial"])
+def test_a_followed_file_deleted_ends_the_conversion_at_once(tmp_path: Path, keep_partial: bool) -> None:
+    process, growing, out, log = _started(tmp_path, "--idle", "30", *(["--keep-partial"] if keep_partial else []))
+    growing.unlink()  # an upload cancelled: no marker will come, and --idle would wait 30 s
+    if keep_partial:
+        _partial(process, out, log, "deleted or renamed away")
+    else:
+        _refused(process, out, log, "deleted or renamed away")
+
+
+@pytest.mark.requirement("DVQA-CONV-008")
+@pytest.mark.parametrize("keep_partial", [False, True], ids=["refused", "keep-partial"])
+def test_a_followed_file_truncated_is_not_archived_as_complete(tmp_path: Path, keep_partial: bool) -> None:
+    process, growing, out, log = _started(tmp_path, "--idle", "30", *(["--keep-partial"] if keep_partial else []))
+    os.truncate(growing, 1000)  # a recorder that restarted into the same file
+    if keep_partial:
+        _partial(process, out, log, "truncated to 1000 bytes")
+    else:
+        _refused(process, out, log, "truncated to 1000 bytes")
+
+
+@pytest.mark.requirement("DVQA-CONV-008")
+def test_bytes_rewritten_under_the_reader_are_refused_even_with_keep_partial(tmp_path: Path) -> None:
+    """The size never shrinks and the inode stays: only the bytes already read show it (checked at the end)."""
+    process, growing, out, log = _started(tmp_path, "--keep-partial")
+    other = OTHER.read_bytes()
+    with open(growing, "r+b") as rewrite:  # another recording written over this one, then its rest appended
+        rewrite.write(other)
+    growing.with_name(growing.name + ".done").write_text("")
+    _refused(process, out, log, "rewritten while it was read")
+
+
+def test_follow_on_a_fifo_says_what_it_is_and_how_to_read_it(tmp_path: Path) -> None:
+    fifo = tmp_path / "upload.webm"
+    os.mkfifo(fifo)
+    proc = dvqa("convert", "--follow", str(fifo), "-o", str(tmp_path / "x.dcm"))
+    assert proc.returncode == 2 and "is a FIFO (named pipe)" in proc.stderr and "dvqa convert - " in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.dcm").exists()
+
+
+def test_closed_stdin_is_one_sentence(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "dvqa", "convert", "-", "-o", str(tmp_path / "x.dcm"), "--audit",
+                           str(tmp_path / "audit.jsonl")], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          cwd=ROOT, timeout=120, preexec_fn=lambda: os.close(0))
+    assert proc.returncode == 2 and "stdin is closed" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.dcm").exists()
+
