@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import RECORDED, ROOT, dvqa, wait_until_read
+from helpers import RECORDED, ROOT, dvqa, wait_for_handler, wait_until_read
 
 RECORDING = RECORDED / "vp8_opus.webm"  # a browser recording in 7 clusters
 FIRST_CLUSTERS = 77166  # where its 4th cluster starts: the first three are a clean, shorter recording
@@ -118,3 +118,20 @@ def test_closed_stdin_is_one_sentence(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "stdin is closed" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.dcm").exists()
 
+
+@pytest.mark.requirement("DVQA-CONV-008", "DVQA-OUT-001")
+def test_a_signal_in_the_first_moments_of_a_conversion_is_said_and_recorded(tmp_path: Path) -> None:
+    """SIGTERM as soon as dvqa handles it - while it still imports FFmpeg and NumPy - used to end it silently
+    with no audit record; it is held until the attempt starts, then ends it like any interruption."""
+    growing, out, log = tmp_path / "upload.webm", tmp_path / "out" / "live.dcm", tmp_path / "audit.jsonl"
+    out.parent.mkdir()
+    growing.write_bytes(RECORDING.read_bytes()[:FIRST_CLUSTERS])  # no marker: still recording
+    process = _follow(growing, out, log, "--idle", "30")
+    wait_for_handler(process, 15)
+    process.send_signal(15)
+    _, stderr = process.communicate(timeout=240)
+    assert process.returncode == 143 and "interrupted (SIGTERM)" in stderr and "audit log records" in stderr
+    assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
+    assert list(out.parent.iterdir()) == []
+    entry = json.loads(log.read_text().splitlines()[-1])
+    assert entry["outcome"] == "failure" and "interrupted by SIGTERM" in entry["message"]

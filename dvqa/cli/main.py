@@ -32,7 +32,6 @@ class _Group(options.Group):
     and exit 1. Commands that write handle them first and say what is on disk."""
 
     def invoke(self, ctx: click.Context):
-        signals.install()
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt as exc:
@@ -42,7 +41,8 @@ class _Group(options.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dvqa")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """DICOM video quality assurance: convert browser recordings with quality evidence, measure
     quality, validate, sign and verify, keep an audit trail, and test PACS.
 
@@ -50,6 +50,8 @@ def main() -> None:
     unsupported input, 4 environment problem, 130/143/129 interrupted by
     SIGINT/SIGTERM/SIGHUP.
     """
+    if ctx.invoked_subcommand != "convert":  # convert takes held signals inside its recorded attempt
+        signals.install()
 
 
 @main.command("convert")

@@ -45,22 +45,45 @@ def _raise(signum: int, frame) -> None:
     raise Interrupted(signum)
 
 
+_early: dict[str, object] = {"holding": False, "signum": None}  # install_early's state: held, and what came
+
+
 def install_early() -> None:
-    """Until a command starts (while Python imports FFmpeg, NumPy, pydicom), a signal ends dvqa at once and
-    quietly with 128 + its number: nothing has been opened or written yet, so there is nothing to clean up
-    or record - and no traceback from inside an import."""
+    """Until a command is ready to say what a signal did (while Python imports FFmpeg, NumPy, pydicom, and
+    Click reads the arguments), a signal is held: recorded, never raised inside an import, and acted on by
+    `install` or `take_pending` - so even a Ctrl-C in the first moments ends dvqa with its message and, for
+    a conversion, its audit record. (Exiting at once, as dvqa did, left no message and no record.)"""
     if threading.current_thread() is not threading.main_thread():
         return
+
+    def hold(signum: int, frame) -> None:
+        if _early["signum"] is None:
+            _early["signum"] = signum
+
+    _early["holding"] = True
     for signum in HANDLED:
-        signal.signal(signum, lambda number, frame: os._exit(128 + number))
+        signal.signal(signum, hold)
 
 
 def install() -> None:
-    """SIGINT, SIGTERM and SIGHUP raise Interrupted in the main thread (call once, at start-up)."""
+    """SIGINT, SIGTERM and SIGHUP raise Interrupted in the main thread (call once, at start-up); a signal
+    held since install_early is raised now."""
     if threading.current_thread() is not threading.main_thread():
         return
+    _early["holding"] = False
     for signum in HANDLED:
         signal.signal(signum, _raise)
+    held, _early["signum"] = _early["signum"], None
+    if held is not None:
+        raise Interrupted(int(held))  # type: ignore[arg-type]
+
+
+def take_pending() -> None:
+    """Where a command that records its attempts (convert) starts the attempt: if signals are still held
+    since start-up, install the handlers now, raising a signal that came meanwhile - inside the attempt,
+    where it is recorded. Does nothing in library use (no install_early) or once installed."""
+    if _early["holding"]:
+        install()
 
 
 class _Caught:
