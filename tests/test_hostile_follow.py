@@ -135,3 +135,37 @@ def test_a_signal_in_the_first_moments_of_a_conversion_is_said_and_recorded(tmp_
     assert list(out.parent.iterdir()) == []
     entry = json.loads(log.read_text().splitlines()[-1])
     assert entry["outcome"] == "failure" and "interrupted by SIGTERM" in entry["message"]
+
+
+def _limited(*args: str) -> subprocess.CompletedProcess:
+    """dvqa with its address space capped at 4 GiB: reading /dev/zero without end fails fast, not the machine."""
+    import resource
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+    return subprocess.run([sys.executable, "-m", "dvqa", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120, preexec_fn=cap)
+
+
+# a DICOM metadata file is read only up to its Pixel Data, so its size is not capped (an earlier video of the
+# study may be the source); DICOM JSON is read whole, so it is
+@pytest.mark.parametrize("option, named", [("--metadata-json", "fifo"), ("--metadata-json", "/dev/zero"),
+                                           ("--metadata-json", "oversized"), ("--metadata-from", "fifo"),
+                                           ("--metadata-from", "/dev/zero")])
+def test_metadata_files_are_regular_files_read_to_a_stated_limit(tmp_path: Path, option: str, named: str) -> None:
+    if named == "fifo":
+        path = tmp_path / "meta.json"
+        os.mkfifo(path)  # nobody writes: a plain open() waits forever
+        words = "is a FIFO (named pipe), not a regular file"
+    elif named == "/dev/zero":
+        path, words = Path("/dev/zero"), "is a character device, not a regular file"
+    else:
+        path = tmp_path / "meta.json"
+        with open(path, "wb") as sparse:
+            sparse.truncate(17 << 20)
+        words = "over dvqa's limit of 16 MiB"
+    log = tmp_path / "audit.jsonl"
+    proc = _limited("convert", str(RECORDING), "-o", str(tmp_path / "x.dcm"), option, str(path), "--audit", str(log))
+    assert proc.returncode == 3 and words in proc.stderr and str(path) in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.dcm").exists()
+    assert json.loads(log.read_text().splitlines()[-1])["outcome"] == "failure"
