@@ -169,3 +169,72 @@ def test_metadata_files_are_regular_files_read_to_a_stated_limit(tmp_path: Path,
     assert proc.returncode == 3 and words in proc.stderr and str(path) in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.dcm").exists()
     assert json.loads(log.read_text().splitlines()[-1])["outcome"] == "failure"
+
+
+@pytest.fixture(scope="module")
+def video_dicom(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("dicom") / "video.dcm"
+    assert dvqa("convert", str(RECORDING), "-o", str(path), "--no-quality").returncode == 0
+    return path
+
+
+def _python(script: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT)
+
+
+SWAP = """
+import os, sys
+from pathlib import Path
+from dvqa.dicom import dicomread
+dcm, fifo, where = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+checked = getattr(dicomread, where)
+def then_swap(path):
+    found = checked(path)
+    os.replace(fifo, dcm)  # the named file becomes a FIFO right after it was checked
+    return found
+setattr(dicomread, where, then_swap)
+from dvqa.cli.main import main
+main(["validate", "--format", "json", str(dcm)])
+"""
+
+
+@pytest.mark.parametrize("where", ["regular_file", "read_header"], ids=["after-the-name-check", "between-layers"])
+def test_validate_does_not_hang_on_a_file_swapped_for_a_fifo(tmp_path: Path, video_dicom: Path, where: str) -> None:
+    """The swap is made at the worst moment (after the check of the name; after the header layer read the
+    file, before the stream layer opens it again): the descriptor opened is what is checked."""
+    dcm, fifo = tmp_path / "video.dcm", tmp_path / "fifo"
+    dcm.write_bytes(video_dicom.read_bytes())
+    os.mkfifo(fifo)
+    process = _python(SWAP, str(dcm), str(fifo), where)
+    stdout, stderr = process.communicate(timeout=120)  # the old code waited here for a writer, forever
+    assert process.returncode == 1 and "Traceback" not in stderr, stderr
+    messages = [f["message"] for r in json.loads(stdout)["files"] for f in r["findings"]]
+    assert any("not a regular file" in m for m in messages), messages
+
+
+SLOW_STREAM = """
+import sys, time
+from dvqa.dicom import dicomfile
+real = dicomfile.read_chunks
+def slow(path, size=dicomfile.COPY_CHUNK, start=None):
+    print("reading the stream", file=sys.stderr, flush=True)
+    for number, piece in real(path, size, start):
+        for at in range(0, len(piece), 256):
+            time.sleep(0.5)  # a stream on slow storage: minutes to read
+            yield number, piece[at:at + 256]
+dicomfile.read_chunks = slow
+from dvqa.cli.main import main
+main(["validate", sys.argv[1]])
+"""
+
+
+@pytest.mark.parametrize("signum", [2, 15], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_during_the_stream_check_ends_validate_at_once(video_dicom: Path, signum: int) -> None:
+    process = _python(SLOW_STREAM, str(video_dicom))
+    assert process.stderr is not None and process.stderr.readline() == "reading the stream\n"  # readiness
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=60)  # the old code held the signal to the end of the stream
+    name = {2: "SIGINT", 15: "SIGTERM"}[signum]
+    assert process.returncode == 128 + signum and stderr.strip() == f"dvqa: interrupted ({name}).", stderr
+
