@@ -238,3 +238,12 @@ def test_a_signal_during_the_stream_check_ends_validate_at_once(video_dicom: Pat
     name = {2: "SIGINT", 15: "SIGTERM"}[signum]
     assert process.returncode == 128 + signum and stderr.strip() == f"dvqa: interrupted ({name}).", stderr
 
+
+@pytest.mark.parametrize("args", [["convert", "rec\0ording.webm", "-o", "x.dcm"], ["validate", "a\0b.dcm"]],
+                         ids=["convert", "validate"])
+def test_a_nul_in_an_argument_is_one_sentence(args: list[str]) -> None:
+    """Only a program can pass a NUL (a shell cannot): dvqa called from Python, as a service might."""
+    script = f"from dvqa.cli.main import main; main({args!r})"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2 and "holds a NUL character" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

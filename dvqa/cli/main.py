@@ -31,6 +31,15 @@ class _Group(options.Group):
     """Ctrl-C, SIGTERM and SIGHUP end any command with 128 + the signal number, never Click's 'Aborted!'
     and exit 1. Commands that write handle them first and say what is on disk."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """No file name or value can hold a NUL (only a program, never a shell, can pass one): refused here,
+        before click's path checks raise ValueError from deep inside os.stat."""
+        for arg in args:
+            if "\0" in arg:
+                fail(UsageError(f"the argument {arg!r} holds a NUL character, which no file name or value can hold; "
+                                "check how the command line was built."), False)
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
