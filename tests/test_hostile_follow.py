@@ -36,7 +36,7 @@ def _started(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, Path, Path,
 
 
 def _refused(process: subprocess.Popen, out: Path, log: Path, words: str) -> None:
-    stdout, stderr = process.communicate(timeout=240)
+    stdout, stderr = _finish(process, 240)
     assert process.returncode == 3, stderr
     assert words in stderr and "nothing was written" in stderr and "Traceback" not in stderr
     assert len(stderr.strip().splitlines()) == 1 and stdout == ""
@@ -46,7 +46,7 @@ def _refused(process: subprocess.Popen, out: Path, log: Path, words: str) -> Non
 
 
 def _partial(process: subprocess.Popen, out: Path, log: Path, words: str) -> None:
-    stdout, stderr = process.communicate(timeout=240)
+    stdout, stderr = _finish(process, 240)
     assert process.returncode == 0, stderr
     record = json.loads(stdout)
     assert words in record["partial"] and f"{FIRST_CLUSTERS} bytes read before" in record["partial"]
@@ -129,7 +129,7 @@ def test_a_signal_in_the_first_moments_of_a_conversion_is_said_and_recorded(tmp_
     process = _follow(growing, out, log, "--idle", "30")
     wait_for_handler(process, 15)
     process.send_signal(15)
-    _, stderr = process.communicate(timeout=240)
+    _, stderr = _finish(process, 240)
     assert process.returncode == 143 and "interrupted (SIGTERM)" in stderr and "audit log records" in stderr
     assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
     assert list(out.parent.iterdir()) == []
@@ -178,6 +178,17 @@ def video_dicom(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def _finish(process: subprocess.Popen, timeout_s: float) -> tuple[str, str]:
+    """communicate(), but a process still running after `timeout_s` is killed (a hang fails the test and
+    leaves nothing behind)."""
+    try:
+        return process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise AssertionError(f"still running after {timeout_s} s: killed") from None
+
+
 def _python(script: str, *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, cwd=ROOT)
@@ -207,7 +218,7 @@ def test_validate_does_not_hang_on_a_file_swapped_for_a_fifo(tmp_path: Path, vid
     dcm.write_bytes(video_dicom.read_bytes())
     os.mkfifo(fifo)
     process = _python(SWAP, str(dcm), str(fifo), where)
-    stdout, stderr = process.communicate(timeout=120)  # the old code waited here for a writer, forever
+    stdout, stderr = _finish(process, 120)  # the old code waited here for a writer, forever
     assert process.returncode == 1 and "Traceback" not in stderr, stderr
     messages = [f["message"] for r in json.loads(stdout)["files"] for f in r["findings"]]
     assert any("not a regular file" in m for m in messages), messages
@@ -234,7 +245,7 @@ def test_a_signal_during_the_stream_check_ends_validate_at_once(video_dicom: Pat
     process = _python(SLOW_STREAM, str(video_dicom))
     assert process.stderr is not None and process.stderr.readline() == "reading the stream\n"  # readiness
     process.send_signal(signum)
-    stdout, stderr = process.communicate(timeout=60)  # the old code held the signal to the end of the stream
+    stdout, stderr = _finish(process, 60)  # the old code held the signal to the end of the stream
     name = {2: "SIGINT", 15: "SIGTERM"}[signum]
     assert process.returncode == 128 + signum and stderr.strip() == f"dvqa: interrupted ({name}).", stderr
 
