@@ -59,7 +59,9 @@ def main(ctx: click.Context) -> None:
     unsupported input, 4 environment problem, 130/143/129 interrupted by
     SIGINT/SIGTERM/SIGHUP.
     """
-    if ctx.invoked_subcommand != "convert":  # convert takes held signals inside its recorded attempt
+    if ctx.invoked_subcommand == "convert":
+        signals.hold()  # convert takes the signals inside its recorded attempt (run_attempt)
+    else:
         signals.install()
 
 

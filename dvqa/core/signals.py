@@ -11,9 +11,10 @@ message say can never disagree; the signal is acted on right after.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
+import sys
 import threading
+from pathlib import Path
 from typing import Iterator
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -52,17 +53,28 @@ def install_early() -> None:
     """Until a command is ready to say what a signal did (while Python imports FFmpeg, NumPy, pydicom, and
     Click reads the arguments), a signal is held: recorded, never raised inside an import, and acted on by
     `install` or `take_pending` - so even a Ctrl-C in the first moments ends dvqa with its message and, for
-    a conversion, its audit record. (Exiting at once, as dvqa did, left no message and no record.)"""
+    a conversion, its audit record. (Exiting at once, as dvqa did, left no message and no record.)
+
+    Only in the `dvqa` program itself (python -m dvqa, or the console script): a process that merely
+    imports the CLI (a test runner) keeps its own handling of Ctrl-C and SIGTERM."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if (spec is not None and spec.name == "dvqa.__main__") or Path(sys.argv[0] if sys.argv else "").name == "dvqa":
+        hold()
+
+
+def hold() -> None:
+    """Hold SIGINT, SIGTERM and SIGHUP (record the first) until `install` or `take_pending`."""
     if threading.current_thread() is not threading.main_thread():
         return
 
-    def hold(signum: int, frame) -> None:
+    def held(signum: int, frame) -> None:
         if _early["signum"] is None:
             _early["signum"] = signum
 
     _early["holding"] = True
     for signum in HANDLED:
-        signal.signal(signum, hold)
+        signal.signal(signum, held)
 
 
 def install() -> None:
