@@ -70,10 +70,13 @@ def main(ctx: click.Context) -> None:
 @options.output("DICOM file to write.", required=True)
 @click.option("--follow", is_flag=True,
               help="SOURCE is still being written (a recorder or upload appending chunks): convert as it grows; "
-                   "it ends when SOURCE.done appears or after --idle seconds without growth. SOURCE - reads stdin.")
+                   "it ends when SOURCE.done appears or after --idle seconds without growth. SOURCE renamed over, "
+                   "deleted, truncated or rewritten meanwhile ends it with exit 3, nothing written. SOURCE - reads "
+                   "stdin (and a FIFO: - < FIFO).")
 @click.option("--keep-partial", is_flag=True,
-              help="With --follow or -: a stream that stops in the middle of a chunk (the recorder crashed) is "
-                   "converted as far as it arrived whole, marked partial in the report and the audit record.")
+              help="With --follow or -: a stream that stops in the middle of a chunk (the recorder crashed), or a "
+                   "followed file renamed over, deleted or truncated, is converted as far as it arrived whole, marked "
+                   "partial in the report and the audit record.")
 @click.option("--idle", "idle_s", default=30.0, show_default=True, type=click.FloatRange(0.1, 86400),
               help="With --follow: seconds without growth that end the stream (SOURCE.done ends it at once).")
 @options.syntax_choice(auto=True, help="Transfer syntax to write (`dvqa syntaxes`); auto picks the most widely "
