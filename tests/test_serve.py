@@ -20,11 +20,13 @@ import av
 import httpx
 import pydicom
 import pytest
+from pydicom.encaps import encapsulate
 from PIL import Image
 
 from bench import orthanc as orthanc_server
 from dvqa.convert.pipeline import ConvertOptions, convert
 from dvqa.dicom import syntaxes
+from dvqa.serve import remux
 from helpers import CLIPS, RECORDED, stream_bytes, tool
 
 free_port, wait_for_port = orthanc_server.free_port, orthanc_server.wait_for_port
@@ -199,6 +201,67 @@ def _nal_units(stream: bytes) -> list[bytes]:
     return [unit.rstrip(b"\x00") for unit in stream.split(b"\x00\x00\x01")[1:]]
 
 
+@pytest.mark.parametrize("name", [c[0] for c in CASES if syntaxes.get(c[2]).codec == "h264"])
+def test_display_order_from_slice_headers_is_the_decoders(files, name, tmp_path) -> None:
+    es = tmp_path / "stream.h264"
+    es.write_bytes(stream_bytes(files[name].path))
+    assert remux.presentation_order(es, "h264") == remux.decoded_order(es, "h264")
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_a_long_video_streams_while_remuxed_and_memory_stays_flat(stored, orthanc, tmp_path) -> None:
+    """~100 MB, 63,000 pictures (35 minutes at 30 fps): the stream of a B-picture clip repeated (each copy
+    starts with an IDR picture, so the whole is a valid stream)."""
+    source = stored["endo-41"]
+    copies = 700
+    ds = pydicom.dcmread(str(source.path))
+    stream = stream_bytes(source.path) * copies
+    ds.PixelData = encapsulate([stream])
+    ds.NumberOfFrames = source.frames * copies
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    big = tmp_path / "long.dcm"
+    ds.save_as(str(big), enforce_file_format=True)
+    del ds, stream
+    request = __import__("urllib.request").request
+    stored = request.urlopen(request.Request(f"{orthanc['http']}/instances", data=big.read_bytes(), method="POST"))
+    assert stored.status == 200
+    served = Gateway(tmp_path, f"{orthanc['http']}/dicom-web")
+    try:
+        assert _get(source.url(served.root) + "/rendered").status_code == 200  # warm: libraries loaded
+        baseline = _peak_rss_mb(served.process.pid)
+        url = f"{served.root}/studies/{source.study}/series/{source.series}/instances/{big_uid(big)}/rendered"
+        started, first, size = time.monotonic(), None, 0
+        mp4 = tmp_path / "long.mp4"
+        with httpx.stream("GET", url, timeout=120) as response, open(mp4, "wb") as out:
+            assert response.status_code == 200
+            for chunk in response.iter_raw():
+                first = first or time.monotonic() - started
+                out.write(chunk)
+        total = time.monotonic() - started
+        growth = _peak_rss_mb(served.process.pid) - baseline
+        print(f"long video: first byte {first:.2f} s, whole {total:.2f} s, {mp4.stat().st_size / 1e6:.0f} MB, "
+              f"gateway peak RSS +{growth:.0f} MB over {baseline:.0f} MB")
+        assert growth < 60, f"the gateway's peak RSS grew {growth:.0f} MB for a {big.stat().st_size >> 20} MB instance"
+        assert _get(url).content == mp4.read_bytes()  # the cached copy is what was streamed
+        packets = json.loads(subprocess.run(
+            [tool("ffprobe"), "-v", "error", "-count_packets", "-select_streams", "v", "-show_entries",
+             "stream=nb_read_packets", "-of", "json", str(mp4)], capture_output=True, text=True,
+            check=True).stdout)["streams"][0]["nb_read_packets"]
+        assert int(packets) == source.frames * copies
+    finally:
+        assert served.stop() == 0
+
+
+def big_uid(path: Path) -> str:
+    return str(pydicom.dcmread(str(path), stop_before_pixels=True).SOPInstanceUID)
+
+
 def test_rendered_mpeg2_is_its_elementary_stream(stored, gateway) -> None:
     sample = stored["endo-mpeg2"]
     response = _get(sample.url(gateway.root) + "/rendered")
@@ -296,13 +359,13 @@ class FakeUpstream:
             return  # keep the connection open, say nothing
         elif "SOPInstanceUID=" in target or target.endswith("/metadata"):
             body = b"[{}]"
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/dicom+json\r\nContent-Length: "
+            conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/dicom+json\r\nContent-Length: "
                          + str(len(body)).encode() + b"\r\n\r\n" + body)
         else:
             dicom = self.dicom[: len(self.dicom) // 2] if self.mode == "short-dicom" else self.dicom
             body = (b"--B\r\nContent-Type: application/dicom\r\n\r\n" + dicom + b"\r\n--B--\r\n")
             sent = body[: len(body) // 2] if self.mode == "truncated" else body
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: multipart/related; type=\"application/dicom\"; "
+            conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: multipart/related; type=\"application/dicom\"; "
                          b"boundary=B\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + sent)
         conn.close()
 

@@ -25,10 +25,12 @@ from dvqa.core.errors import InputError
 from dvqa.dicom import syntaxes
 from dvqa.dicom.dicomfile import read_chunks
 from dvqa.dicom.iod import declared_rate
+from dvqa.video.poc import PictureOrder
 
 TICKS = 90000  # the MPEG clock: every common frame rate (24, 25, 30000/1001, 60 ...) is whole ticks
 DEMUXER = {"h264": "h264", "hevc": "hevc", "mpeg2video": "mpegvideo"}  # FFmpeg's raw-stream demuxers
 MEDIA_TYPE = {"h264": "video/mp4", "hevc": "video/mp4", "mpeg2video": "video/mpeg"}
+HEAD_BYTES = 16384  # parameter sets, SEI and the first slice header sit in an access unit's first bytes
 MP4_FLAGS = "frag_keyframe+empty_moov+delay_moov+default_base_moof"
 
 
@@ -117,8 +119,23 @@ def presentation_order(es_path: Path, codec: str) -> list[int]:
     """For each access unit in stream (decoding) order, its position in display order.
 
     Raw elementary streams carry no timestamps, and with B-pictures display order differs from the
-    order of the stream; the decoder knows it, so the stream is decoded once (nothing is encoded and
-    nothing it decodes is kept) and each picture is tagged with its stream position."""
+    order of the stream. For H.264 the slice headers say it (dvqa.video.poc, a few bytes a picture);
+    otherwise, or when they use what that reader does not follow, the decoder is asked."""
+    if codec == "h264":
+        reader = PictureOrder()
+        with av.open(str(es_path), format=DEMUXER[codec]) as container:
+            for packet in container.demux(video=0):
+                if packet.size:
+                    reader.add(bytes(memoryview(packet)[:HEAD_BYTES]))  # the headers, not the picture
+        order = reader.order()
+        if order is not None:
+            return order
+    return decoded_order(es_path, codec)
+
+
+def decoded_order(es_path: Path, codec: str) -> list[int]:
+    """The display order the decoder gives: the stream is decoded once (nothing is encoded and nothing
+    decoded is kept), each picture tagged with its stream position. Costs a full decode."""
     decoder = av.CodecContext.create(codec, "r")
     decoder.thread_type = "AUTO"
     shown: list[int] = []

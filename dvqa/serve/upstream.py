@@ -59,7 +59,7 @@ class Upstream:
             return UpstreamError(504, f"upstream {self.base} did not answer in time ({type(exc).__name__})")
         if isinstance(exc, httpx.ConnectError):
             return UpstreamError(502, f"upstream {self.base} is unreachable (connection failed)")
-        if isinstance(exc, (httpx.RemoteProtocolError, httpx.DecodingError)):
+        if isinstance(exc, (httpx.RemoteProtocolError, httpx.DecodingError, httpx.NetworkError)):
             return UpstreamError(502, f"upstream {self.base} sent a broken or cut-short response")
         return UpstreamError(502, f"upstream {self.base} failed ({type(exc).__name__})")
 
