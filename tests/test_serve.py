@@ -27,7 +27,8 @@ from bench import orthanc as orthanc_server
 from dvqa.convert.pipeline import ConvertOptions, convert
 from dvqa.dicom import syntaxes
 from dvqa.serve import remux
-from helpers import CLIPS, RECORDED, stream_bytes, tool
+from bench import ohif
+from helpers import CLIPS, RECORDED, decoded_luma, require, stream_bytes, tool
 
 free_port, wait_for_port = orthanc_server.free_port, orthanc_server.wait_for_port
 
@@ -99,8 +100,16 @@ class Gateway:
 
 
 @pytest.fixture(scope="module")
-def gateway(orthanc, tmp_path_factory):
-    served = Gateway(tmp_path_factory.mktemp("gateway"), f"{orthanc['http']}/dicom-web")
+def ohif_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def gateway(orthanc, ohif_port, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gateway")
+    config = folder / "serve.yaml"  # the viewer is served from another origin: CORS for it only
+    config.write_text(f"cors_origins: [http://127.0.0.1:{ohif_port}]\n")
+    served = Gateway(folder, f"{orthanc['http']}/dicom-web", "--config", str(config))
     yield served
     assert served.stop() == 0
 
@@ -224,10 +233,11 @@ def test_a_long_video_streams_while_remuxed_and_memory_stays_flat(stored, orthan
     stream = stream_bytes(source.path) * copies
     ds.PixelData = encapsulate([stream])
     ds.NumberOfFrames = source.frames * copies
-    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):  # its own study: the viewer
+        setattr(ds, keyword, pydicom.uid.generate_uid())  # tests open the sample's study
     big = tmp_path / "long.dcm"
     ds.save_as(str(big), enforce_file_format=True)
-    del ds, stream
+    del stream, ds.PixelData
     request = __import__("urllib.request").request
     stored = request.urlopen(request.Request(f"{orthanc['http']}/instances", data=big.read_bytes(), method="POST"))
     assert stored.status == 200
@@ -235,7 +245,8 @@ def test_a_long_video_streams_while_remuxed_and_memory_stays_flat(stored, orthan
     try:
         assert _get(source.url(served.root) + "/rendered").status_code == 200  # warm: libraries loaded
         baseline = _peak_rss_mb(served.process.pid)
-        url = f"{served.root}/studies/{source.study}/series/{source.series}/instances/{big_uid(big)}/rendered"
+        url = (f"{served.root}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/"
+               f"{ds.SOPInstanceUID}/rendered")
         started, first, size = time.monotonic(), None, 0
         mp4 = tmp_path / "long.mp4"
         with httpx.stream("GET", url, timeout=120) as response, open(mp4, "wb") as out:
@@ -256,10 +267,6 @@ def test_a_long_video_streams_while_remuxed_and_memory_stays_flat(stored, orthan
         assert int(packets) == source.frames * copies
     finally:
         assert served.stop() == 0
-
-
-def big_uid(path: Path) -> str:
-    return str(pydicom.dcmread(str(path), stop_before_pixels=True).SOPInstanceUID)
 
 
 def test_rendered_mpeg2_is_its_elementary_stream(stored, gateway) -> None:
@@ -427,3 +434,111 @@ def test_serve_refuses_bad_options_in_one_sentence(tmp_path) -> None:
     proc = subprocess.run([sys.executable, "-m", "dvqa", "serve", "--config", str(bad)], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2 and "unknown setting 'upstreem'" in proc.stderr
+
+
+# -- OHIF, the web viewer, through the gateway -----------------------------------------------------
+
+VIEWER_RESULTS: dict[str, dict] = {}
+
+
+@pytest.fixture(scope="module")
+def viewer(stored, gateway, orthanc, ohif_port, tmp_path_factory):
+    exe = tool("chromium")
+    require((ohif.DIST / "index.html").is_file(), f"OHIF {ohif.VERSION} is not unpacked at {ohif.DIST}: {ohif.INSTALL}")
+    with ohif.site(tmp_path_factory.mktemp("ohif"), gateway.root, ohif_port) as url:
+        browser = ohif.Browser(exe, tmp_path_factory.mktemp("chromium"))
+        try:
+            yield url, browser
+        finally:
+            versions = {"chromium": browser.version, "ohif": ohif.VERSION, "orthanc": orthanc["version"]}
+            browser.close()
+    matrix = _viewer_matrix(stored, versions)
+    (tmp_path_factory.getbasetemp() / "viewer-matrix.md").write_text(matrix)
+    complete = len(VIEWER_RESULTS) == len(CASES) and all(
+        r.get("ohif") == "plays" for n, r in VIEWER_RESULTS.items() if stored[n].syntax.codec == "h264")
+    if os.environ.get("DVQA_WRITE_VIEWER_MATRIX") == "1" and complete:
+        (Path(__file__).resolve().parent.parent / "docs" / "regulatory" / "viewer-matrix.md").write_text(matrix)
+
+
+def _plays_directly(browser, url: str, timeout_s: float) -> bool:
+    """Chromium's own player (a <video> document) on the rendered file."""
+    browser.open(url)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = browser.evaluate("(() => { const v = document.querySelector('video'); "
+                                 "return v && {rs: v.readyState, error: v.error && v.error.code}; })()")
+        if state and state["rs"] == 4:
+            return True
+        if state and state["error"]:
+            return False
+        time.sleep(0.25)
+    return False
+
+
+@pytest.mark.parametrize("name", [c[0] for c in CASES])
+def test_ohif_plays_every_h264_video_through_the_gateway_as_dvqa_measured(viewer, stored, gateway, name,
+                                                                          tmp_path) -> None:
+    """OHIF shows a video, it plays, it comes from the gateway, and the picture at time t is the one dvqa
+    decodes from the DICOM file at t. HEVC and MPEG-2 are recorded for the matrix (Debian's Chromium
+    decodes neither), not asserted."""
+    url, browser = viewer
+    sample = stored[name]
+    h264 = sample.syntax.codec == "h264"
+    result = VIEWER_RESULTS.setdefault(name, {})
+    result["direct"] = _plays_directly(browser, sample.url(gateway.root) + "/rendered", 30 if h264 else 8)
+    if not h264:
+        result.update(ohif="not tried (Chromium does not decode it)", psnr=None)
+        return
+    browser.open("about:blank")
+    browser.open(f"{url}/viewer?StudyInstanceUIDs={sample.study}")
+    state, took = ohif.wait_playing(browser, str(sample.instance))
+    result.update(ohif="plays" if took >= 0 else f"does not play ({state})", seconds=took)
+    assert result["direct"] and took >= 0, state
+    assert state["src"].startswith(f"{gateway.root}/studies/{sample.study}/")  # through the gateway
+    shown = sample.frames // 3
+    picture = ohif.grab(browser, (shown + 0.5) * sample.frame_time / 1000)
+    reference = decoded_luma(sample.path, "h264", tmp_path)[shown]
+    assert picture.shape[:2] == reference.shape
+    result["psnr"] = max(ohif.psnr(ohif.luma(picture, m), reference) for m in ("bt709", "bt601"))
+    assert result["psnr"] > 35, result
+
+
+def _viewer_matrix(stored: dict[str, Converted], versions: dict[str, str]) -> str:
+    from dvqa import __version__
+
+    lines = [
+        "# Viewer matrix: DICOM video from dvqa in a web viewer",
+        "",
+        "Generated by `tests/test_serve.py` (the OHIF tests; `DVQA_WRITE_VIEWER_MATRIX=1` writes this file) from",
+        "real runs: dvqa's files stored in a real Orthanc, `dvqa serve` in front of it, OHIF's prebuilt viewer",
+        "in headless Chromium. Do not edit by hand.",
+        "",
+        f"Versions: dvqa {__version__}, OHIF `@ohif/app` {versions['ohif']}, {versions['chromium']}, "
+        f"Orthanc {versions['orthanc']} with its DICOMweb plugin (Debian 12).",
+        "",
+        "| file | IOD | transfer syntax | Chromium plays the rendered file | OHIF through `dvqa serve` "
+        "| frame at t vs dvqa's decode (luma PSNR) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, clip, syntax, iod in CASES:
+        result = VIEWER_RESULTS.get(name, {})
+        psnr = result.get("psnr")
+        ohif_text = result.get("ohif", "not run")
+        if result.get("seconds", -1) >= 0:
+            ohif_text += f" (playing {result['seconds']:.1f} s after the page opened)"
+        lines.append(f"| {clip.name} | {iod} | {syntax} ({stored[name].transfer_syntax}) | "
+                     f"{'yes' if result.get('direct') else 'no'} | {ohif_text} | "
+                     f"{'-' if psnr is None else ('identical' if psnr == float('inf') else f'{psnr:.1f} dB')} |")
+    lines += [
+        "",
+        "What the columns need:",
+        "- *Chromium plays the rendered file*: `/rendered` of the gateway (MP4 remuxed from Pixel Data without",
+        "  re-encoding; MPEG-2 as its elementary stream, `video/mpeg`). Debian's Chromium decodes neither HEVC",
+        "  nor MPEG-2, so those need another viewer or a transcoding gateway (not dvqa's: it never re-encodes here).",
+        "- *OHIF through `dvqa serve`*: OHIF treats an instance as video only when its metadata carries an",
+        "  H.264/HEVC transfer syntax; the gateway adds Available Transfer Syntax UID (0008,3002) and a Pixel",
+        "  Data BulkDataURI pointing at `/rendered`, which Orthanc's DICOMweb plugin 1.7 does not.",
+        "- OHIF straight on Orthanc (no gateway) is not measured here yet (issue 29).",
+        "",
+    ]
+    return "\n".join(lines)

@@ -16,6 +16,7 @@ import logging
 import time
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dvqa import __version__
@@ -78,6 +79,10 @@ def create_app(config: ServeConfig) -> FastAPI:
         return {"status": "ok", "version": __version__}
 
     app.mount("/dicom-web", gateway.router)
+    if config.cors_origins:  # a web viewer served from another origin: browsers need CORS to call us
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_credentials=True,
+                           allow_methods=["GET", "HEAD", "POST", "OPTIONS"], allow_headers=["*"],
+                           expose_headers=["Content-Range", "Accept-Ranges", "Content-Length", "ETag"])
     app.add_middleware(AccessLog)
     app.state.gateway = gateway
     return app

@@ -14,6 +14,7 @@ The YAML file (every key optional)::
     connect_timeout_s: 5
     read_timeout_s: 60
     public_url: https://viewer.example.org/dicom-web   # how clients reach the gateway, when behind a proxy
+    cors_origins: [https://viewer.example.org]          # web viewers served from another origin
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class ServeConfig:
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 60.0
     public_url: str = ""
+    cors_origins: tuple[str, ...] = ()
 
     def checked(self) -> "ServeConfig":
         """The settings with their mistakes named before the server starts, not on the first request."""
@@ -61,7 +63,11 @@ class ServeConfig:
             raise UsageError(f"port {self.port} is out of range; give 1-65535.")
         if self.cache_max_mb < 1 or self.connect_timeout_s <= 0 or self.read_timeout_s <= 0:
             raise UsageError("cache_max_mb and the timeouts must be positive.")
-        return replace(self, upstream=self.upstream.rstrip("/"),
+        origins = (self.cors_origins,) if isinstance(self.cors_origins, str) else tuple(self.cors_origins)
+        if any(not str(o).startswith(("http://", "https://")) or str(o).count("/") != 2 for o in origins):
+            raise UsageError("cors_origins: give origins such as https://viewer.example.org (scheme and host, "
+                             "no path; no wildcard).")
+        return replace(self, upstream=self.upstream.rstrip("/"), cors_origins=tuple(map(str, origins)),
                        public_url=self.public_url.rstrip("/"),
                        cache_dir=Path(self.cache_dir) if self.cache_dir else default_cache_dir())
 
