@@ -21,6 +21,7 @@ import socketserver
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Iterator
@@ -39,33 +40,62 @@ _DEMO_ROOT = "https://d14fa38qiwhyfd.cloudfront.net/dicomweb"  # the data source
 
 
 class _Site(http.server.SimpleHTTPRequestHandler):
-    """OHIF is a single-page app: any path that is not a file is its index.html."""
+    """OHIF is a single-page app: any path that is not a file is its index.html. With `proxy`, /dicom-web/
+    is relayed to that DICOMweb root (same origin: a PACS without CORS, such as Orthanc, can be shown
+    straight), and each relayed request's path and status is kept in `seen`."""
 
     root: Path
+    proxy: str = ""
+    seen: list[tuple[str, int]]
 
     def translate_path(self, path: str) -> str:
         found = super().translate_path(path)
         return found if os.path.isfile(found) else str(self.root / "index.html")
+
+    def do_GET(self) -> None:
+        if not (self.proxy and self.path.startswith("/dicom-web/")):
+            super().do_GET()
+            return
+        headers = {k: v for k, v in self.headers.items() if k.lower() in ("accept", "range")}
+        request = urllib.request.Request(self.proxy + self.path[len("/dicom-web"):], headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                status, kept, body = answer.status, answer.headers, answer.read()
+        except urllib.error.HTTPError as error:
+            status, kept, body = error.code, error.headers, error.read()
+        self.seen.append((self.path.split("?")[0], status))
+        self.send_response(status)
+        for name in ("Content-Type", "Content-Range", "Accept-Ranges"):
+            if kept.get(name):
+                self.send_header(name, kept[name])
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def log_message(self, *args) -> None:
         pass
 
 
 @contextlib.contextmanager
-def site(folder: Path, dicomweb_root: str, port: int | None = None) -> Iterator[str]:
-    """OHIF's dist/ copied to `folder` with its data source pointed at `dicomweb_root`; yields its URL."""
+def site(folder: Path, dicomweb_root: str, port: int | None = None, proxy: str = "",
+         seen: list[tuple[str, int]] | None = None) -> Iterator[str]:
+    """OHIF's dist/ copied to `folder` with its data source pointed at `dicomweb_root`; yields its URL.
+    With `proxy` (a DICOMweb root), the site's own /dicom-web relays to it and `dicomweb_root` is ignored."""
     if not (DIST / "index.html").is_file():
         raise FileNotFoundError(f"OHIF {VERSION} is not unpacked at {DIST}: {INSTALL}")
     shutil.copytree(DIST, folder, dirs_exist_ok=True)
+    port = port or free_port()
+    if proxy:
+        dicomweb_root = f"http://127.0.0.1:{port}/dicom-web"
     config = (DIST / "app-config.js").read_text()
     if _DEMO_ROOT not in config:
         raise RuntimeError(f"OHIF {VERSION}'s app-config.js no longer names {_DEMO_ROOT}; update bench/ohif.py")
     # a full DICOMweb service (QIDO filters server-side), not a static one
     (folder / "app-config.js").write_text(config.replace(_DEMO_ROOT, dicomweb_root)
                                           .replace("staticWado: true", "staticWado: false"))
-    handler = type("Site", (_Site,), {"root": folder})
+    handler = type("Site", (_Site,), {"root": folder, "proxy": proxy, "seen": seen if seen is not None else []})
     socketserver.ThreadingTCPServer.allow_reuse_address = True
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", port or free_port()),
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", port),
                                              functools.partial(handler, directory=str(folder)))
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
