@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import sys
@@ -28,7 +29,8 @@ from dvqa.convert.pipeline import ConvertOptions, convert
 from dvqa.dicom import syntaxes
 from dvqa.serve import remux
 from bench import ohif
-from helpers import CLIPS, RECORDED, decoded_luma, require, stream_bytes, tool
+from helpers import (CLIPS, PEM, RECORDED, certificate, decoded_luma, pem_key, require, stream_bytes, tool,
+                     write_pki)
 
 free_port, wait_for_port = orthanc_server.free_port, orthanc_server.wait_for_port
 
@@ -341,6 +343,7 @@ class FakeUpstream:
         self.server.listen(16)
         self.port = self.server.getsockname()[1]
         self.open: list[socket.socket] = []
+        self.heads: list[str] = []
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
@@ -364,6 +367,10 @@ class FakeUpstream:
             conn.sendall(b"\x00\x17 this is not HTTP \xff\r\n\r\n")
         elif self.mode == "silent":
             return  # keep the connection open, say nothing
+        elif self.mode == "empty":  # a well-behaved upstream with nothing stored; remembers the requests
+            self.heads.append(head.decode("latin-1"))
+            conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/dicom+json\r\n"
+                         b"Content-Length: 2\r\n\r\n[]")
         elif "SOPInstanceUID=" in target or target.endswith("/metadata"):
             body = b"[{}]"
             conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/dicom+json\r\nContent-Length: "
@@ -406,6 +413,29 @@ def test_a_bad_upstream_gives_a_one_line_error_never_a_half_video(mode, status, 
         assert response.headers["content-type"].startswith("text/plain")
         assert response.text.count("\n") == 1 and words in response.text, response.text
         assert not [p for p in served.cache.rglob("*") if p.is_file()]  # nothing half-made is kept
+    finally:
+        assert served.stop() == 0
+        fake.close()
+
+
+def test_tls_and_the_clients_authorization_reaches_the_upstream(tmp_path) -> None:
+    def make(ca_key, key) -> dict[str, bytes]:
+        return {"cert": certificate("127.0.0.1", key, "dvqa test CA", ca_key, ip="127.0.0.1").public_bytes(PEM),
+                "key": pem_key(key)}
+
+    pki = write_pki(tmp_path, make)
+    fake = FakeUpstream("empty", b"")
+    served = Gateway(tmp_path, f"http://127.0.0.1:{fake.port}/dicom-web", "--tls-cert", str(pki["cert"]),
+                     "--tls-key", str(pki["key"]))
+    try:
+        root = served.root.replace("http://", "https://")
+        response = httpx.get(f"{root}/studies?PatientID=X", verify=ssl.create_default_context(cafile=pki["ca"]),
+                             timeout=30,
+                             headers={"Authorization": "Bearer site-token-1"})
+        assert response.status_code == 200 and response.json() == []
+        assert any("authorization: bearer site-token-1" in head.lower() for head in fake.heads), fake.heads
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"{served.root}/studies", timeout=10)  # plain HTTP is not served beside TLS
     finally:
         assert served.stop() == 0
         fake.close()

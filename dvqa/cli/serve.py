@@ -23,7 +23,7 @@ def register(main: click.Group) -> None:
 @click.option("--tls-key", type=click.Path(path_type=Path), default=None, help="PEM private key for --tls-cert.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="YAML file of settings (upstream, host, port, tls_cert, tls_key, cache_dir, cache_max_mb, "
-                   "connect_timeout_s, read_timeout_s, public_url); options given here override it.")
+                   "connect_timeout_s, read_timeout_s, public_url, cors_origins); options given here override it.")
 @click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Private folder for remuxed videos (default ~/.cache/dvqa/serve).")
 @options.debug
