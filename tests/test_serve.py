@@ -28,8 +28,9 @@ from bench import orthanc as orthanc_server
 from dvqa.convert.pipeline import ConvertOptions, convert
 from dvqa.dicom import syntaxes
 from dvqa.serve import remux
-from bench import ohif
-from helpers import (CLIPS, PEM, RECORDED, certificate, decoded_luma, pem_key, require, stream_bytes, tool,
+import viewer
+from cdp import Browser
+from helpers import (CLIPS, PEM, RECORDED, certificate, decoded_luma, pem_key, stream_bytes, tool,
                      write_pki)
 
 free_port, wait_for_port = orthanc_server.free_port, orthanc_server.wait_for_port
@@ -475,17 +476,17 @@ ORTHANC_SEEN: list[tuple[str, int]] = []  # what OHIF asked Orthanc, and Orthanc
 
 
 @pytest.fixture(scope="module")
-def viewer(stored, gateway, orthanc, ohif_port, tmp_path_factory):
-    exe = tool("chromium")
-    require((ohif.DIST / "index.html").is_file(), f"OHIF {ohif.VERSION} is not unpacked at {ohif.DIST}: {ohif.INSTALL}")
-    with ohif.site(tmp_path_factory.mktemp("ohif"), gateway.root, ohif_port) as url, \
-            ohif.site(tmp_path_factory.mktemp("ohif-orthanc"), "", proxy=f"{orthanc['http']}/dicom-web",
+def ohif_viewer(stored, gateway, orthanc, ohif_port, tmp_path_factory):
+    tool("chromium")
+    with viewer.site(tmp_path_factory.mktemp("ohif"), gateway.root, ohif_port) as url, \
+            viewer.site(tmp_path_factory.mktemp("ohif-orthanc"), "", proxy=f"{orthanc['http']}/dicom-web",
                       seen=ORTHANC_SEEN) as straight:
-        browser = ohif.Browser(exe, tmp_path_factory.mktemp("chromium"))
+        browser = Browser("--mute-audio", "--window-size=1280,800")
         try:
             yield url, browser, straight
         finally:
-            versions = {"chromium": browser.version, "ohif": ohif.VERSION, "orthanc": orthanc["version"]}
+            versions = {"chromium": browser.call("Browser.getVersion")["product"], "ohif": viewer.VERSION,
+                        "orthanc": orthanc["version"]}
             browser.close()
     matrix = _viewer_matrix(stored, versions)
     (tmp_path_factory.getbasetemp() / "viewer-matrix.md").write_text(matrix)
@@ -497,7 +498,7 @@ def viewer(stored, gateway, orthanc, ohif_port, tmp_path_factory):
 
 def _plays_directly(browser, url: str, timeout_s: float) -> bool:
     """Chromium's own player (a <video> document) on the rendered file."""
-    browser.open(url)
+    browser.navigate(url)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         state = browser.evaluate("(() => { const v = document.querySelector('video'); "
@@ -511,12 +512,12 @@ def _plays_directly(browser, url: str, timeout_s: float) -> bool:
 
 
 @pytest.mark.parametrize("name", [c[0] for c in CASES])
-def test_ohif_plays_every_h264_video_through_the_gateway_as_dvqa_measured(viewer, stored, gateway, name,
+def test_ohif_plays_every_h264_video_through_the_gateway_as_dvqa_measured(ohif_viewer, stored, gateway, name,
                                                                           tmp_path) -> None:
     """OHIF shows a video, it plays, it comes from the gateway, and the picture at time t is the one dvqa
     decodes from the DICOM file at t. HEVC and MPEG-2 are recorded for the matrix (Debian's Chromium
     decodes neither), not asserted."""
-    url, browser, straight = viewer
+    url, browser, straight = ohif_viewer
     sample = stored[name]
     h264 = sample.syntax.codec == "h264"
     result = VIEWER_RESULTS.setdefault(name, {})
@@ -524,24 +525,24 @@ def test_ohif_plays_every_h264_video_through_the_gateway_as_dvqa_measured(viewer
     if not h264:
         result.update(ohif="not tried (Chromium does not decode it)", psnr=None)
         return
-    browser.open("about:blank")
-    browser.open(f"{url}/viewer?StudyInstanceUIDs={sample.study}")
-    state, took = ohif.wait_playing(browser, str(sample.instance))
+    browser.navigate("about:blank")
+    browser.navigate(f"{url}/viewer?StudyInstanceUIDs={sample.study}")
+    state, took = viewer.wait_playing(browser, str(sample.instance))
     result.update(ohif="plays" if took >= 0 else f"does not play ({state})", seconds=took)
     assert result["direct"] and took >= 0, state
     assert state["src"].startswith(f"{gateway.root}/studies/{sample.study}/")  # through the gateway
     shown = sample.frames // 3
-    picture = ohif.grab(browser, (shown + 0.5) * sample.frame_time / 1000)
+    picture = viewer.grab(browser, (shown + 0.5) * sample.frame_time / 1000)
     reference = decoded_luma(sample.path, "h264", tmp_path)[shown]
     assert picture.shape[:2] == reference.shape
-    result["psnr"] = max(ohif.psnr(ohif.luma(picture, m), reference) for m in ("bt709", "bt601"))
+    result["psnr"] = max(viewer.psnr(viewer.luma(picture, m), reference) for m in ("bt709", "bt601"))
     assert result["psnr"] > 35, result
     # the same file straight from Orthanc (OHIF on the same origin as Orthanc's DICOMweb): recorded, not
     # asserted - the matrix says what happens today
     ORTHANC_SEEN.clear()
-    browser.open("about:blank")
-    browser.open(f"{straight}/viewer?StudyInstanceUIDs={sample.study}")
-    state, took = ohif.wait_playing(browser, str(sample.instance), timeout_s=10)
+    browser.navigate("about:blank")
+    browser.navigate(f"{straight}/viewer?StudyInstanceUIDs={sample.study}")
+    state, took = viewer.wait_playing(browser, str(sample.instance), timeout_s=10)
     asked = [(path.rsplit("/", 1)[-1] if "/frames/" not in path else "frames", status)
              for path, status in ORTHANC_SEEN if f"/instances/{sample.instance}/" in path]
     failed = sorted({f"/{what} {status}" for what, status in asked if status >= 400})

@@ -1,10 +1,5 @@
-"""OHIF's prebuilt viewer served on 127.0.0.1 and driven in headless Chromium through the DevTools
-protocol - for the viewer tests and the viewer matrix in docs/.
-
-dvqa's own code never starts a viewer; this module is tooling around it, like bench/orthanc.py.
-OHIF comes from npm (`@ohif/app`, pinned; its package carries the built `dist/`), unpacked by .ci/run
-into bench/.cache/ (`npm pack` fetches only that package: the viewer needs none of its dependencies
-at run time, and some are not on every registry mirror).
+"""OHIF's prebuilt viewer (tests/ohif.py) served on 127.0.0.1 for the viewer tests, and what they read
+from the video it plays in headless Chromium (tests/cdp.py): its state, a picture at a time, PSNR.
 """
 
 from __future__ import annotations
@@ -14,11 +9,9 @@ import contextlib
 import functools
 import http.server
 import io
-import json
 import os
 import shutil
 import socketserver
-import subprocess
 import threading
 import time
 import urllib.error
@@ -29,13 +22,10 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from bench.orthanc import free_port, wait_for_port
+from bench.orthanc import free_port
+from cdp import Browser
+from ohif import VERSION, dist
 
-VERSION = "3.13.2"
-CACHE = Path(__file__).resolve().parent / ".cache" / f"ohif-{VERSION}"
-DIST = Path(os.environ.get("DVQA_OHIF_DIST", CACHE / "package" / "dist"))
-INSTALL = (f"mkdir -p {CACHE} && npm pack --pack-destination {CACHE} @ohif/app@{VERSION} && "
-           f"tar -xzf {CACHE}/ohif-app-{VERSION}.tgz -C {CACHE}")
 _DEMO_ROOT = "https://d14fa38qiwhyfd.cloudfront.net/dicomweb"  # the data source OHIF's default config names
 
 
@@ -81,15 +71,14 @@ def site(folder: Path, dicomweb_root: str, port: int | None = None, proxy: str =
          seen: list[tuple[str, int]] | None = None) -> Iterator[str]:
     """OHIF's dist/ copied to `folder` with its data source pointed at `dicomweb_root`; yields its URL.
     With `proxy` (a DICOMweb root), the site's own /dicom-web relays to it and `dicomweb_root` is ignored."""
-    if not (DIST / "index.html").is_file():
-        raise FileNotFoundError(f"OHIF {VERSION} is not unpacked at {DIST}: {INSTALL}")
-    shutil.copytree(DIST, folder, dirs_exist_ok=True)
+    source = dist()  # skips (locally) or fails (CI) when OHIF is not installed
+    shutil.copytree(source, folder, dirs_exist_ok=True)
     port = port or free_port()
     if proxy:
         dicomweb_root = f"http://127.0.0.1:{port}/dicom-web"
-    config = (DIST / "app-config.js").read_text()
+    config = (source / "app-config.js").read_text()
     if _DEMO_ROOT not in config:
-        raise RuntimeError(f"OHIF {VERSION}'s app-config.js no longer names {_DEMO_ROOT}; update bench/ohif.py")
+        raise RuntimeError(f"OHIF {VERSION}'s app-config.js no longer names {_DEMO_ROOT}; update tests/viewer.py")
     # a full DICOMweb service (QIDO filters server-side), not a static one
     (folder / "app-config.js").write_text(config.replace(_DEMO_ROOT, dicomweb_root)
                                           .replace("staticWado: true", "staticWado: false"))
@@ -104,54 +93,6 @@ def site(folder: Path, dicomweb_root: str, port: int | None = None, proxy: str =
     finally:
         server.shutdown()
         server.server_close()
-
-
-class Browser:
-    """Headless Chromium and one page, driven over the DevTools protocol (a websocket)."""
-
-    def __init__(self, exe: str, folder: Path) -> None:
-        import websocket  # the test extra's websocket-client
-
-        port = free_port()
-        self.process = subprocess.Popen(
-            [exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--mute-audio", f"--remote-debugging-port={port}",
-             f"--user-data-dir={folder}", "--autoplay-policy=no-user-gesture-required", "--window-size=1280,800",
-             "--no-first-run", "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(port, self.process, "chromium")
-        for _ in range(50):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json") as answer:
-                pages = [t for t in json.load(answer) if t["type"] == "page"]
-            if pages:
-                break
-            time.sleep(0.1)
-        self.socket = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=60)
-        self._next = 0
-        self.version = self.call("Browser.getVersion")["product"]
-
-    def call(self, method: str, **params) -> dict:
-        self._next += 1
-        self.socket.send(json.dumps({"id": self._next, "method": method, "params": params}))
-        while True:
-            message = json.loads(self.socket.recv())
-            if message.get("id") == self._next:
-                if "error" in message:
-                    raise RuntimeError(f"{method}: {message['error']}")
-                return message["result"]
-
-    def evaluate(self, expression: str):
-        result = self.call("Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True)
-        if "exceptionDetails" in result:
-            raise RuntimeError(result["exceptionDetails"].get("text", "script failed"))
-        return result["result"].get("value")
-
-    def open(self, url: str) -> None:
-        self.call("Page.navigate", url=url)
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.socket.close()
-        self.process.terminate()
-        self.process.wait(30)
 
 
 # OHIF plays video in cornerstone's VideoViewport, which draws an off-document <video> element onto its
