@@ -335,10 +335,11 @@ def _register() -> None:
     from dvqa.cli import evidence as cli_evidence
     from dvqa.cli import pacs as cli_pacs
     from dvqa.cli import report as cli_report
+    from dvqa.cli import serve as cli_serve
     from dvqa.cli import trust as cli_trust
     from dvqa.cli import validate as cli_validate
 
-    for module in (cli_trust, cli_validate, cli_batch, cli_pacs, cli_report, cli_evidence):
+    for module in (cli_trust, cli_validate, cli_batch, cli_pacs, cli_report, cli_evidence, cli_serve):
         module.register(main)
 
 
