@@ -161,7 +161,7 @@ def test_stow_qido_and_wado_pass_through_unchanged(stored, gateway, orthanc) -> 
     assert via.headers["content-type"].split(";")[:2] == straight.headers["content-type"].split(";")[:2]
     assert _parts(via) == _parts(straight) == [sample.path.read_bytes()]
     # statuses are the upstream's, errors included
-    for url in (f"/studies/1.2.3.4/series/5.6/instances/7.8", "/studies/1.2.3.4/metadata"):
+    for url in ("/studies/1.2.3.4/series/5.6/instances/7.8", "/studies/1.2.3.4/metadata"):
         assert _get(gateway.root + url).status_code == _get(direct + url).status_code == 404
 
 
@@ -250,7 +250,7 @@ def test_a_long_video_streams_while_remuxed_and_memory_stays_flat(stored, orthan
         baseline = _peak_rss_mb(served.process.pid)
         url = (f"{served.root}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/"
                f"{ds.SOPInstanceUID}/rendered")
-        started, first, size = time.monotonic(), None, 0
+        started, first = time.monotonic(), None
         mp4 = tmp_path / "long.mp4"
         with httpx.stream("GET", url, timeout=120) as response, open(mp4, "wb") as out:
             assert response.status_code == 200
