@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import av
@@ -49,6 +50,51 @@ def dvqa(*args: str) -> subprocess.CompletedProcess:
 
 def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(list(args), capture_output=True, text=True, timeout=300)
+
+
+def read_offset(pid: int, path: Path) -> int | None:
+    """How far process `pid` has read `path` (its descriptor's offset), or None before it opened it."""
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            if os.readlink(fd) == str(path):
+                return int(Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text().split()[1])
+        except (OSError, IndexError, ValueError):  # a descriptor closed meanwhile
+            continue
+    return None
+
+
+def wait_until_read(process: subprocess.Popen, path: Path, size: int, timeout_s: float = 240) -> None:
+    """Readiness observed, not assumed from a fixed sleep: `process` has read `path` to `size` bytes (a
+    `convert --follow` then waits for the next chunk), however loaded the machine is."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the process ended early: {process.communicate()}")
+        offset = read_offset(process.pid, path)
+        if offset is not None and offset >= size:
+            return
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError(f"the process did not read {path} to {size} bytes in {timeout_s} s")
+
+
+def wait_for_handler(process: subprocess.Popen, signum: int, timeout_s: float = 240) -> None:
+    """Readiness observed: `process` catches `signum` (its SigCgt mask in /proc), so a signal sent now is
+    dvqa's to handle, not the interpreter's default."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the process ended early: {process.communicate()}")
+        try:
+            status = Path(f"/proc/{process.pid}/status").read_text()
+        except OSError:
+            status = ""
+        caught = next((line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), "0")
+        if int(caught, 16) >> (signum - 1) & 1:
+            return
+        time.sleep(0.005)
+    process.kill()
+    raise AssertionError(f"the process did not install a handler for signal {signum} in {timeout_s} s")
 
 
 def stream_bytes(path: Path) -> bytes:

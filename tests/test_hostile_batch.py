@@ -21,6 +21,8 @@ import pytest
 
 from helpers import CLIPS, ROOT, dvqa
 
+KEY = ("DVQA_TEST_BATCH_AUDIT_KEY", "k" * 40)  # an audit key of 32+ bytes, from the environment
+KEYED = ("--audit-key-env", KEY[0])
 CLIP = CLIPS / "h264_cfr_high.mkv"  # 90 frames, passed through bit-exact: well under a second
 
 
@@ -199,55 +201,58 @@ def test_output_root_confines_every_output(folder: Path, tmp_path_factory: pytes
 
 
 @pytest.mark.requirement("DVQA-CONV-007")
-def test_resume_does_not_skip_a_row_corrected_since_its_output_was_made(folder: Path) -> None:
+def test_resume_does_not_skip_a_row_corrected_since_its_output_was_made(folder: Path, monkeypatch) -> None:
+    monkeypatch.setenv(*KEY)  # --resume trusts only a keyed log
     manifest = folder / "m.csv"
     log = folder / "audit.jsonl"
     manifest.write_text("input,output,PatientID\nrec1.webm,out/a.dcm,WRONG\nrec2.webm,out/b.dcm,P2\n")
-    first = _batch(str(manifest), "--audit", str(log), "--no-quality")
+    first = _batch(str(manifest), "--audit", str(log), *KEYED, "--no-quality")
     assert first.returncode == 0, first.stderr
-    unchanged = _batch(str(manifest), "--audit", str(log), "--resume", "--no-quality", "--format", "json")
+    unchanged = _batch(str(manifest), "--audit", str(log), *KEYED, "--resume", "--no-quality", "--format", "json")
     assert unchanged.returncode == 0, unchanged.stderr
     assert [r["status"] for r in json.loads(unchanged.stdout)["rows"]] == ["skipped", "skipped"]
     manifest.write_text("input,output,PatientID\nrec1.webm,out/a.dcm,P1\nrec2.webm,out/b.dcm,P2\n")
-    refused = _batch(str(manifest), "--audit", str(log), "--resume", "--no-quality")
+    refused = _batch(str(manifest), "--audit", str(log), *KEYED, "--resume", "--no-quality")
     _one_sentence(refused, 2, "line 2", "the row differs from the one audit record 1 converted", "--force")
     assert pydicom.dcmread(folder / "out" / "a.dcm", stop_before_pixels=True).PatientID == "WRONG"
     # a default changed on the command line is a different row too (quality on now)
-    assert "the row differs" in _batch(str(manifest), "--audit", str(log), "--resume").stderr
-    forced = _batch(str(manifest), "--audit", str(log), "--resume", "--force", "--no-quality", "--format", "json")
+    assert "the row differs" in _batch(str(manifest), "--audit", str(log), *KEYED, "--resume").stderr
+    forced = _batch(str(manifest), "--audit", str(log), *KEYED, "--resume", "--force", "--no-quality",
+                    "--format", "json")
     assert forced.returncode == 0, forced.stderr
     assert [r["status"] for r in json.loads(forced.stdout)["rows"]] == ["converted", "skipped"]
     assert pydicom.dcmread(folder / "out" / "a.dcm", stop_before_pixels=True).PatientID == "P1"
-    assert dvqa("audit", "verify", str(log)).returncode == 0
+    assert dvqa("audit", "verify", str(log), *KEYED).returncode == 0
     digests = [r["batch"]["row_sha256"] for r in _records(log) if "batch" in r]  # each conversion: its row
     assert len(digests) == 3 and all(len(d) == 64 for d in digests) and len(set(digests)) == 3
 
 
 @pytest.mark.requirement("DVQA-CONV-007")
-def test_a_refused_batch_writes_one_failure_record(folder: Path) -> None:
+def test_a_refused_batch_writes_one_failure_record(folder: Path, monkeypatch) -> None:
+    monkeypatch.setenv(*KEY)  # --resume trusts only a keyed log
     manifest = folder / "m.csv"
     log = folder / "audit.jsonl"
     manifest.write_text("input,output,PatientID\nrec1.webm,out/a.dcm,P1\\P2\n")  # a backslash: two IDs
-    _one_sentence(_batch(str(manifest), "--audit", str(log)), 2, "line 2")
+    _one_sentence(_batch(str(manifest), "--audit", str(log), *KEYED), 2, "line 2")
     manifest.write_text("input,output\nrec1.webm,out/a.dcm\n")
     (folder / "out" / "a.dcm").write_bytes(b"there before")
-    _one_sentence(_batch(str(manifest), "--audit", str(log)), 2, "already exists")  # refused by the plan
+    _one_sentence(_batch(str(manifest), "--audit", str(log), *KEYED), 2, "already exists")  # refused by the plan
     records = _records(log)
     assert [(r["command"], r["outcome"], r["exit_code"]) for r in records] == [("batch convert", "failure", 2)] * 2
     assert records[0]["manifest"]["path"] == str(manifest) and "line 2" in records[0]["message"]
     assert "already exists" in records[1]["message"]
-    both = _batch(str(manifest), "--audit", str(log), "--jobs", "2", "--scheduler", "local:2")
+    both = _batch(str(manifest), "--audit", str(log), *KEYED, "--jobs", "2", "--scheduler", "local:2")
     _one_sentence(both, 2, "give --jobs or --scheduler, not both")
     assert _records(log)[-1]["command"] == "batch convert" and "not both" in _records(log)[-1]["message"]
-    assert dvqa("audit", "verify", str(log)).returncode == 0
+    assert dvqa("audit", "verify", str(log), *KEYED).returncode == 0
     # the manifest as the log, and a log that does not verify (with --resume): refused, nothing appended
     jsonl = folder / "audit.jsonl"
     before = log.read_bytes()
-    _one_sentence(_batch(str(jsonl), "--audit", str(log)), 2, "the manifest is the audit log")
+    _one_sentence(_batch(str(jsonl), "--audit", str(log), *KEYED), 2, "the manifest is the audit log")
     assert log.read_bytes() == before
     log.write_text(log.read_text().replace('"exit_code":2', '"exit_code":0', 1))
     before = log.read_bytes()
-    _one_sentence(_batch(str(manifest), "--audit", str(log), "--resume"), 3, "does not verify")
+    _one_sentence(_batch(str(manifest), "--audit", str(log), *KEYED, "--resume"), 3, "does not verify")
     assert log.read_bytes() == before
 
 

@@ -7,7 +7,7 @@ import dvqa
 
 PACKAGE = Path(dvqa.__file__).parent
 # lowest first: each may import only its own layer and those before it
-LAYERS = ["core", "dicom", "video", "quality", "validate", "trust", "convert", "pacs", "report", "evidence", "cli"]
+LAYERS = ["core", "dicom", "video", "quality", "validate", "trust", "convert", "pacs", "report", "evidence", "serve", "cli"]
 
 
 def _imports(path: Path) -> set[str]:

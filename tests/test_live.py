@@ -17,7 +17,7 @@ from pathlib import Path
 import av
 import pytest
 
-from helpers import CLIPS, RECORDED, ROOT, dvqa
+from helpers import CLIPS, RECORDED, ROOT, dvqa, wait_until_read
 
 # variable timestamps and a 7 ms first interval; audio; a canvas size change; fragmented MP4 over a pipe
 CLIPS_LIVE = [CLIPS / "vp9_vfr.webm", RECORDED / "vp8_opus.webm", RECORDED / "vp9_resize.webm", CLIPS / "vp9_frag.mp4"]
@@ -238,7 +238,7 @@ def test_a_signal_while_waiting_for_the_next_chunk_stops_the_conversion(tmp_path
     process = subprocess.Popen([sys.executable, "-m", "dvqa", "convert", "--follow", str(growing), "-o",
                                 str(out / "live.dcm"), "--audit", str(log)], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    time.sleep(3)
+    wait_until_read(process, growing, 100_000)  # waiting for the next chunk: observed, not assumed
     process.send_signal(2)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130 and "Traceback" not in stderr and "interrupted (SIGINT)" in stderr

@@ -168,6 +168,7 @@ def test_every_file_dvqa_writes_goes_through_dvqa_outputs() -> None:
         ("dicom/deidentify.py", "TABLE.write_bytes("),  # the developer's generator: package data
         ("core/regular.py", "os.open(path, os.O_RDONLY"),  # a read-only open (the writer pattern matches os.open)
         ("evidence/manifest.py", "os.open(path, os.O_RDONLY"),  # a bundle member read to hash it, O_NOFOLLOW
+        ("trust/signature.py", "os.open(folder, os.O_RDONLY | os.O_DIRECTORY"),  # the folder, opened to lock it
     }
     writer = re.compile(r"""(open\(.*["'][wax]b?["']|\.write_text\(|\.write_bytes\(|save_as\(str\(|os\.open\()""")
     found = set()

@@ -12,7 +12,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -21,14 +20,14 @@ from pathlib import Path
 import pydicom
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from dvqa.trust import audit as audit_trail
 from dvqa.trust import signature
 from dvqa.trust.signature import Signer, sign_dataset, verify_file
-from helpers import CLIPS, PEM, big_copy, certificate, dvqa, pem_key, run, tool
+from helpers import CLIPS, PEM, big_copy, dvqa, pem_key, run, tool
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "a-site-audit-key-of-at-least-32-bytes"

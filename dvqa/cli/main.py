@@ -31,8 +31,16 @@ class _Group(options.Group):
     """Ctrl-C, SIGTERM and SIGHUP end any command with 128 + the signal number, never Click's 'Aborted!'
     and exit 1. Commands that write handle them first and say what is on disk."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """No file name or value can hold a NUL (only a program, never a shell, can pass one): refused here,
+        before click's path checks raise ValueError from deep inside os.stat."""
+        for arg in args:
+            if "\0" in arg:
+                fail(UsageError(f"the argument {arg!r} holds a NUL character, which no file name or value can hold; "
+                                "check how the command line was built."), False)
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context):
-        signals.install()
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt as exc:
@@ -42,7 +50,8 @@ class _Group(options.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dvqa")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """DICOM video quality assurance: convert browser recordings with quality evidence, measure
     quality, validate, sign and verify, keep an audit trail, and test PACS.
 
@@ -50,6 +59,10 @@ def main() -> None:
     unsupported input, 4 environment problem, 130/143/129 interrupted by
     SIGINT/SIGTERM/SIGHUP.
     """
+    if ctx.invoked_subcommand == "convert":
+        signals.hold()  # convert takes the signals inside its recorded attempt (run_attempt)
+    else:
+        signals.install()
 
 
 @main.command("convert")
@@ -57,10 +70,13 @@ def main() -> None:
 @options.output("DICOM file to write.", required=True)
 @click.option("--follow", is_flag=True,
               help="SOURCE is still being written (a recorder or upload appending chunks): convert as it grows; "
-                   "it ends when SOURCE.done appears or after --idle seconds without growth. SOURCE - reads stdin.")
+                   "it ends when SOURCE.done appears or after --idle seconds without growth. SOURCE renamed over, "
+                   "deleted, truncated or rewritten meanwhile ends it with exit 3, nothing written. SOURCE - reads "
+                   "stdin (and a FIFO: - < FIFO).")
 @click.option("--keep-partial", is_flag=True,
-              help="With --follow or -: a stream that stops in the middle of a chunk (the recorder crashed) is "
-                   "converted as far as it arrived whole, marked partial in the report and the audit record.")
+              help="With --follow or -: a stream that stops in the middle of a chunk (the recorder crashed), or a "
+                   "followed file renamed over, deleted or truncated, is converted as far as it arrived whole, marked "
+                   "partial in the report and the audit record.")
 @click.option("--idle", "idle_s", default=30.0, show_default=True, type=click.FloatRange(0.1, 86400),
               help="With --follow: seconds without growth that end the stream (SOURCE.done ends it at once).")
 @options.syntax_choice(auto=True, help="Transfer syntax to write (`dvqa syntaxes`); auto picks the most widely "
@@ -196,8 +212,6 @@ def _convert_live(source: Path, output: Path, options: ConvertOptions, idle_s: f
 
     if str(source) == "-":
         return convert_live(Growing.stdin(), output, options)
-    if not source.is_file():
-        raise InputError(f"{source}: no such file to follow; start dvqa once the recorder has created it.")
     return convert_live(Growing.follow_file(source, idle_s), output, options)
 
 
@@ -340,10 +354,11 @@ def _register() -> None:
     from dvqa.cli import evidence as cli_evidence
     from dvqa.cli import pacs as cli_pacs
     from dvqa.cli import report as cli_report
+    from dvqa.cli import serve as cli_serve
     from dvqa.cli import trust as cli_trust
     from dvqa.cli import validate as cli_validate
 
-    for module in (cli_trust, cli_validate, cli_batch, cli_pacs, cli_report, cli_evidence):
+    for module in (cli_trust, cli_validate, cli_batch, cli_pacs, cli_report, cli_evidence, cli_serve):
         module.register(main)
 
 

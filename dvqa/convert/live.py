@@ -226,11 +226,17 @@ def _live(reader: Growing, source: Path, output: Path, options: ConvertOptions, 
                                        may_copy=options.passthrough, on_no_copy=no_copy)
         except DvqaError:
             reader.raise_if_interrupted()  # the stream "ended" because a signal came while FFmpeg was reading
+            reader.verify()  # or because the followed file changed: that is the cause to report
+            reader.raise_if_changed(options.keep_partial)
             raise
         reader.raise_if_interrupted()
+        reader.verify()
+        reader.raise_if_changed(options.keep_partial)
         reader.end_copy()
         if isinstance(done, _CopyRefused):
             done = _re_encode_kept(reader, kept, source, options, stream_path, progress, done.reason)
+        if reader.changed:  # --keep-partial: what was read before the change, and the report says so
+            done.work.partial = reader.partial_note() + (f"; {done.work.partial}" if done.work.partial else "")
         info = replace(done.info, size=reader.size)
         if info.audio:
             notes.append(f"audio dropped ({', '.join(info.audio)}): voices can carry patient information and the "

@@ -219,6 +219,7 @@ def run_attempt(source: Path, output: Path, options: ConvertOptions, work: Calla
     """`work(attempt)`, with exactly one audit record for the attempt whatever happens (see convert)."""
     attempt = Attempt()
     try:
+        signals.take_pending()  # a signal since start-up is this attempt's: recorded below
         return work(attempt)
     except KeyboardInterrupt as exc:
         if attempt.recorded is not None:

@@ -11,9 +11,10 @@ message say can never disagree; the signal is acted on right after.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
+import sys
 import threading
+from pathlib import Path
 from typing import Iterator
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -45,22 +46,56 @@ def _raise(signum: int, frame) -> None:
     raise Interrupted(signum)
 
 
+_early: dict[str, object] = {"holding": False, "signum": None}  # install_early's state: held, and what came
+
+
 def install_early() -> None:
-    """Until a command starts (while Python imports FFmpeg, NumPy, pydicom), a signal ends dvqa at once and
-    quietly with 128 + its number: nothing has been opened or written yet, so there is nothing to clean up
-    or record - and no traceback from inside an import."""
+    """Until a command is ready to say what a signal did (while Python imports FFmpeg, NumPy, pydicom, and
+    Click reads the arguments), a signal is held: recorded, never raised inside an import, and acted on by
+    `install` or `take_pending` - so even a Ctrl-C in the first moments ends dvqa with its message and, for
+    a conversion, its audit record. (Exiting at once, as dvqa did, left no message and no record.)
+
+    Only in the `dvqa` program itself (python -m dvqa, or the console script): a process that merely
+    imports the CLI (a test runner) keeps its own handling of Ctrl-C and SIGTERM."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if (spec is not None and spec.name == "dvqa.__main__") or Path(sys.argv[0] if sys.argv else "").name == "dvqa":
+        hold()
+
+
+def hold() -> None:
+    """Hold SIGINT, SIGTERM and SIGHUP (record the first) until `install` or `take_pending`."""
     if threading.current_thread() is not threading.main_thread():
         return
+
+    def held(signum: int, frame) -> None:
+        if _early["signum"] is None:
+            _early["signum"] = signum
+
+    _early["holding"] = True
     for signum in HANDLED:
-        signal.signal(signum, lambda number, frame: os._exit(128 + number))
+        signal.signal(signum, held)
 
 
 def install() -> None:
-    """SIGINT, SIGTERM and SIGHUP raise Interrupted in the main thread (call once, at start-up)."""
+    """SIGINT, SIGTERM and SIGHUP raise Interrupted in the main thread (call once, at start-up); a signal
+    held since install_early is raised now."""
     if threading.current_thread() is not threading.main_thread():
         return
+    _early["holding"] = False
     for signum in HANDLED:
         signal.signal(signum, _raise)
+    held, _early["signum"] = _early["signum"], None
+    if held is not None:
+        raise Interrupted(int(held))  # type: ignore[arg-type]
+
+
+def take_pending() -> None:
+    """Where a command that records its attempts (convert) starts the attempt: if signals are still held
+    since start-up, install the handlers now, raising a signal that came meanwhile - inside the attempt,
+    where it is recorded. Does nothing in library use (no install_early) or once installed."""
+    if _early["holding"]:
+        install()
 
 
 class _Caught:

@@ -19,6 +19,8 @@ from pydicom import config, dcmread
 from pydicom.dataset import Dataset
 from pydicom.encaps import EncapsulatedBuffer
 
+from dvqa.dicom import dicomread
+
 _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
 _UNDEFINED_LENGTH = b"\xff\xff\xff\xff"
 _ITEM_TAG = b"\xfe\xff\x00\xe0"
@@ -101,7 +103,8 @@ def read_chunks(path: Path, size: int = COPY_CHUNK, start: int | None = None) ->
     (FFFE,E0DD). A file cut short, or an item that is not an item, raises ValueError naming the
     byte offset. `start`: where the Pixel Data element is, when the caller has read the header.
     """
-    with open(path, "rb") as handle:
+    handle, _ = dicomread.open_checked(path)  # a FIFO swapped in since the header was read: refused, not waited on
+    with handle:
         if start is None:
             dcmread(handle, stop_before_pixels=True)
         else:

@@ -20,12 +20,14 @@ checks, besides what pydicom checks:
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
 import struct
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -33,6 +35,7 @@ from pydicom.filereader import read_dataset
 from pydicom.uid import UID
 
 from dvqa.core.errors import InputError
+from dvqa.core.regular import kind
 
 MAX_DEPTH = 64
 REQUIRED_META = ((0x0002, 0x0001), (0x0002, 0x0002), (0x0002, 0x0003), (0x0002, 0x0010))
@@ -56,11 +59,40 @@ class FileProblem(InputError):
 
 
 def has_dicm_marker(path: Path) -> bool:
-    """Whether "DICM" stands at byte 128 (PS3.10 §7.1): a DICOM file, whatever its name. Opens `path`;
-    callers decide what an unreadable or non-regular path means for them."""
-    with open(path, "rb") as handle:
-        handle.seek(128)
-        return handle.read(4) == b"DICM"
+    """Whether "DICM" stands at byte 128 (PS3.10 §7.1): a DICOM file, whatever its name. Opens `path`
+    without blocking and raises OSError for anything but a regular file (a FIFO swapped in after a check
+    would block a plain open forever); callers decide what an unreadable or non-regular path means."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, f"not a regular file ({kind(mode)})", str(path))
+        return os.pread(fd, 4, 128) == b"DICM"
+    finally:
+        os.close(fd)
+
+
+def open_checked(path: Path) -> tuple[BinaryIO, int]:
+    """`path` opened for reading, and its size, checked as a regular file on the opened descriptor.
+
+    `regular_file` checks the name, but the name can be swapped for a FIFO between that check (or
+    `validate`'s walk) and the open, and a plain open() of a FIFO waits forever for a writer. Opened
+    with O_NONBLOCK, a FIFO opens at once and fstat refuses it; the descriptor is then made blocking."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise FileProblem(path, "no such file", "file.missing", "") from None
+    except OSError as exc:
+        raise FileProblem(path, f"cannot be read ({exc.strerror})", "file.unreadable", "") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise FileProblem(path, "is a folder, not a file", "file.not-regular", "")
+        raise FileProblem(path, f"is {kind(info.st_mode)}, not a regular file (it may have been swapped in after "
+                          "the check); it was not read", "file.not-regular", "")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb"), info.st_size
 
 
 def regular_file(path: Path) -> os.stat_result:
@@ -95,11 +127,8 @@ def read_header(path: Path | str) -> tuple[Dataset, int]:
 
 
 def _read(path: Path, pixels: bool) -> tuple[Dataset, int]:
-    size = regular_file(path).st_size
-    try:
-        handle = open(path, "rb")
-    except OSError as exc:
-        raise FileProblem(path, f"cannot be read ({exc.strerror})", "file.unreadable", "") from None
+    regular_file(path)  # the name: the clearest message for what was named
+    handle, size = open_checked(path)  # the descriptor: what is actually read
     with handle, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:

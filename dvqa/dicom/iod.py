@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import uuid
 import warnings
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from pydicom.uid import UID, generate_uid
 
 from dvqa import __version__
 from dvqa.core.errors import InputError, UsageError
+from dvqa.core.regular import MIB, open_regular, read_regular
 from dvqa.dicom import implementation
 from dvqa.dicom.syntaxes import COMMON_RATES, VideoSyntax
 from dvqa.dicom.values import REFERENCE, check_dataset
@@ -111,9 +113,13 @@ class Metadata:
 
     @classmethod
     def from_json_file(cls, path: Path) -> "Metadata":
-        """PS3.18 F.2 DICOM JSON model: {"00100010": {"vr": "PN", "Value": [...]}, ...}."""
+        """PS3.18 F.2 DICOM JSON model: {"00100010": {"vr": "PN", "Value": [...]}, ...}.
+
+        Read as a regular file of at most METADATA_JSON_CAP bytes (dvqa.core.regular): a FIFO given here
+        would wait forever, /dev/zero would fill memory."""
+        text = read_regular(Path(path), "the DICOM JSON metadata file", METADATA_JSON_CAP)
         try:
-            raw = json.loads(Path(path).read_text(encoding="utf-8"))
+            raw = json.loads(text.decode("utf-8"))
             if isinstance(raw, list):  # a QIDO-RS answer: take the first object
                 raw = raw[0]
             with warnings.catch_warnings():
@@ -127,14 +133,23 @@ class Metadata:
 
     @classmethod
     def from_dicom_file(cls, path: Path) -> "Metadata":
+        """The patient/study attributes of a DICOM file (a worklist result, or an earlier video of the study).
+
+        Opened as a regular file (dvqa.core.regular.open_regular: a FIFO or a device is refused on the
+        descriptor, never waited on or read without end). Only the attributes before Pixel Data are read,
+        so no size cap is needed beyond the file's own: a video's many megabytes of pixels are skipped."""
+        fd = open_regular(Path(path), "the DICOM metadata file")
         try:
-            ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+            with os.fdopen(fd, "rb") as handle:
+                ds = pydicom.dcmread(handle, stop_before_pixels=True)
         except (OSError, pydicom.errors.InvalidDicomError) as exc:
             raise InputError(f"{path}: not a readable DICOM file ({exc}); give a worklist or study file.") from exc
         meta = cls()
         meta.update_from_dataset(ds, f"--metadata-from {path}")
         return meta
 
+
+METADATA_JSON_CAP = 16 * MIB  # patient/study attributes are kilobytes; a QIDO-RS answer of many studies, megabytes
 
 # VL Image Module (C.8.12.1): Anatomic Region Sequence is Type 1C and may not be
 # empty. dvqa does not know the anatomy, so unless the caller gives a region it

@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import av
 from pydicom.dataset import Dataset
@@ -39,14 +39,17 @@ REF_SECTION = {"mpeg2video": "PS3.5 §8.2.5/§8.2.6", "h264": "PS3.5 §8.2.7/§8
 class _FragmentReader(io.RawIOBase):
     """The elementary stream, read fragment by fragment from the file (never all in memory)."""
 
-    def __init__(self, pieces: Iterator[bytes]) -> None:
+    def __init__(self, pieces: Iterator[bytes], stop: Callable[[], bool] = lambda: False) -> None:
         self._pieces = pieces
         self._buffer = memoryview(b"")
+        self._stop = stop  # true once a signal came: the stream ends here, so FFmpeg returns at once
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, target) -> int:  # type: ignore[override]
+        if self._stop():
+            return 0
         while not len(self._buffer):
             piece = next(self._pieces, None)
             if piece is None:
@@ -92,8 +95,16 @@ def check(path: Path, ds: Dataset, pixel_data_at: int | None = None) -> list[Fin
                     seen.add(number)
                     yield piece
 
-        with signals.deferred():  # FFmpeg reads through a Python callback, where PyAV would swallow a signal
-            facts = _stream_facts(_FragmentReader(stream()), syntax.codec)
+        # FFmpeg reads through a Python callback, where PyAV would swallow a signal: signals are held, and a
+        # held one ends the stream at the next read, so the check stops at once and the signal is raised after
+        # the block (holding it to the end of the check ignored Ctrl-C and SIGTERM for as long as that took)
+        with signals.deferred() as caught:
+            try:
+                facts = _stream_facts(_FragmentReader(stream(), lambda: caught.signum is not None), syntax.codec)
+            except (ValueError, av.error.FFmpegError):
+                if caught.signum is None:
+                    raise
+                return found  # not reached: the held signal is raised as the block ends
         bot, fragments = b"".join(bot_pieces), len(seen)
     except (ValueError, av.error.FFmpegError, StopIteration) as exc:
         add(Severity.ERROR, "stream.unreadable", f"the encapsulated stream cannot be parsed ({exc})",

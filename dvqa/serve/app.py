@@ -1,0 +1,88 @@
+"""The ASGI application `dvqa serve` runs: the DICOMweb gateway under /dicom-web, /healthz, and the
+place the recording-ingestion API (issue 30) will join as more routers of the same app.
+
+FastAPI, so the HTTP APIs dvqa defines itself get their OpenAPI schema at /openapi.json; the gateway
+is a plain Starlette router mounted inside it (its interface is PS3.18's, not dvqa's).
+
+Access logs carry no patient data: method, path, status, bytes and time - never the query string
+(QIDO queries may hold patient names and IDs: `?PatientName=...` is logged as `?<query>`), and never
+headers. Paths hold only UIDs, which identify objects but not people.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dvqa import __version__
+from dvqa.serve.cache import Cache
+from dvqa.serve.config import ServeConfig
+from dvqa.serve.gateway import Gateway
+from dvqa.serve.upstream import Upstream
+
+access = logging.getLogger("dvqa.serve.access")
+
+
+class AccessLog:
+    """One line per request, written when the response has ended."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status, sent = time.monotonic(), 0, 0
+
+        async def counting(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        outcome = ""
+        try:
+            await self.app(scope, receive, counting)
+        except BaseException:
+            outcome = " cut"  # the connection was ended without a complete answer
+            raise
+        finally:
+            query = "?<query>" if scope.get("query_string") else ""
+            access.info("%s %s%s %s %d bytes %.0f ms%s", scope["method"], scope["path"], query, status or "-",
+                        sent, (time.monotonic() - started) * 1000, outcome)
+
+
+def create_app(config: ServeConfig) -> FastAPI:
+    """The application for one configuration; the upstream client lives as long as the app."""
+    upstream = Upstream.create(config.upstream, config.connect_timeout_s, config.read_timeout_s)
+    cache = Cache(config.cache_dir, config.cache_max_mb * 1024 * 1024)  # type: ignore[arg-type]
+    gateway = Gateway(upstream, cache, config.public_url)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI):
+        yield
+        await upstream.close()
+
+    app = FastAPI(title="dvqa serve", version=__version__, lifespan=lifespan)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """The process answers (it does not probe the upstream: a PACS outage is not a gateway failure)."""
+        return {"status": "ok", "version": __version__}
+
+    app.mount("/dicom-web", gateway.router)
+    if config.cors_origins:  # a web viewer served from another origin: browsers need CORS to call us
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_credentials=True,
+                           allow_methods=["GET", "HEAD", "POST", "OPTIONS"], allow_headers=["*"],
+                           expose_headers=["Content-Range", "Accept-Ranges", "Content-Length", "ETag"])
+    app.add_middleware(AccessLog)
+    app.state.gateway = gateway
+    return app

@@ -1,0 +1,79 @@
+"""What the gateway made, kept on disk: remuxed videos and thumbnails, in a private folder.
+
+The files hold patient pictures, so the folder is created 0700 and every file 0600, named by a hash
+(never by a UID or a name). The cache is bounded: after each new entry the least recently used ones
+are removed until the total is under the limit. A SOP Instance UID names one immutable instance
+(PS3.3 C.12.1.1.1), so an entry never goes stale; it only ages out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from dvqa.core.errors import EnvironmentProblem
+
+
+class Cache:
+    """Files under `folder`, at most `max_bytes` in total."""
+
+    def __init__(self, folder: Path, max_bytes: int) -> None:
+        self.folder = folder
+        self.max_bytes = max_bytes
+        self.work = folder / "work"
+        try:
+            for path in (folder, self.work):
+                path.mkdir(mode=0o700, parents=True, exist_ok=True)
+                os.chmod(path, 0o700)
+        except OSError as exc:
+            raise EnvironmentProblem(f"{folder}: cannot create the cache folder ({exc.strerror}); give a "
+                                     "writable cache_dir in the config file.") from None
+        for stale in self.work.iterdir():  # what an interrupted run left behind
+            stale.unlink(missing_ok=True)
+
+    @staticmethod
+    def key(*parts: str) -> str:
+        return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:40]
+
+    def path(self, key: str, suffix: str) -> Path:
+        return self.folder / f"{key}{suffix}"
+
+    def temporary(self, key: str, suffix: str) -> Path:
+        return self.work / f"{key}.{os.getpid()}{suffix}"
+
+    def get(self, key: str, suffix: str) -> Path | None:
+        """The entry if it is complete (entries appear only by rename), marked as just used."""
+        path = self.path(key, suffix)
+        try:
+            os.utime(path)
+        except FileNotFoundError:
+            return None
+        return path
+
+    def put(self, temporary: Path, key: str, suffix: str) -> Path:
+        """Move a finished file into the cache (atomically) and trim the cache to its limit."""
+        os.chmod(temporary, 0o600)
+        final = self.path(key, suffix)
+        os.replace(temporary, final)
+        self.trim(keep=final)
+        return final
+
+    def trim(self, keep: Path | None = None) -> None:
+        entries = []
+        for path in self.folder.iterdir():
+            if path.is_file():
+                stat = path.stat()
+                entries.append((stat.st_mtime, stat.st_size, path))
+        total = sum(size for _, size, _ in entries)
+        for _, size, path in sorted(entries):
+            if total <= self.max_bytes:
+                break
+            if path != keep:
+                path.unlink(missing_ok=True)
+                total -= size
+
+
+def private_file(path: Path) -> int:
+    """A new file only this user can read (0600), as a raw descriptor."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

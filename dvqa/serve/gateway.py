@@ -1,0 +1,303 @@
+"""The DICOMweb gateway: a drop-in for the upstream's root that makes DICOM video play in web viewers.
+
+Everything passes through unchanged and streamed (QIDO-RS, WADO-RS, STOW-RS: status, content type and
+body as the upstream sent them), except for instances whose transfer syntax is a video syntax of
+dvqa's table (dvqa/dicom/syntaxes.py):
+- `.../instances/{i}/rendered` answers video/mp4 (H.264, HEVC: the stream remuxed, not re-encoded) or
+  video/mpeg (MPEG-2: the elementary stream), with Range, ETag and a cache;
+- `.../thumbnail` answers a JPEG of a representative picture;
+- `/metadata` and QIDO instance answers gain Available Transfer Syntax UID (0008,3002) and a Pixel Data
+  BulkDataURI, which is what makes a viewer such as OHIF treat the instance as a video.
+In the JSON answers the gateway rewrites (QIDO and metadata), URLs that point at the upstream's root are
+made to point at the gateway's, so a client that follows them stays behind the gateway.
+
+Access is the upstream's decision: every request for a rendering is first checked with a QIDO-RS
+query for that instance carrying the client's Authorization header, so the cache never serves a
+video to a client the upstream would refuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections import OrderedDict
+from pathlib import Path
+
+import httpx
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route, Router
+
+from dvqa.dicom.iod import VideoIOD
+from dvqa.serve import remux
+from dvqa.serve.cache import Cache, private_file
+from dvqa.serve.render import SUFFIX, RenderJob
+from dvqa.serve.upstream import HOP_BY_HOP, Upstream, UpstreamError
+
+log = logging.getLogger("dvqa.serve")
+
+RENDER_VERSION = "1"  # part of every ETag: a change to how videos are rendered changes it
+VIDEO_SOP_CLASSES = {iod.sop_class for iod in VideoIOD}
+AVAILABLE_TRANSFER_SYNTAX = "00083002"
+PIXEL_DATA = "7FE00010"
+_JSON_ANSWER = re.compile(r"^(studies/?|(studies/[^/]+/)?series/?|(studies/[^/]+/(series/[^/]+/)?)?instances/?"
+                          r"|studies/[^/]+(/series/[^/]+(/instances/[^/]+)?)?/metadata/?)$")
+_LOOKUPS_AT_ONCE = 4
+_KNOWN_SYNTAXES = 100_000  # SOP Instance UID -> transfer syntax, kept in memory
+
+
+def one_line(error: UpstreamError) -> Response:
+    return PlainTextResponse(str(error) + "\n", status_code=error.status)
+
+
+class Gateway:
+    """The routes under /dicom-web and what they share: the upstream client, the cache, the jobs."""
+
+    def __init__(self, upstream: Upstream, cache: Cache, public_url: str = "") -> None:
+        self.upstream = upstream
+        self.cache = cache
+        self.public_url = public_url
+        self.jobs: dict[str, RenderJob] = {}
+        self.syntaxes: OrderedDict[str, str] = OrderedDict()
+        self.router = Router(routes=[
+            Route("/studies/{study}/series/{series}/instances/{instance}/rendered", self.rendered),
+            Route("/studies/{study}/series/{series}/instances/{instance}/thumbnail", self.thumbnail),
+            Route("/{path:path}", self.passthrough,
+                  methods=["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"]),
+        ])
+
+    # -- pass-through --------------------------------------------------------------------------
+    async def passthrough(self, request: Request) -> Response:
+        path = request.path_params.get("path") or request.url.path.split("/dicom-web/", 1)[-1]
+        rewrite = request.method == "GET" and bool(_JSON_ANSWER.match(path))
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        if rewrite:
+            headers.pop("accept-encoding", None)  # the JSON is read and changed: ask for it uncompressed
+        body = request.stream() if request.method in ("POST", "PUT", "PATCH") else None
+        try:
+            response = await self.upstream.open(request.method, path, request.url.query, headers, body)
+        except UpstreamError as exc:
+            return one_line(exc)
+        kept = {k: v for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP}
+        if rewrite and response.status_code == 200 and "json" in response.headers.get("content-type", ""):
+            try:
+                data = json.loads(await response.aread())
+            except (httpx.HTTPError, ValueError) as exc:
+                return one_line(self.upstream.failure(exc) if isinstance(exc, httpx.HTTPError) else
+                                UpstreamError(502, f"upstream {self.upstream.base} sent JSON that does not parse"))
+            finally:
+                await response.aclose()
+            if isinstance(data, list):
+                await self.augment(data, request)
+            kept.pop("content-length", None)
+            kept.pop("etag", None)  # the body changed
+            return Response(json.dumps(data), status_code=200, headers=kept)
+        return StreamingResponse(self._relay(response), status_code=response.status_code, headers=kept,
+                                 background=BackgroundTask(response.aclose))
+
+    async def _relay(self, response: httpx.Response):
+        try:
+            async for chunk in response.aiter_raw():
+                yield chunk
+        except httpx.HTTPError as exc:  # cut short: end the connection without the final chunk
+            raise RuntimeError(str(self.upstream.failure(exc))) from None
+
+    # -- metadata and QIDO ---------------------------------------------------------------------
+    def _base(self, request: Request) -> str:
+        return self.public_url or f"{request.url.scheme}://{request.url.netloc}/dicom-web"
+
+    async def augment(self, datasets: list, request: Request) -> None:
+        """Add 0008,3002 and a Pixel Data BulkDataURI to the video instances among `datasets`, and point
+        URLs at the gateway."""
+        authorization = request.headers.get("authorization")
+        base = self._base(request)
+        limit = asyncio.Semaphore(_LOOKUPS_AT_ONCE)
+
+        async def one(item: dict) -> None:
+            uids = _uids(item)
+            if uids is None or not _maybe_video(item):
+                return
+            async with limit:
+                try:
+                    syntax = await self.transfer_syntax(*uids, authorization)
+                except UpstreamError as exc:
+                    log.warning("transfer syntax lookup failed: %s", exc)
+                    return
+            if remux.renderable(syntax):
+                item[AVAILABLE_TRANSFER_SYNTAX] = {"vr": "UI", "Value": [syntax]}
+                study, series, instance = uids
+                item[PIXEL_DATA] = {"vr": "OB", "BulkDataURI":
+                                    f"{base}/studies/{study}/series/{series}/instances/{instance}/rendered"}
+
+        await asyncio.gather(*(one(item) for item in datasets if isinstance(item, dict)))
+        _rewrite_urls(datasets, self.upstream.base, base)
+
+    async def transfer_syntax(self, study: str, series: str, instance: str, authorization: str | None) -> str:
+        known = self.syntaxes.get(instance)
+        if known is not None:
+            self.syntaxes.move_to_end(instance)
+            return known
+        syntax = await self.upstream.transfer_syntax(study, series, instance, authorization)
+        self.syntaxes[instance] = syntax
+        if len(self.syntaxes) > _KNOWN_SYNTAXES:
+            self.syntaxes.popitem(last=False)
+        return syntax
+
+    async def _allowed(self, study: str, series: str, instance: str, authorization: str | None) -> None:
+        """The upstream's word that this client may see this instance (a QIDO-RS query for it)."""
+        headers = {"Accept": "application/dicom+json"}
+        if authorization:
+            headers["Authorization"] = authorization
+        response = await self.upstream.open("GET", f"studies/{study}/series/{series}/instances",
+                                            f"SOPInstanceUID={instance}", headers)
+        try:
+            body = await response.aread() if response.status_code == 200 else b""
+        except httpx.HTTPError as exc:
+            raise self.upstream.failure(exc) from None
+        finally:
+            await response.aclose()
+        if response.status_code in (401, 403):
+            raise UpstreamError(response.status_code, f"upstream {self.upstream.base} answered "
+                                                      f"{response.status_code}")
+        if response.status_code == 204 or (response.status_code == 200 and body.strip() in (b"", b"[]")):
+            raise UpstreamError(404, "no such instance upstream")
+        if response.status_code != 200:
+            raise UpstreamError(502, f"upstream {self.upstream.base} answered {response.status_code} to a query")
+
+    # -- rendered and thumbnail ----------------------------------------------------------------
+    async def _video(self, request: Request) -> RenderJob | Path | Response | None:
+        """The finished rendering (a path), a job making it, an error response, or None when the
+        instance is not video (the upstream answers then)."""
+        study, series, instance = (request.path_params[k] for k in ("study", "series", "instance"))
+        authorization = request.headers.get("authorization")
+        try:
+            await self._allowed(study, series, instance, authorization)
+            syntax = remux.renderable(await self.transfer_syntax(study, series, instance, authorization))
+        except UpstreamError as exc:
+            return one_line(exc)
+        if syntax is None:
+            return None
+        key = self.cache.key("rendered", RENDER_VERSION, instance)
+        media_type = remux.MEDIA_TYPE[syntax.codec]
+        cached = self.cache.get(key, SUFFIX[media_type])
+        if cached is not None:
+            return cached
+        job = self.jobs.get(key)
+        if job is None:
+            job = RenderJob(key, syntax, self.cache.temporary(key, SUFFIX[media_type]))
+            self.jobs[key] = job
+            task = asyncio.create_task(job.run(self.upstream, self.cache, (study, series, instance), authorization))
+            task.add_done_callback(lambda _: self.jobs.pop(key, None))
+        return job
+
+    async def rendered(self, request: Request) -> Response:
+        found = await self._video(request)
+        if isinstance(found, Response):
+            return found
+        if found is None:
+            return await self.passthrough(request)
+        instance = request.path_params["instance"]
+        media_type = _media_type(found)
+        if not _accepts(request, media_type):
+            return PlainTextResponse(f"this instance renders as {media_type} only\n", status_code=406)
+        etag = f'"{self.cache.key("etag", RENDER_VERSION, instance)}"'
+        headers = {"etag": etag, "cache-control": "private, max-age=86400"}
+        if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+            return Response(status_code=304, headers=headers)
+        if isinstance(found, Path):
+            return FileResponse(found, media_type=media_type, headers=headers)
+        job = found
+        wants_part = request.headers.get("range", "").replace(" ", "") not in ("", "bytes=0-")
+        if wants_part:  # a byte range needs the whole file's size: wait for it
+            await job.finished.wait()
+        else:
+            await job.started()
+        if job.error is not None:
+            return one_line(job.error)
+        if job.final is not None:
+            return FileResponse(job.final, media_type=media_type, headers=headers)
+        # while it is written: 200 with the bytes so far and then the rest (RFC 9110 §14.2 lets a
+        # server answer a range request with the whole representation)
+        return StreamingResponse(job.tail(), media_type=media_type, headers=headers)
+
+    async def thumbnail(self, request: Request) -> Response:
+        found = await self._video(request)
+        if isinstance(found, Response):
+            return found
+        if found is None:
+            return await self.passthrough(request)
+        if isinstance(found, RenderJob):
+            await found.finished.wait()
+            if found.error is not None:
+                return one_line(found.error)
+            media, codec = found.final, found.syntax.codec
+        else:
+            media = found
+            codec = "mpeg2video" if found.suffix == ".mpg" else "h264"  # the MP4 demuxer reads H.264 and HEVC
+        key = self.cache.key("thumbnail", RENDER_VERSION, request.path_params["instance"])
+        cached = self.cache.get(key, ".jpg")
+        if cached is None:
+            try:
+                jpeg = await asyncio.to_thread(remux.thumbnail, media, codec)
+            except Exception as exc:
+                return one_line(UpstreamError(502, f"the instance's video does not decode ({type(exc).__name__})"))
+            temporary = self.cache.temporary(key, ".jpg")
+            with open(private_file(temporary), "wb") as out:
+                out.write(jpeg)
+            cached = self.cache.put(temporary, key, ".jpg")
+        return FileResponse(cached, media_type="image/jpeg", headers={"cache-control": "private, max-age=86400"})
+
+
+def _media_type(found: RenderJob | object) -> str:
+    if isinstance(found, RenderJob):
+        return found.media_type
+    return "video/mpeg" if str(found).endswith(".mpg") else "video/mp4"
+
+
+def _accepts(request: Request, media_type: str) -> bool:
+    """PS3.18 §8.3.3.1: the accept query parameter, else the Accept header; absent means anything."""
+    wanted = request.query_params.get("accept") or request.headers.get("accept", "")
+    if not wanted.strip():
+        return True
+    types = {part.split(";")[0].strip().lower() for part in wanted.split(",")}
+    return bool(types & {media_type, "video/*", "*/*", "*"})
+
+
+def _uids(item: dict) -> tuple[str, str, str] | None:
+    try:
+        return tuple(str(item[tag]["Value"][0]) for tag in ("0020000D", "0020000E", "00080018"))  # type: ignore[return-value]
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
+def _maybe_video(item: dict) -> bool:
+    """Only instances that can be video are looked up: a video SOP class, or more than one frame."""
+    try:
+        if str(item["00080016"]["Value"][0]) in VIDEO_SOP_CLASSES:
+            return True
+    except (KeyError, IndexError, TypeError):
+        pass
+    try:
+        return int(item["00280008"]["Value"][0]) > 1
+    except (KeyError, IndexError, TypeError, ValueError):
+        return False
+
+
+def _rewrite_urls(value: object, upstream: str, gateway: str) -> None:
+    """Point URLs (UR values, BulkDataURIs) that start with the upstream's root at the gateway's."""
+    if isinstance(value, list):
+        for item in value:
+            _rewrite_urls(item, upstream, gateway)
+    elif isinstance(value, dict):
+        uri = value.get("BulkDataURI")
+        if isinstance(uri, str) and uri.startswith(upstream):
+            value["BulkDataURI"] = gateway + uri[len(upstream):]
+        if value.get("vr") == "UR" and isinstance(value.get("Value"), list):
+            value["Value"] = [gateway + v[len(upstream):] if isinstance(v, str) and v.startswith(upstream) else v
+                              for v in value["Value"]]
+        for item in value.values():
+            if isinstance(item, (list, dict)):
+                _rewrite_urls(item, upstream, gateway)

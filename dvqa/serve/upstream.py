@@ -1,0 +1,240 @@
+"""Talking to the upstream DICOMweb service: streamed requests, one-line errors, and the two
+instance reads the gateway needs (the whole file, to disk; and only its File Meta Information).
+
+An upstream that is down, slow or broken must give the viewer a clear 502/504 at once, never a
+hung request: every call has a connect and a read timeout, and every transport failure becomes an
+`UpstreamError` carrying the status and one line naming the upstream (its base URL only - paths and
+queries may carry patient data).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator
+
+import httpx
+
+# hop-by-hop headers (RFC 9110 §7.6.1) and the ones the transport sets itself
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+              "transfer-encoding", "upgrade", "host", "proxy-connection"}
+# PS3.18 §8.7.3.5.2: transfer-syntax=* asks for the instance as stored; without it a server may try to
+# transcode to Explicit VR Little Endian, which no server can do for video (Orthanc 1.10 answers 500)
+DICOM_AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+META_PROBE_BYTES = 16384  # a File Meta Information group is a few hundred bytes
+
+
+class UpstreamError(Exception):
+    """A failure the client sees as `status` with this one-line message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Upstream:
+    """The upstream root (`base`, no trailing slash) and one pooled client for all requests."""
+
+    base: str
+    client: httpx.AsyncClient
+
+    @classmethod
+    def create(cls, base: str, connect_timeout_s: float, read_timeout_s: float) -> "Upstream":
+        timeout = httpx.Timeout(read_timeout_s, connect=connect_timeout_s)
+        return cls(base, httpx.AsyncClient(timeout=timeout, follow_redirects=False))
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    def url(self, path: str, query: str = "") -> str:
+        return f"{self.base}/{path.lstrip('/')}" + (f"?{query}" if query else "")
+
+    def failure(self, exc: Exception) -> UpstreamError:
+        """The transport failure as the client's 502/504, in one line without request details."""
+        if isinstance(exc, UpstreamError):
+            return exc
+        if isinstance(exc, httpx.TimeoutException):
+            return UpstreamError(504, f"upstream {self.base} did not answer in time ({type(exc).__name__})")
+        if isinstance(exc, httpx.ConnectError):
+            return UpstreamError(502, f"upstream {self.base} is unreachable (connection failed)")
+        if isinstance(exc, (httpx.RemoteProtocolError, httpx.DecodingError, httpx.NetworkError)):
+            return UpstreamError(502, f"upstream {self.base} sent a broken or cut-short response")
+        return UpstreamError(502, f"upstream {self.base} failed ({type(exc).__name__})")
+
+    async def open(self, method: str, path: str, query: str = "", headers: dict[str, str] | None = None,
+                   body: AsyncIterator[bytes] | bytes | None = None) -> httpx.Response:
+        """Send a request and return the response with its body still unread (the caller closes it)."""
+        headers = dict(headers or {})
+        if not any(k.lower() == "accept-encoding" for k in headers):
+            headers["Accept-Encoding"] = "identity"  # not httpx's gzip default: bodies are relayed raw
+        request = self.client.build_request(method, self.url(path, query), headers=headers, content=body)
+        try:
+            return await self.client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise self.failure(exc) from None
+
+    async def instance_to_file(self, study: str, series: str, instance: str, target: Path,
+                               authorization: str | None) -> None:
+        """Retrieve one instance as stored (WADO-RS) into `target` (created 0600), streamed to disk so
+        memory does not grow with the instance. A response cut short raises 502."""
+        response = await self.open("GET", _instance_path(study, series, instance),
+                                   headers=_headers(DICOM_AS_STORED, authorization))
+        try:
+            _check_status(self, response)
+            boundary = _boundary(self, response)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                parts = FirstPart(boundary)
+                async for chunk in response.aiter_raw():
+                    for piece in parts.feed(chunk):
+                        out.write(piece)
+                    if parts.done:
+                        break
+                if not parts.done:
+                    raise UpstreamError(502, f"upstream {self.base} cut the instance short")
+        except httpx.HTTPError as exc:
+            raise self.failure(exc) from None
+        finally:
+            await response.aclose()
+
+    async def transfer_syntax(self, study: str, series: str, instance: str, authorization: str | None) -> str:
+        """The instance's Transfer Syntax UID (0002,0010), reading only the start of a WADO-RS retrieve.
+
+        Standard DICOMweb metadata need not carry it (Orthanc's does not), and fetching a whole video to
+        learn it would cost its full size: the File Meta Information comes first, so the transfer is
+        closed after a few kilobytes."""
+        response = await self.open("GET", _instance_path(study, series, instance),
+                                   headers=_headers(DICOM_AS_STORED, authorization))
+        try:
+            _check_status(self, response)
+            parts = FirstPart(_boundary(self, response))
+            head = bytearray()
+            async for chunk in response.aiter_raw():
+                for piece in parts.feed(chunk):
+                    head += piece
+                if parts.done or len(head) >= META_PROBE_BYTES:
+                    break
+        except httpx.HTTPError as exc:
+            raise self.failure(exc) from None
+        finally:
+            await response.aclose()
+        syntax = meta_transfer_syntax(bytes(head))
+        if syntax is None:
+            raise UpstreamError(502, f"upstream {self.base} sent an instance without a readable "
+                                     "File Meta Information")
+        return syntax
+
+
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
+
+
+def meta_transfer_syntax(head: bytes) -> str | None:
+    """Transfer Syntax UID (0002,0010) from the start of a DICOM file (PS3.10 §7.1: 128-byte preamble,
+    "DICM", then group 0002 in explicit VR little endian), or None if it is not there."""
+    if head[128:132] != b"DICM":
+        return None
+    at = 132
+    while at + 8 <= len(head):
+        group, element = int.from_bytes(head[at:at + 2], "little"), int.from_bytes(head[at + 2:at + 4], "little")
+        if group != 2:
+            return None
+        vr = head[at + 4:at + 6]
+        if vr in _LONG_VRS:
+            length, at = int.from_bytes(head[at + 8:at + 12], "little"), at + 12
+        else:
+            length, at = int.from_bytes(head[at + 6:at + 8], "little"), at + 8
+        if element == 0x0010:
+            value = head[at:at + length]
+            return value.rstrip(b"\x00 ").decode("ascii", "replace") if len(value) == length else None
+        at += length
+    return None
+
+
+def _instance_path(study: str, series: str, instance: str) -> str:
+    return f"studies/{study}/series/{series}/instances/{instance}"
+
+
+def _headers(accept: str, authorization: str | None) -> dict[str, str]:
+    headers = {"Accept": accept}
+    if authorization:
+        headers["Authorization"] = authorization
+    return headers
+
+
+def _check_status(upstream: Upstream, response: httpx.Response) -> None:
+    if response.status_code in (401, 403, 404):
+        raise UpstreamError(response.status_code, f"upstream {upstream.base} answered {response.status_code}")
+    if response.status_code != 200:
+        raise UpstreamError(502, f"upstream {upstream.base} answered {response.status_code} to a retrieve")
+
+
+def _boundary(upstream: Upstream, response: httpx.Response) -> bytes:
+    content_type = response.headers.get("content-type", "")
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.strip().partition("=")
+        if name.lower() == "boundary" and value:
+            return value.strip('"').encode()
+    raise UpstreamError(502, f"upstream {upstream.base} answered a retrieve without a multipart boundary")
+
+
+class FirstPart:
+    """The body of the first part of a multipart/related stream (RFC 2046 §5.1), fed in chunks.
+
+    Only the first part is wanted (one instance). Its end is its Content-Length when the part header
+    gives one (then the delimiter must follow), else the next delimiter; `done` says the end was
+    seen - a stream that ends before that was cut short.
+    """
+
+    def __init__(self, boundary: bytes) -> None:
+        self._delimiter = b"\r\n--" + boundary
+        self._buffer = b"\r\n"  # the first delimiter may follow no CRLF
+        self._state = "header"  # -> "counted" or "scan" -> "delimiter" -> done
+        self._left = 0
+        self.done = False
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The body bytes this chunk completes (possibly none)."""
+        if self.done:
+            return []
+        self._buffer += chunk
+        out: list[bytes] = []
+        if self._state == "header":
+            start = self._buffer.find(self._delimiter)
+            end = self._buffer.find(b"\r\n\r\n", start + len(self._delimiter)) if start >= 0 else -1
+            if end < 0:
+                if len(self._buffer) > 65536:
+                    raise UpstreamError(502, "the upstream's multipart answer has no part header")
+                return out
+            self._state = "scan"
+            for line in self._buffer[start:end].split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length" and value.strip().isdigit():
+                    self._state, self._left = "counted", int(value)
+            self._buffer = self._buffer[end + 4:]
+        if self._state == "counted":
+            piece = self._buffer[: self._left]
+            self._left -= len(piece)
+            self._buffer = self._buffer[len(piece):]
+            if piece:
+                out.append(piece)
+            if self._left == 0:
+                self._state = "delimiter"
+        if self._state == "delimiter":
+            if len(self._buffer) >= len(self._delimiter):
+                if not self._buffer.startswith(self._delimiter):
+                    raise UpstreamError(502, "the upstream's multipart part does not end at its Content-Length")
+                self.done = True
+            return out
+        if self._state == "scan":
+            at = self._buffer.find(self._delimiter)
+            if at >= 0:
+                out.append(self._buffer[:at])
+                self._buffer, self.done = b"", True
+            else:
+                keep = len(self._delimiter) - 1  # a delimiter may straddle two chunks
+                if len(self._buffer) > keep:
+                    out.append(self._buffer[:-keep])
+                    self._buffer = self._buffer[-keep:]
+        return [piece for piece in out if piece]
