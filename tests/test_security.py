@@ -99,11 +99,13 @@ def test_convert_and_reports_never_write_through_a_planted_link(tmp_path: Path) 
     out.symlink_to(attacker)
     refused = dvqa_022("convert", str(CLIPS / "h264_cfr_high.mkv"), "-o", str(out), "--no-quality")
     assert refused.returncode == 2 and "already exists" in refused.stderr  # a dangling or planted link is "there"
-    report.symlink_to(attacker)
+    second = tmp_path / "attacker-owned-2"  # (two links to one file are one file: refused, tests/test_hostile_outputs.py)
+    second.write_bytes(b"")
+    report.symlink_to(second)
     proc = dvqa_022("convert", str(CLIPS / "h264_cfr_high.mkv"), "-o", str(out), "--no-quality", "--force",
                     "--report", str(report))
     assert proc.returncode == 0, proc.stderr
-    assert attacker.read_bytes() == b"" and not out.is_symlink() and not report.is_symlink()
+    assert attacker.read_bytes() == second.read_bytes() == b"" and not out.is_symlink() and not report.is_symlink()
     assert json.loads(report.read_text())["output"]["path"] == str(out)
 
 
@@ -169,6 +171,16 @@ def test_every_file_dvqa_writes_goes_through_dvqa_outputs() -> None:
         ("core/regular.py", "os.open(path, os.O_RDONLY"),  # a read-only open (the writer pattern matches os.open)
         ("evidence/manifest.py", "os.open(path, os.O_RDONLY"),  # a bundle member read to hash it, O_NOFOLLOW
         ("trust/signature.py", "os.open(folder, os.O_RDONLY | os.O_DIRECTORY"),  # the folder, opened to lock it
+        # read-only opens of named inputs (O_NONBLOCK + fstat: a FIFO or device is refused, never waited on)
+        ("dicom/dicomread.py", "os.open(path, os.O_RDONLY | os.O_NONBLOCK"),
+        ("video/growing.py", "os.open(path, os.O_RDONLY | os.O_NONBLOCK"),
+        # dvqa serve: the gateway's cache folder, created 0700 and refused when a link or another user's
+        ("serve/cache.py", "os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW"),  # 0600
+        ("serve/gateway.py", 'open(private_file(temporary), "wb")'),
+        ("serve/render.py", 'os.fdopen(private_file('),
+        ("serve/render.py", "fd = os.open(self."),  # read-only: a cached rendering served again
+        ("serve/remux.py", 'av.open(out, "w", format="mp4"'),  # into a descriptor from private_file
+        ("serve/upstream.py", 'os.fdopen(fd, "wb")'),  # fd from private_file, in that folder
     }
     writer = re.compile(r"""(open\(.*["'][wax]b?["']|\.write_text\(|\.write_bytes\(|save_as\(str\(|os\.open\()""")
     found = set()

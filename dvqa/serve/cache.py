@@ -25,6 +25,10 @@ class Cache:
         try:
             for path in (folder, self.work):
                 path.mkdir(mode=0o700, parents=True, exist_ok=True)
+                info = os.lstat(path)
+                if path.is_symlink() or info.st_uid != os.getuid():  # planted by someone else: never used
+                    raise EnvironmentProblem(f"{path}: the cache folder is a symbolic link or belongs to another "
+                                             "user; give a cache_dir of your own.")
                 os.chmod(path, 0o700)
         except OSError as exc:
             raise EnvironmentProblem(f"{folder}: cannot create the cache folder ({exc.strerror}); give a "
@@ -76,4 +80,4 @@ class Cache:
 
 def private_file(path: Path) -> int:
     """A new file only this user can read (0600), as a raw descriptor."""
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)

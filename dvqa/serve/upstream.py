@@ -16,6 +16,8 @@ from typing import AsyncIterator
 
 import httpx
 
+from dvqa.serve.cache import private_file
+
 # hop-by-hop headers (RFC 9110 §7.6.1) and the ones the transport sets itself
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
               "transfer-encoding", "upgrade", "host", "proxy-connection"}
@@ -84,7 +86,7 @@ class Upstream:
         try:
             _check_status(self, response)
             boundary = _boundary(self, response)
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            fd = private_file(target)
             with os.fdopen(fd, "wb") as out:
                 parts = FirstPart(boundary)
                 async for chunk in response.aiter_raw():
