@@ -79,7 +79,8 @@ def test_every_readme_recipe_runs_as_the_readme_says(tmp_path: Path) -> None:
         command = command.replace(" & sleep 2", f" & until curl -sf -o /dev/null http://127.0.0.1:{ports['8042']}/system; "
                                                 "do sleep 0.2; done")
         if command.startswith("dvqa serve"):
-            command += f"; until curl -sf -o /dev/null http://127.0.0.1:{ports['8080']}/healthz; do sleep 0.2; done"
+            command += (" " if command.endswith("&") else "; ") + (
+                f"until curl -sf -o /dev/null http://127.0.0.1:{ports['8080']}/healthz; do sleep 0.2; done")
         if command.startswith("curl ") and "/rendered" in command:  # the UIDs the README says how to find
             command = ("STUDY=$(dcmdump +P 0020,000d video.dcm | sed 's/.*\\[\\(.*\\)\\].*/\\1/'); "
                        "SERIES=$(dcmdump +P 0020,000e video.dcm | sed 's/.*\\[\\(.*\\)\\].*/\\1/'); "
