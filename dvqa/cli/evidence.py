@@ -39,12 +39,16 @@ def evidence_group() -> None:
 @click.option("--trust", "trust_path", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="CA certificates (PEM) every signature in the bundle must chain to.")
 @options.rules_profile("Quality floors and rules for the conversions and the validation")
+@click.option("--deidentify", is_flag=True,
+              help="Collect DICOM files through PS3.15's Basic Application Level Confidentiality Profile (UIDs "
+                   "remapped inside the bundle, the mapping never kept; the originals' signatures verified first) "
+                   "and name no input in the bundle, for a bundle that leaves the hospital.")
 @options.audit_key
 @options.output_format("text", "json")
 @options.debug
 def build_command(out: Path, inputs: tuple[Path, ...], junit: tuple[Path, ...], key_path: Path | None,
                   cert_path: Path | None, passphrase_env: str | None, trust_path: Path | None, profile: str | None,
-                  audit_key_env: str | None, fmt: str, debug: bool) -> None:
+                  deidentify: bool, audit_key_env: str | None, fmt: str, debug: bool) -> None:
     """Build the bundle in OUT (a new folder): every step recorded as passed or failed in index.html/.pdf,
     every file hashed in manifest.json, the manifest signed. Exit 1 when any step failed."""
     from dvqa.evidence import bundle
@@ -57,7 +61,7 @@ def build_command(out: Path, inputs: tuple[Path, ...], junit: tuple[Path, ...], 
         key = audit_key(audit_key_env)
         signer = Signer.load(key_path, cert_path, passphrase(passphrase_env)) if key_path else None
         settings = bundle.Settings(inputs=list(inputs), junit=list(junit), signer=signer, profile=profile,
-                                   audit_key=key,
+                                   audit_key=key, deidentify=deidentify,
                                    trust=load_trust(trust_path) if trust_path else None)
         say = (lambda line: click.echo(line, err=True)) if sys.stderr.isatty() and fmt == "text" else None
         return bundle.build(out, settings, say)

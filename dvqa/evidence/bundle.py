@@ -29,11 +29,14 @@ from dvqa.core import outputs
 from dvqa.core.errors import DvqaError, EnvironmentProblem, UsageError
 from dvqa.core.findings import Severity
 from dvqa.evidence import manifest
+from dvqa.evidence.deidentified import Deidentification
+from dvqa.evidence.deidentified import collect as collect_deidentified
 from dvqa.evidence.inputs import Inputs, classify
 from dvqa.trust.audit import AuditLog
 from dvqa.trust.signature import Signer
 
 PASSED, FAILED = "passed", "failed"
+SOURCES = ".sources"  # --deidentify: links under neutral names to the recordings, removed before the manifest
 # what stops a build: the disk under it cannot take the bundle (a permission error is a step's, e.g. an input's)
 FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG})
 
@@ -55,6 +58,7 @@ class Settings:
     audit_key: bytes | None = None
     profile: str | None = None
     trust: list | None = None  # certificates DICOM signatures and the manifest must chain to
+    deidentify: bool = False  # PS3.15 Basic Profile on collected files, no input's name in the bundle
 
 
 @dataclass
@@ -75,12 +79,17 @@ def build(out: Path, settings: Settings, progress: Callable[[str], None] | None 
     outputs.require_folder(out.parent)
     found = classify(settings.inputs)
     notes = outputs.sweep(out.parent)  # the private folders of builds that were killed (SIGKILL, power cut)
+    if found.dicom and not settings.deidentify:
+        notes.append(f"the bundle holds the {len(found.dicom)} collected DICOM file(s) as they are, patient data "
+                     "included: keep it as you keep the files, or build it with --deidentify (PS3.15 Basic Profile)")
+    d = Deidentification() if settings.deidentify else None
     stage = outputs.temp_dir(out.parent, out.name)
     try:
-        steps = _run_steps(stage, settings, found, progress or (lambda _: None))
+        steps = _run_steps(stage, settings, found, progress or (lambda _: None), d)
+        shutil.rmtree(stage / SOURCES, ignore_errors=True)  # the links --deidentify converted through
         created = dt.datetime.now(dt.timezone.utc)
         _write_index(stage, steps, settings, created)
-        written = manifest.write(stage, settings.signer, created)
+        written = manifest.write(stage, settings.signer, created, d.record() if d else None)
         os.rename(stage, out)  # same folder: atomic; a non-empty folder that appeared at OUT meanwhile makes it fail
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -88,17 +97,27 @@ def build(out: Path, settings: Settings, progress: Callable[[str], None] | None 
     return Bundle(out, steps, written, notes)
 
 
-def _run_steps(stage: Path, s: Settings, found: Inputs, say: Callable[[str], None]) -> list[Step]:
+def _run_steps(stage: Path, s: Settings, found: Inputs, say: Callable[[str], None],
+               d: Deidentification | None = None) -> list[Step]:
     recordings, dicom = found.recordings, found.dicom
     for sub in ("dicom", "conversions", "validation", "reports", "audit"):
         (stage / sub).mkdir()
     steps: list[Step] = []
     audit = AuditLog(stage / "audit" / "audit.jsonl", s.audit_key)
     names: set[str] = set()
-    work = [(f"convert {path.name}", lambda path=path: _convert(stage, path, s, audit, names)) for path in recordings]
-    work += [(f"collect {path.name}", lambda path=path: _collect(stage, path, names)) for path in dicom]
+    if d is not None:  # no input's own name anywhere in the bundle: it is often the patient's
+        (stage / SOURCES).mkdir()
+        work = [(f"convert recording-{n:03d}", lambda n=n, path=path: _convert(
+            stage, _neutral_link(stage, path, f"recording-{n:03d}"), s, audit, names))
+            for n, path in enumerate(recordings, 1)]
+        work += [(f"collect dicom-{n:03d}", lambda n=n, path=path: _collect_deidentified(
+            stage, path, f"dicom-{n:03d}", s, d, names)) for n, path in enumerate(dicom, 1)]
+    else:
+        work = [(f"convert {path.name}", lambda path=path: _convert(stage, path, s, audit, names))
+                for path in recordings]
+        work += [(f"collect {path.name}", lambda path=path: _collect(stage, path, names)) for path in dicom]
     work += [("validate", lambda: _validate(stage, s)),
-             ("signatures", lambda: _signatures(stage, s)),
+             ("signatures", lambda: _signatures(stage, s, d)),
              ("audit trail", lambda: _audit(stage, audit, bool(recordings))),
              ("conformance statement", lambda: _conformance(stage)),
              ("licenses and SBOM", lambda: _licenses(stage)),
@@ -195,6 +214,24 @@ def _collect(stage: Path, source: Path, names: set[str]):
     return PASSED, f"copied from {source}", [target.relative_to(stage).as_posix()]
 
 
+def _neutral_link(stage: Path, source: Path, name: str) -> Path:
+    """`source` under a name that says nothing of it, so the conversion's records name that instead."""
+    link = stage / SOURCES / f"{name}{source.suffix.lower()}"
+    link.symlink_to(source.resolve())
+    return link
+
+
+def _collect_deidentified(stage: Path, source: Path, name: str, s: Settings, d: Deidentification,
+                          names: set[str]):
+    from dvqa.trust.verification import VerifyPolicy
+
+    target = stage / "dicom" / f"{_unique(name, names)}.dcm"
+    policy = VerifyPolicy(trust=tuple(s.trust) if s.trust is not None else None,
+                          accept_unauthenticated=s.trust is None)
+    said = collect_deidentified(source, target, stage, d, policy)
+    return PASSED, said, [target.relative_to(stage).as_posix()]
+
+
 def _dicom_files(stage: Path) -> list[Path]:
     return sorted((stage / "dicom").iterdir())
 
@@ -222,7 +259,7 @@ def _validate(stage: Path, s: Settings):
     return (FAILED if errors else PASSED), said, written
 
 
-def _signatures(stage: Path, s: Settings):
+def _signatures(stage: Path, s: Settings, d: Deidentification | None = None):
     from dvqa.trust.verification import VerifyPolicy, verify_file
 
     # without --trust the signers cannot be authenticated: the step says so rather than failing every file
@@ -230,10 +267,13 @@ def _signatures(stage: Path, s: Settings):
                           accept_unauthenticated=s.trust is None)
     rows, bad, unsigned = [], 0, 0
     for path in _dicom_files(stage):
-        found = verify_file(path, policy=policy)
-        unsigned += not found
-        bad += any(not v.ok for v in found)
-        rows.append({"file": path.relative_to(stage).as_posix(), "signatures": [v.to_dict() for v in found]})
+        name = path.relative_to(stage).as_posix()
+        before = (d.signatures_before.get(name) if d else None) or []
+        found = [v.to_dict() for v in verify_file(path, policy=policy)] if not before else []
+        unsigned += not (found or before)
+        bad += any(not v["ok"] for v in found + before)
+        rows.append({"file": name, "signatures": found,
+                     **({"signatures_of_the_original_before_deidentification": before} if before else {})})
     target = stage / "validation" / "signatures.json"
     outputs.write_atomic(target, json.dumps({"trust_given": s.trust is not None, "files": rows}, indent=1) + "\n")
     said = (f"{len(rows) - unsigned} signed files, {bad} failed verification, {unsigned} unsigned"
@@ -331,11 +371,16 @@ def _write_index(stage: Path, steps: list[Step], s: Settings, created: dt.dateti
                else f"all {len(steps)} steps passed")
     page = documents.html("evidence.html", steps=steps, verdict=verdict, ok=not failed, version=__version__,
                           built_in=str(stage),
-                          created=created.isoformat(timespec="seconds"), inputs=[str(p) for p in s.inputs],
+                          created=created.isoformat(timespec="seconds"), inputs=_inputs(s),
                           signer=s.signer.certificate.subject.rfc4514_string() if s.signer else "")
     outputs.write_atomic(stage / "index.html", page)
     outputs.write_atomic(stage / "index.pdf", documents.pdf(page))
     outputs.write_atomic(stage / "index.json", json.dumps({
         "dvqa_version": __version__, "created_utc": created.isoformat(timespec="seconds"), "verdict": verdict,
-        "built_in": str(stage), "inputs": [str(p) for p in s.inputs],
+        "built_in": str(stage), "inputs": _inputs(s),
         "steps": [step.__dict__ for step in steps]}, indent=1) + "\n")
+
+
+def _inputs(s: Settings) -> list[str]:
+    return (["(withheld: the bundle was built with --deidentify, and file names often name the patient)"]
+            if s.deidentify else [str(p) for p in s.inputs])

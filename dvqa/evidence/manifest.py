@@ -51,7 +51,7 @@ def listed_files(folder: Path) -> tuple[list[str], list[str]]:
     return sorted(regular), sorted(other)
 
 
-def write(folder: Path, signer: Signer | None, created: dt.datetime) -> dict:
+def write(folder: Path, signer: Signer | None, created: dt.datetime, deidentification: dict | None = None) -> dict:
     """Write manifest.json (and, with a signer, manifest.sig and the signer's certificate) into `folder`."""
     from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -69,6 +69,7 @@ def write(folder: Path, signer: Signer | None, created: dt.datetime) -> dict:
         "signature": None if signer is None else {
             "file": SIGNATURE, "certificate": CERTIFICATE, "algorithm": detached.algorithm_of(signer.certificate),
             "signer": signer.certificate.subject.rfc4514_string()},
+        "deidentification": deidentification,  # None: the bundle holds patient data as the inputs did
     }
     data = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
     outputs.write_atomic(folder / MANIFEST, data)
