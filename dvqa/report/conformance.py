@@ -208,7 +208,14 @@ def statement() -> dict:
             "head` printed, kept where the log's writers cannot reach) records cut off the end or a rewrite up to "
             "there are caught too. A log without a key is NOT tamper-evident (verify says so): anyone who can "
             "write it can rewrite it and its chain. A key holder can still forge records, and records after the "
-            "last head kept can be cut; batch --resume accepts only a keyed log."],
+            "last head kept can be cut; batch --resume accepts only a keyed log.",
+            "Clusters (validate and batch convert --scheduler, --jobs): every member of a Dask cluster is fully "
+            "trusted (Dask runs pickled code both ways); a remote scheduler is reached over tls:// with the site's "
+            "CA and a client certificate only (tcp:// needs --allow-clear-text, never under --require-tls), a "
+            "local cluster uses credentials made for the run and serves no HTTP routes, and the client signs only "
+            "files it staged and validated itself. Not guaranteed: `dvqa report traceability` trusts the JUnit "
+            "file it is given. De-identification (evidence build --deidentify): PS3.15 Annex E Basic Profile on "
+            "attributes; text burned into the pictures is not removed."],
             [profiles]),
         _section("A", "Annex: IOD contents", [
             "Presence (PS3.2): ALWAYS always present with a value; VNAP value not always present (sent empty "
