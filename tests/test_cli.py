@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
+import pytest
+
 from helpers import CLIPS, dvqa
 
 
@@ -193,3 +195,42 @@ def test_records_say_what_the_command_did_and_where(tmp_path: Path, monkeypatch)
     quality = json.loads(dvqa("quality", str(CLIPS / "vp9_vfr.webm"), "relative.dcm", "--format", "json").stdout)
     assert quality["command"] == "quality"
     assert not {"output", "written", "encoder_build", "elementary_stream_sha256"} & set(quality)
+
+
+# One exit code for one mistake, whatever the command (docs/cli-conventions.md, "Exit codes").
+MISSING = [("convert", "{m}", "-o", "{t}/x.dcm"), ("quality", "{m}", "{m}"), ("validate", "{m}"), ("verify", "{m}"),
+           ("sign", "{m}", "--key", "{m}"), ("audit", "verify", "{m}"), ("audit", "export", "{m}", "-o", "{t}"),
+           ("audit", "head", "{m}"), ("batch", "convert", "{m}"), ("pacs", "store", "{m}", "--port", "1"),
+           ("evidence", "build", "{t}/bundle", "--inputs", "{m}"), ("evidence", "verify", "{m}"),
+           ("standard", "import", "{m}"), ("report", "licenses", "--expect", "{m}"),
+           ("report", "traceability", "--junit", "{m}")]
+
+
+@pytest.mark.parametrize("args", MISSING, ids=lambda a: " ".join(w for w in a if "{" not in w))
+def test_a_missing_input_is_exit_3_from_every_command(args: tuple[str, ...], tmp_path: Path) -> None:
+    done = dvqa(*(a.format(m=tmp_path / "missing.file", t=tmp_path) for a in args))
+    assert done.returncode == 3, done.stderr
+    lines = [line for line in done.stderr.splitlines() if not line.startswith("dvqa: warning:")]
+    assert len(lines) == 1 and "missing.file" in lines[0] and "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_file_that_is_not_dicom_is_a_failed_check_or_unreadable_input_as_the_table_says(tmp_path: Path) -> None:
+    """Commands that judge a file report one that is not DICOM as a failed check (1: it is their verdict);
+    commands that act on it refuse it as unreadable input (3). Either way one sentence, never pydicom's
+    advice to read with force=True."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from helpers import PEM, certificate, pem_key
+
+    text, key, cert = tmp_path / "notes.dcm", tmp_path / "key.pem", tmp_path / "cert.pem"
+    text.write_text("not a DICOM file")
+    private = rsa.generate_private_key(65537, 2048)
+    key.write_bytes(pem_key(private))
+    cert.write_bytes(certificate("signer", private, "signer", private).public_bytes(PEM))
+    judges = {("validate", str(text)): 1, ("verify", str(text)): 1}
+    actors = {("sign", str(text), "--key", str(key), "--cert", str(cert)): 3,
+              ("pacs", "store", str(text), "--port", "1"): 3}
+    for command, code in {**judges, **actors}.items():
+        done = dvqa(*command)
+        assert done.returncode == code, (command, done.stdout, done.stderr)
+        assert "force=True" not in done.stdout + done.stderr and "Traceback" not in done.stderr

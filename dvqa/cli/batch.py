@@ -25,7 +25,7 @@ def batch_group() -> None:
 
 
 @batch_group.command("convert")
-@click.argument("manifest", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.argument("manifest", type=options.InputPath(dir_okay=False))
 @options.jobs("Worker processes on this machine (more than 1: a local Dask cluster).")
 @options.scheduler("Run the rows as tasks on a Dask cluster")
 @options.audit

@@ -31,12 +31,12 @@ def evidence_group() -> None:
 @click.option("--junit", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
               help="JUnit XML of the test run that verified this dvqa (pytest --junitxml); repeatable. Without "
                    "it the traceability step fails.")
-@click.option("--key", "key_path", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+@click.option("--key", "key_path", type=options.InputPath(dir_okay=False),
               help="Sign the manifest (and the converted files) with this private key: PEM or PKCS#12.")
-@click.option("--cert", "cert_path", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+@click.option("--cert", "cert_path", type=options.InputPath(dir_okay=False),
               help="The signer's X.509 certificate, with a PEM --key.")
 @options.passphrase
-@click.option("--trust", "trust_path", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+@click.option("--trust", "trust_path", type=options.InputPath(dir_okay=False),
               help="CA certificates (PEM) every signature in the bundle must chain to.")
 @options.rules_profile("Quality floors and rules for the conversions and the validation")
 @click.option("--deidentify", is_flag=True,
@@ -84,8 +84,8 @@ def build_command(out: Path, inputs: tuple[Path, ...], junit: tuple[Path, ...], 
 
 
 @evidence_group.command("verify")
-@click.argument("folder", type=click.Path(path_type=Path, file_okay=False, exists=True))
-@click.option("--trust", "trust_path", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+@click.argument("folder", type=options.InputPath(file_okay=False))
+@click.option("--trust", "trust_path", type=options.InputPath(dir_okay=False),
               help="CA certificates (PEM) the manifest's signer must chain to. Without it the signer is not "
                    "authenticated and verify fails.")
 @click.option("--accept-unauthenticated-signer", is_flag=True,

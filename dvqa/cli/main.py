@@ -89,9 +89,9 @@ def main(ctx: click.Context) -> None:
 @click.option("--accession-number", default=None, help="Accession Number (0008,0050) of the order.")
 @click.option("--study-uid", default=None, help="Study Instance UID to file the video under.")
 @click.option("--study-description", default=None, help="Study Description (0008,1030).")
-@click.option("--metadata-json", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+@click.option("--metadata-json", type=options.InputPath(dir_okay=False),
               help="Patient/study attributes as DICOM JSON (PS3.18 F.2).")
-@click.option("--metadata-from", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+@click.option("--metadata-from", type=options.InputPath(dir_okay=False),
               help="Copy patient/study attributes from this DICOM file (e.g. a worklist result).")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
 @options.signing

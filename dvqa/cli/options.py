@@ -8,12 +8,14 @@ that scripts may still use are rewritten to the new ones before Click parses the
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Callable
 
 import click
 
 from dvqa.core.cluster import WORKER_WAIT_S
+from dvqa.core.errors import ExitCode
 from dvqa.dicom import syntaxes
 
 Decorator = Callable[[Callable], Callable]
@@ -27,6 +29,25 @@ RENAMED: dict[tuple[str, ...], dict[str, str]] = {
     ("audit", "verify"): {"--key-env": "--audit-key-env"},
 }
 RENAMED_UNTIL = "dvqa 0.2"
+
+
+class InputPath(click.Path):
+    """A file or folder a command reads. One that is missing, of the wrong kind (a folder where a file is
+    wanted) or unreadable is unreadable input - exit 3 with one sentence, from every command alike
+    (docs/cli-conventions.md) - rather than Click's usage error (exit 2)."""
+
+    def __init__(self, file_okay: bool = True, dir_okay: bool = True) -> None:
+        super().__init__(path_type=Path, exists=True, file_okay=file_okay, dir_okay=dir_okay)
+
+    def convert(self, value, param, ctx):
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter as exc:
+            hint = param.get_error_hint(ctx) if param is not None else "a path"
+            missing = not os.path.lexists(value)
+            said = "no such file or folder; check the path" if missing else f"{exc.message.rstrip('.')}"
+            click.echo(f"dvqa: error: {value}: {said} (given as {hint}).", err=True)
+            raise SystemExit(int(ExitCode.BAD_INPUT)) from None
 
 
 def renamed(path: tuple[str, ...], args: list[str]) -> tuple[list[str], list[str]]:
@@ -140,7 +161,7 @@ def scheduler(help: str) -> Decorator:
                            "unencrypted (--allow-clear-text).", err=True)
             return fn(*args, scheduler=chosen, **kwargs)
 
-        pem = click.Path(path_type=Path, dir_okay=False, exists=True)
+        pem = InputPath(dir_okay=False)
         chosen = [
             click.option("--scheduler", default=None, metavar="ADDRESS|local[:N]",
                          help=f"{help}: a scheduler's address (tls://HOST:8786; absolute paths on storage every "
@@ -196,8 +217,8 @@ def conversion(fn: Callable) -> Callable:
 def signing(fn: Callable) -> Callable:
     """--sign KEY --cert CERT, the signature profile and the key's passphrase."""
     fn = passphrase(signature_profile(fn))
-    fn = click.option("--cert", "sign_cert", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    fn = click.option("--cert", "sign_cert", type=InputPath(dir_okay=False),
                       help="The signer's certificate, with --sign.")(fn)
-    return click.option("--sign", "sign_key", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    return click.option("--sign", "sign_key", type=InputPath(dir_okay=False),
                         help="Sign each output with this private key (PEM or PKCS#12) before it is moved into "
                              "place.")(fn)

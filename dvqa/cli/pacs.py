@@ -54,11 +54,11 @@ def _peer_options(port_help: str, port_required: bool):
 def _tls_options(fn):
     for option in reversed([
         click.option("--tls", is_flag=True, help="DICOM over TLS (PS3.15 B.1); the PACS's certificate is verified."),
-        click.option("--tls-ca", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+        click.option("--tls-ca", type=options.InputPath(dir_okay=False),
                      help="PEM certificates trusted for the PACS (default: the system's). Implies --tls."),
-        click.option("--tls-cert", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+        click.option("--tls-cert", type=options.InputPath(dir_okay=False),
                      help="dvqa's own PEM certificate, for a PACS that requires one. Implies --tls."),
-        click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+        click.option("--tls-key", type=options.InputPath(dir_okay=False),
                      help="The unencrypted PEM key of --tls-cert (if not in the same file)."),
     ]):
         fn = option(fn)
@@ -84,7 +84,7 @@ def pacs_echo_command(host: str, port: int, called_aet: str, calling_aet: str, t
 
 
 @pacs_group.command("store")
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.argument("files", nargs=-1, required=True, type=options.InputPath(dir_okay=False))
 @_peer_options("The PACS's DICOM port (required unless --stow).", port_required=False)
 @click.option("--retries", default=pacs.DEFAULT_RETRIES, show_default=True, type=click.IntRange(0, 20),
               help="Retries after a network failure (1 s, 2 s, 4 s ... apart). A PACS's refusal is not retried.")

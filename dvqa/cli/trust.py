@@ -30,10 +30,10 @@ def register(main: click.Group) -> None:
 
 
 @click.command("sign", cls=options.Command)
-@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@click.option("--key", "key_path", required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True),
+@click.argument("file", type=options.InputPath(dir_okay=False))
+@click.option("--key", "key_path", required=True, type=options.InputPath(dir_okay=False),
               help="Private key: PEM (optionally encrypted) or PKCS#12 (.p12/.pfx).")
-@click.option("--cert", "cert_path", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+@click.option("--cert", "cert_path", type=options.InputPath(dir_okay=False),
               help="The signer's X.509 certificate (PEM or DER); not needed with PKCS#12.")
 @options.passphrase
 @options.signature_profile
@@ -103,11 +103,11 @@ def sign_command(file: Path, key_path: Path, cert_path: Path | None, passphrase_
 
 
 @click.command("verify", cls=options.Command)
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@click.option("--trust", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+@click.argument("files", nargs=-1, required=True, type=options.InputPath(dir_okay=False))
+@click.option("--trust", type=options.InputPath(dir_okay=False),
               help="PEM file of CA certificates (trust anchors): the signer's certificate must chain to one, "
                    "every certificate valid at the signing time. Without it the signer is not authenticated.")
-@click.option("--intermediates", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+@click.option("--intermediates", type=options.InputPath(dir_okay=False),
               help="PEM file of intermediate CA certificates that may link the signer to a --trust anchor "
                    "(not trusted themselves).")
 @click.option("--accept-unauthenticated-signer", is_flag=True,
@@ -205,7 +205,7 @@ def audit_group() -> None:
 
 
 @audit_group.command("verify")
-@click.argument("log", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.argument("log", type=options.InputPath(dir_okay=False))
 @options.audit_key
 @click.option("--expect-head", metavar="RECORDS:SHA256", default=None,
               help="The head 'dvqa audit head' printed earlier and you kept elsewhere: fail when the log no longer "
@@ -243,7 +243,7 @@ def audit_verify_command(log: Path, audit_key_env: str | None, expect_head: str 
 
 
 @audit_group.command("head")
-@click.argument("log", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.argument("log", type=options.InputPath(dir_okay=False))
 @options.audit_key
 @options.debug
 def audit_head_command(log: Path, audit_key_env: str | None, debug: bool) -> None:
@@ -258,7 +258,7 @@ def audit_head_command(log: Path, audit_key_env: str | None, debug: bool) -> Non
 
 
 @audit_group.command("export")
-@click.argument("log", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.argument("log", type=options.InputPath(dir_okay=False))
 @options.output_format("dicom-audit")
 @options.output("Folder for one XML message per record (record-SEQ.xml); created if missing.", required=True,
                 folder=True, dest="out_dir")

@@ -37,7 +37,7 @@ def profiles_command(ctx: click.Context, fmt: str, debug: bool) -> None:
 
 
 @click.command("validate", cls=options.Command)
-@click.argument("targets", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True))
+@click.argument("targets", nargs=-1, required=True, type=options.InputPath())
 @options.rules_profile("Per-modality rules to apply")
 @options.output_format(*RENDERERS)
 @click.option("--fail-on", default="error", show_default=True, type=click.Choice(["error", "warning"]),
@@ -184,7 +184,7 @@ def standard_group(ctx: click.Context, fmt: str, debug: bool) -> None:
 
 
 @standard_group.command("import")
-@click.argument("source", type=click.Path(path_type=Path, exists=True))
+@click.argument("source", type=options.InputPath())
 @click.option("--edition", default=None,
               help="The edition's name (default: read from part03.xml), e.g. 2024b; a bundled edition's is reserved.")
 @options.debug

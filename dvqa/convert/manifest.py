@@ -43,7 +43,7 @@ from dvqa.core import profiles
 from dvqa.core.errors import DvqaError, InputError, UsageError
 from dvqa.core.outputs import identity
 from dvqa.core.regular import MIB, open_regular, read_regular
-from dvqa.dicom import syntaxes
+from dvqa.dicom import dicomread, syntaxes
 from dvqa.dicom.iod import COPYABLE, Metadata, VideoIOD
 from dvqa.quality.metrics import SSIM_DEFINITIONS
 
@@ -316,8 +316,8 @@ def _metadata_file(column: str, file: Path, origin: str) -> Metadata:
             with os.fdopen(fd, "rb") as handle:
                 ds = pydicom.dcmread(handle, stop_before_pixels=True)
         except (OSError, pydicom.errors.InvalidDicomError) as exc:
-            raise InputError(f"{file}: {what} is not a readable DICOM file ({exc}); give a worklist or study "
-                             "file.") from None
+            raise InputError(f"{file}: {what} is not a readable DICOM file ({dicomread.why_unreadable(exc)}); give "
+                             "a worklist or study file.") from None
     meta.update_from_dataset(ds, f"{origin} column {column} ({file})")
     return meta
 

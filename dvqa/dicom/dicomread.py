@@ -58,6 +58,15 @@ class FileProblem(InputError):
         self.reference = reference
 
 
+def why_unreadable(exc: BaseException) -> str:
+    """pydicom's reason a file is not DICOM, in dvqa's words: its advice to read with force=True is for
+    programmers, and a file without the PS3.10 header is simply not a DICOM file for dvqa."""
+    if isinstance(exc, pydicom.errors.InvalidDicomError):
+        return "no DICOM file header: the 128-byte preamble and 'DICM' (PS3.10 §7.1) are missing"
+    text = re.sub(r"\s*\.?\s*Use force=True[^.]*\.?", "", str(exc)).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def has_dicm_marker(path: Path) -> bool:
     """Whether "DICM" stands at byte 128 (PS3.10 §7.1): a DICOM file, whatever its name. Opens `path`
     without blocking and raises OSError for anything but a regular file (a FIFO swapped in after a check
@@ -150,7 +159,7 @@ def _read(path: Path, pixels: bool) -> tuple[Dataset, int]:
         except FileProblem:
             raise
         except Exception as exc:  # pydicom raises many types on damaged bytes: all mean "not readable"
-            raise FileProblem(path, f"not a readable DICOM file ({type(exc).__name__}: {exc})",
+            raise FileProblem(path, f"not a readable DICOM file ({why_unreadable(exc)})",
                               "file.not-dicom") from None
         damage = [str(w.message) for w in caught if any(d in str(w.message) for d in DAMAGE_WARNINGS)]
         if damage:

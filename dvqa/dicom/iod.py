@@ -26,7 +26,7 @@ from pydicom.uid import UID, generate_uid
 from dvqa import __version__
 from dvqa.core.errors import InputError, UsageError
 from dvqa.core.regular import MIB, open_regular, read_regular
-from dvqa.dicom import implementation
+from dvqa.dicom import dicomread, implementation
 from dvqa.dicom.syntaxes import COMMON_RATES, VideoSyntax
 from dvqa.dicom.values import REFERENCE, check_dataset
 
@@ -143,7 +143,8 @@ class Metadata:
             with os.fdopen(fd, "rb") as handle:
                 ds = pydicom.dcmread(handle, stop_before_pixels=True)
         except (OSError, pydicom.errors.InvalidDicomError) as exc:
-            raise InputError(f"{path}: not a readable DICOM file ({exc}); give a worklist or study file.") from exc
+            raise InputError(f"{path}: not a readable DICOM file ({dicomread.why_unreadable(exc)}); give a worklist "
+                             "or study file.") from exc
         meta = cls()
         meta.update_from_dataset(ds, f"--metadata-from {path}")
         return meta

@@ -36,7 +36,7 @@ def classify(inputs: list[Path]) -> Inputs:
     found = Inputs()
     for given in inputs:
         if not os.path.lexists(given):
-            raise UsageError(f"--inputs {given}: no such file or folder.")
+            raise InputError(f"--inputs {given}: no such file or folder; check the path.")
         for path in [given] if not given.is_dir() else _walk(given, found):
             _sort(path, given, found)
     if not found.recordings and not found.dicom and not found.unreadable:
