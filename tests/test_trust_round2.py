@@ -140,6 +140,9 @@ def test_evidence_verify_does_not_authenticate_a_signer_without_trust(pki, tmp_p
         folder = tmp_path / name
         folder.mkdir()
         (folder / "report.txt").write_text("a step's result\n")
+        # the index a build writes: verify also reports the build's own verdict (all its steps passed here)
+        (folder / "index.json").write_text(json.dumps({"verdict": "all 1 steps passed",
+                                                       "steps": [{"name": "report", "status": "passed"}]}))
         manifest.write(folder, Signer.load(pki[key], pki[cert], None), dt.datetime.now(dt.timezone.utc))
     forged = dvqa("evidence", "verify", str(tmp_path / "forged"))
     assert forged.returncode == 1 and "not authenticated" in forged.stdout

@@ -46,6 +46,18 @@ class _Group(options.Group):
         except KeyboardInterrupt as exc:
             click.echo(f"dvqa: interrupted ({getattr(exc, 'name', 'SIGINT')}).", err=True)
             sys.exit(signals.exit_code_of(exc))
+        finally:
+            _quiet_ffmpeg()
+
+
+def _quiet_ffmpeg() -> None:
+    """Once a command has said everything, FFmpeg's log goes nowhere. Decoders and encoders an interrupted
+    or failed conversion left are freed as dvqa exits; their threads may log while they stop, and PyAV's
+    log callback then waits for the interpreter lock the exiting thread holds - dvqa hung after printing
+    its last line (an interrupted batch on a loaded machine; the evidence build had the same hang)."""
+    ffmpeg_log = sys.modules.get("av.logging")
+    if ffmpeg_log is not None:
+        ffmpeg_log.set_level(None)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

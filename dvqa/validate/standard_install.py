@@ -122,7 +122,7 @@ def _locked(folder: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _place(built: Path, name: str) -> Path:
+def _place(built: Path, name: str) -> Edition:
     """Move the built edition folder to editions/<name>: the old one (even a link) is moved aside into a
     private folder first and removed from there, so nothing outside the editions folder is ever touched."""
     root = Path(os.path.realpath(editions_dir()))
@@ -135,9 +135,14 @@ def _place(built: Path, name: str) -> Path:
             if os.path.lexists(target):
                 os.rename(target, trash / name)
             os.rename(built, target)
+            # read back while the lock is held: once it is released another import may be moving this
+            # name aside for its own copy, and the folder is briefly absent
+            placed = imported_edition(root, name)
     finally:
         shutil.rmtree(trash, ignore_errors=True)
-    return target
+    if placed is None:  # what was moved into place is no edition: say so
+        raise EnvironmentProblem(f"{target}: the edition was replaced while it was installed; import it again.")
+    return placed
 
 
 def _install(work: Path, name: str, source: str) -> Edition:
@@ -154,11 +159,7 @@ def _install(work: Path, name: str, source: str) -> Edition:
     _mark_unevaluated(json_dir)
     digests = ", ".join(f"{p} sha256 {_file_sha256(work / name / 'docbook' / p)}" for p in PARTS)
     (work / name / "source.txt").write_text(f"{source} ({digests})\n", encoding="utf-8")
-    target = _place(work / name, name)
-    placed = imported_edition(target.parent, name)
-    if placed is None:  # another import replaced it with something that is no edition: say so
-        raise EnvironmentProblem(f"{target}: the edition was replaced while it was installed; import it again.")
-    return placed
+    return _place(work / name, name)
 
 
 def _file_sha256(path: Path) -> str:
