@@ -43,7 +43,6 @@ from dvqa.core import outputs
 from dvqa.core.errors import DvqaError, InputError, UsageError
 from dvqa.quality.meter import QualityMeter, QualityResult, WrittenStreamMeter
 from dvqa.video.encode import ElementaryStream, Encoder, FrameShaper, settings_for
-from dvqa.video.ffmpeglog import quiet_on_error
 from dvqa.video.growing import Growing
 from dvqa.video.live_timing import LiveSchedule
 from dvqa.video.plan import Plan, choose, choose_live, passthrough_refusal
@@ -297,7 +296,7 @@ def _convert_stream(reader: Growing, source: Path, options: ConvertOptions, stre
     scanned = Scan()
     copy = None
     av.logging.set_level(av.logging.ERROR)
-    with av.logging.Capture(False) as logs, container, quiet_on_error():
+    with av.logging.Capture(False) as logs, container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         scanned.follow(stream, info.codec)

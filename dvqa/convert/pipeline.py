@@ -33,7 +33,6 @@ from dvqa.quality.meter import QualityMeter, WrittenStreamMeter
 from dvqa.quality.metrics import SSIM_DEFINITIONS
 from dvqa.trust.audit import AuditWriteFailed, conversion_event
 from dvqa.video.encode import ElementaryStream, Encoder, FrameShaper, settings_for
-from dvqa.video.ffmpeglog import quiet_on_error
 from dvqa.video.plan import Plan, choose
 from dvqa.video.probe import SourceInfo, decide_range, probe
 from dvqa.video.scan import Scan, scan
@@ -85,8 +84,7 @@ def _transcode(info: SourceInfo, plan: Plan, source_range: str,
         encoder.encode(shaped, index)
     sizes: list[tuple[int, int, int]] = []  # (source frame, width, height) at each size change
     av.logging.set_level(av.logging.ERROR)
-    with av.logging.Capture(False) as logs, av.open(str(info.path), "r", format=info.container) as container, \
-            quiet_on_error():
+    with av.logging.Capture(False) as logs, av.open(str(info.path), "r", format=info.container) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         decoded = 0
@@ -149,8 +147,7 @@ def _passthrough(info: SourceInfo, scanned: Scan, plan: Plan, stream_file, strea
     checker = WrittenStreamMeter("h264", meter) if meter else None
     shown = copied = 0
     av.logging.set_level(av.logging.ERROR)
-    with av.logging.Capture(False) as logs, av.open(str(info.path), "r", format=info.container) as container, \
-            quiet_on_error():
+    with av.logging.Capture(False) as logs, av.open(str(info.path), "r", format=info.container) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         needs_annexb = (stream.codec_context.extradata or b"").startswith(b"\x01")
