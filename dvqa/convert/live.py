@@ -47,6 +47,7 @@ from dvqa.video.growing import Growing
 from dvqa.video.live_timing import LiveSchedule
 from dvqa.video.plan import Plan, choose, choose_live, passthrough_refusal
 from dvqa.video.scan import Scan
+from dvqa.video.threads import frame_threaded
 from dvqa.video.timing import source_end
 from dvqa.video.probe import RECORDER_FORMATS, SourceInfo, decide_range, describe
 
@@ -298,7 +299,7 @@ def _convert_stream(reader: Growing, source: Path, options: ConvertOptions, stre
     av.logging.set_level(av.logging.ERROR)
     with av.logging.Capture(False) as logs, container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        frame_threaded(stream.codec_context)
         scanned.follow(stream, info.codec)
         if may_copy and info.codec == "h264":
             copy = _Copy(info, stream, ssim, stream_file, stream_path)

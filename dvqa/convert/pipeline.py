@@ -36,6 +36,7 @@ from dvqa.video.encode import ElementaryStream, Encoder, FrameShaper, settings_f
 from dvqa.video.plan import Plan, choose
 from dvqa.video.probe import SourceInfo, decide_range, probe
 from dvqa.video.scan import Scan, scan
+from dvqa.video.threads import frame_threaded, parking
 from dvqa.video.timing import Emitter, TimestampMismatch
 
 Progress = Callable[[int], None]
@@ -86,7 +87,7 @@ def _transcode(info: SourceInfo, plan: Plan, source_range: str,
     av.logging.set_level(av.logging.ERROR)
     with av.logging.Capture(False) as logs, av.open(str(info.path), "r", format=info.container) as container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        frame_threaded(stream.codec_context)
         decoded = 0
         try:
             for packet in container.demux(stream):
@@ -149,7 +150,7 @@ def _passthrough(info: SourceInfo, scanned: Scan, plan: Plan, stream_file, strea
     av.logging.set_level(av.logging.ERROR)
     with av.logging.Capture(False) as logs, av.open(str(info.path), "r", format=info.container) as container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        frame_threaded(stream.codec_context)
         needs_annexb = (stream.codec_context.extradata or b"").startswith(b"\x01")
         bsf = av.bitstream.BitStreamFilterContext("h264_mp4toannexb", stream) if needs_annexb else None
 
@@ -220,7 +221,8 @@ def run_attempt(source: Path, output: Path, options: ConvertOptions, work: Calla
     attempt = Attempt()
     try:
         signals.take_pending()  # a signal since start-up is this attempt's: recorded below
-        return work(attempt)
+        with parking():
+            return work(attempt)
     except KeyboardInterrupt as exc:
         if attempt.recorded is not None:
             exc.result = attempt.recorded  # type: ignore[attr-defined]

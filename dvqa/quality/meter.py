@@ -17,7 +17,6 @@ import math
 from array import array
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import av
 import numpy as np
@@ -32,6 +31,7 @@ from dvqa.quality.metrics import (
     crop,
     luma,
 )
+from dvqa.video.threads import frame_threaded
 
 WORST = 5
 THUMB_WIDTH = 320
@@ -239,8 +239,7 @@ class WrittenStreamMeter:
     """
 
     def __init__(self, codec: str, meter: QualityMeter) -> None:
-        self._decoder = av.CodecContext.create(codec, "r")
-        self._decoder.thread_type = "AUTO"
+        self._decoder = frame_threaded(av.CodecContext.create(codec, "r"))
         self._meter = meter
         self._expected: deque[_Expected] = deque()
         self._decoded: deque[av.VideoFrame] = deque()
@@ -278,10 +277,3 @@ class WrittenStreamMeter:
                 f"for {self.scored + len(self._expected)} output frames; report this as a dvqa bug."
             )
 
-
-def frames_of(container: av.container.InputContainer) -> Iterator[av.VideoFrame]:
-    stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
-    for frame in container.decode(stream):
-        if frame.pts is not None:
-            yield frame

@@ -29,6 +29,7 @@ from dvqa.video import timing
 from dvqa.video.encode import FrameShaper
 from dvqa.video.probe import decide_range, probe
 from dvqa.video.scan import scan
+from dvqa.video.threads import frame_threaded, parking
 from dvqa.video.timing import Emitter, TimestampMismatch
 
 # Photometric Interpretation -> (the decoder's pixel format, sample range) for 8-bit video
@@ -125,9 +126,9 @@ def measure_files(reference: Path, distorted_path: Path, ssim: str = "fast",
         meter.add(index, source, mapped.source_pts[source], mapped.output_pts(index), shaper.shape(shown),
                   frame, shaper.placement(shown.width, shown.height).picture)
 
-    with av.open(str(reference), format=info.container) as container:
+    with parking(), av.open(str(reference), format=info.container) as container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        frame_threaded(stream.codec_context)
         try:
             for frame in container.decode(stream):
                 if frame.pts is None:

@@ -26,6 +26,7 @@ from dvqa.dicom import syntaxes
 from dvqa.dicom.dicomfile import read_chunks
 from dvqa.dicom.iod import declared_rate
 from dvqa.video.poc import PictureOrder
+from dvqa.video.threads import frame_threaded, parking
 
 TICKS = 90000  # the MPEG clock: every common frame rate (24, 25, 30000/1001, 60 ...) is whole ticks
 DEMUXER = {"h264": "h264", "hevc": "hevc", "mpeg2video": "mpegvideo"}  # FFmpeg's raw-stream demuxers
@@ -136,8 +137,12 @@ def presentation_order(es_path: Path, codec: str) -> list[int]:
 def decoded_order(es_path: Path, codec: str) -> list[int]:
     """The display order the decoder gives: the stream is decoded once (nothing is encoded and nothing
     decoded is kept), each picture tagged with its stream position. Costs a full decode."""
-    decoder = av.CodecContext.create(codec, "r")
-    decoder.thread_type = "AUTO"
+    with parking():
+        return _decoded_order(es_path, codec)
+
+
+def _decoded_order(es_path: Path, codec: str) -> list[int]:
+    decoder = frame_threaded(av.CodecContext.create(codec, "r"))
     shown: list[int] = []
     count = 0
     with av.open(str(es_path), format=DEMUXER[codec]) as container:
