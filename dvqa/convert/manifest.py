@@ -34,7 +34,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
-import pydicom
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 
@@ -42,8 +41,8 @@ from dvqa.convert.pipeline import ConvertOptions
 from dvqa.core import profiles
 from dvqa.core.errors import DvqaError, InputError, UsageError
 from dvqa.core.outputs import identity
-from dvqa.core.regular import MIB, open_regular, read_regular
-from dvqa.dicom import dicomread, syntaxes
+from dvqa.core.regular import MIB, read_regular
+from dvqa.dicom import syntaxes
 from dvqa.dicom.iod import COPYABLE, Metadata, VideoIOD
 from dvqa.quality.metrics import SSIM_DEFINITIONS
 
@@ -292,34 +291,12 @@ def _check_paths(where: str, source: Path, output: Path) -> None:
 
 
 def _metadata_file(column: str, file: Path, origin: str) -> Metadata:
-    """A row's metadata_json or metadata_from file: opened as a regular file only (a FIFO or a device is
-    one sentence, not a hang), the JSON read to METADATA_CAP, the DICOM file's header only."""
-    what = f"the {column} file named on {origin}"
-    meta = Metadata()
+    """A row's metadata_json or metadata_from file, read as --metadata-json/--metadata-from read theirs,
+    but the JSON to METADATA_CAP: a manifest names many."""
+    what, source = f"the {column} file named on {origin}", f"{origin} column {column} ({file})"
     if column == "metadata_json":
-        data = read_regular(file, what, METADATA_CAP)
-        try:
-            raw = json.loads(data.decode("utf-8"))
-            if isinstance(raw, list):  # a QIDO-RS answer: take the first object
-                raw = raw[0]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # pydicom's value warnings: check() reports them in one sentence
-                ds = Dataset.from_json(raw)
-        except RecursionError:
-            raise InputError(f"{file}: {what} is nested too deeply to be DICOM JSON; fix the file.") from None
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-            raise InputError(f"{file}: {what} is not a DICOM JSON object (PS3.18 F.2) ({exc}); fix the file.") \
-                from None
-    else:
-        fd = open_regular(file, what)
-        try:
-            with os.fdopen(fd, "rb") as handle:
-                ds = pydicom.dcmread(handle, stop_before_pixels=True)
-        except (OSError, pydicom.errors.InvalidDicomError) as exc:
-            raise InputError(f"{file}: {what} is not a readable DICOM file ({dicomread.why_unreadable(exc)}); give "
-                             "a worklist or study file.") from None
-    meta.update_from_dataset(ds, f"{origin} column {column} ({file})")
-    return meta
+        return Metadata.from_json_file(file, what, METADATA_CAP, source)
+    return Metadata.from_dicom_file(file, what, source)
 
 
 def _digest(cells: dict[str, str], options: ConvertOptions) -> str:

@@ -112,12 +112,14 @@ class Metadata:
         return self.origins.get(keyword) or "the patient/study metadata"
 
     @classmethod
-    def from_json_file(cls, path: Path) -> "Metadata":
+    def from_json_file(cls, path: Path, what: str = "the DICOM JSON metadata file", cap: int = 0,
+                       source: str = "") -> "Metadata":
         """PS3.18 F.2 DICOM JSON model: {"00100010": {"vr": "PN", "Value": [...]}, ...}.
 
-        Read as a regular file of at most METADATA_JSON_CAP bytes (dvqa.core.regular): a FIFO given here
-        would wait forever, /dev/zero would fill memory."""
-        text = read_regular(Path(path), "the DICOM JSON metadata file", METADATA_JSON_CAP)
+        Read as a regular file of at most `cap` bytes (METADATA_JSON_CAP by default; dvqa.core.regular):
+        a FIFO given here would wait forever, /dev/zero would fill memory. `what` names the file in
+        messages, `source` says where its values came from (default: the --metadata-json option)."""
+        text = read_regular(Path(path), what, cap or METADATA_JSON_CAP)
         try:
             raw = json.loads(text.decode("utf-8"))
             if isinstance(raw, list):  # a QIDO-RS answer: take the first object
@@ -125,28 +127,31 @@ class Metadata:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # pydicom's value warnings: check() reports them in one sentence
                 ds = Dataset.from_json(raw)
-        except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
-            raise InputError(f"{path}: not a DICOM JSON object (PS3.18 F.2) ({exc}); fix the file.") from exc
+        except RecursionError:
+            raise InputError(f"{path}: {what} is nested too deeply to be DICOM JSON; fix the file.") from None
+        except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise InputError(f"{path}: {what} is not a DICOM JSON object (PS3.18 F.2) ({exc}); fix the file.") \
+                from None
         meta = cls()
-        meta.update_from_dataset(ds, f"--metadata-json {path}")
+        meta.update_from_dataset(ds, source or f"--metadata-json {path}")
         return meta
 
     @classmethod
-    def from_dicom_file(cls, path: Path) -> "Metadata":
+    def from_dicom_file(cls, path: Path, what: str = "the DICOM metadata file", source: str = "") -> "Metadata":
         """The patient/study attributes of a DICOM file (a worklist result, or an earlier video of the study).
 
         Opened as a regular file (dvqa.core.regular.open_regular: a FIFO or a device is refused on the
         descriptor, never waited on or read without end). Only the attributes before Pixel Data are read,
         so no size cap is needed beyond the file's own: a video's many megabytes of pixels are skipped."""
-        fd = open_regular(Path(path), "the DICOM metadata file")
+        fd = open_regular(Path(path), what)
         try:
             with os.fdopen(fd, "rb") as handle:
                 ds = pydicom.dcmread(handle, stop_before_pixels=True)
         except (OSError, pydicom.errors.InvalidDicomError) as exc:
-            raise InputError(f"{path}: not a readable DICOM file ({dicomread.why_unreadable(exc)}); give a worklist "
-                             "or study file.") from exc
+            raise InputError(f"{path}: {what} is not a readable DICOM file ({dicomread.why_unreadable(exc)}); give "
+                             "a worklist or study file.") from None
         meta = cls()
-        meta.update_from_dataset(ds, f"--metadata-from {path}")
+        meta.update_from_dataset(ds, source or f"--metadata-from {path}")
         return meta
 
 
