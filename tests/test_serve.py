@@ -451,7 +451,7 @@ def test_upstream_down_is_a_one_line_502_and_sigterm_stops_with_exit_0(sample_fi
     assert _get(f"http://127.0.0.1:{served.port}/healthz").json()["status"] == "ok"
     started = time.monotonic()
     assert served.stop() == 0
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 20  # ends, does not wait out a client (idle: well under a second)
     assert "Traceback" not in served.log.read_text()
 
 
