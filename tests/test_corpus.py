@@ -80,3 +80,10 @@ def test_dciodvfy_lines_are_read_into_kind_and_attribute() -> None:
     assert (compare_corpus.dciodvfy_kind(line), compare_corpus.dciodvfy_attribute(line)) == ("enumerated", "HighBit")
     line = ('Error - Illegal root for UID - "777.777.0.0.0.1" in (0x0020,0x000d) Study Instance UID')
     assert (compare_corpus.dciodvfy_kind(line), compare_corpus.dciodvfy_attribute(line)) == ("vr", "StudyInstanceUID")
+
+
+def test_a_repeated_dciodvfy_error_pairs_with_the_dvqa_error_on_its_attribute() -> None:
+    m = compare_corpus.Message
+    theirs = [m("dciodvfy", "vr", "StudyDate", "'-' at 5"), m("dciodvfy", "vr", "StudyDate", "'-' at 8")]
+    pairs, missed, extra = compare_corpus.pair(theirs, [m("dvqa", "vr", "StudyDate", "x")])
+    assert len(pairs) == 2 and missed == [] and extra == []
