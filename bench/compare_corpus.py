@@ -466,6 +466,22 @@ def groups(files: list[dict], side: str) -> list[tuple[tuple[str, str, str, str]
     return [(key, count, example[key]) for key, count in counted.most_common()]
 
 
+def by_judgement(files: list[dict]) -> dict:
+    """Disagreements per judgement (unjudged ones per kind and attribute): counts held out and in all, and
+    an example, largest first."""
+    found: dict = {}
+    for f in files:
+        for side in ("dciodvfy_only", "dvqa_only"):
+            for m in f[side]:
+                verdict, why = m["judged"]
+                if verdict == "not judged":
+                    why = f"{m['kind']} {m['attribute'] or ''}".strip()
+                key = (side.split("_")[0], verdict, why)
+                held, total, example = found.get(key, (0, 0, None))
+                found[key] = (held + f["held_out"], total + 1, example or {"file": f["path"], "text": m["text"]})
+    return dict(sorted(found.items(), key=lambda item: (-item[1][1], item[0])))
+
+
 def timing(corpus: Path, paths: list[Path], repeat: int = 3) -> dict:
     def median_of(run) -> float:
         times = []
@@ -509,6 +525,12 @@ def render(result: dict, timed: dict | None) -> str:
                      f"{sum(f['dvqa_errors'] for f in fs)} | {sum(len(f['paired']) for f in fs)} | "
                      f"{sum(len(f['dciodvfy_only']) for f in fs)} | {sum(len(f['dvqa_only']) for f in fs)} | "
                      f"{sum(f['crash'] for f in fs)} |")
+    lines += ["", "| error given by | who is right | held out | all | why (reference) | example file | its line |",
+              "|---|---|---|---|---|---|---|"]
+    for (side, verdict, why), (count_held, count_all, ex) in by_judgement(result["files"]).items():
+        text = ex["text"].replace("|", "/")[:140]
+        lines.append(f"| {side} only | {verdict} | {count_held} | {count_all} | {why or '-'} | {ex['file']} | "
+                     f"`{text}` |")
     for side, title in (("dciodvfy_only", "dciodvfy errors dvqa does not give"),
                         ("dvqa_only", "dvqa errors dciodvfy does not give")):
         lines += ["", f"| {title}: kind | attribute | count | who is right | why | example (file: message) |",
