@@ -239,6 +239,17 @@ JUDGEMENTS: list[Judgement] = [
     Judgement("dciodvfy", "other", ".*", "dciodvfy right",
               "PS3.5 §8.1.2 and A.2: in Explicit VR, native Pixel Data with Bits Allocated above 8 is OW, not OB",
               text="Invalid Value Representation - Pixel Data - VR = OB"),
+    Judgement("dciodvfy", "missing", "ActualFrameDuration", "dciodvfy right",
+              "PS3.3 C.8.4.9 (NM Image): Type 1C 'Required if Image Type Value 3 is WHOLE BODY or STATIC'; "
+              "XMedCon writes STATIC without it"),
+    Judgement("dciodvfy", "other", "PatientPosition", "dciodvfy right",
+              "PS3.3 C.7.3.1: Patient Position 'May be present for other SOP Classes if Patient Orientation Code "
+              "Sequence (0054,0410) is not present'; here that Type 2 sequence is present (empty) in an NM image",
+              text="Shall not be present when PatientOrientationCodeSequence is present"),
+    Judgement("dciodvfy", "enumerated", "RescaleType", "dvqa right",
+              "PS3.3 CT Pixel Value Transformation macro: Rescale Type 'shall be HU' only if Frame Type Value 1 is "
+              "ORIGINAL and Value 3 is not LOCALIZER; this frame is DERIVED, and C.11.1.1.2's Defined Terms "
+              "include US", when=lambda c: c.get("path", "").endswith("eCT_Supplemental.dcm")),
     Judgement("dciodvfy", "missing", "PatientOrientation", "dciodvfy right",
               "PS3.3 C.7.6.1 (Table C.7-9): Type 2C 'Required if image does not require Image Orientation (Patient) "
               "and Image Position (Patient)'; these IODs (SC, US, VL, CR, XA, NM, MG) have no Image Plane module, "
