@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
 import importlib.metadata
 import json
 import shutil
@@ -168,8 +167,9 @@ CDA = """<?xml version="1.0" encoding="UTF-8"?>
 </ClinicalDocument>
 """
 
+
 def binary_stl(path: Path) -> Path:
-    """A tetrahedron in binary STL (DCMTK's stl2dcm refuses ASCII STL, as PS3.3 A.85 requires binary)."""
+    """A tetrahedron in binary STL (DCMTK's stl2dcm refuses ASCII STL: "DICOM only accepts binary STL")."""
     corners = [(0.0, 0.0, 0.0), (10.0, 0.0, 0.0), (0.0, 10.0, 0.0), (0.0, 0.0, 10.0)]
     faces = [(0, 2, 1), (0, 1, 3), (0, 3, 2), (1, 2, 3)]
     body = b"dvqa corpus tetrahedron".ljust(80, b" ") + struct.pack("<I", len(faces))
@@ -233,7 +233,7 @@ def plane(name: str) -> list[str]:
             "(0020,0032) DS [0\\0\\0]"]
 
 
-def text_item(relation: str, meaning: str, text: str | None) -> list[str]:
+def text_item(relation: str, text: str | None) -> list[str]:
     item = [f"(0040,a010) CS [{relation}]", "(0040,a040) CS [TEXT]",
             *seq("0040,a043", [code("121071", "DCM", "Finding")])]
     if text is not None:
@@ -245,14 +245,14 @@ def sr_document(name: str, depth2_text: str | None) -> list[str]:
     """A Basic Text SR: a container, a text at depth 1 and a container holding a text at depth 2."""
     inner = ["(0040,a010) CS [CONTAINS]", "(0040,a040) CS [CONTAINER]",
              *seq("0040,a043", [code("121070", "DCM", "Findings")]), "(0040,a050) CS [SEPARATE]",
-             *seq("0040,a730", [text_item("CONTAINS", "Finding", depth2_text)])]
+             *seq("0040,a730", [text_item("CONTAINS", depth2_text)])]
     return [*common(name, "1.2.840.10008.5.1.4.1.1.88.11", "SR"),
             "(0008,0023) DA [20260101]", "(0008,0033) TM [120000]",
             *seq("0008,1111", []), *seq("0040,a372", []),
             "(0040,a491) CS [COMPLETE]", "(0040,a493) CS [UNVERIFIED]",
             "(0040,a040) CS [CONTAINER]", *seq("0040,a043", [code("18748-4", "LN", "Diagnostic imaging report")]),
             "(0040,a050) CS [SEPARATE]",
-            *seq("0040,a730", [text_item("CONTAINS", "Finding", "No acute findings."), inner])]
+            *seq("0040,a730", [text_item("CONTAINS", "No acute findings."), inner])]
 
 
 def rtstruct(name: str, interpreted_type: bool) -> list[str]:
@@ -568,8 +568,7 @@ def highdicom(c: Corpus) -> None:
                                        manufacturer="dvqa corpus")
     make("sr-comprehensive3d-tid1500", "Comprehensive3DSR with a TID 1500 measurement report", report)
 
-    def enhanced():
-        content = report().ContentSequence  # noqa: F841 - same content, Enhanced SR class
+    def comprehensive():
         region = hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
                                    graphic_data=np.array([[2.0, 2.0], [10.0, 2.0], [10.0, 10.0], [2.0, 2.0]]),
                                    source_image=hd.sr.SourceImageForRegion.from_source_image(cts[1]))
@@ -582,7 +581,7 @@ def highdicom(c: Corpus) -> None:
         return hd.sr.ComprehensiveSR(evidence=[cts[1]], content=report_content[0],
                                      series_instance_uid=uid("hd-sr2/series"), series_number=31,
                                      sop_instance_uid=uid("hd-sr2"), instance_number=1, manufacturer="dvqa corpus")
-    make("sr-comprehensive-tid1500", "ComprehensiveSR with a TID 1500 measurement report", enhanced)
+    make("sr-comprehensive-tid1500", "ComprehensiveSR with a TID 1500 measurement report", comprehensive)
 
     make("kos", "KeyObjectSelectionDocument", lambda: hd.ko.KeyObjectSelectionDocument(
         evidence=cts, content=hd.ko.KeyObjectSelection(document_title=codes.DCM.OfInterest, referenced_objects=cts),
@@ -729,10 +728,6 @@ def build(out: Path, sample: bool = False) -> Path:
         shutil.rmtree(c.work, ignore_errors=True)
     c.write_manifest()
     return out / "manifest.json"
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def main() -> None:
