@@ -2,8 +2,9 @@
 
 bench/build_corpus.py --sample writes 15 files with DCMTK and GDCM from pictures FFmpeg and Pillow make
 here (nothing is committed, so nothing has a licence to check beyond the tools'); bench/compare_corpus.py
-pairs dciodvfy's errors with dvqa's. These tests check that both run, that every file's origin is
-recorded, and that dvqa does not crash on any file - facts. They assert no verdict of today's evaluator
+pairs dciodvfy's errors with dvqa's and times both. These tests check that both run (the timing once,
+as the bench's smoke mode), that every file's origin is recorded, and that dvqa does not crash on any
+file - facts. They assert no verdict of today's evaluator
 except one real defect both tools must name (a removed Type 1 Study Instance UID): the measured agreement
 and who is right where the tools differ are in docs/regulatory/validation-comparison.md."""
 
@@ -87,3 +88,11 @@ def test_a_repeated_dciodvfy_error_pairs_with_the_dvqa_error_on_its_attribute() 
     theirs = [m("dciodvfy", "vr", "StudyDate", "'-' at 5"), m("dciodvfy", "vr", "StudyDate", "'-' at 8")]
     pairs, missed, extra = compare_corpus.pair(theirs, [m("dvqa", "vr", "StudyDate", "x")])
     assert len(pairs) == 2 and missed == [] and extra == []
+
+
+def test_the_timing_runs_once_on_the_sample(sample: Path) -> None:
+    """The bench's timing path in smoke mode (one repeat), so it cannot rot unnoticed; no speed is asserted."""
+    manifest = json.loads((sample / "manifest.json").read_text())
+    timed = compare_corpus.timing(sample, [sample / e["path"] for e in manifest["files"]], repeat=1)
+    assert timed["files"] == len(manifest["files"]) and timed["repeat"] == 1
+    assert all(timed[key] > 0 for key in ("dvqa_jobs2_s", "dciodvfy_per_file_s", "dvqa_one_file_s", "dvqa_help_s"))
