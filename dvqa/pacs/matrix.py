@@ -152,7 +152,7 @@ def _measure(target: Target, files: dict[tuple[str, str], Path]) -> list[Cell]:
 
 
 def _identity(target: Target, pairs: list[tuple[str, str]]) -> str:
-    """What the server said it is, read from it (C-ECHO's association), not from the name it was given:
+    """What the server said it is, read from it (an association of its own), not from the name it was given:
     its implementation version name and class UID - often the DICOM toolkit inside the product."""
     try:
         said = pacs.identify(target.peer, pairs)

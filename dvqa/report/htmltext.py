@@ -2,7 +2,7 @@
 
 A table cell holding a file name, a configure line or a SHA-256 has no spaces to break at, so a
 browser or WeasyPrint either lets it spill out of its column or, with overflow-wrap: anywhere,
-cuts it anywhere ("2\u00a0|\u00a0026-12-04.dcm"). These filters offer break points instead: <wbr> after
+cuts it anywhere ("...name-2 | 026-12-04.dcm"). These filters offer break points instead: <wbr> after
 a path's separators and every 16 hex digits, one unbreakable box per configure option. <wbr> adds
 no character, so a name or digest copied from the page or the PDF is still the exact value.
 Everything is escaped first: the text may come from a hostile file name.
