@@ -4,7 +4,9 @@ Run: python bench/make_pacs_matrix.py [-o docs/pacs-matrix]
 
 Starts Debian's Orthanc (default configuration but for ports, AE title and the DICOMweb plugin;
 bench/orthanc.py) with empty storage, then runs
-  dvqa pacs matrix --target "Orthanc VERSION (...)=ORTHANC@127.0.0.1:PORT,wado=URL,get" --pacs-profile all
+  dvqa pacs matrix --target "Orthanc VERSION with DICOMweb plugin VERSION (...)=ORTHANC@127.0.0.1:PORT,wado=URL,get"
+      --pacs-profile all
+(both versions as the running server reports them over its REST API)
 so every (video IOD x transfer syntax) file is stored, read back over WADO-RS and with C-GET, and
 compared byte for byte; the profile rows are marked as from documents. Takes about a minute.
 """
@@ -35,7 +37,9 @@ def main() -> None:
     system = platform.freedesktop_os_release().get("PRETTY_NAME", platform.platform())
     with tempfile.TemporaryDirectory(prefix="dvqa-matrix-orthanc-") as scratch, \
             orthanc.running(Path(scratch), exe) as server:
-        name = f"Orthanc {server['version']} ({system} package, default configuration)"
+        # the versions the running server reports (REST /system, /plugins/dicom-web), never typed in here
+        name = (f"Orthanc {server['version']} with DICOMweb plugin {server['dicomweb_version']} ({system} package, "
+                "default configuration)")
         target = f"{name}=ORTHANC@127.0.0.1:{server['port']},wado={server['http']}/dicom-web,get"
         proc = subprocess.run([sys.executable, "-m", "dvqa", "pacs", "matrix", "--target", target,
                                "--pacs-profile", "all", "-o", str(args.out)], cwd=ROOT)

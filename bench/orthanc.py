@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 from typing import Iterator
 
@@ -36,8 +37,19 @@ def wait_for_port(port: int, process: subprocess.Popen, what: str) -> None:
 
 
 def version(exe: str) -> str:
+    """The version the executable prints; `served` reads what a running server says of itself."""
     out = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
     return out.splitlines()[0].split()[-1] if out else "?"
+
+
+def served(http: str) -> dict[str, str]:
+    """What the running server says it is: Orthanc's version (REST /system) and its DICOMweb plugin's
+    (/plugins/dicom-web) - the software that answered, not the file on the disk that may have changed since."""
+    def get(path: str) -> dict:
+        with urllib.request.urlopen(f"{http}{path}", timeout=30) as response:
+            return json.loads(response.read())
+
+    return {"orthanc": str(get("/system")["Version"]), "dicomweb": str(get("/plugins/dicom-web")["Version"])}
 
 
 @contextlib.contextmanager
@@ -70,8 +82,10 @@ def running(folder: Path, exe: str | None = None, calling_aet: str = "DVQA",
     try:
         wait_for_port(dicom_port, process, "Orthanc")
         wait_for_port(http_port, process, "Orthanc")
-        yield {"port": dicom_port, "http": f"http://127.0.0.1:{http_port}", "http_port": http_port,
-               "listen": listen_port, "version": version(exe)}
+        http = f"http://127.0.0.1:{http_port}"
+        said = served(http)
+        yield {"port": dicom_port, "http": http, "http_port": http_port, "listen": listen_port,
+               "version": said["orthanc"], "dicomweb_version": said["dicomweb"]}
     finally:
         process.terminate()
         process.wait(30)

@@ -4,6 +4,7 @@ manifest signature checked by OpenSSL as well, and every kind of tampering detec
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -207,3 +208,64 @@ def test_the_content_digest_ignores_times_and_signatures_but_not_content(built, 
     ds.PixelData = bytes(stream)
     ds.save_as(tmp_path / "pixels.dcm", enforce_file_format=True)
     assert reproducible._dicom_digest(tmp_path / "pixels.dcm") != digest
+
+
+def _index_page(files_per_step: int = 3) -> tuple[str, list[list[str]]]:
+    """The index template filled as a build fills it, with the long file names a real recording has."""
+    from dvqa.evidence.bundle import Step
+    from dvqa.report import documents
+
+    name = "recording_with_a_long_name-2026-12-04"
+    steps = [Step(f"convert {name}-{n}.webm", "passed", "h264-high-4.1, 62 frames, PSNR mean 49.68 dB",
+                  [f"{folder}/{name}-{n}.{suffix}" for folder, suffix in
+                   (("dicom", "dcm"), ("conversions", "json"), ("conversions", "html"))][:files_per_step])
+             for n in range(1, 12)]
+    steps.append(Step("audit trail", "failed", "1 records, chain intact (no HMAC key: --audit-key-env)"))
+    page = documents.html("evidence.html", steps=steps, verdict="1 of 12 steps failed: audit trail", ok=False,
+                          version="0", built_in="/tmp/.bundle.dvqa-1-2", created="2026-12-04T00:00:00+00:00",
+                          inputs=["inputs"], signer="")
+    return page, [s.files for s in steps]
+
+
+def test_the_index_pdf_breaks_file_names_at_separators_and_numbers_never() -> None:
+    """Found by a new user looking at index.pdf: "1 0" for step 10, and file names broken mid-word
+    ("...name-2 | 026-12-04.dcm"). Checked on WeasyPrint's own layout of the page, line by line."""
+    from pages import lines
+
+    page, files = _index_page()
+    laid_out = lines(page)
+    numbers = [line.text for line in laid_out if any(a.startswith("td number") for a in line.inside)]
+    assert numbers == [str(n) for n in range(1, 13)]  # one line each: never "1" above "0"
+    names = {f for step in files for f in step}
+    broken, so_far = [], ""
+    for line in (line for line in laid_out if any(a.startswith("ul files") for a in line.inside)):
+        text = line.text.replace("\u200b", "").replace("\u2022", "").strip()
+        so_far += text
+        if so_far in names:
+            so_far = ""
+        elif text and text[-1] not in "/_-.":
+            broken.append(text)
+    assert broken == [] and so_far == "", broken
+    assert any(line.text.replace("\u200b", "").endswith("_") for line in laid_out)  # the names did wrap
+    assert '<span class="opt">--audit-key-env)</span>' in page  # an option is never split after its "--"
+
+
+def test_a_step_that_fails_on_dvqa_s_own_error_says_one_sentence(tmp_path: Path) -> None:
+    """An error dvqa did not expect is not shown as the finding ("internal error: TypeError: ..."): the
+    finding is one sentence, and the exception is kept in index.json as the step's detail."""
+    from dvqa.core.errors import InputError
+    from dvqa.evidence.bundle import _finding
+
+    try:
+        "frames: " + 62  # a real TypeError, as a bug in a step would raise it
+    except TypeError as exc:
+        summary, detail = _finding(exc, tmp_path)
+    assert not re.search(r"[A-Z]\w*(Error|Exception)\b|\w\(", summary) and summary.count(". ") == 0, summary
+    assert summary.endswith("please report it.") and detail.startswith("TypeError: can only concatenate str")
+    try:
+        open(tmp_path / "dicom" / "gone.dcm", "rb")
+    except OSError as exc:
+        summary, detail = _finding(exc, tmp_path)
+    assert summary.startswith("dicom/gone.dcm: no such file or directory; ") and detail == ""  # the bundle's path
+    said = _finding(InputError(f"{tmp_path}/dicom/x.dcm: not a readable DICOM file."), tmp_path)
+    assert said == ("dicom/x.dcm: not a readable DICOM file.", "")

@@ -6,6 +6,7 @@ profile was applied. Without it, the build says the bundle holds patient data.""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -83,3 +84,27 @@ def test_a_bundle_of_patient_files_says_so_without_deidentify(inputs: Path, tmp_
     assert "holds the 1 collected DICOM file(s) as they are, patient data included" in built.stderr, built.stderr
     assert "--deidentify" in built.stderr
     assert json.loads((tmp_path / "bundle" / "manifest.json").read_text())["deidentification"] is None
+
+
+@pytest.mark.requirement("DVQA-EVI-001", "DVQA-OUT-002")
+def test_a_file_that_cannot_be_collected_is_named_neutrally_in_one_sentence(inputs: Path, tmp_path: Path) -> None:
+    """Found by a new user: a damaged DICOM file's failed step showed a Python exception as its finding
+    ("TypeError: can only concatenate str ..."), and with --deidentify the finding named the input."""
+    require(shutil.which("pdftotext") is not None, "pdftotext (poppler-utils) reads the PDFs' text")
+    damaged = tmp_path / "inputs"
+    damaged.mkdir()
+    whole = (inputs / "Doe_Jane_MRN-4711.dcm").read_bytes()
+    (damaged / "Doe_Jane_MRN-4711.dcm").write_bytes(whole[:3000])  # cut short inside its data set
+    (damaged / "Doe_Jane_notes.txt").write_text("not evidence")
+    bundle = tmp_path / "bundle"
+    built = dvqa("evidence", "build", str(bundle), "--inputs", str(damaged), "--deidentify")
+    assert built.returncode == 1, built.stderr
+    steps = {s["name"]: s for s in json.loads((bundle / "index.json").read_text())["steps"]}
+    failed = steps["collect dicom-001"]
+    assert failed["status"] == "failed" and failed["summary"].startswith("dicom-001 (its name withheld): ")
+    assert "damaged or truncated" in failed["summary"], failed
+    assert not re.search(r"[A-Z]\w*(Error|Exception)\b", failed["summary"]), failed  # no Python exception
+    assert steps["inputs not used"]["summary"] == "1 input(s), names withheld: neither DICOM nor a recording (.txt)"
+    leaks = {name: [m for m in (*MARKERS, "Doe_Jane_notes") if m.encode() in data]
+             for name, data in _texts(bundle).items()}
+    assert {name: found for name, found in leaks.items() if found} == {}

@@ -182,3 +182,30 @@ def test_html_and_pdf_say_what_the_json_says_with_nothing_fetched(tmp_path: Path
     x264 = next(lib["file"] for lib in record["ffmpeg"]["libraries"] if lib["name"] == "x264")
     flat = re.sub(r"\s+", "", text)  # table cells wrap long names over lines
     assert x264 in flat and "DonotuseanyGPLlibrary" in flat
+
+
+def test_the_license_pages_show_every_digest_whole_and_nothing_spills(tmp_path: Path) -> None:
+    """Found by a new user: the configure line ran out of the checklist table in the PDF, and each
+    library's SHA-256 was cut to 16 digits. Checked on the HTML and on WeasyPrint's layout of it."""
+    import re
+
+    from dvqa.report import documents, markdown
+    from pages import spilled
+
+    record = licenses.report(native.bundled())
+    page = documents.licenses_html(record)
+    digests = [lib["sha256"] for lib in record["ffmpeg"]["libraries"] if lib["sha256"]]  # the system's: none
+    assert len(digests) > 20 and all(re.fullmatch(r"[0-9a-f]{64}", d) for d in digests)
+    shown = page.replace("<wbr>", "")
+    assert all(f'<code class="sha256">{d}</code>' in shown for d in digests)
+    assert all(f"`{d}`" in markdown.licenses(record) for d in digests)
+    configuration = record["ffmpeg"]["configuration"]
+    block = re.search(r'<p class="configure" id="configuration"><code>(.*?)</code></p>', page, re.S).group(1)
+    assert block.count('<span class="opt">') == len(configuration.split()) > 10
+    assert configuration not in page.replace("&#39;", "'")  # once, as options, not again as a checklist finding
+    assert spilled(page) == []  # no line runs past its table cell
+    (tmp_path / "l.pdf").write_bytes(documents.pdf(page))  # as `report licenses -o l.pdf` writes it
+    text = re.sub(r"\s+", "", subprocess.run(["pdftotext", str(tmp_path / "l.pdf"), "-"], capture_output=True,
+                                             text=True, check=True).stdout)
+    # all 64 digits of each in the PDF too, 16 to a line (pdftotext reads a table's lines across its columns)
+    assert all(d[i:i + 16] in text for d in digests for i in range(0, 64, 16))

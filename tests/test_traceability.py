@@ -140,3 +140,30 @@ def test_bad_inputs_are_one_sentence(tmp_path: Path) -> None:
         proc = dvqa("report", "traceability", *args)
         assert proc.returncode == 3 and said in proc.stderr, (args, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_a_failed_requirement_is_marked_in_colour_and_in_words(tmp_path: Path) -> None:
+    """Found by a new user: "failed" looked like every other status in the HTML matrix. A failed row
+    carries the class that colours it and the word itself, so it reads in grey print as well."""
+    import re
+
+    junit = tmp_path / "run.xml"
+    junit.write_text('<testsuites><testsuite>'
+                     '<testcase classname="t" name="a"><properties><property name="requirement" value="R-1"/>'
+                     '</properties></testcase>'
+                     '<testcase classname="t" name="b"><properties><property name="requirement" value="R-2"/>'
+                     '</properties><failure message="no"/></testcase></testsuite></testsuites>')
+    requirements = tmp_path / "requirements.yaml"
+    requirements.write_text("requirements:\n  - {id: R-1, title: one, text: t, risk: r}\n"
+                            "  - {id: R-2, title: two, text: t, risk: r}\n  - {id: R-3, title: three, text: t, risk: r}\n")
+    page = tmp_path / "matrix.html"
+    assert dvqa("report", "traceability", "--junit", str(junit), "--requirements", str(requirements),
+                "-o", str(page)).returncode == 1
+    html = page.read_text()
+    rows = {id_: status for status, id_ in re.findall(r'<tr class="(\w+)"><td class="nowrap">(R-\d)</td>', html)}
+    assert rows == {"R-1": "verified", "R-2": "failed", "R-3": "unverified"}, rows
+    failed_row = re.search(r'<tr class="failed"><td class="nowrap">R-2</td>.*?</tr>', html, re.S).group(0)
+    assert '<td class="status nowrap">failed</td>' in failed_row
+    assert re.search(r'<h2 id="section-3" class="failed">3 R-2: two</h2>', html)
+    test_row = re.search(r'<tr class="failed"><td>t::b</td><td class="status">failed</td></tr>', html)
+    assert test_row and "tr.failed > td" in html  # the style that colours them is in the page

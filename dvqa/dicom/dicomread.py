@@ -58,13 +58,22 @@ class FileProblem(InputError):
         self.reference = reference
 
 
+# What Python itself raises when pydicom's parser meets bytes it did not expect: its text ("can only
+# concatenate str (not "int") to str") describes pydicom's code, not the file, so a user is told what it means.
+PARSER_FAULTS = (TypeError, AttributeError, KeyError, IndexError, struct.error, ZeroDivisionError, OverflowError)
+NOT_PARSED = "its data elements do not parse: the file is damaged or truncated"
+
+
 def why_unreadable(exc: BaseException) -> str:
-    """pydicom's reason a file is not DICOM, in dvqa's words: its advice to read with force=True is for
-    programmers, and a file without the PS3.10 header is simply not a DICOM file for dvqa."""
+    """pydicom's reason a file is not DICOM, in dvqa's words and without Python's exception names: its
+    advice to read with force=True is for programmers, and a file without the PS3.10 header is simply not
+    a DICOM file for dvqa."""
     if isinstance(exc, pydicom.errors.InvalidDicomError):
         return "no DICOM file header: the 128-byte preamble and 'DICM' (PS3.10 §7.1) are missing"
     text = re.sub(r"\s*\.?\s*Use force=True[^.]*\.?", "", str(exc)).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if isinstance(exc, PARSER_FAULTS) or not text:
+        return NOT_PARSED
+    return text[0].lower() + text[1:].rstrip(".") if not text[:2].isupper() else text.rstrip(".")
 
 
 def has_dicm_marker(path: Path) -> bool:

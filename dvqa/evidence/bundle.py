@@ -48,6 +48,7 @@ class Step:
     summary: str = ""
     files: list[str] = field(default_factory=list)  # relative to the bundle
     seconds: float = 0.0  # how long it took (bench/bench_evidence.py reads it)
+    detail: str = ""  # a step that failed on an error dvqa did not expect: the exception, for a bug report
 
 
 @dataclass
@@ -105,6 +106,7 @@ def _run_steps(stage: Path, s: Settings, found: Inputs, say: Callable[[str], Non
     steps: list[Step] = []
     audit = AuditLog(stage / "audit" / "audit.jsonl", s.audit_key)
     names: set[str] = set()
+    withheld: dict[str, str] = {}  # --deidentify: an input's own name -> its neutral one, in every finding
     if d is not None:  # no input's own name anywhere in the bundle: it is often the patient's
         (stage / SOURCES).mkdir()
         work = [(f"convert recording-{n:03d}", lambda n=n, path=path: _convert(
@@ -112,6 +114,10 @@ def _run_steps(stage: Path, s: Settings, found: Inputs, say: Callable[[str], Non
             for n, path in enumerate(recordings, 1)]
         work += [(f"collect dicom-{n:03d}", lambda n=n, path=path: _collect_deidentified(
             stage, path, f"dicom-{n:03d}", s, d, names)) for n, path in enumerate(dicom, 1)]
+        for kind, paths in (("recording", recordings), ("dicom", dicom)):
+            for n, path in enumerate(paths, 1):
+                for said in (str(path.resolve()), str(path), path.name):  # the longest first
+                    withheld.setdefault(said, f"{kind}-{n:03d} (its name withheld)")
     else:
         work = [(f"convert {path.name}", lambda path=path: _convert(stage, path, s, audit, names))
                 for path in recordings]
@@ -134,20 +140,45 @@ def _run_steps(stage: Path, s: Settings, found: Inputs, say: Callable[[str], Non
             # it waits for them - a deadlock. FFmpeg's log is silenced before anything is released.
             av.logging.set_level(None)
             fault = _machine_fault(exc, stage.parent)
-            if isinstance(exc, DvqaError):
-                step.status, step.summary = FAILED, str(exc)
-            else:  # recorded, never silently left out; the bundle says so
-                step.status, step.summary = FAILED, f"internal error: {type(exc).__name__}: {exc}"
+            step.status, step.summary, step.detail = FAILED, *_finding(exc, stage)
+            for said, neutral in withheld.items():
+                step.summary, step.detail = step.summary.replace(said, neutral), step.detail.replace(said, neutral)
         if fault is not None:  # raised here, not in the handler: see _machine_fault
             raise fault
         step.seconds = round(time.monotonic() - started, 3)
         steps.append(step)
         say(f"      {step.status}: {step.summary}")
     if found.unreadable:
-        steps.append(Step("inputs not read", FAILED, "; ".join(found.unreadable)))
+        steps.append(Step("inputs not read", FAILED, _listed(found.unreadable, d is not None)))
     if found.skipped:
-        steps.append(Step("inputs not used", PASSED, "; ".join(found.skipped)))
+        steps.append(Step("inputs not used", PASSED, _listed(found.skipped, d is not None)))
     return steps
+
+
+def _listed(entries: list[str], withhold: bool) -> str:
+    """Inputs left out ("PATH: why"), or with --deidentify only how many and why: a name may be the patient's."""
+    if not withhold:
+        return "; ".join(entries)
+    reasons = sorted({entry.split(": ", 1)[1] if ": " in entry else "left out" for entry in entries})
+    return f"{len(entries)} input(s), names withheld: " + "; ".join(reasons)
+
+
+def _finding(exc: Exception, stage: Path) -> tuple[str, str]:
+    """What a failed step says in the index - one sentence, paths named as in the bundle (the private
+    folder it was built in is gone by the time anyone reads it) - and, for an error dvqa did not expect,
+    the exception itself, kept apart in index.json for a bug report rather than shown as the finding."""
+    def bundled(text: str) -> str:
+        for folder in (str(stage), str(stage.resolve())):
+            text = text.replace(folder + os.sep, "")
+        return text
+
+    if isinstance(exc, DvqaError):
+        return bundled(str(exc)), ""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = bundled(str(exc.filename)) + ": " if exc.filename else ""
+        return f"{where}{exc.strerror.lower()}; check the file and the folder, then build again.", ""
+    return ("this step stopped on an error in dvqa, not in the inputs; index.json holds it as this step's "
+            "detail: please report it."), bundled(f"{type(exc).__name__}: {exc}")
 
 
 def _machine_fault(exc: BaseException, folder: Path) -> EnvironmentProblem | None:
@@ -243,7 +274,7 @@ def _validate(stage: Path, s: Settings):
 
     files = _dicom_files(stage)
     if not files:
-        return FAILED, "no DICOM file to validate (every conversion failed)", []
+        return FAILED, "no DICOM file to validate: no input was converted or collected", []
     results = validate(files, profiles.load(s.profile) if s.profile else None)
     for r in results:  # paths in the bundle, not in the folder it was built in
         r.path = Path(r.path).relative_to(stage).as_posix()

@@ -103,7 +103,8 @@ def _json_line(text: str, stage_name: str, replace: dict[str, str]) -> str:
 
 
 def _text(text: str, stage_name: str, replace: dict[str, str]) -> str:
-    text = text.replace(stage_name, "{bundle}")
+    # <wbr> is where a line may break (dvqa.report.htmltext), not content: names and digests are read whole
+    text = text.replace("<wbr>", "").replace(stage_name, "{bundle}")
     text = SHA256.sub(lambda m: replace.get(m.group(0), m.group(0)), text)
     text = TIMESTAMP.sub("{time}", text)
     text = DICOM_DT.sub("{time}", text)

@@ -45,6 +45,26 @@ def echo(peer: Peer) -> dict[str, object]:
     return {"peer": str(peer), "status": "0x0000", "elapsed_s": round(time.monotonic() - started, 3)}
 
 
+def identify(peer: Peer, pairs: list[tuple[str, str]] | None = None) -> dict[str, str]:
+    """How the server names its own software on the wire (A-ASSOCIATE-AC's Implementation Class UID and
+    Version Name, PS3.7 D.3.3.2): what a measurement was made against, whatever name the server was given.
+    The association proposes Verification and the (SOP class, transfer syntax) `pairs` about to be sent,
+    so that a server accepting only some of them still answers; nothing is sent on it."""
+    ae = new_ae(peer)
+    request_contexts(ae, echo_contexts() + store_contexts(pairs or []))
+    try:
+        assoc = associate(ae, peer)
+        if not assoc.is_established:
+            raise EnvironmentProblem(association_failure(peer, assoc))
+        said = {"implementation_class_uid": str(assoc.acceptor.implementation_class_uid or ""),
+                "implementation_version_name": str(assoc.acceptor.implementation_version_name or "")}
+        assoc.release()
+    except KeyboardInterrupt:
+        drop_all(ae)
+        raise
+    return said
+
+
 def store(peer: Peer, paths: list[Path], retries: int = 3, backoff: float = 1.0) -> list[StoreResult]:
     """C-STORE every file; refusals are reported per file, network failures retried."""
     results = [describe(p, "TLS" if peer.tls else "clear text") for p in paths]

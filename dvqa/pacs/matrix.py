@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
 import pynetdicom
+from markupsafe import Markup, escape
 from pydicom.encaps import generate_fragments
 
 from dvqa import __version__
@@ -69,7 +71,7 @@ class Cell:
     retrieved: str  # identical | transcoded to ... | changed | not retrieved | ...
     message: str
     evidence: str = MEASURED  # or the profile's evidence: conformance statement, documentation, ...
-    source: str = ""  # for documented rows: the profile file and its first source
+    source: str = ""  # documented rows: the profile file and its first source; measured: what the server said it is
 
     def label(self) -> str:
         if self.evidence != MEASURED:
@@ -138,13 +140,26 @@ def _read_back(target: Target, path: Path) -> dict[str, str]:
 
 
 def _measure(target: Target, files: dict[tuple[str, str], Path]) -> list[Cell]:
+    sop_classes = {i.option: i.sop_class for i in VideoIOD}
+    answered = _identity(target, sorted({(sop_classes[iod], syntaxes.BY_NAME[name].uid) for iod, name in files}))
     cells = []
     for (iod, name), path in files.items():
         result = pacs.store(target.peer, [path], retries=1)[0]
         retrieved = _read_back(target, path) if result.outcome == "stored" else {}
         cells.append(Cell(target.name, iod, name, syntaxes.BY_NAME[name].uid, result.outcome,
-                          _retrieval_words(retrieved), result.message))
+                          _retrieval_words(retrieved), result.message, source=answered))
     return cells
+
+
+def _identity(target: Target, pairs: list[tuple[str, str]]) -> str:
+    """What the server said it is, read from it (an association of its own), not from the name it was given:
+    its implementation version name and class UID - often the DICOM toolkit inside the product."""
+    try:
+        said = pacs.identify(target.peer, pairs)
+    except EnvironmentProblem as exc:
+        return f"it did not say what it is ({exc})"
+    version = said["implementation_version_name"] or "no implementation version name"
+    return f"on the wire it names its implementation `{version}` (class UID {said['implementation_class_uid']})"
 
 
 def _retrieval_words(retrieved: dict[str, str]) -> str:
@@ -208,7 +223,7 @@ def _how(cells: list[Cell], target: str) -> str:
     """One line under each target's heading: measured, or which document it comes from."""
     first = next(c for c in cells if c.target == target)
     if first.evidence == MEASURED:
-        return "**Measured** against a running server."
+        return "**Measured** against a running server" + (f": {first.source}." if first.source else ".")
     if first.outcome == "unknown":
         return f"**Unknown** - {first.source}."
     return (f"**From documents ({first.evidence})**, not measured: a simulated SCP accepting what {first.source} "
@@ -246,6 +261,13 @@ def to_markdown(cells: list[Cell], meta: dict[str, str]) -> str:
     return "\n".join(out)
 
 
+def _inline(markdown: str) -> Markup:
+    """The Markdown rendering's inline marks (`code`, **strong**) as HTML, after escaping: one text for both."""
+    text = str(escape(markdown))
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+    return Markup(re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text))
+
+
 def to_html(cells: list[Cell], meta: dict[str, str]) -> str:
     from dvqa.core.resources import templates
 
@@ -253,6 +275,8 @@ def to_html(cells: list[Cell], meta: dict[str, str]) -> str:
     env = templates()
     iod_titles = {i.option: i.title for i in VideoIOD}
     return env.get_template("pacs-matrix.html").render(
-        meta=meta, intro=INTRO, targets=[(t, _how(cells, t).replace("**", "")) for t in targets],
+        meta=meta, intro=_inline(INTRO),
+        targets=[(t, _inline(_how(cells, t)), next(c.evidence for c in cells if c.target == t) == MEASURED)
+                 for t in targets],
         iods=[(i, iod_titles.get(i, i)) for i in iods], names=[(n, syntaxes.BY_NAME[n].uid) for n in names],
         index=index)

@@ -14,5 +14,5 @@ from dvqa.pacs.association import (DEFAULT_AET, DEFAULT_CALLED_AET, DEFAULT_COMM
                                    send_event, store_contexts)
 from dvqa.pacs.commitment import STORAGE_COMMITMENT_INSTANCE, commit  # noqa: F401
 from dvqa.pacs.dicomweb import http_session, stow  # noqa: F401
-from dvqa.pacs.dimse import echo, store, store_with_fallback  # noqa: F401
+from dvqa.pacs.dimse import echo, identify, store, store_with_fallback  # noqa: F401
 from dvqa.pacs.retrieve import get_instance  # noqa: F401

@@ -10,7 +10,12 @@ from dvqa.core.resources import templates
 
 
 def html(template: str, **values: object) -> str:
-    return templates().get_template(template).render(**values)
+    """`template` rendered, with the filters that make paths, digests and options break where they should."""
+    from dvqa.report.htmltext import FILTERS
+
+    env = templates()
+    env.filters.update(FILTERS)
+    return env.get_template(template).render(**values)
 
 
 def pdf(page: str) -> bytes:

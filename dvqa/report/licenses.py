@@ -116,7 +116,9 @@ def checklist(build: FFmpegBuild, gpl_libraries: list[str],
         ChecklistItem(5, "Provide the changes to FFmpeg's source as a diff", distributor,
                       "the patches of whoever built these binaries (a wheel's or a distribution's), if any"),
         ChecklistItem(6, "Explain how FFmpeg was compiled (the configure line) in a text file with the source",
-                      distributor, f"the configure line is: {build.configuration}"),
+                      distributor, f"the configure line ({len(build.configuration.split())} options) is under "
+                      "Configuration in this report (ffmpeg.configuration in its JSON): ship it as a text file with the "
+                      "source"),
         ChecklistItem(7, "Distribute the source as a tarball or zip file", distributor, ""),
         ChecklistItem(8, "Host the source on the same web server as the binary", distributor, ""),
         ChecklistItem(9, "Say on every download page that the software uses FFmpeg under its license, with a link "

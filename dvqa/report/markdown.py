@@ -19,14 +19,14 @@ def licenses(report: dict) -> str:
     if f["disagreements"]:
         lines += ["Disagreements between what FFmpeg says and what it links:",
                   *[f"- {d}" for d in f["disagreements"]], ""]
-    lines += [f"FFmpeg says of itself: \"{f['ffmpeg_says']}\". Configuration: `{f['configuration']}`", "",
+    lines += [f"FFmpeg says of itself: \"{f['ffmpeg_says']}\".", "",
               f"## FFmpeg's License Compliance Checklist ({report['legal_reference']})", "",
               "| # | item | status | for this build |", "|---|---|---|---|"]
     lines += [f"| {c['number']} | {_cell(c['item'])} | {c['status']} | {_cell(c['finding'])} |" for c in f["checklist"]]
-    lines += ["", "## Native libraries", "",
+    lines += ["", "## Configuration", "", "```", f["configuration"], "```", "", "## Native libraries", "",
               "| file | soversion | license | from | loaded | sha256 |", "|---|---|---|---|---|---|"]
     lines += [f"| {_cell(lib['file'])} | {lib['soversion']} | {_cell(lib['license'])} | {_cell(lib['license_source'])} "
-              f"| {'yes' if lib['loaded'] else 'no'} | {lib['sha256'][:16]} |" for lib in f["libraries"]]
+              f"| {'yes' if lib['loaded'] else 'no'} | `{lib['sha256']}` |" for lib in f["libraries"]]
     lines += ["", "## Python packages", "", "| package | version | license | from |", "|---|---|---|---|"]
     lines += [f"| {p['name']} | {p['version']} | {_cell(p['license'])} | {p['from']} |"
               for p in report["python_packages"]]

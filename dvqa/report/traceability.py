@@ -108,8 +108,8 @@ def document(record: dict) -> dict:
     s = record["summary"]
     overview = [
         f"dvqa {record['dvqa_version']}. Requirements: {record['requirements_file']['path']} "
-        f"(SHA-256 {record['requirements_file']['sha256'][:16]}...). Test results: "
-        + ", ".join(f"{j['path']} (SHA-256 {j['sha256'][:16]}...)" for j in record["junit"])
+        f"(SHA-256 {record['requirements_file']['sha256']}). Test results: "
+        + ", ".join(f"{j['path']} (SHA-256 {j['sha256']})" for j in record["junit"])
         + f", {record['tests_run']} test cases.",
         f"{s[VERIFIED]} requirements verified (at least one test passed, none failed), {s[NOT_MET]} failed "
         f"(a test failed), {s[UNVERIFIED]} unverified (no test of theirs passed in this run).",
@@ -120,11 +120,11 @@ def document(record: dict) -> dict:
     summary_rows = [[r["id"], r["title"], r["status"], str(sum(1 for t in r["tests"] if t["outcome"] == PASSED)),
                      str(len(r["tests"]))] for r in record["rows"]]
     sections = [{"number": "1", "title": "Summary", "paragraphs": overview, "tables": [
-        {"caption": "Requirements and their status in this run",
+        {"caption": "Requirements and their status in this run", "status_column": 2, "nowrap_columns": [0, 2],
          "columns": ["Requirement", "Title", "Status", "Tests passed", "Tests"], "rows": summary_rows}]}]
     for number, row in enumerate(record["rows"], 2):
-        sections.append({"number": str(number), "title": f"{row['id']}: {row['title']}",
+        sections.append({"number": str(number), "title": f"{row['id']}: {row['title']}", "status": row["status"],
                          "paragraphs": [row["text"], f"Risk: {row['risk']}", f"Status: {row['status']}."],
-                         "tables": [{"caption": "Tests", "columns": ["Test", "Outcome"],
+                         "tables": [{"caption": "Tests", "columns": ["Test", "Outcome"], "status_column": 1,
                                      "rows": [[t["test"], t["outcome"]] for t in row["tests"]] or [["none", "-"]]}]})
     return {"title": f"Traceability matrix (dvqa {record['dvqa_version']})", "sections": sections}
