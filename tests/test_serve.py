@@ -333,9 +333,10 @@ def test_access_log_holds_no_query_strings(stored, gateway) -> None:
 
 class FakeUpstream:
     """A tiny HTTP/1.1 server that misbehaves as told: answers queries, then for an instance retrieve
-    sends `mode`: "truncated" (half the body its Content-Length promises, then closes), "short-dicom"
-    (a complete answer holding a DICOM file cut in half), "garbage" (bytes that are not HTTP),
-    "silent" (never answers)."""
+    sends `mode`: "truncated" (half the body its Content-Length promises, then closes), "cut-late" (the
+    same after a 3 s pause, long enough for the gateway to have begun its answer), "short-dicom" (a
+    complete answer holding a DICOM file cut in half), "garbage" (bytes that are not HTTP), "silent"
+    (never answers)."""
 
     def __init__(self, mode: str, dicom: bytes) -> None:
         self.mode, self.dicom = mode, dicom
@@ -379,9 +380,11 @@ class FakeUpstream:
         else:
             dicom = self.dicom[: len(self.dicom) // 2] if self.mode == "short-dicom" else self.dicom
             body = (b"--B\r\nContent-Type: application/dicom\r\n\r\n" + dicom + b"\r\n--B--\r\n")
-            sent = body[: len(body) // 2] if self.mode == "truncated" else body
+            sent = body[: len(body) // 2] if self.mode in ("truncated", "cut-late") else body
             conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: multipart/related; type=\"application/dicom\"; "
                          b"boundary=B\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + sent)
+            if self.mode == "cut-late":
+                time.sleep(3)
         conn.close()
 
     def close(self) -> None:
@@ -414,6 +417,36 @@ def test_a_bad_upstream_gives_a_one_line_error_never_a_half_video(mode, status, 
         assert response.headers["content-type"].startswith("text/plain")
         assert response.text.count("\n") == 1 and words in response.text, response.text
         assert not [p for p in served.cache.rglob("*") if p.is_file()]  # nothing half-made is kept
+    finally:
+        assert served.stop() == 0
+        fake.close()
+
+
+def test_an_upstream_cut_after_the_answer_began_breaks_the_answer_and_caches_nothing(sample_file, tmp_path) -> None:
+    """The video is remuxed while it arrives, so the viewer's answer (200) begins before the upstream's has
+    ended; an upstream that then stops must leave the viewer with a broken transfer it cannot take for a
+    whole video (no final chunk), and the cache without an entry."""
+    ds = pydicom.dcmread(str(sample_file.path))
+    ds.PixelData = encapsulate([stream_bytes(sample_file.path) * 40])
+    ds.NumberOfFrames = sample_file.frames * 40
+    long = tmp_path / "long.dcm"
+    ds.save_as(str(long), enforce_file_format=True)
+    fake = FakeUpstream("cut-late", long.read_bytes())
+    served = Gateway(tmp_path, f"http://127.0.0.1:{fake.port}/dicom-web")
+    try:
+        received = 0
+        with httpx.stream("GET", sample_file.url(served.root) + "/rendered", timeout=30) as response:
+            assert response.status_code == 200 and response.headers["content-type"] == "video/mp4"
+            with pytest.raises(httpx.RemoteProtocolError):
+                for chunk in response.iter_raw():
+                    received += len(chunk)
+        assert 0 < received < len(long.read_bytes())
+        time.sleep(0.5)
+        assert not [p for p in served.cache.rglob("*") if p.is_file()]  # nothing half-made is kept
+        try:  # asked again: rendered again (and cut again), never served from a cache as if whole
+            assert _get(sample_file.url(served.root) + "/rendered").status_code == 502
+        except httpx.RemoteProtocolError:
+            pass
     finally:
         assert served.stop() == 0
         fake.close()
