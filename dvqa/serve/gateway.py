@@ -46,6 +46,8 @@ AVAILABLE_TRANSFER_SYNTAX = "00083002"
 PIXEL_DATA = "7FE00010"
 _JSON_ANSWER = re.compile(r"^(studies/?|(studies/[^/]+/)?series/?|(studies/[^/]+/(series/[^/]+/)?)?instances/?"
                           r"|studies/[^/]+(/series/[^/]+(/instances/[^/]+)?)?/metadata/?)$")
+_METADATA_PATH = re.compile(r"^studies/(?P<study>[^/]+)(/series/(?P<series>[^/]+)(/instances/(?P<instance>[^/]+))?)?"
+                            r"/metadata$")
 _LOOKUPS_AT_ONCE = 4
 _KNOWN_SYNTAXES = 100_000  # SOP Instance UID -> transfer syntax, kept in memory
 _PREFETCH_AT_ONCE = 2  # renderings a metadata request may start before the viewer asks for them
@@ -64,6 +66,7 @@ class Gateway:
         self.public_url = public_url
         self.jobs: dict[str, RenderJob] = {}
         self.syntaxes: OrderedDict[str, str] = OrderedDict()
+        self.probing: dict[str, asyncio.Future] = {}  # SOP Instance UID -> its transfer syntax, being learnt
         self.router = Router(routes=[
             Route("/studies/{study}/series/{series}/instances/{instance}/rendered", self.rendered),
             Route("/studies/{study}/series/{series}/instances/{instance}/thumbnail", self.thumbnail),
@@ -79,6 +82,8 @@ class Gateway:
         if rewrite:
             headers.pop("accept-encoding", None)  # the JSON is read and changed: ask for it uncompressed
         body = request.stream() if request.method in ("POST", "PUT", "PATCH") else None
+        if rewrite and path.rstrip("/").endswith("metadata"):
+            self._learn_early(path, request.headers.get("authorization"))
         try:
             response = await self.upstream.open(request.method, path, request.url.query, headers, body)
         except UpstreamError as exc:
@@ -144,12 +149,59 @@ class Gateway:
         await asyncio.gather(*(one(item) for item in datasets if isinstance(item, dict)))
         _rewrite_urls(datasets, self.upstream.base, base)
 
+    def _learn_early(self, path: str, authorization: str | None) -> None:
+        """While the upstream prepares a metadata answer (Orthanc 1.10 reads and parses the whole file for
+        it: 8 s for a 476 MB instance here), learn the transfer syntaxes of the video instances it will
+        list - and start rendering them - from a QIDO-RS query (fast: the PACS's index), so the metadata's
+        augmentation and the viewer's /rendered find the work begun."""
+        found = _METADATA_PATH.match(path.rstrip("/"))
+        if found is None:
+            return
+        study, series, instance = found.group("study"), found.group("series"), found.group("instance")
+
+        async def learn() -> None:
+            try:
+                if instance:
+                    await self.transfer_syntax(study, series, instance, authorization, prefetch=True)
+                    return
+                where = f"studies/{study}/series/{series}/instances" if series else f"studies/{study}/instances"
+                headers = {"Accept": "application/dicom+json"} | (
+                    {"Authorization": authorization} if authorization else {})
+                response = await self.upstream.open("GET", where, "includefield=00280008", headers)
+                try:
+                    items = json.loads(await response.aread()) if response.status_code == 200 else []
+                finally:
+                    await response.aclose()
+                limit = asyncio.Semaphore(_LOOKUPS_AT_ONCE)
+
+                async def one(uids: tuple[str, str, str]) -> None:
+                    async with limit:
+                        await self.transfer_syntax(*uids, authorization, prefetch=True)
+
+                found_uids = [_uids(item) for item in items if isinstance(item, dict) and _maybe_video(item)]
+                await asyncio.gather(*(one(u) for u in found_uids if u is not None), return_exceptions=True)
+            except (UpstreamError, httpx.HTTPError, ValueError) as exc:  # only a head start: augment asks again
+                log.info("early transfer syntax lookup failed: %s", type(exc).__name__)
+
+        asyncio.ensure_future(learn())
+
     async def transfer_syntax(self, study: str, series: str, instance: str, authorization: str | None,
                               prefetch: bool = False) -> str:
+        """The instance's transfer syntax: remembered, being learnt (awaited), or learnt now."""
         known = self.syntaxes.get(instance)
         if known is not None:
             self.syntaxes.move_to_end(instance)
             return known
+        pending = self.probing.get(instance)
+        if pending is None:
+            pending = asyncio.ensure_future(self._learn(study, series, instance, authorization, prefetch))
+            self.probing[instance] = pending
+            pending.add_done_callback(lambda done: (self.probing.pop(instance, None),
+                                                    done.cancelled() or done.exception()))
+        return await asyncio.shield(pending)
+
+    async def _learn(self, study: str, series: str, instance: str, authorization: str | None,
+                     prefetch: bool) -> str:
         syntax, body = await self._probe(study, series, instance, authorization)
         video = remux.renderable(syntax)
         if prefetch and video is not None and len(self.jobs) < _PREFETCH_AT_ONCE:
@@ -215,6 +267,8 @@ class Gateway:
         body: InstanceBody | None = None
         try:
             await self._allowed(study, series, instance, authorization)
+            if instance in self.probing:  # a metadata request is learning it (and may start the rendering)
+                await asyncio.shield(self.probing[instance])
             known = self.syntaxes.get(instance)
             if known is None:  # one retrieve: the transfer syntax from its start, the video from the rest
                 known, body = await self._probe(study, series, instance, authorization)
