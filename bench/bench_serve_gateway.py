@@ -1,6 +1,7 @@
-"""Benchmark the `dvqa serve` gateway on a long 1080p30 H.264 instance against Orthanc's own download.
+"""Benchmark the `dvqa serve` gateway on a long 1080p30 H.264 instance against Orthanc's own download,
+and OHIF's time from opening the viewer URL to the first frame of the video.
 
-Run: python bench/bench_serve_gateway.py [--minutes 10]
+Run: python bench/bench_serve_gateway.py [--minutes 10] [--no-viewer]
 
 The instance: a 10 s 1920x1080 30 fps H.264 High@4.1 recording (B-pictures, key frame every second)
 wrapped by `dvqa convert` (passthrough), its stream repeated to --minutes (each copy starts with an IDR
@@ -11,8 +12,14 @@ client sees them:
   rendered cold:  GET .../rendered through the gateway, empty cache (download, remux, stream): time to
                   the first byte and to the last
   rendered warm:  the same again (from the gateway's cache, with Content-Length and Range)
-and the gateway's peak RSS (VmHWM). On this 2-core machine Orthanc, the gateway and the client share
-the CPU: compare the rows, not the absolute rates.
+and the gateway's peak RSS (VmHWM). Then OHIF's prebuilt viewer (tests/ohif.py, served as the viewer
+tests serve it, tests/viewer.py) pointed at a second gateway with an empty cache, opened in headless
+Chromium (tests/cdp.py) on the instance's study: the time from the navigation's start to OHIF's
+metadata answer, to the gateway's first answer for the video, to OHIF's video having its first frame
+(readyState >= 2; its viewport draws it at the next animation frame) and to the video playing (its
+time advancing by 0.3 s, tests/viewer.py) - once with the gateway's cache empty (the first viewer of the video), once warm. On this
+2-core machine Orthanc, the gateway, Chromium and the client share the CPU: compare the rows, not the
+absolute rates.
 """
 
 from __future__ import annotations
@@ -34,6 +41,26 @@ sys.path.insert(0, str(ROOT))
 
 import make_references as refs  # noqa: E402
 from bench import orthanc  # noqa: E402
+
+# OHIF's video (cornerstone's VideoViewport holds the <video> it draws onto its canvas each animation frame)
+_FIRST_FRAME = ("(() => { if (!window.cornerstone) return null; for (const e of cornerstone.getRenderingEngines()) "
+                "for (const p of e.getViewports()) { const v = p.videoElement; "
+                "if (v && v.readyState >= 2) return {t: performance.now() / 1000, src: v.currentSrc}; } "
+                "return null; })()")
+
+
+def first_frame(browser, expect: str, timeout_s: float = 300) -> float:
+    """Seconds from the navigation's start until OHIF's video has its first frame decoded (readyState >= 2,
+    HAVE_CURRENT_DATA), which its viewport draws at the next animation frame. Polled every 50 ms. (OHIF's
+    canvas reads back empty in headless Chromium, and DevTools screenshots of it stayed black, so the
+    paint itself is not observed.)"""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = browser.evaluate(_FIRST_FRAME)
+        if found and expect in (found["src"] or ""):
+            return found["t"]
+        time.sleep(0.05)
+    raise SystemExit("OHIF's video never had its first frame")
 
 
 def long_instance(minutes: int) -> Path:
@@ -88,9 +115,71 @@ def peak_rss_mb(pid: int) -> float:
     return -1.0
 
 
+def start_gateway(upstream: str, cache: Path, config: Path | None = None) -> tuple[subprocess.Popen, int]:
+    port = orthanc.free_port()
+    extra = ["--config", str(config)] if config else []
+    gateway = subprocess.Popen([sys.executable, "-m", "dvqa", "serve", "--upstream", upstream, "--port", str(port),
+                                "--cache-dir", str(cache), *extra], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    orthanc.wait_for_port(port, gateway, "dvqa serve")
+    return gateway, port
+
+
+def stop(gateway: subprocess.Popen) -> None:
+    gateway.send_signal(signal.SIGTERM)
+    gateway.wait(30)
+
+
+def viewer_rows(upstream: str, ds, scratch: Path) -> list[tuple[str, dict[str, float]]]:
+    """OHIF opened on the instance's study through a fresh gateway: cold, then warm (a new page)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import viewer  # noqa: E402 - the test suite's OHIF site
+    from cdp import Browser  # noqa: E402
+
+    ohif_port = orthanc.free_port()
+    config = scratch / "serve.yaml"
+    config.write_text(f"cors_origins: [http://127.0.0.1:{ohif_port}]\n")
+    gateway, port = start_gateway(upstream, scratch / "viewer-cache", config)
+    rows = []
+    try:
+        with viewer.site(scratch / "ohif", f"http://127.0.0.1:{port}/dicom-web", ohif_port) as site, \
+                Browser("--mute-audio", "--window-size=1280,800") as browser:
+            for name in ("OHIF, cache cold", "OHIF, cache warm"):
+                browser.navigate("about:blank")
+                browser.drain()
+                browser.events.clear()
+                browser.navigate(f"{site}/viewer?StudyInstanceUIDs={ds.StudyInstanceUID}")
+                shown = first_frame(browser, str(ds.SOPInstanceUID))
+                state, took = viewer.wait_playing(browser, str(ds.SOPInstanceUID), timeout_s=30)
+                # OHIF does not always start playing on its own (seen paused at readyState 4): nan then
+                playing = browser.evaluate("performance.now() / 1000") if took >= 0 else float("nan")
+                rows.append((name, {"first frame": shown, "playing": playing, **_answers(browser)}))
+    finally:
+        stop(gateway)
+    return rows
+
+
+def _answers(browser) -> dict[str, float]:
+    """Seconds from the navigation's start to the first /metadata and /rendered answers (DevTools events)."""
+    browser.drain()
+    sent = {e["params"]["requestId"]: e["params"] for e in browser.events
+            if e.get("method") == "Network.requestWillBeSent"}
+    start = next((p["timestamp"] for p in sent.values() if "/viewer?" in p["request"]["url"]), None)
+    found: dict[str, float] = {}
+    for event in browser.events:
+        if event.get("method") != "Network.responseReceived" or start is None:
+            continue
+        url = event["params"]["response"]["url"].split("?")[0]
+        for what in ("metadata", "rendered"):
+            if url.endswith("/" + what) and what not in found and event["params"]["response"]["status"] == 200:
+                found[what] = event["params"]["timestamp"] - start
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=int, default=10)
+    parser.add_argument("--no-viewer", action="store_true", help="skip the OHIF measurement")
     args = parser.parse_args()
     import pydicom
 
@@ -100,12 +189,8 @@ def main() -> None:
         request = urllib.request.Request(f"{pacs['http']}/instances", data=instance.read_bytes(), method="POST")
         with urllib.request.urlopen(request, timeout=600) as answer:
             orthanc_id = __import__("json").load(answer)["ID"]
-        port = orthanc.free_port()
-        gateway = subprocess.Popen([sys.executable, "-m", "dvqa", "serve", "--upstream", f"{pacs['http']}/dicom-web",
-                                    "--port", str(port), "--cache-dir", str(Path(scratch) / "cache")],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        gateway, port = start_gateway(f"{pacs['http']}/dicom-web", Path(scratch) / "cache")
         try:
-            orthanc.wait_for_port(port, gateway, "dvqa serve")
             rendered = (f"http://127.0.0.1:{port}/dicom-web/studies/{ds.StudyInstanceUID}/series/"
                         f"{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}/rendered")
             rows = [("orthanc file", *fetch(f"{pacs['http']}/instances/{orthanc_id}/file")),
@@ -113,14 +198,20 @@ def main() -> None:
                     ("rendered warm", *fetch(rendered))]
             rss = peak_rss_mb(gateway.pid)
         finally:
-            gateway.send_signal(signal.SIGTERM)
-            gateway.wait(30)
+            stop(gateway)
+        viewed = [] if args.no_viewer else viewer_rows(f"{pacs['http']}/dicom-web", ds, Path(scratch))
     print(f"{args.minutes} min 1080p30 H.264, {instance.stat().st_size / 1e6:.0f} MB DICOM, "
           f"{int(ds.NumberOfFrames)} frames")
     print(f"{'':<14} {'first byte s':>12} {'total s':>8} {'MB':>6} {'MB/s':>6}")
     for name, first, total, size in rows:
         print(f"{name:<14} {first:>12.2f} {total:>8.2f} {size / 1e6:>6.0f} {size / 1e6 / total:>6.0f}")
     print(f"dvqa serve peak RSS: {rss:.0f} MB")
+    if viewed:
+        print("seconds from opening the OHIF viewer URL to:")
+        print(f"{'':<17} {'metadata':>8} {'rendered':>8} {'1st frame':>9} {'playing':>8}")
+        for name, times in viewed:
+            print(f"{name:<17} " + " ".join(f"{times.get(k, float('nan')):>8.2f}"
+                                             for k in ("metadata", "rendered", "first frame", "playing")))
 
 
 if __name__ == "__main__":

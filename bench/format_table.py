@@ -17,7 +17,9 @@ syntax of `dvqa syntaxes` that dvqa writes:
   - whether Chromium's <video> plays the stream: the elementary stream taken out of the DICOM
     file and put into MP4 without re-encoding (what a viewer or a server's video rendering does
     with it), played to the end in headless Chromium; MJPEG frames decoded as images;
-  - the PACS matrix column (docs/pacs-matrix/matrix.json): Orthanc measured, others from documents.
+  - the PACS matrix column (docs/pacs-matrix/matrix.json): Orthanc measured, others from documents;
+  - whether it plays in OHIF through `dvqa serve` and from Orthanc directly: read at render time from
+    docs/regulatory/viewer-matrix.json, which the OHIF tests of tests/test_serve.py write.
 A syntax the standard does not allow at an input's size and rate is recorded as refused with
 dvqa's message, not skipped. Writes docs/regulatory/format-data.json and plots, and rewrites the
 generated part of format-recommendation.md. Inputs are cached in bench/.cache/formats/; the data
@@ -61,6 +63,7 @@ sys.path.insert(0, str(ROOT))
 
 import make_references as refs  # noqa: E402
 
+from bench import viewer_matrix  # noqa: E402
 from dvqa.dicom import syntaxes  # noqa: E402
 from dvqa.dicom.dicomfile import stream_pieces  # noqa: E402
 from dvqa.quality.reports import ticks  # noqa: E402
@@ -515,13 +518,16 @@ def render(data: dict) -> str:
             for message, names in messages.items():
                 lines.append(f"- {what}, {', '.join(dict.fromkeys(names))}: \"{message}\"")
         lines.append("")
-    lines += ["### PACS (docs/pacs-matrix/, Endoscopic Video)", "",
-              "| syntax | measured | stored by (documents) | refused by (documents) | unknown |",
-              "|---|---|--:|--:|--:|"]
+    ohif = viewer_matrix.ohif_column(viewer_matrix.load())  # read where the OHIF tests wrote it, not copied
+    lines += ["### PACS (docs/pacs-matrix/, Endoscopic Video) and web viewer "
+              "([viewer-matrix.md](viewer-matrix.md))", "",
+              "| syntax | measured | stored by (documents) | refused by (documents) | unknown "
+              "| plays in OHIF (through `dvqa serve` / from Orthanc directly) |",
+              "|---|---|--:|--:|--:|---|"]
     for syntax, entry in data["pacs"].items():
         documented = [t for t in entry["stored"] if not entry["measured"].startswith(t.split(" (")[0])]
         lines.append(f"| {syntax} | {entry['measured'] or '-'} | {len(documented)} | {len(entry['rejected'])} "
-                     f"| {len(entry['unknown'])} |")
+                     f"| {len(entry['unknown'])} | {ohif.get(syntax, 'not measured')} |")
     floors = data["floors"]
     lines += ["", "### What the table gives", "",
               "Rules: the source's size and frame rate kept (no letterbox, scaling or rate conversion) and no "

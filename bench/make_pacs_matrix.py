@@ -9,6 +9,8 @@ bench/orthanc.py) with empty storage, then runs
 (both versions as the running server reports them over its REST API)
 so every (video IOD x transfer syntax) file is stored, read back over WADO-RS and with C-GET, and
 compared byte for byte; the profile rows are marked as from documents. Takes about a minute.
+Whether the stored videos then play in a web viewer is the viewer matrix (docs/pacs-matrix/README.md
+links it: docs/regulatory/viewer-matrix.md, written by the OHIF tests of tests/test_serve.py).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import pytest
 
 import json
 
-from bench import format_table
+from bench import format_table, viewer_matrix
 from dvqa.dicom import syntaxes
 
 
@@ -20,6 +20,19 @@ def test_the_page_and_plots_are_the_data_rendered() -> None:
     assert generated == format_table.render(data), "re-render: python bench/format_table.py --render"
     for name in {c["input"] for c in data["cells"]}:
         assert (format_table.PLOTS / f"{name}.svg").read_text() == format_table.plot(data, name)
+
+
+def test_the_viewer_matrix_is_its_data_rendered_and_the_format_page_reads_it() -> None:
+    """One fact in one place: the OHIF tests write viewer-matrix.json; its page and the format page's
+    "plays in OHIF" column are rendered from it (a hand edit of either makes this fail)."""
+    data = viewer_matrix.load()
+    assert viewer_matrix.PAGE.read_text() == viewer_matrix.render(data), \
+        "regenerate: DVQA_WRITE_VIEWER_MATRIX=1 pytest tests/test_serve.py -k ohif"
+    column = viewer_matrix.ohif_column(data)
+    page = format_table.PAGE.read_text()
+    for syntax, cell in column.items():
+        assert any(line.startswith(f"| {syntax} |") and line.endswith(f"| {cell} |") for line in page.splitlines())
+    assert column["h264-high-4.1"].startswith("yes /")  # what the tests assert: H.264 plays through the gateway
 
 
 def test_the_data_covers_every_input_and_every_written_syntax() -> None:

@@ -177,10 +177,11 @@ def test_every_file_dvqa_writes_goes_through_dvqa_outputs() -> None:
         # dvqa serve: the gateway's cache folder, created 0700 and refused when a link or another user's
         ("serve/cache.py", "os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW"),  # 0600
         ("serve/gateway.py", 'open(private_file(temporary), "wb")'),
-        ("serve/render.py", 'os.fdopen(private_file('),
         ("serve/render.py", "fd = os.open(self."),  # read-only: a cached rendering served again
         ("serve/remux.py", 'av.open(out, "w", format="mp4"'),  # into a descriptor from private_file
-        ("serve/upstream.py", 'os.fdopen(fd, "wb")'),  # fd from private_file, in that folder
+        ("serve/liveremux.py", 'os.fdopen(private_file('),  # the rendering, 0600, in the cache's work folder
+        ("serve/liveremux.py", 'av.open(out, "w", format="mp4"'),  # into a descriptor from private_file
+        ("serve/liveremux.py", "os.open(spool.path, os.O_RDONLY"),  # read-only: the spool the download writes
     }
     writer = re.compile(r"""(open\(.*["'][wax]b?["']|\.write_text\(|\.write_bytes\(|save_as\(str\(|os\.open\()""")
     found = set()

@@ -25,6 +25,7 @@ from pydicom.encaps import encapsulate
 from PIL import Image
 
 from bench import orthanc as orthanc_server
+from bench import viewer_matrix
 from dvqa.convert.pipeline import ConvertOptions, convert
 from dvqa.dicom import syntaxes
 from dvqa.serve import remux
@@ -333,9 +334,10 @@ def test_access_log_holds_no_query_strings(stored, gateway) -> None:
 
 class FakeUpstream:
     """A tiny HTTP/1.1 server that misbehaves as told: answers queries, then for an instance retrieve
-    sends `mode`: "truncated" (half the body its Content-Length promises, then closes), "short-dicom"
-    (a complete answer holding a DICOM file cut in half), "garbage" (bytes that are not HTTP),
-    "silent" (never answers)."""
+    sends `mode`: "truncated" (half the body its Content-Length promises, then closes), "cut-late" (the
+    same after a 3 s pause, long enough for the gateway to have begun its answer), "short-dicom" (a
+    complete answer holding a DICOM file cut in half), "garbage" (bytes that are not HTTP), "silent"
+    (never answers)."""
 
     def __init__(self, mode: str, dicom: bytes) -> None:
         self.mode, self.dicom = mode, dicom
@@ -379,9 +381,11 @@ class FakeUpstream:
         else:
             dicom = self.dicom[: len(self.dicom) // 2] if self.mode == "short-dicom" else self.dicom
             body = (b"--B\r\nContent-Type: application/dicom\r\n\r\n" + dicom + b"\r\n--B--\r\n")
-            sent = body[: len(body) // 2] if self.mode == "truncated" else body
+            sent = body[: len(body) // 2] if self.mode in ("truncated", "cut-late") else body
             conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: multipart/related; type=\"application/dicom\"; "
                          b"boundary=B\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + sent)
+            if self.mode == "cut-late":
+                time.sleep(3)
         conn.close()
 
     def close(self) -> None:
@@ -414,6 +418,36 @@ def test_a_bad_upstream_gives_a_one_line_error_never_a_half_video(mode, status, 
         assert response.headers["content-type"].startswith("text/plain")
         assert response.text.count("\n") == 1 and words in response.text, response.text
         assert not [p for p in served.cache.rglob("*") if p.is_file()]  # nothing half-made is kept
+    finally:
+        assert served.stop() == 0
+        fake.close()
+
+
+def test_an_upstream_cut_after_the_answer_began_breaks_the_answer_and_caches_nothing(sample_file, tmp_path) -> None:
+    """The video is remuxed while it arrives, so the viewer's answer (200) begins before the upstream's has
+    ended; an upstream that then stops must leave the viewer with a broken transfer it cannot take for a
+    whole video (no final chunk), and the cache without an entry."""
+    ds = pydicom.dcmread(str(sample_file.path))
+    ds.PixelData = encapsulate([stream_bytes(sample_file.path) * 40])
+    ds.NumberOfFrames = sample_file.frames * 40
+    long = tmp_path / "long.dcm"
+    ds.save_as(str(long), enforce_file_format=True)
+    fake = FakeUpstream("cut-late", long.read_bytes())
+    served = Gateway(tmp_path, f"http://127.0.0.1:{fake.port}/dicom-web")
+    try:
+        received = 0
+        with httpx.stream("GET", sample_file.url(served.root) + "/rendered", timeout=30) as response:
+            assert response.status_code == 200 and response.headers["content-type"] == "video/mp4"
+            with pytest.raises(httpx.RemoteProtocolError):
+                for chunk in response.iter_raw():
+                    received += len(chunk)
+        assert 0 < received < len(long.read_bytes())
+        time.sleep(0.5)
+        assert not [p for p in served.cache.rglob("*") if p.is_file()]  # nothing half-made is kept
+        try:  # asked again: rendered again (and cut again), never served from a cache as if whole
+            assert _get(sample_file.url(served.root) + "/rendered").status_code == 502
+        except httpx.RemoteProtocolError:
+            pass
     finally:
         assert served.stop() == 0
         fake.close()
@@ -489,11 +523,11 @@ def ohif_viewer(stored, gateway, orthanc, ohif_port, tmp_path_factory):
                         "orthanc": orthanc["version"]}
             browser.close()
     matrix = _viewer_matrix(stored, versions)
-    (tmp_path_factory.getbasetemp() / "viewer-matrix.md").write_text(matrix)
+    (tmp_path_factory.getbasetemp() / "viewer-matrix.md").write_text(viewer_matrix.render(matrix))
     complete = len(VIEWER_RESULTS) == len(CASES) and all(
         r.get("ohif") == "plays" for n, r in VIEWER_RESULTS.items() if stored[n].syntax.codec == "h264")
     if os.environ.get("DVQA_WRITE_VIEWER_MATRIX") == "1" and complete:
-        (Path(__file__).resolve().parent.parent / "docs" / "regulatory" / "viewer-matrix.md").write_text(matrix)
+        viewer_matrix.write(matrix)  # docs/regulatory/viewer-matrix.json and .md
 
 
 def _plays_directly(browser, url: str, timeout_s: float) -> bool:
@@ -550,47 +584,15 @@ def test_ohif_plays_every_h264_video_through_the_gateway_as_dvqa_measured(ohif_v
         (f" (Orthanc answered {', '.join(failed)})" if failed else "")
 
 
-def _viewer_matrix(stored: dict[str, Converted], versions: dict[str, str]) -> str:
+def _viewer_matrix(stored: dict[str, Converted], versions: dict[str, str]) -> dict:
+    """The runs' results as bench/viewer_matrix.py's data (rendered there as the page)."""
     from dvqa import __version__
 
-    lines = [
-        "# Viewer matrix: DICOM video from dvqa in a web viewer",
-        "",
-        "Generated by `tests/test_serve.py` (the OHIF tests; `DVQA_WRITE_VIEWER_MATRIX=1` writes this file) from",
-        "real runs: dvqa's files stored in a real Orthanc, `dvqa serve` in front of it, OHIF's prebuilt viewer",
-        "in headless Chromium. Do not edit by hand.",
-        "",
-        f"Versions: dvqa {__version__}, OHIF `@ohif/app` {versions['ohif']}, {versions['chromium']}, "
-        f"Orthanc {versions['orthanc']} with its DICOMweb plugin (Debian 12).",
-        "",
-        "| file | IOD | transfer syntax | OHIF straight on Orthanc | Chromium plays the gateway's rendered file "
-        "| OHIF through `dvqa serve` | frame at t vs dvqa's decode (luma PSNR) |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for name, clip, syntax, iod in CASES:
-        result = VIEWER_RESULTS.get(name, {})
-        psnr = result.get("psnr")
-        ohif_text = result.get("ohif", "not run")
-        if result.get("seconds", -1) >= 0:
-            ohif_text += f" (playing {result['seconds']:.1f} s after the page opened)"
-        lines.append(f"| {clip.name} | {iod} | {syntax} ({stored[name].transfer_syntax}) | "
-                     f"{result.get('orthanc', 'not tried')} | {'yes' if result.get('direct') else 'no'} | {ohif_text} | "
-                     f"{'-' if psnr is None else ('identical' if psnr == float('inf') else f'{psnr:.1f} dB')} |")
-    lines += [
-        "",
-        "What the columns need:",
-        "- *Chromium plays the rendered file*: `/rendered` of the gateway (MP4 remuxed from Pixel Data without",
-        "  re-encoding; MPEG-2 as its elementary stream, `video/mpeg`). Debian's Chromium decodes neither HEVC",
-        "  nor MPEG-2, so those need another viewer or a transcoding gateway (not dvqa's: it never re-encodes here).",
-        "- *OHIF through `dvqa serve`*: OHIF treats an instance as video only when its metadata carries an",
-        "  H.264/HEVC transfer syntax; the gateway adds Available Transfer Syntax UID (0008,3002) and a Pixel",
-        "  Data BulkDataURI pointing at `/rendered`, which Orthanc's DICOMweb plugin 1.7 does not.",
-        "- *OHIF straight on Orthanc*: the same file, OHIF served on the origin of Orthanc's DICOMweb (no CORS",
-        "  needed); the requests Orthanc failed are named. Orthanc's metadata carries no transfer syntax, so",
-        "  Endoscopic and Microscopic video become an image stack whose `/frames/N` it cannot answer, and a",
-        "  Photographic one asks `/rendered`, which the plugin cannot render for video.",
-        "- PSNR compares the luma of the picture Chromium drew (canvas from the `<video>`, RGB back to Y' with",
-        "  BT.709 or BT.601, whichever is closer) with the luma dvqa decodes from the DICOM file at that time.",
-        "",
-    ]
-    return "\n".join(lines)
+        result = dict(VIEWER_RESULTS.get(name, {}))
+        if result.get("psnr") == float("inf"):
+            result["psnr"] = "inf"  # JSON has no infinity
+        rows.append({"file": clip.name, "iod": iod, "syntax": syntax, "transfer_syntax": stored[name].transfer_syntax,
+                     **result})
+    return {"versions": {"dvqa": __version__, **versions}, "rows": rows}

@@ -32,21 +32,25 @@ from starlette.responses import FileResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route, Router
 
 from dvqa.dicom.iod import VideoIOD
+from dvqa.dicom.syntaxes import VideoSyntax
 from dvqa.serve import remux
 from dvqa.serve.cache import Cache, private_file
 from dvqa.serve.render import SUFFIX, RenderJob
-from dvqa.serve.upstream import HOP_BY_HOP, Upstream, UpstreamError
+from dvqa.serve.upstream import HOP_BY_HOP, InstanceBody, Upstream, UpstreamError
 
 log = logging.getLogger("dvqa.serve")
 
-RENDER_VERSION = "1"  # part of every ETag: a change to how videos are rendered changes it
+RENDER_VERSION = "2"  # part of every ETag: a change to how videos are rendered changes it
 VIDEO_SOP_CLASSES = {iod.sop_class for iod in VideoIOD}
 AVAILABLE_TRANSFER_SYNTAX = "00083002"
 PIXEL_DATA = "7FE00010"
 _JSON_ANSWER = re.compile(r"^(studies/?|(studies/[^/]+/)?series/?|(studies/[^/]+/(series/[^/]+/)?)?instances/?"
                           r"|studies/[^/]+(/series/[^/]+(/instances/[^/]+)?)?/metadata/?)$")
+_METADATA_PATH = re.compile(r"^studies/(?P<study>[^/]+)(/series/(?P<series>[^/]+)(/instances/(?P<instance>[^/]+))?)?"
+                            r"/metadata$")
 _LOOKUPS_AT_ONCE = 4
 _KNOWN_SYNTAXES = 100_000  # SOP Instance UID -> transfer syntax, kept in memory
+_PREFETCH_AT_ONCE = 2  # renderings a metadata request may start before the viewer asks for them
 
 
 def one_line(error: UpstreamError) -> Response:
@@ -62,6 +66,7 @@ class Gateway:
         self.public_url = public_url
         self.jobs: dict[str, RenderJob] = {}
         self.syntaxes: OrderedDict[str, str] = OrderedDict()
+        self.probing: dict[str, asyncio.Future] = {}  # SOP Instance UID -> its transfer syntax, being learnt
         self.router = Router(routes=[
             Route("/studies/{study}/series/{series}/instances/{instance}/rendered", self.rendered),
             Route("/studies/{study}/series/{series}/instances/{instance}/thumbnail", self.thumbnail),
@@ -77,6 +82,8 @@ class Gateway:
         if rewrite:
             headers.pop("accept-encoding", None)  # the JSON is read and changed: ask for it uncompressed
         body = request.stream() if request.method in ("POST", "PUT", "PATCH") else None
+        if rewrite and path.rstrip("/").endswith("metadata"):
+            self._learn_early(path, request.headers.get("authorization"))
         try:
             response = await self.upstream.open(request.method, path, request.url.query, headers, body)
         except UpstreamError as exc:
@@ -111,8 +118,15 @@ class Gateway:
 
     async def augment(self, datasets: list, request: Request) -> None:
         """Add 0008,3002 and a Pixel Data BulkDataURI to the video instances among `datasets`, and point
-        URLs at the gateway."""
+        URLs at the gateway.
+
+        For a /metadata request (a viewer opening a study asks it just before the video) the retrieve that
+        tells a video's transfer syntax is read on into its rendering (at most _PREFETCH_AT_ONCE at a
+        time) instead of being closed: the viewer's /rendered then joins a download already under way
+        instead of starting one - a PACS such as Orthanc 1.10 takes seconds to begin answering a large
+        instance."""
         authorization = request.headers.get("authorization")
+        prefetch = request.url.path.rstrip("/").endswith("/metadata")
         base = self._base(request)
         limit = asyncio.Semaphore(_LOOKUPS_AT_ONCE)
 
@@ -122,7 +136,7 @@ class Gateway:
                 return
             async with limit:
                 try:
-                    syntax = await self.transfer_syntax(*uids, authorization)
+                    syntax = await self.transfer_syntax(*uids, authorization, prefetch=prefetch)
                 except UpstreamError as exc:
                     log.warning("transfer syntax lookup failed: %s", exc)
                     return
@@ -135,16 +149,93 @@ class Gateway:
         await asyncio.gather(*(one(item) for item in datasets if isinstance(item, dict)))
         _rewrite_urls(datasets, self.upstream.base, base)
 
-    async def transfer_syntax(self, study: str, series: str, instance: str, authorization: str | None) -> str:
+    def _learn_early(self, path: str, authorization: str | None) -> None:
+        """While the upstream prepares a metadata answer (Orthanc 1.10 reads and parses the whole file for
+        it: 8 s for a 476 MB instance here), learn the transfer syntaxes of the video instances it will
+        list - and start rendering them - from a QIDO-RS query (fast: the PACS's index), so the metadata's
+        augmentation and the viewer's /rendered find the work begun."""
+        found = _METADATA_PATH.match(path.rstrip("/"))
+        if found is None:
+            return
+        study, series, instance = found.group("study"), found.group("series"), found.group("instance")
+
+        async def learn() -> None:
+            try:
+                if instance:
+                    await self.transfer_syntax(study, series, instance, authorization, prefetch=True)
+                    return
+                where = f"studies/{study}/series/{series}/instances" if series else f"studies/{study}/instances"
+                headers = {"Accept": "application/dicom+json"} | (
+                    {"Authorization": authorization} if authorization else {})
+                response = await self.upstream.open("GET", where, "includefield=00280008", headers)
+                try:
+                    items = json.loads(await response.aread()) if response.status_code == 200 else []
+                finally:
+                    await response.aclose()
+                limit = asyncio.Semaphore(_LOOKUPS_AT_ONCE)
+
+                async def one(uids: tuple[str, str, str]) -> None:
+                    async with limit:
+                        await self.transfer_syntax(*uids, authorization, prefetch=True)
+
+                found_uids = [_uids(item) for item in items if isinstance(item, dict) and _maybe_video(item)]
+                await asyncio.gather(*(one(u) for u in found_uids if u is not None), return_exceptions=True)
+            except (UpstreamError, httpx.HTTPError, ValueError) as exc:  # only a head start: augment asks again
+                log.info("early transfer syntax lookup failed: %s", type(exc).__name__)
+
+        asyncio.ensure_future(learn())
+
+    async def transfer_syntax(self, study: str, series: str, instance: str, authorization: str | None,
+                              prefetch: bool = False) -> str:
+        """The instance's transfer syntax: remembered, being learnt (awaited), or learnt now."""
         known = self.syntaxes.get(instance)
         if known is not None:
             self.syntaxes.move_to_end(instance)
             return known
-        syntax = await self.upstream.transfer_syntax(study, series, instance, authorization)
+        pending = self.probing.get(instance)
+        if pending is None:
+            pending = asyncio.ensure_future(self._learn(study, series, instance, authorization, prefetch))
+            self.probing[instance] = pending
+            pending.add_done_callback(lambda done: (self.probing.pop(instance, None),
+                                                    done.cancelled() or done.exception()))
+        return await asyncio.shield(pending)
+
+    async def _learn(self, study: str, series: str, instance: str, authorization: str | None,
+                     prefetch: bool) -> str:
+        syntax, body = await self._probe(study, series, instance, authorization)
+        video = remux.renderable(syntax)
+        if prefetch and video is not None and len(self.jobs) < _PREFETCH_AT_ONCE:
+            self._job((study, series, instance), video, authorization, body)
+        else:
+            await body.aclose()
+        return syntax
+
+    async def _probe(self, study: str, series: str, instance: str,
+                     authorization: str | None) -> tuple[str, InstanceBody]:
+        """The instance's transfer syntax (remembered) and its retrieve, still open."""
+        syntax, body = await self.upstream.probe(study, series, instance, authorization)
         self.syntaxes[instance] = syntax
         if len(self.syntaxes) > _KNOWN_SYNTAXES:
             self.syntaxes.popitem(last=False)
-        return syntax
+        return syntax, body
+
+    def _job(self, uids: tuple[str, str, str], syntax: VideoSyntax, authorization: str | None,
+             body: InstanceBody | None) -> RenderJob | Path | None:
+        """The cached rendering, the job making it, or a new job (reading on from `body` if given; a
+        `body` not needed is closed)."""
+        instance = uids[2]
+        key = self.cache.key("rendered", RENDER_VERSION, instance)
+        suffix = SUFFIX[remux.MEDIA_TYPE[syntax.codec]]
+        found: RenderJob | Path | None = self.cache.get(key, suffix) or self.jobs.get(key)
+        if found is not None:
+            if body is not None:
+                asyncio.ensure_future(body.aclose())
+            return found
+        job = RenderJob(key, syntax, self.cache.temporary(key, suffix))
+        self.jobs[key] = job
+        task = asyncio.create_task(job.run(self.upstream, self.cache, uids, authorization, body))
+        task.add_done_callback(lambda _: self.jobs.pop(key, None))
+        return job
 
     async def _allowed(self, study: str, series: str, instance: str, authorization: str | None) -> None:
         """The upstream's word that this client may see this instance (a QIDO-RS query for it)."""
@@ -173,25 +264,22 @@ class Gateway:
         instance is not video (the upstream answers then)."""
         study, series, instance = (request.path_params[k] for k in ("study", "series", "instance"))
         authorization = request.headers.get("authorization")
+        body: InstanceBody | None = None
         try:
             await self._allowed(study, series, instance, authorization)
-            syntax = remux.renderable(await self.transfer_syntax(study, series, instance, authorization))
+            if instance in self.probing:  # a metadata request is learning it (and may start the rendering)
+                await asyncio.shield(self.probing[instance])
+            known = self.syntaxes.get(instance)
+            if known is None:  # one retrieve: the transfer syntax from its start, the video from the rest
+                known, body = await self._probe(study, series, instance, authorization)
         except UpstreamError as exc:
             return one_line(exc)
+        syntax = remux.renderable(known)
         if syntax is None:
+            if body is not None:
+                await body.aclose()
             return None
-        key = self.cache.key("rendered", RENDER_VERSION, instance)
-        media_type = remux.MEDIA_TYPE[syntax.codec]
-        cached = self.cache.get(key, SUFFIX[media_type])
-        if cached is not None:
-            return cached
-        job = self.jobs.get(key)
-        if job is None:
-            job = RenderJob(key, syntax, self.cache.temporary(key, SUFFIX[media_type]))
-            self.jobs[key] = job
-            task = asyncio.create_task(job.run(self.upstream, self.cache, (study, series, instance), authorization))
-            task.add_done_callback(lambda _: self.jobs.pop(key, None))
-        return job
+        return self._job((study, series, instance), syntax, authorization, body)
 
     async def rendered(self, request: Request) -> Response:
         found = await self._video(request)

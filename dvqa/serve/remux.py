@@ -5,8 +5,9 @@ Why remux and not pass the raw stream: a browser's demuxer cannot open an Annex 
 but plays the same bytes inside MP4. The coded pictures are copied as they are - the stream that
 ffmpeg's h264_mp4toannexb takes back out of the MP4 is byte-identical to Pixel Data - and only the
 container's timing is made, from Frame Time (0018,1063), Frame Time Vector (0018,1065) or Cine Rate.
-The MP4 is fragmented (a fragment per key frame, the moov box first and empty) so it can be sent
-while it is being written.
+The MP4 is fragmented (a fragment per key frame or FRAGMENT_S, the moov box first and empty) so it can
+be sent while it is being written: dvqa.serve.liveremux writes it while the instance is still downloading;
+`write_mp4` here is the whole-stream way, for streams whose display order only the decoder can tell.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from pydicom.dataset import Dataset
 
 from dvqa.core.errors import InputError
 from dvqa.dicom import syntaxes
-from dvqa.dicom.dicomfile import read_chunks
 from dvqa.dicom.iod import declared_rate
 from dvqa.video.poc import PictureOrder
 from dvqa.video.threads import frame_threaded, parking
@@ -33,6 +33,9 @@ DEMUXER = {"h264": "h264", "hevc": "hevc", "mpeg2video": "mpegvideo"}  # FFmpeg'
 MEDIA_TYPE = {"h264": "video/mp4", "hevc": "video/mp4", "mpeg2video": "video/mpeg"}
 HEAD_BYTES = 16384  # parameter sets, SEI and the first slice header sit in an access unit's first bytes
 MP4_FLAGS = "frag_keyframe+empty_moov+delay_moov+default_base_moof"
+FRAGMENT_S = 2  # a fragment holds at most this long of pictures, even in a stream with rare key frames
+MP4_OPTIONS = {"movflags": MP4_FLAGS, "avoid_negative_ts": "disabled",
+               "frag_duration": str(FRAGMENT_S * 1_000_000)}
 
 
 @dataclass(frozen=True)
@@ -55,13 +58,9 @@ def renderable(transfer_syntax: str) -> syntaxes.VideoSyntax | None:
     return syntax if syntax is not None and syntax.codec in MEDIA_TYPE else None
 
 
-def read_source(dicom_path: Path) -> Source:
-    """The header facts needed to play the stream (read up to Pixel Data, never the pixels)."""
-    try:
-        ds = pydicom.dcmread(str(dicom_path), stop_before_pixels=True)
-    except Exception as exc:
-        raise InputError(f"the upstream's instance is not a readable DICOM file ({type(exc).__name__})") from None
-    syntax = renderable(str(ds.file_meta.get("TransferSyntaxUID", "")))
+def source_of(ds: Dataset) -> Source:
+    """The header facts of a data set read up to Pixel Data (with its File Meta Information)."""
+    syntax = renderable(str(getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID", "")))
     if syntax is None:
         raise InputError("the instance is not in a video transfer syntax this gateway renders")
     return Source(codec=syntax.codec, frames=int(ds.get("NumberOfFrames", 0) or 0), rate=_rate(ds),
@@ -80,22 +79,6 @@ def _rate(ds: Dataset) -> Fraction | None:
         return declared_rate(ds)
     except (ValueError, ZeroDivisionError):
         return None
-
-
-def extract_stream(dicom_path: Path, target: BinaryIO) -> int:
-    """Copy the encapsulated stream (items after the Basic Offset Table) to `target`, piece by piece;
-    a Pixel Data element cut short is an InputError (the upstream sent a truncated instance)."""
-    size = 0
-    try:
-        for number, piece in read_chunks(dicom_path):
-            if number > 0:
-                target.write(piece)
-                size += len(piece)
-    except ValueError:
-        raise InputError("the upstream's instance has a cut-short or damaged Pixel Data element") from None
-    if not size:
-        raise InputError("the instance's Pixel Data holds no video stream")
-    return size
 
 
 def presentation_ticks(source: Source, count: int) -> list[int]:
@@ -184,7 +167,7 @@ def write_mp4(es_path: Path, source: Source, out: BinaryIO) -> int:
     time_base = Fraction(1, TICKS)
     with av.open(str(es_path), format=DEMUXER[source.codec]) as container:
         template = container.streams.video[0]
-        with av.open(out, "w", format="mp4", options={"movflags": MP4_FLAGS, "avoid_negative_ts": "disabled"}) as muxer:
+        with av.open(out, "w", format="mp4", options=MP4_OPTIONS) as muxer:
             stream = muxer.add_stream_from_template(template)
             stream.time_base = time_base
             index = 0

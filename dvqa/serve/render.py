@@ -1,10 +1,13 @@
-"""One rendering of one instance: download it from the upstream to disk, take out its stream, write the
+"""One rendering of one instance: read it from the upstream as it arrives, take out its stream, write the
 playable file into the cache - while any number of requests read what is written so far.
 
 Requests for the same instance share one job, so ten viewers opening a video cost one download. The
-job works on disk only (memory stays flat whatever the instance's size) and the file appears in the
-cache only when complete; a failure removes what was written and every reader of the job ends with
-the same one-line error.
+download and the remux run side by side (dvqa.serve.dicomstream parses the instance as it arrives,
+dvqa.serve.liveremux remuxes right behind it), so the first fragments leave while later bytes are still
+on their way. The job works on disk (memory stays flat whatever the instance's size) and the file
+appears in the cache only when complete; a failure removes what was written and every reader of the
+job ends with the same one-line error - or, if the answer had begun, with the connection cut before
+its end, so no client takes a half video for a whole one.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ from typing import AsyncIterator
 
 import anyio
 
-from dvqa.core.errors import DvqaError
+from dvqa.core.errors import DvqaError, InputError
 from dvqa.dicom.syntaxes import VideoSyntax
-from dvqa.serve import remux
-from dvqa.serve.cache import Cache, private_file
-from dvqa.serve.upstream import Upstream, UpstreamError
+from dvqa.serve import liveremux, remux
+from dvqa.serve.cache import Cache
+from dvqa.serve.dicomstream import DicomStream
+from dvqa.serve.upstream import InstanceBody, Upstream, UpstreamError
 
 POLL_S = 0.02
 READ_PIECE = 1 << 20
@@ -44,12 +48,14 @@ class RenderJob:
         return remux.MEDIA_TYPE[self.syntax.codec]
 
     async def run(self, upstream: Upstream, cache: Cache, uids: tuple[str, str, str],
-                  authorization: str | None) -> None:
-        dicom = cache.temporary(self.key, ".dcm")
-        stream = cache.temporary(self.key, ".es")
+                  authorization: str | None, body: InstanceBody | None = None) -> None:
+        """Render; `body`: the retrieve already opened (to learn the transfer syntax), read on from there."""
+        spool: liveremux.Spool | None = None
         try:
-            await upstream.instance_to_file(*uids, dicom, authorization)
-            await anyio.to_thread.run_sync(self._render, dicom, stream)
+            body = body or await upstream.open_instance(*uids, authorization)
+            spool, remuxing = await self._download(body, cache)
+            if remuxing is not None:
+                await remuxing
             self.final = cache.put(self.part, self.key, SUFFIX[self.media_type])
         except UpstreamError as exc:
             self.error = exc
@@ -59,23 +65,56 @@ class RenderJob:
         except Exception as exc:  # a gateway bug: still one line for the client, never a hang
             self.error = UpstreamError(500, f"the gateway failed to render the instance ({type(exc).__name__})")
         finally:
-            for path in (dicom, stream):
-                path.unlink(missing_ok=True)
+            if body is not None:
+                await body.aclose()
+            if spool is not None and spool.path != self.part:
+                spool.path.unlink(missing_ok=True)
             if self.error is not None:
                 self.part.unlink(missing_ok=True)
             self.finished.set()
 
-    def _render(self, dicom: Path, stream: Path) -> None:
-        source = remux.read_source(dicom)
-        if source.media_type == "video/mpeg":  # the MPEG-2 elementary stream as it is (video/mpeg)
-            with os.fdopen(private_file(self.part), "wb") as out:
-                remux.extract_stream(dicom, out)
-            return
-        with os.fdopen(private_file(stream), "wb") as out:
-            remux.extract_stream(dicom, out)
-        dicom.unlink()  # the stream is all that is needed now: half the disk
-        with os.fdopen(private_file(self.part), "wb") as out:
-            remux.write_mp4(stream, source, out)
+    async def _download(self, body: InstanceBody, cache: Cache
+                        ) -> tuple[liveremux.Spool | None, asyncio.Future | None]:
+        """Read the instance to its end: the header parsed, the stream appended to a spool that the
+        remux thread (started once the header is known) follows. MPEG-2 is its own rendering: its
+        stream goes straight into `part`."""
+        parser = DicomStream()
+        spool: liveremux.Spool | None = None
+        remuxing: asyncio.Future | None = None
+        try:
+            async for piece in body.pieces():
+                stream = parser.feed(piece)
+                if spool is None and parser.header_done:
+                    source = remux.source_of(parser.header())
+                    if source.media_type == "video/mpeg":  # the MPEG-2 elementary stream as it is
+                        spool = liveremux.Spool(self.part)
+                    else:
+                        spool = liveremux.Spool(cache.temporary(self.key, ".es"))
+                        remuxing = asyncio.ensure_future(
+                            anyio.to_thread.run_sync(liveremux.render, spool, source, self.part))
+                for data in stream:
+                    spool.append(data)  # type: ignore[union-attr]
+                if remuxing is not None and remuxing.done():
+                    remuxing.result()  # the remux refused the stream: stop downloading, say why
+                    raise InputError("the instance's video stream ended before its Pixel Data did")
+            if not parser.header_done:
+                raise InputError("the upstream's instance holds no encapsulated Pixel Data")
+            if not parser.done:
+                raise InputError("the upstream's instance has a cut-short or damaged Pixel Data element")
+            if not spool.size:  # type: ignore[union-attr]
+                raise InputError("the instance's Pixel Data holds no video stream")
+            spool.close(failed=False)  # type: ignore[union-attr]
+            return spool, remuxing
+        except BaseException:
+            if spool is not None:
+                spool.close(failed=True)  # the remux thread stops at its next read
+                if remuxing is not None:
+                    await asyncio.wait([remuxing])
+                    if not remuxing.cancelled():
+                        remuxing.exception()  # retrieved: the download's error is the one reported
+                if spool.path != self.part:
+                    spool.path.unlink(missing_ok=True)
+            raise
 
     async def started(self) -> None:
         """Wait until the first bytes are written (the response can begin) or the job has ended."""

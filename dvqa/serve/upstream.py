@@ -1,5 +1,5 @@
-"""Talking to the upstream DICOMweb service: streamed requests, one-line errors, and the two
-instance reads the gateway needs (the whole file, to disk; and only its File Meta Information).
+"""Talking to the upstream DICOMweb service: streamed requests, one-line errors, and the instance
+retrieve the gateway reads as it arrives (its File Meta Information first, then, for a video, the rest).
 
 An upstream that is down, slow or broken must give the viewer a clear 502/504 at once, never a
 hung request: every call has a connect and a read timeout, and every transport failure becomes an
@@ -9,14 +9,10 @@ queries may carry patient data).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import AsyncIterator
 
 import httpx
-
-from dvqa.serve.cache import private_file
 
 # hop-by-hop headers (RFC 9110 §7.6.1) and the ones the transport sets itself
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -77,56 +73,85 @@ class Upstream:
         except httpx.HTTPError as exc:
             raise self.failure(exc) from None
 
-    async def instance_to_file(self, study: str, series: str, instance: str, target: Path,
-                               authorization: str | None) -> None:
-        """Retrieve one instance as stored (WADO-RS) into `target` (created 0600), streamed to disk so
-        memory does not grow with the instance. A response cut short raises 502."""
+    async def open_instance(self, study: str, series: str, instance: str,
+                            authorization: str | None) -> "InstanceBody":
+        """Start a retrieve of one instance as stored (WADO-RS); its bytes are read from the answer."""
         response = await self.open("GET", _instance_path(study, series, instance),
                                    headers=_headers(DICOM_AS_STORED, authorization))
         try:
             _check_status(self, response)
-            boundary = _boundary(self, response)
-            fd = private_file(target)
-            with os.fdopen(fd, "wb") as out:
-                parts = FirstPart(boundary)
-                async for chunk in response.aiter_raw():
-                    for piece in parts.feed(chunk):
-                        out.write(piece)
-                    if parts.done:
-                        break
-                if not parts.done:
-                    raise UpstreamError(502, f"upstream {self.base} cut the instance short")
-        except httpx.HTTPError as exc:
-            raise self.failure(exc) from None
-        finally:
+            return InstanceBody(self, response, FirstPart(_boundary(self, response)))
+        except BaseException:
             await response.aclose()
+            raise
 
-    async def transfer_syntax(self, study: str, series: str, instance: str, authorization: str | None) -> str:
-        """The instance's Transfer Syntax UID (0002,0010), reading only the start of a WADO-RS retrieve.
+    async def probe(self, study: str, series: str, instance: str,
+                    authorization: str | None) -> tuple[str, "InstanceBody"]:
+        """The instance's Transfer Syntax UID (0002,0010), from the start of a WADO-RS retrieve, and that
+        retrieve still open (the caller reads on, or closes it).
 
-        Standard DICOMweb metadata need not carry it (Orthanc's does not), and fetching a whole video to
-        learn it would cost its full size: the File Meta Information comes first, so the transfer is
-        closed after a few kilobytes."""
-        response = await self.open("GET", _instance_path(study, series, instance),
-                                   headers=_headers(DICOM_AS_STORED, authorization))
+        Standard DICOMweb metadata need not carry the transfer syntax (Orthanc's does not), and the File
+        Meta Information comes first, so a few kilobytes say it; a caller that wants the video next reads
+        on from the same answer instead of asking the PACS for it twice."""
+        body = await self.open_instance(study, series, instance, authorization)
         try:
-            _check_status(self, response)
-            parts = FirstPart(_boundary(self, response))
-            head = bytearray()
-            async for chunk in response.aiter_raw():
-                for piece in parts.feed(chunk):
-                    head += piece
-                if parts.done or len(head) >= META_PROBE_BYTES:
-                    break
-        except httpx.HTTPError as exc:
-            raise self.failure(exc) from None
-        finally:
-            await response.aclose()
-        syntax = meta_transfer_syntax(bytes(head))
+            syntax = meta_transfer_syntax(await body.head(META_PROBE_BYTES))
+        except BaseException:
+            await body.aclose()
+            raise
         if syntax is None:
+            await body.aclose()
             raise UpstreamError(502, f"upstream {self.base} sent an instance without a readable "
                                      "File Meta Information")
+        return syntax, body
+
+    async def transfer_syntax(self, study: str, series: str, instance: str, authorization: str | None) -> str:
+        """The instance's Transfer Syntax UID, reading only the start of a WADO-RS retrieve."""
+        syntax, body = await self.probe(study, series, instance, authorization)
+        await body.aclose()
         return syntax
+
+
+class InstanceBody:
+    """A WADO-RS answer for one instance, being read: the bytes of its first part, in order, as they
+    arrive (`pieces`), the ones `head` already read included. A stream that ends before its part does
+    raises a 502: the instance was cut short."""
+
+    def __init__(self, upstream: Upstream, response: httpx.Response, parts: "FirstPart") -> None:
+        self.upstream = upstream
+        self.response = response
+        self.parts = parts
+        self._raw = response.aiter_raw()
+        self._read: list[bytes] = []
+
+    async def _next(self) -> bool:
+        """Read one more chunk of the answer; False at its end."""
+        try:
+            chunk = await self._raw.__anext__()
+        except StopAsyncIteration:
+            return False
+        except httpx.HTTPError as exc:
+            raise self.upstream.failure(exc) from None
+        self._read += self.parts.feed(chunk)
+        return True
+
+    async def head(self, size: int) -> bytes:
+        """At least the first `size` bytes of the instance (fewer only if it is shorter); kept for `pieces`."""
+        while sum(map(len, self._read)) < size and not self.parts.done and await self._next():
+            pass
+        return b"".join(self._read)[:size]
+
+    async def pieces(self) -> AsyncIterator[bytes]:
+        while True:
+            while self._read:
+                yield self._read.pop(0)
+            if self.parts.done or not await self._next():
+                break
+        if not self.parts.done:
+            raise UpstreamError(502, f"upstream {self.upstream.base} cut the instance short")
+
+    async def aclose(self) -> None:
+        await self.response.aclose()
 
 
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}

@@ -77,19 +77,25 @@ def nal_heads(data: bytes, size: int = 256):
 
 
 class PictureOrder:
-    """Feed access units in stream order; `order()` gives each one's display position, or None."""
+    """Feed access units in stream order; `order()` gives each one's display position, or None.
 
-    def __init__(self) -> None:
+    `add` also answers the access unit's sort key (IDR period, picture order count), or None once the
+    stream uses what this reader does not follow: a caller that orders the pictures in a sliding window
+    (a stream remuxed while it arrives) passes keep=False, and no key is kept."""
+
+    def __init__(self, keep: bool = True) -> None:
         self._sps: dict[int, _Sps] = {}
         self._pps: dict[int, int] = {}
         self._keys: list[tuple[int, int]] = []  # (IDR period, picture order count) per access unit
+        self._keep = keep
+        self._count = 0
         self._period = -1
         self._prev_msb = self._prev_lsb = 0
         self.failed = False
 
-    def add(self, access_unit: bytes) -> None:
+    def add(self, access_unit: bytes) -> tuple[int, int] | None:
         if self.failed:
-            return
+            return None
         try:
             for nal in nal_heads(access_unit):
                 kind = nal[0] & 0x1F
@@ -100,11 +106,15 @@ class PictureOrder:
                     pps_id, sps_id = _pps(nal)
                     self._pps[pps_id] = sps_id
                 elif kind in (1, 5):
-                    self._keys.append(self._slice(nal, kind == 5))
-                    return
+                    key = self._slice(nal, kind == 5)
+                    self._count += 1
+                    if self._keep:
+                        self._keys.append(key)
+                    return key
             self.failed = True  # an access unit without a slice: not an order this reader follows
         except (IndexError, ValueError, KeyError):
             self.failed = True
+        return None
 
     def _slice(self, nal: bytes, idr: bool) -> tuple[int, int]:
         ref = nal[0] >> 5 & 3
@@ -124,7 +134,7 @@ class PictureOrder:
         if self._period < 0:
             raise ValueError("the stream does not start with an IDR picture")
         if sps.poc_type == 2:
-            return self._period, len(self._keys)  # display order is stream order (§8.2.1.3)
+            return self._period, self._count  # display order is stream order (§8.2.1.3)
         if sps.poc_type != 0:
             raise ValueError("pic_order_cnt_type 1")
         del frame_num
