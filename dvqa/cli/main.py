@@ -114,7 +114,7 @@ def main(ctx: click.Context) -> None:
 @options.output_format("text", "json")
 @options.debug
 def convert_command(source: Path, output: Path, follow: bool, keep_partial: bool, idle_s: float, syntax: str,
-                    iod_name: str, uid_root: str | None,
+                    rate, iod_name: str, uid_root: str | None,
                     patient_name: str | None, patient_id: str | None, patient_birth_date: str | None,
                     patient_sex: str | None, accession_number: str | None, study_uid: str | None,
                     study_description: str | None, metadata_json: Path | None,
@@ -143,7 +143,7 @@ def convert_command(source: Path, output: Path, follow: bool, keep_partial: bool
              "StudyInstanceUID": ("--study-uid", study_uid),
              "StudyDescription": ("--study-description", study_description)},
             report_paths, sign_key, sign_cert, passphrase_env,
-            syntax=syntax, iod=iod_name, uid_root=uid_root, force=force, passthrough=not no_passthrough,
+            syntax=syntax, rate=rate, iod=iod_name, uid_root=uid_root, force=force, passthrough=not no_passthrough,
             source_range=source_range, quality=not no_quality, ssim=ssim, profile=profile,
             keep_failed=keep_failed, signature_profile=signature_profile, keep_partial=keep_partial)
     except DvqaError as exc:  # before any work: still one audit record for the attempt
@@ -271,6 +271,7 @@ def _print_text(r: dict) -> None:
                f"{t['source_frames']} frames over {t['source_duration_s']:.3f} s")
     click.echo(f"syntax   {p['title']} ({p['uid']})")
     click.echo(f"why      {p['reason']}")
+    click.echo(f"rate     {p['rate_reason']}")
     if r["passthrough"]:
         click.echo(f"stream   passed through unchanged, sha256 {r['elementary_stream_sha256']}")
     else:
