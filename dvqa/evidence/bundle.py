@@ -192,9 +192,11 @@ def _convert(stage: Path, source: Path, s: Settings, audit: AuditLog, names: set
     if result.written:
         files.insert(0, output.relative_to(stage).as_posix())
     psnr = ((record.get("quality") or {}).get("summary") or {}).get("psnr", {})
-    said = (f"{result.plan.syntax.name}, {result.frames} frames"
-            + (f", PSNR mean {reports.number(psnr['mean'], 2)} dB, worst {reports.number(psnr['min'], 2)} dB"
-               if psnr else "")  # a bit-exact passthrough measures "Infinity", which is text
+    exact = reports.bit_exact(record.get("quality"))
+    said = (f"{result.plan.syntax.name}, {reports.plural(result.frames, 'frame')}"
+            + (", bit-exact (every frame identical to its source)" if exact else
+               f", PSNR mean {reports.number(psnr['mean'], 2)} dB, worst {reports.number(psnr['min'], 2)} dB"
+               if psnr else "")
             + ("" if result.written else "; not written: a quality floor was not met"))
     return (PASSED if result.exit_code == 0 else FAILED), said, files
 
