@@ -12,6 +12,7 @@ from pydicom.tag import BaseTag, Tag
 
 from dvqa.cli import options
 from dvqa.cli.common import audit_key, audit_log, guarded, passphrase, refuse_same_files, same_file
+from dvqa.core.words import plural
 from dvqa.core import outputs, signals
 from dvqa.core.errors import DvqaError, ExitCode, UsageError
 from dvqa.trust import atna
@@ -234,9 +235,9 @@ def audit_verify_command(log: Path, audit_key_env: str | None, expect_head: str 
             how = " and ".join(what for what, done in (("every HMAC checked with the key", check.keyed),
                                                         ("the head you kept is in it", check.pinned)) if done)
             if check.tamper_evident:
-                click.echo(f"OK       {log}: {check.records} records chained, {how}; head {check.head_text}")
+                click.echo(f"OK       {log}: {plural(check.records, 'record')} chained, {how}; head {check.head_text}")
             else:
-                click.echo(f"CHAINED  {log}: {check.records} records chained, but NOT tamper-evident: without "
+                click.echo(f"CHAINED  {log}: {plural(check.records, 'record')} chained, but NOT tamper-evident: without "
                            "--audit-key-env (a keyed log) or --expect-head (a head kept elsewhere), anyone who can "
                            f"write the file can rewrite it and its chain undetected; head {check.head_text}")
     sys.exit(int(ExitCode.OK if check.ok else ExitCode.CHECK_FAILED))

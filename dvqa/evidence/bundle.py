@@ -25,6 +25,7 @@ import av
 import av.logging
 
 from dvqa import __version__
+from dvqa.core.words import plural
 from dvqa.core import outputs
 from dvqa.core.errors import DvqaError, EnvironmentProblem, UsageError
 from dvqa.core.findings import Severity
@@ -257,7 +258,8 @@ def _validate(stage: Path, s: Settings):
     errors = sum(1 for r in results for f in r.findings if f.severity is Severity.ERROR)
     warnings = sum(1 for r in results for f in r.findings if f.severity is Severity.WARNING)
     failed = sum(1 for r in results if any(f.severity is Severity.ERROR for f in r.findings))
-    said = f"{len(results)} files, {failed} failed; {errors} errors, {warnings} warnings"
+    said = (f"{plural(len(results), 'file')}, {failed} failed; {plural(errors, 'error')}, "
+            f"{plural(warnings, 'warning')}")
     return (FAILED if errors else PASSED), said, written
 
 
@@ -369,8 +371,8 @@ def _write_index(stage: Path, steps: list[Step], s: Settings, created: dt.dateti
     from dvqa.report import documents
 
     failed = [step.name for step in steps if step.status == FAILED]
-    verdict = (f"{len(failed)} of {len(steps)} steps failed: {', '.join(failed)}" if failed
-               else f"all {len(steps)} steps passed")
+    verdict = (f"{len(failed)} of {plural(len(steps), 'step')} failed: {', '.join(failed)}" if failed
+               else "the one step passed" if len(steps) == 1 else f"all {len(steps)} steps passed")
     page = documents.html("evidence.html", steps=steps, verdict=verdict, ok=not failed, version=__version__,
                           built_in=str(stage),
                           created=created.isoformat(timespec="seconds"), inputs=_inputs(s),

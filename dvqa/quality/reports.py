@@ -15,6 +15,7 @@ from pathlib import Path
 from dvqa.core import outputs
 from dvqa.core.errors import UsageError
 from dvqa.core.resources import templates
+from dvqa.core.words import plural
 from dvqa.quality.meter import INFINITY_JSON
 
 PLOT_WIDTH, PLOT_HEIGHT, MARGIN = 900, 220, 44
@@ -112,11 +113,6 @@ def number(value: float | str, decimals: int) -> str:
     if isinstance(value, str) or math.isinf(float(value)):
         return "∞" if str(value).lstrip("+") in ("Infinity", "inf") else str(value)
     return f"{float(value):.{decimals}f}"
-
-
-def plural(count: int, one: str, many: str | None = None) -> str:
-    """'1 frame', '2 frames': a count with its noun agreeing (many: the plural when not one + s)."""
-    return f"{count} {one if count == 1 else many or one + 's'}"
 
 
 def bit_exact(quality: dict | None) -> bool:
