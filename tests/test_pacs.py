@@ -123,8 +123,13 @@ def test_a_pacs_that_refuses_video_says_what_it_refused(jpeg_only_pacs, files, t
     assert proc.returncode == 1, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("rejected") and "MPEG-4 AVC/H.264 High Profile / Level 4.1" in lines[0]
-    assert "accepted only JPEG Baseline" in lines[0]
+    assert "dvqa proposed Video Endoscopic Image Storage (1.2.840.10008.5.1.4.1.1.77.1.1.1) in MPEG-4 AVC/H.264" \
+        in lines[0] and "the PACS refused that presentation context (transfer syntax not supported)" in lines[0]
     assert lines[1].startswith("stored")
+    # the refusal of a file says the same whatever else was in the batch (here: the JPEG the PACS took)
+    alone = dvqa("pacs", "store", str(files["h264-high-4.1"]), "--port", str(jpeg_only_pacs["port"]),
+                 "--called-aet", "STORESCP")
+    assert alone.returncode == 1 and alone.stdout.splitlines()[0] == lines[0]
     assert len(list(jpeg_only_pacs["out"].iterdir())) == 1  # the JPEG one arrived
     assert all(p.read_bytes() == data for p, data in before.items())  # nothing local moved or changed
     # the audit trail says what happened to each file, and exports as DICOM Instances Transferred

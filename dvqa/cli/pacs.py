@@ -136,8 +136,6 @@ def pacs_store_command(files: tuple[Path, ...], host: str, port: int | None, cal
         if require_tls:
             fail(UsageError(f"{where}: sending patient data without TLS is not allowed here (--require-tls or "
                             "DVQA_REQUIRE_TLS); use --tls (DIMSE) or an https:// --stow URL."), debug)
-        warn(f"patient data goes to {where} unencrypted (no TLS); anyone on the network path can read it - "
-             "use --tls or an https:// URL where the PACS offers it (--require-tls forbids clear text).")
     if not stow_url and port is None:
         fail(UsageError("give --port (DIMSE) or --stow URL (DICOMweb)."), debug)
     if not stow_url and commit and listen_port is None:
@@ -173,6 +171,10 @@ def pacs_store_command(files: tuple[Path, ...], host: str, port: int | None, cal
     if audit:
         for r in results:
             audit.append(pacs.send_event(r, destination, protocol))
+    if not encrypted and any(r.sent or (r.fallback or {}).get("sent") for r in results):
+        # said when it happened, not before: a refusal or an unreachable PACS sent no patient data
+        warn(f"patient data went to {where} unencrypted (no TLS); anyone on the network path could read it - "
+             "use --tls or an https:// URL where the PACS offers it (--require-tls forbids clear text).")
     if fmt == "json":
         click.echo(json.dumps([r.to_dict() for r in results], indent=2))
     else:
