@@ -112,10 +112,11 @@ def debug(fn: Callable) -> Callable:
     return click.option("--debug", is_flag=True, help="Show tracebacks instead of one sentence.")(fn)
 
 
-def output_format(*choices: str) -> Decorator:
-    """--format: what is printed on stdout; text unless a command prints only one other format."""
+def output_format(*choices: str, help: str = "") -> Decorator:
+    """--format: what is printed on stdout; text unless a command prints only one other format. `help`: what
+    each format is, where the names alone do not say (dicom-audit)."""
     return click.option("--format", "fmt", default=choices[0], show_default=True, type=click.Choice(list(choices)),
-                        help="What to print on stdout.")
+                        help=help or "What to print on stdout.")
 
 
 def output(help: str, required: bool = False, folder: bool = False, dest: str = "output") -> Decorator:

@@ -260,7 +260,10 @@ def audit_head_command(log: Path, audit_key_env: str | None, debug: bool) -> Non
 
 @audit_group.command("export")
 @click.argument("log", type=options.InputPath(dir_okay=False))
-@options.output_format("dicom-audit")
+@options.output_format("dicom-audit", help="The kind of file written per record into -o. dicom-audit: a DICOM "
+                       "Audit Message (PS3.15 A.5: the XML an IHE ATNA audit repository takes), one record-SEQ.xml per "
+                       "record - DICOM Instances Transferred for a PACS send, DICOM Instances Accessed for a "
+                       "conversion. The only format so far; stdout says how many were written.")
 @options.output("Folder for one XML message per record (record-SEQ.xml); created if missing.", required=True,
                 folder=True, dest="out_dir")
 @options.debug
@@ -278,6 +281,6 @@ def audit_export_command(log: Path, fmt: str, out_dir: Path, debug: bool) -> Non
         return written
 
     count = guarded(debug, work)
-    click.echo(f"exported {count} audit messages to {out_dir}")
+    click.echo(f"exported {plural(count, 'audit message')} to {out_dir}")
 
 
