@@ -17,7 +17,7 @@ from dvqa.core import outputs, signals
 from dvqa.core.errors import DvqaError, ExitCode, UsageError
 from dvqa.trust import atna
 from dvqa.trust import audit as audit_trail
-from dvqa.trust.signature import PURPOSES, SIGNING_ALGORITHMS, Signer, sign_file
+from dvqa.trust.signature import PURPOSES, SIGNING_ALGORITHMS, Signer, sign_file, signature_uid
 from dvqa.trust.verification import REQUIRED_COVERED, VerifyPolicy, load_trust, verify_file
 
 
@@ -45,12 +45,16 @@ def register(main: click.Group) -> None:
 @options.output("Write the signed file here (default: replace FILE, atomically).")
 @click.option("--allow-invalid-certificate", is_flag=True,
               help="Sign even though the certificate is expired or not yet valid (verify will fail it).")
+@click.option("--uid-root", default=None,
+              help="Root for the Digital Signature UID, e.g. the device maker's registered root (default: pydicom's, "
+                   "as convert --uid-root sets the root of the UIDs it generates).")
 @options.audit
 @options.output_format("text", "json")
 @options.debug
 def sign_command(file: Path, key_path: Path, cert_path: Path | None, passphrase_env: str | None,
                  signature_profile: str,
                  mac: str, purpose: str | None, output: Path | None, allow_invalid_certificate: bool,
+                 uid_root: str | None,
                  audit_path: Path | None, audit_key_env: str | None, fmt: str, debug: bool) -> None:
     """Add a DICOM digital signature (PS3.15 Annex C) over every signable element of FILE."""
     target = output or file
@@ -73,7 +77,8 @@ def sign_command(file: Path, key_path: Path, cert_path: Path | None, passphrase_
         try:
             refuse_same_files(written, read)  # recorded as a failed attempt, as a bad key is
             signer = Signer.load(key_path, cert_path, passphrase(passphrase_env), allow_invalid_certificate)
-            return sign_file(file, target, signer, signature_profile, mac, purpose, record=record)
+            signature_uid(uid_root)  # a bad root is refused before the key is read
+            return sign_file(file, target, signer, signature_profile, mac, purpose, record=record, uid_root=uid_root)
         except KeyboardInterrupt as exc:
             if audit:
                 audit.append({"command": "sign", "input": str(file), "output": str(target), "outcome": "failure",
