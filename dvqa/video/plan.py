@@ -304,7 +304,6 @@ def choose_live(info: SourceInfo, nominal: Fraction, requested: str, pinned: Pin
                 f"at {float(target):.3f} fps without loss of resolution or rate")
     if pinned:
         raise UsageError(f"{pinned.by} sets {fps(pinned.rate)} fps, but no video syntax carries "
-                         f"{info.width}x{info.height} at that rate without scaling; choose another rate, or a "
-                         "--syntax that scales.")
+                         f"{info.width}x{info.height} at that rate without scaling; choose another rate.")
     raise InputError(f"{info.path}: no video syntax carries {info.width}x{info.height} at {float(nominal):.3f} fps "
                      "without loss; choose one with --syntax (dvqa will scale or change the rate).")
