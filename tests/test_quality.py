@@ -320,4 +320,4 @@ def test_counts_agree_with_their_nouns() -> None:
                                                                                         "0 entries")
     assert number("Infinity", 2) == "∞" and number(float("inf"), 2) == "∞" and number(43.214, 2) == "43.21"
     measured = verdict({"command": "quality", "findings": [], "profile": None})
-    assert measured["state"] == "measured" and "no --profile was given" in measured["against"]
+    assert measured["state"] == "measured" and "No --profile was given" in measured["against"]

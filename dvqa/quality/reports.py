@@ -163,7 +163,7 @@ def verdict(record: dict) -> dict[str, object]:
         parts.append("dvqa's stream-layer validation of the file written")
     if not parts:
         return {"state": "measured", "headline": "MEASURED, NOT JUDGED",
-                "against": "no --profile was given, so no quality floor applies: the numbers below are "
+                "against": "No --profile was given, so no quality floor applies: the numbers below are "
                            "measurements for a person to judge", "findings": findings}
     against = " and ".join(parts)
     if converted and not (profile and floors):
