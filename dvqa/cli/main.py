@@ -299,7 +299,8 @@ def _print_text(r: dict) -> None:
     if r["profile"] and not r["findings"]:
         floors = len(r['profile']['quality_floors'])
         click.echo(f"profile  {r['profile']['name']}: " + ("the quality floor met" if floors == 1
-                                                          else f"all {floors} quality floors met"))
+                                                          else f"all {floors} quality floors met" if floors
+                                                          else "no quality floor to meet"))
     if r["signature"]:
         sig = r["signature"]
         click.echo(f"signed   signature {sig['uid']} ({sig['algorithm']}, {sig['profile']} profile)")
