@@ -334,3 +334,54 @@ def test_stream_stating_another_rate_is_not_passed_through(tmp_path: Path) -> No
     assert [f for f in result.validation if f["code"] == "stream.frame-rate"] == []  # the re-encode states 30
     wrapped = convert(CLIPS / "h264_cfr_high.mkv", tmp_path / "wrapped.dcm")  # states 30 fps itself
     assert wrapped.plan.passthrough and wrapped.validation == []
+
+
+@pytest.mark.requirement("DVQA-CONV-003")
+def test_rate_option_pins_the_output_rate_and_every_output_says_why(tmp_path: Path) -> None:
+    """--rate R writes at R (Frame Time says so); the text, JSON and HTML all carry the reason."""
+    out, html = tmp_path / "o.dcm", tmp_path / "r.html"
+    text = dvqa("convert", str(RECORDED / "vp8_opus.webm"), "-o", str(out), "--rate", "25", "--report", str(html))
+    assert text.returncode == 0, text.stderr
+    line = next(x for x in text.stdout.splitlines() if x.startswith("rate "))
+    assert line.startswith("rate     25 fps, as --rate sets; measured: the recording's frames came every")
+    assert abs(float(pydicom.dcmread(str(out), stop_before_pixels=True).FrameTime) - 40.0) < 1e-6
+    record = json.loads(dvqa("convert", str(RECORDED / "vp8_opus.webm"), "-o", str(out), "--force", "--rate",
+                             "25", "--format", "json", "--no-quality").stdout)
+    assert record["plan"]["rate"] == "25" and record["plan"]["rate_set_by"] == "--rate"
+    assert record["plan"]["rate_reason"] == line.removeprefix("rate").strip()
+    assert record["plan"]["rate_reason"] in html.read_text().replace("&#39;", "'")
+    measured = json.loads(dvqa("convert", str(RECORDED / "vp8_opus.webm"), "-o", str(out), "--force",
+                               "--format", "json", "--no-quality").stdout)["plan"]
+    assert measured["rate_set_by"] is None and measured["rate_reason"].startswith(f"{measured['rate']} fps: the "
+                                                                                 "recording's frames came every")
+
+
+@pytest.mark.requirement("DVQA-CONV-003")
+def test_a_rate_the_syntax_cannot_carry_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    out = tmp_path / "o.dcm"
+    proc = dvqa("convert", str(RECORDED / "vp8_opus.webm"), "-o", str(out), "--syntax", "mpeg2-mp-ml",
+                "--rate", "31")
+    assert proc.returncode == 2 and not out.exists() and list(tmp_path.iterdir()) == []
+    assert proc.stderr == ("dvqa: error: --rate sets 31 fps, but mpeg2-mp-ml carries 720x480 only at 29.97 or 30 "
+                           "fps; choose a rate it carries, or another --syntax.\n")
+    bad = dvqa("convert", str(RECORDED / "vp8_opus.webm"), "-o", str(out), "--rate", "fast")
+    assert bad.returncode == 2 and "'fast' is not a frame rate" in bad.stderr and not out.exists()
+
+
+@pytest.mark.requirement("DVQA-CONV-003")
+def test_a_profile_sets_the_output_rate_and_rate_overrides_it(tmp_path: Path) -> None:
+    profile = tmp_path / "site.yaml"
+    profile.write_text("profile: site\ndescription: a site that archives at 25 fps\n"
+                       "output_rate:\n  fps: 25\n  source: the site's viewers play 25 fps\n")
+    out = tmp_path / "o.dcm"
+    plan = json.loads(dvqa("convert", str(CLIPS / "vp9_vfr.webm"), "-o", str(out), "--profile", str(profile),
+                           "--format", "json").stdout)["plan"]
+    assert plan["rate"] == "25" and plan["rate_set_by"] == "the site profile's output_rate"
+    assert plan["rate_reason"].startswith("25 fps, as the site profile's output_rate sets (the site's viewers "
+                                          "play 25 fps); measured:")
+    plan = json.loads(dvqa("convert", str(CLIPS / "vp9_vfr.webm"), "-o", str(out), "--force", "--profile",
+                           str(profile), "--rate", "30", "--format", "json").stdout)["plan"]
+    assert plan["rate"] == "30" and plan["rate_set_by"] == "--rate"
+    profile.write_text("profile: site\noutput_rate:\n  fps: 25\n")
+    proc = dvqa("convert", str(CLIPS / "vp9_vfr.webm"), "-o", str(tmp_path / "p.dcm"), "--profile", str(profile))
+    assert proc.returncode == 2 and "output_rate needs a source" in proc.stderr

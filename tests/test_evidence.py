@@ -142,7 +142,8 @@ def test_every_kind_of_tampering_is_detected(built, tamper: str, tmp_path: Path)
         said = "untrusted"
     proc = dvqa("evidence", "verify", str(copy), "--trust", trust)
     assert proc.returncode == 1 and said in proc.stdout, proc.stdout
-    assert proc.stdout.strip().splitlines()[-1].endswith("problems") or "1 problems" in proc.stdout
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.endswith(" 1 problem") or last.endswith(" problems")  # a count that agrees with its noun
 
 
 @pytest.mark.requirement("DVQA-EVI-001", "DVQA-OUT-001")

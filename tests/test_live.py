@@ -246,3 +246,19 @@ def test_a_signal_while_waiting_for_the_next_chunk_stops_the_conversion(tmp_path
     assert list(out.iterdir()) == []
     entry = json.loads(log.read_text().splitlines()[-1])
     assert entry["outcome"] == "failure" and "interrupted by SIGINT" in entry["message"]
+
+
+@pytest.mark.requirement("DVQA-CONV-008")
+def test_a_live_conversion_says_why_its_rate_and_takes_rate(tmp_path: Path) -> None:
+    measured = _json(_stdin(CLIPS / "vp9_vfr.webm", "-o", str(tmp_path / "a.dcm"), "--format", "json",
+                            "--no-quality"))["plan"]
+    assert measured["rate_reason"].startswith(f"{measured['rate']} fps, decided from the first ")
+    assert "the recording's frames came every" in measured["rate_reason"]
+    pinned = _json(_stdin(CLIPS / "vp9_vfr.webm", "-o", str(tmp_path / "b.dcm"), "--format", "json",
+                          "--no-quality", "--rate", "25"))
+    assert pinned["plan"]["rate"] == "25" and pinned["plan"]["rate_reason"] == "25 fps, as --rate sets"
+    assert pinned["timing"]["rate"] == "25"
+    refused = _stdin(CLIPS / "vp9_vfr.webm", "-o", str(tmp_path / "c.dcm"), "--syntax", "mpeg2-mp-ml",
+                     "--rate", "31")
+    assert refused.returncode == 2 and not (tmp_path / "c.dcm").exists()
+    assert b"--rate sets 31 fps, but mpeg2-mp-ml carries" in refused.stderr

@@ -123,8 +123,13 @@ def test_a_pacs_that_refuses_video_says_what_it_refused(jpeg_only_pacs, files, t
     assert proc.returncode == 1, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("rejected") and "MPEG-4 AVC/H.264 High Profile / Level 4.1" in lines[0]
-    assert "accepted only JPEG Baseline" in lines[0]
+    assert "dvqa proposed Video Endoscopic Image Storage (1.2.840.10008.5.1.4.1.1.77.1.1.1) in MPEG-4 AVC/H.264" \
+        in lines[0] and "the PACS refused that presentation context (transfer syntax not supported)" in lines[0]
     assert lines[1].startswith("stored")
+    # the refusal of a file says the same whatever else was in the batch (here: the JPEG the PACS took)
+    alone = dvqa("pacs", "store", str(files["h264-high-4.1"]), "--port", str(jpeg_only_pacs["port"]),
+                 "--called-aet", "STORESCP")
+    assert alone.returncode == 1 and alone.stdout.splitlines()[0] == lines[0]
     assert len(list(jpeg_only_pacs["out"].iterdir())) == 1  # the JPEG one arrived
     assert all(p.read_bytes() == data for p, data in before.items())  # nothing local moved or changed
     # the audit trail says what happened to each file, and exports as DICOM Instances Transferred
@@ -510,3 +515,26 @@ def test_orthanc_over_tls_store_commit_c_get_and_https_stow(tls_orthanc, tls_pki
     no_cert = dvqa("pacs", "store", str(files["mjpeg"]), *peer, "--tls-ca", str(tls_pki["ca"]), "--commit",
                    "--listen-port", str(tls_orthanc["listen"]))
     assert no_cert.returncode == 2 and "--commit over TLS needs --tls-cert" in no_cert.stderr
+
+
+@pytest.mark.requirement("DVQA-PACS-002")
+def test_simulate_accept_takes_syntax_and_iod_names_like_every_other_option() -> None:
+    from dvqa.cli.pacs import _accepted
+    from dvqa.core.errors import UsageError
+
+    assert _accepted("endoscopic=h264-high-4.1,mjpeg") == (
+        "1.2.840.10008.5.1.4.1.1.77.1.1.1", ["1.2.840.10008.1.2.4.102", "1.2.840.10008.1.2.4.50"])
+    assert _accepted("1.2.840.10008.5.1.4.1.1.77.1.1.1=1.2.840.10008.1.2.1") == (
+        "1.2.840.10008.5.1.4.1.1.77.1.1.1", ["1.2.840.10008.1.2.1"])  # any UID still goes (a non-video syntax)
+    for bad, said in (("endoscopic", "write SOP=TS"), ("endoscopy=mjpeg", "neither a video IOD"),
+                      ("endoscopic=h265", "neither a transfer syntax name")):
+        with pytest.raises(UsageError, match=said):
+            _accepted(bad)
+    proc = dvqa("pacs", "simulate", "--port", "0", "--accept", "endoscopic=h265")
+    assert proc.returncode == 2 and "'h265' is neither a transfer syntax name (h264-high-4.1" in proc.stderr
+
+
+def test_audit_export_format_help_says_what_the_format_is() -> None:
+    proc = dvqa("audit", "export", "--help")
+    text = " ".join(proc.stdout.split())
+    assert proc.returncode == 0 and "a DICOM Audit Message (PS3.15 A.5" in text and "IHE ATNA" in text

@@ -160,7 +160,7 @@ def test_floor_not_met_exits_1_and_writes_nothing(tmp_path: Path) -> None:
     kept = dvqa("convert", str(CLIPS / "vp9_vfr.webm"), "-o", str(out), "--profile",
                 str(_profile(tmp_path, 99)), "--keep-failed", "--report", str(page))
     assert kept.returncode == 1 and out.exists()
-    assert "FAIL: 1 floor(s) not met" in page.read_text() and "quality.test-psnr" in page.read_text()
+    assert "FAIL: 1 quality floor not met" in page.read_text() and "quality.test-psnr" in page.read_text()
     recheck = dvqa("quality", str(CLIPS / "vp9_vfr.webm"), str(out), "--profile", str(_profile(tmp_path, 99)))
     assert recheck.returncode == 1 and "quality.test-psnr" in recheck.stdout
     assert dvqa("quality", str(CLIPS / "vp9_vfr.webm"), str(out), "--profile", "endoscopy").returncode == 0
@@ -247,7 +247,7 @@ def test_html_report_renders_in_chromium(tmp_path: Path) -> None:
     points = re.findall(r'data-series="(\w+)" data-points="(\d+)"', html)
     assert {name for name, _ in points} == {"psnr_y", "psnr_cb", "psnr_cr", "ssim_y"}
     assert all(int(n) == frames for _, n in points)
-    assert 'id="ssim-name">fast<' in html and "PASS: every quality floor" in html
+    assert 'id="ssim-name">fast<' in html and "PASS: every quality floor of the endoscopy profile is met and the file written validates" in html
     assert record["output"]["sha256"] in html and record["input"]["sha256"] in html
     worst = [w["output_frame"] for w in record["quality"]["summary"]["psnr_y"]["worst"]]
     assert f'data-output-frame="{worst[0]}"' in html
@@ -272,3 +272,52 @@ def test_quality_command_on_two_video_files_agrees_with_ffmpeg(tmp_path: Path) -
         assert abs(q["per_frame"]["ssim_y"][k] - float(ssim[k]["Y"])) <= 0.001, k
     assert 25 < q["summary"]["psnr_y"]["min"] < 45  # crf 35 is visibly lossy
     assert "SSIM definition" in (tmp_path / "q.html").read_text()
+
+
+@pytest.mark.requirement("DVQA-QUAL-001")
+def test_a_passthrough_report_says_bit_exact_and_its_head_says_what_was_done(tmp_path: Path) -> None:
+    """No --profile: a verdict all the same, saying what it is judged against; a passthrough shows
+    'bit-exact', not five 'worst' frames with black difference pictures."""
+    page, record = tmp_path / "p.html", tmp_path / "p.json"
+    proc = dvqa("convert", str(CLIPS / "h264_cfr_high.mkv"), "-o", str(tmp_path / "p.dcm"), "--report", str(page),
+                "--report", str(record))
+    assert proc.returncode == 0, proc.stderr
+    r, html = json.loads(record.read_text()), page.read_text()
+    assert r["passthrough"] is True
+    assert "quality  bit-exact: each of the 90 frames decoded from the file written is identical" in proc.stdout
+    assert "Infinity" not in proc.stdout and "note     none" not in proc.stdout and "{'" not in proc.stdout
+    head = html[:html.index('id="files"')]  # the verdict and the conversion's facts come first
+    assert 'id="verdict">PASS: the file written validates<' in head
+    assert "Judged against dvqa&#39;s stream-layer validation of the file written (no --profile" in head
+    assert r["output"]["transfer_syntax_uid"] in head and 'id="bit-exact">bit-exact<' in head
+    assert "passed through: the H.264 bitstream is wrapped unchanged" in head
+    assert r["plan"]["rate_reason"].replace("'", "&#39;") in head
+    assert "<img" not in html and 'class="worst"' not in html and "Infinity dB" not in html
+
+
+@pytest.mark.requirement("DVQA-QUAL-001")
+def test_a_re_encode_report_names_the_settings_and_marks_duplicated_frames(tmp_path: Path) -> None:
+    page, record = tmp_path / "r.html", tmp_path / "r.json"
+    proc = dvqa("convert", str(CLIPS / "vp9_vfr.webm"), "-o", str(tmp_path / "r.dcm"), "--report", str(page),
+                "--report", str(record))
+    assert proc.returncode == 0, proc.stderr
+    r, html = json.loads(record.read_text()), page.read_text()
+    options = r["encoder"]["options"]
+    assert f"stream   re-encoded with libx264: preset {options['preset']}, crf {options['crf']}," in proc.stdout
+    head = html[:html.index('id="files"')]
+    assert 'id="encoder"><code>libx264</code>: preset <code>' in head and "re-encoded with libx264" in head
+    duplicated = r["timing"]["duplicated_output_frames"]
+    assert len(duplicated) == 3
+    marked = re.findall(r'class="duplicated" data-output-frame="(\d+)"', html)
+    assert marked == [str(k) for k in duplicated] * 2  # on the PSNR plot and on the SSIM plot
+    assert "3 output frames (" + ", ".join(map(str, duplicated)) + ") repeat the frame before them" in html
+
+
+def test_counts_agree_with_their_nouns() -> None:
+    from dvqa.quality.reports import number, plural, verdict
+
+    assert (plural(1, "record"), plural(2, "record"), plural(0, "entry", "entries")) == ("1 record", "2 records",
+                                                                                        "0 entries")
+    assert number("Infinity", 2) == "∞" and number(float("inf"), 2) == "∞" and number(43.214, 2) == "43.21"
+    measured = verdict({"command": "quality", "findings": [], "profile": None})
+    assert measured["state"] == "measured" and "No --profile was given" in measured["against"]

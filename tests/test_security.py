@@ -227,6 +227,18 @@ def test_appending_to_an_audit_log_others_can_read_warns_and_never_widens(tmp_pa
 
 # --- 3. clear-text PHI on the wire ------------------------------------------------------------------------
 
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+
+
+def _closed_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture()
 def scp(tmp_path: Path):
     behaviour = simulate.Behaviour({VIDEO_ENDOSCOPIC: [H264]}, store_dir=tmp_path / "received")
@@ -251,6 +263,17 @@ def test_clear_text_is_said_on_every_run_and_can_be_forbidden(scp, video, tmp_pa
                            env=env)
         assert refused.returncode == 2 and "without TLS is not allowed" in refused.stderr
     assert len(behaviour.received) == 1  # the refused runs sent nothing
+    # said only when something went: a PACS that cannot be reached, or one that refuses the file's context,
+    # received no patient data, and the warning does not claim otherwise
+    nobody = dvqa_022("pacs", "store", str(video), "--port", str(_closed_port()), "--called-aet", "SIMULATED")
+    assert nobody.returncode == 4 and "unencrypted" not in nobody.stderr, nobody.stderr
+    jpeg_only = simulate.start("127.0.0.1", 0, "SIMULATED", simulate.Behaviour({VIDEO_ENDOSCOPIC: [JPEG_BASELINE]}))
+    try:
+        refusing = dvqa_022("pacs", "store", str(video), "--port", str(jpeg_only.server_address[1]),
+                            "--called-aet", "SIMULATED")
+    finally:
+        jpeg_only.shutdown()
+    assert refusing.returncode == 1 and "unencrypted" not in refusing.stderr, refusing.stdout + refusing.stderr
     stow = dvqa_022("pacs", "store", str(video), "--stow", "http://127.0.0.1:9/dicom-web", "--require-tls")
     assert stow.returncode == 2 and "without TLS is not allowed" in stow.stderr
 

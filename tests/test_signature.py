@@ -234,3 +234,30 @@ def test_signature_uids_are_random_valid_and_always_64_characters() -> None:
     uids = [signature_uid() for _ in range(2000)]
     assert len(set(uids)) == 2000 and {len(u) for u in uids} == {64}
     assert all(UID(u).is_valid for u in uids)
+
+
+@pytest.mark.requirement("DVQA-SIG-001")
+def test_sign_uid_root_puts_the_signature_uid_under_the_makers_root(video: Path, pki, tmp_path: Path) -> None:
+    """`sign --uid-root` (and `convert --uid-root` for the signature it makes): the Digital Signature UID is the
+    device maker's, still 64 characters, and DCMTK still verifies the file."""
+    from pydicom.uid import UID
+
+    root = "1.2.826.0.1.3680043.10.999"
+    signed = tmp_path / "signed.dcm"
+    proc = dvqa("sign", str(video), "-o", str(signed), "--key", str(pki["key"]), "--cert", str(pki["cert"]),
+                "--uid-root", root, "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    uid = pydicom.dcmread(str(signed)).DigitalSignaturesSequence[0].DigitalSignatureUID
+    assert uid.startswith(root + ".") and len(uid) == 64 and UID(uid).is_valid
+    assert _dcmsign_ok(_dcmsign_verify(signed, pki))
+    bad = dvqa("sign", str(video), "-o", str(tmp_path / "bad.dcm"), "--key", str(pki["key"]), "--cert",
+               str(pki["cert"]), "--uid-root", "1.2.x")
+    assert bad.returncode == 2 and "--uid-root '1.2.x' is not a valid UID root" in bad.stderr
+    assert not (tmp_path / "bad.dcm").exists()
+    out = tmp_path / "converted.dcm"
+    made = dvqa("convert", str(CLIPS / "h264_cfr_high.mkv"), "-o", str(out), "--no-quality", "--sign",
+                str(pki["key"]), "--cert", str(pki["cert"]), "--uid-root", root)
+    assert made.returncode == 0, made.stderr
+    ds = pydicom.dcmread(str(out))
+    assert ds.SOPInstanceUID.startswith(root + ".")
+    assert ds.DigitalSignaturesSequence[0].DigitalSignatureUID.startswith(root + ".")

@@ -226,7 +226,8 @@ def test_plan_raises_the_rate_when_that_keeps_every_frame_and_says_so() -> None:
     assert _map(times, 12, drops=False) is None
     chosen = _plan_for(times, "auto")
     assert chosen.timing.dropped == [] and chosen.rate > 12
-    assert f"{float(chosen.rate):g} fps instead of the recording's nominal" in chosen.reason
+    assert (f"at 12 fps some captured frames would have to be dropped, at {float(chosen.rate):g} fps every one is "
+            "kept") in chosen.rate_reason
     fixed = _plan_for(times, "mpeg2-mp-ml", 720, 480)  # a list of formats: only their rates
     assert fixed.rate in {f.rate for f in fixed.syntax.formats if (f.columns, f.rows) == (fixed.width, fixed.height)}
 
@@ -241,3 +242,63 @@ def test_plan_drops_only_above_the_syntax_maximum_and_says_why() -> None:
     assert len(chosen.timing.dropped) >= _fewest_drops([t / 1000 for t in times], 60)
     assert "faster than 60 fps, the highest rate h264-high-4.1 allows at 320x240" in chosen.timing.drop_reason
     assert chosen.timing.summary()["drop_reason"] == chosen.timing.drop_reason
+
+
+def test_every_rate_carries_its_measurement() -> None:
+    """The reason names the measured median interval and rate, and what was done with it (snap or round)."""
+    from dvqa.video.timing import estimate_rate
+
+    snapped = estimate_rate([0.033, 0.033, 0.034] * 20)
+    assert snapped.rate == 30 and "33.0 ms (median interval)" in snapped.reason
+    assert "within 3 % of the common rate 30 fps" in snapped.reason
+    # a browser asked for 30 fps that delivers a frame every 32.3 ms: 31 fps, and the reason says why
+    fast = estimate_rate([0.0323] * 247)
+    assert fast.rate == 31 and round(fast.measured_fps, 2) == 30.96
+    assert "more than 3 % from every common rate (nearest 30 fps), so rounded to 31 fps" in fast.reason
+    plan = _plan_for([k * 32.3 for k in range(248)], "auto")
+    assert plan.rate == 31 and plan.rate_reason.startswith("31 fps: the recording's frames came every 32.3 ms")
+    assert "(--rate sets another)" in plan.rate_reason and plan.to_dict()["rate_reason"] == plan.rate_reason
+
+
+def test_pinned_rate_is_used_said_and_refused_where_the_syntax_cannot_carry_it() -> None:
+    from dvqa.core.errors import UsageError
+    from dvqa.video.plan import PinnedRate
+
+    times = [k * 32.3 for k in range(248)]
+    pinned = PinnedRate(Fraction(30), "--rate")
+    chosen = _plan_with(times, "auto", pinned)
+    assert chosen.rate == 30 and chosen.rate_set_by == "--rate"
+    assert chosen.rate_reason.startswith("30 fps, as --rate sets; measured: the recording's frames came every 32.3")
+    assert chosen.timing.dropped and "faster than 30 fps, the rate --rate sets" in chosen.timing.drop_reason
+    with pytest.raises(UsageError, match=r"^--rate sets 31 fps, but mpeg2-mp-ml carries 720x480 only at 29.97 or "
+                                         r"30 fps; choose a rate it carries, or another --syntax\.$"):
+        _plan_with(times, "mpeg2-mp-ml", PinnedRate(Fraction(31), "--rate"), 720, 480)
+    with pytest.raises(UsageError, match="no video syntax carries 320x240 at that rate"):
+        _plan_with(times, "auto", PinnedRate(Fraction(90), "--rate"))
+    profile = PinnedRate(Fraction(25), "the site profile's output_rate", "the site's viewer plays 25 fps")
+    assert _plan_with(times, "mpeg2-mp-ml", profile, 720, 576).rate_reason.startswith(
+        "25 fps, as the site profile's output_rate sets (the site's viewer plays 25 fps); measured:")
+
+
+def _plan_with(times_ms: list[float], syntax: str, pinned, width: int = 320, height: int = 240):
+    from array import array
+    from pathlib import Path
+
+    from dvqa.video import plan
+    from dvqa.video.probe import SourceInfo
+    from dvqa.video.scan import Scan
+
+    info = SourceInfo(Path("irregular.webm"), 1, "matroska,webm", "vp8", "", -99, width, height, "yuv420p",
+                      "limited", 0, Fraction(1, 1000))
+    return plan.choose(info, Scan(pts=array("d", [t / 1000 for t in times_ms])), syntax, True, pinned)
+
+
+def test_rates_are_read_as_people_write_them() -> None:
+    from dvqa.core.rates import parse_rate
+
+    assert parse_rate("30") == 30 and parse_rate("29.97") == Fraction(30000, 1001)
+    assert parse_rate("23.976") == Fraction(24000, 1001) and parse_rate("30000/1001") == Fraction(30000, 1001)
+    assert parse_rate("12.5") == Fraction(25, 2)
+    for bad in ("abc", "0", "-5", "1000", "1/0"):
+        with pytest.raises(ValueError):
+            parse_rate(bad)

@@ -43,7 +43,7 @@ def batch_group() -> None:
 @options.debug
 def batch_convert_command(manifest: Path, jobs: int, scheduler: str | None, audit_path: Path | None,
                           audit_key_env: str | None, resume: bool, force: bool, output_root: Path | None,
-                          syntax: str, iod_name: str, uid_root: str | None, source_range: str, no_passthrough: bool,
+                          syntax: str, rate, iod_name: str, uid_root: str | None, source_range: str, no_passthrough: bool,
                           ssim: str, no_quality: bool, profile: str | None, keep_failed: bool,
                           sign_key: Path | None, sign_cert: Path | None, signature_profile: str,
                           passphrase_env: str | None, fmt: str, debug: bool) -> None:
@@ -74,7 +74,7 @@ def batch_convert_command(manifest: Path, jobs: int, scheduler: str | None, audi
         fail(both, debug)
     if scheduler:
         guarded(debug, lambda: refusing(lambda: parse(scheduler)))
-    defaults = ConvertOptions(syntax=syntax, iod=iod_name, uid_root=uid_root, source_range=source_range,
+    defaults = ConvertOptions(syntax=syntax, rate=rate, iod=iod_name, uid_root=uid_root, source_range=source_range,
                               passthrough=not no_passthrough, ssim=ssim, quality=not no_quality, profile=profile,
                               keep_failed=keep_failed)
     rows = guarded(debug, lambda: refusing(lambda: manifests.read(manifest, defaults, audit_path, output_root)))

@@ -11,6 +11,7 @@ import click
 
 from dvqa.cli import options
 from dvqa.cli.common import audit_key, guarded, passphrase, refuse_same_files
+from dvqa.core.words import plural
 from dvqa.core.errors import ExitCode
 
 
@@ -77,7 +78,7 @@ def build_command(out: Path, inputs: tuple[Path, ...], junit: tuple[Path, ...], 
     else:
         for step in built.steps:
             click.echo(f"{step.status:<8} {step.name}: {step.summary}")
-        click.echo(f"bundle   {built.folder}: {len(built.manifest['files'])} files in the manifest, "
+        click.echo(f"bundle   {built.folder}: {plural(len(built.manifest['files']), 'file')} in the manifest, "
                    + ("signed" if built.manifest["signature"] else "NOT signed (give --key and --cert)")
                    + f"; open {os.path.join(built.folder, 'index.html')}")
     sys.exit(int(ExitCode.OK if built.ok else ExitCode.CHECK_FAILED))
@@ -113,7 +114,7 @@ def verify_command(folder: Path, trust_path: Path | None, accept_unauthenticated
                                                  f" (NOT authenticated: certificate SHA-256 {check.fingerprint}, "
                                                  "accepted by --accept-unauthenticated-signer)")
                   if check.signer else "")
-        click.echo(f"bundle   {folder}: {check.files} files in the manifest; "
+        click.echo(f"bundle   {folder}: {plural(check.files, 'file')} in the manifest; "
                    + ("every hash and the signature hold" + (f", {signed}" if signed else "") if check.ok
-                      else f"{len(check.problems)} problems"))
+                      else plural(len(check.problems), "problem")))
     sys.exit(int(ExitCode.OK if check.ok else ExitCode.CHECK_FAILED))

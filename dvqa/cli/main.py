@@ -114,7 +114,7 @@ def main(ctx: click.Context) -> None:
 @options.output_format("text", "json")
 @options.debug
 def convert_command(source: Path, output: Path, follow: bool, keep_partial: bool, idle_s: float, syntax: str,
-                    iod_name: str, uid_root: str | None,
+                    rate, iod_name: str, uid_root: str | None,
                     patient_name: str | None, patient_id: str | None, patient_birth_date: str | None,
                     patient_sex: str | None, accession_number: str | None, study_uid: str | None,
                     study_description: str | None, metadata_json: Path | None,
@@ -143,7 +143,7 @@ def convert_command(source: Path, output: Path, follow: bool, keep_partial: bool
              "StudyInstanceUID": ("--study-uid", study_uid),
              "StudyDescription": ("--study-description", study_description)},
             report_paths, sign_key, sign_cert, passphrase_env,
-            syntax=syntax, iod=iod_name, uid_root=uid_root, force=force, passthrough=not no_passthrough,
+            syntax=syntax, rate=rate, iod=iod_name, uid_root=uid_root, force=force, passthrough=not no_passthrough,
             source_range=source_range, quality=not no_quality, ssim=ssim, profile=profile,
             keep_failed=keep_failed, signature_profile=signature_profile, keep_partial=keep_partial)
     except DvqaError as exc:  # before any work: still one audit record for the attempt
@@ -271,21 +271,25 @@ def _print_text(r: dict) -> None:
                f"{t['source_frames']} frames over {t['source_duration_s']:.3f} s")
     click.echo(f"syntax   {p['title']} ({p['uid']})")
     click.echo(f"why      {p['reason']}")
-    if r["passthrough"]:
-        click.echo(f"stream   passed through unchanged, sha256 {r['elementary_stream_sha256']}")
-    else:
-        enc = r["encoder"] or {}
-        click.echo(f"stream   re-encoded with {enc.get('encoder')} {enc.get('options')}"
-                   + (f" (passthrough not possible: {p['passthrough_refusal']})" if p["passthrough_refusal"] else ""))
-    click.echo(f"timing   {t['output_frames']} frames at {t['rate_fps']:g} fps = {t['output_duration_s']:.3f} s "
-               f"(source {t['source_duration_s']:.3f} s, {t['output_minus_source_ms']:+.0f} ms); "
-               f"{t['kept_source_frames']} of {t['source_frames']} captured frames kept, "
-               f"{len(t['duplicated_output_frames'])} duplicated; worst shift {t['worst_shift_ms']:.0f} ms, "
-               f"worst on-screen error {t['worst_on_screen_error_frames']:g} frame")
+    click.echo(f"rate     {p['rate_reason']}")
+    click.echo(f"stream   {reports.stream_text(r)}"
+               + (f"; sha256 {r['elementary_stream_sha256']}" if r["passthrough"] else ""))
+    plural = reports.plural
+    click.echo(f"timing   {plural(t['output_frames'], 'frame')} at {t['rate_fps']:g} fps = "
+               f"{t['output_duration_s']:.3f} s (source {t['source_duration_s']:.3f} s, "
+               f"{t['output_minus_source_ms']:+.0f} ms); {t['kept_source_frames']} of "
+               f"{plural(t['source_frames'], 'captured frame')} kept, {len(t['duplicated_output_frames'])} duplicated; "
+               f"worst shift {t['worst_shift_ms']:.0f} ms, worst on-screen error "
+               f"{t['worst_on_screen_error_frames']:g} frame interval")
     if t["dropped_source_frames"]:
-        click.echo(f"dropped  source frames {t['dropped_source_frames']}: {t['drop_reason']}")
-    for line in r["notes"] + r["transforms"]:  # what was found, then what was done about it
+        dropped = t["dropped_source_frames"]
+        click.echo(f"dropped  source {'frame' if len(dropped) == 1 else 'frames'} "
+                   f"{', '.join(map(str, dropped))}: {t['drop_reason']}")
+    for line in r["notes"]:  # what was found, then what was done about it
         click.echo(f"note     {line}")
+    if not r["passthrough"]:  # a passthrough changes nothing: the stream line says so
+        for line in r["transforms"]:
+            click.echo(f"picture  {line}")
     if r["quality"]:
         _print_quality(r["quality"])
     else:
@@ -293,8 +297,10 @@ def _print_text(r: dict) -> None:
     for f in r["findings"]:
         click.echo(f"{f['severity']:<8} {f['code']}: {f['message']} [{f['reference']}]")
     if r["profile"] and not r["findings"]:
-        click.echo(f"profile  {r['profile']['name']}: all {len(r['profile']['quality_floors'])} "
-                   "quality floors met")
+        floors = len(r['profile']['quality_floors'])
+        click.echo(f"profile  {r['profile']['name']}: " + ("the quality floor met" if floors == 1
+                                                          else f"all {floors} quality floors met" if floors
+                                                          else "no quality floor to meet"))
     if r["signature"]:
         sig = r["signature"]
         click.echo(f"signed   signature {sig['uid']} ({sig['algorithm']}, {sig['profile']} profile)")
@@ -308,9 +314,13 @@ def _print_text(r: dict) -> None:
 
 def _print_quality(q: dict) -> None:
     s, n = q["summary"], reports.number
+    if reports.bit_exact(q):
+        click.echo(f"quality  bit-exact: each of the {reports.plural(q['frames'], 'frame')} decoded from the file "
+                   "written is identical to the source frame it shows (PSNR ∞, SSIM 1)")
+        return
     click.echo(f"quality  PSNR-Y mean {n(s['psnr_y']['mean'], 2)} dB, min {n(s['psnr_y']['min'], 2)} dB; "
                f"PSNR mean {n(s['psnr']['mean'], 2)} dB; SSIM ({q['ssim_definition']['name']}) mean "
-               f"{n(s['ssim_y']['mean'], 4)}, min {n(s['ssim_y']['min'], 4)} over {q['frames']} frames "
+               f"{n(s['ssim_y']['mean'], 4)}, min {n(s['ssim_y']['min'], 4)} over {reports.plural(q['frames'], 'frame')} "
                "(per frame: --report FILE.json or .html)")
 
 
@@ -353,8 +363,10 @@ def quality_command(reference: Path, distorted: Path, ssim: str, source_range: s
         brief["quality"] = {k: v for k, v in record["quality"].items() if k != "per_frame"}
         click.echo(json.dumps(brief, indent=2))
     else:
-        for line in record["notes"] + record["transforms"]:
+        for line in record["notes"]:
             click.echo(f"note     {line}")
+        for line in record["transforms"]:
+            click.echo(f"picture  {line}")
         _print_quality(record["quality"])
         for f in record["findings"]:
             click.echo(f"{f['severity']:<8} {f['code']}: {f['message']} [{f['reference']}]")

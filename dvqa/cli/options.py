@@ -31,6 +31,25 @@ RENAMED: dict[tuple[str, ...], dict[str, str]] = {
 RENAMED_UNTIL = "dvqa 0.2"
 
 
+class _Rate(click.ParamType):
+    """A frame rate as dvqa.core.rates reads it (29.97 is 30000/1001); anything else is a usage error."""
+
+    name = "rate"
+
+    def convert(self, value, param, ctx):
+        from dvqa.core.rates import parse_rate
+
+        if not isinstance(value, str):
+            return value
+        try:
+            return parse_rate(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+RATE = _Rate()
+
+
 class InputPath(click.Path):
     """A file or folder a command reads. One that is missing, of the wrong kind (a folder where a file is
     wanted) or unreadable is unreadable input - exit 3 with one sentence, from every command alike
@@ -93,10 +112,11 @@ def debug(fn: Callable) -> Callable:
     return click.option("--debug", is_flag=True, help="Show tracebacks instead of one sentence.")(fn)
 
 
-def output_format(*choices: str) -> Decorator:
-    """--format: what is printed on stdout; text unless a command prints only one other format."""
+def output_format(*choices: str, help: str = "") -> Decorator:
+    """--format: what is printed on stdout; text unless a command prints only one other format. `help`: what
+    each format is, where the names alone do not say (dicom-audit)."""
     return click.option("--format", "fmt", default=choices[0], show_default=True, type=click.Choice(list(choices)),
-                        help="What to print on stdout.")
+                        help=help or "What to print on stdout.")
 
 
 def output(help: str, required: bool = False, folder: bool = False, dest: str = "output") -> Decorator:
@@ -196,6 +216,10 @@ def conversion(fn: Callable) -> Callable:
     from dvqa.quality.metrics import SSIM_DEFINITIONS
 
     chosen = [
+        click.option("--rate", "rate", default=None, type=RATE, metavar="FPS",
+                     help="Output frame rate (30, 29.97, 30000/1001) instead of the one measured from the "
+                          "recording's timestamps or set by --profile's output_rate; refused when the syntax cannot "
+                          "carry it. Frames that come faster are dropped, gaps repeat the frame before."),
         click.option("--iod", "iod_name", default="endoscopic", show_default=True,
                      type=click.Choice([i.option for i in VideoIOD]), help="Video IOD to write."),
         click.option("--uid-root", default=None, help="Root for generated UIDs (default: 2.25 UUID-derived)."),

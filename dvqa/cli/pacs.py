@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -136,8 +137,6 @@ def pacs_store_command(files: tuple[Path, ...], host: str, port: int | None, cal
         if require_tls:
             fail(UsageError(f"{where}: sending patient data without TLS is not allowed here (--require-tls or "
                             "DVQA_REQUIRE_TLS); use --tls (DIMSE) or an https:// --stow URL."), debug)
-        warn(f"patient data goes to {where} unencrypted (no TLS); anyone on the network path can read it - "
-             "use --tls or an https:// URL where the PACS offers it (--require-tls forbids clear text).")
     if not stow_url and port is None:
         fail(UsageError("give --port (DIMSE) or --stow URL (DICOMweb)."), debug)
     if not stow_url and commit and listen_port is None:
@@ -173,6 +172,10 @@ def pacs_store_command(files: tuple[Path, ...], host: str, port: int | None, cal
     if audit:
         for r in results:
             audit.append(pacs.send_event(r, destination, protocol))
+    if not encrypted and any(r.sent or (r.fallback or {}).get("sent") for r in results):
+        # said when it happened, not before: a refusal or an unreachable PACS sent no patient data
+        warn(f"patient data went to {where} unencrypted (no TLS); anyone on the network path could read it - "
+             "use --tls or an https:// URL where the PACS offers it (--require-tls forbids clear text).")
     if fmt == "json":
         click.echo(json.dumps([r.to_dict() for r in results], indent=2))
     else:
@@ -243,7 +246,9 @@ def pacs_matrix_command(target_specs: tuple[str, ...], profile_ids: tuple[str, .
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--aet", default="SIMULATED", show_default=True, help="The simulated PACS's AE title.")
 @click.option("--accept", "accepts", multiple=True, metavar="SOP=TS[,TS...]",
-              help="A SOP class UID and the transfer syntax UIDs accepted for it. Repeatable.")
+              help="A SOP class and the transfer syntaxes accepted for it, by name or UID: "
+                   "endoscopic=h264-high-4.1,mjpeg (IOD names as --iod takes, syntax names from `dvqa syntaxes`). "
+                   "Repeatable.")
 @click.option("--pacs-profile", "profile_id", default=None, metavar="ID",
               help="Accept exactly what a PACS profile documents (`dvqa pacs profiles`), instead of --accept.")
 @click.option("--fault", default="none", show_default=True, type=click.Choice(list(simulate.FAULTS)),
@@ -267,10 +272,8 @@ def pacs_simulate_command(port: int, host: str, aet: str, accepts: tuple[str, ..
     if profile_id:
         accept = guarded(debug, lambda: pacsprofiles.load(profile_id).accept_map([i.sop_class for i in VideoIOD]))
     for spec in accepts:
-        sop, _, syntaxes_ = spec.partition("=")
-        if not syntaxes_:
-            fail(UsageError(f"--accept {spec!r}: write SOP_CLASS_UID=TS_UID[,TS_UID...]."), debug)
-        accept.setdefault(sop, []).extend(syntaxes_.split(","))
+        sop, uids = guarded(debug, lambda: _accepted(spec))
+        accept.setdefault(sop, []).extend(uids)
     if store_dir:
         store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     click.echo(f"listening {aet}@{host}:{port}; fault: {fault}", err=True)
@@ -279,6 +282,33 @@ def pacs_simulate_command(port: int, host: str, aet: str, accepts: tuple[str, ..
                        block=True)
     except KeyboardInterrupt:
         pass
+
+
+_UID = re.compile(r"[0-9]+(\.[0-9]+)+")
+
+
+def _accepted(spec: str) -> tuple[str, list[str]]:
+    """--accept SOP=TS[,TS...]: the SOP class as an IOD name (endoscopic) or a UID, each transfer syntax as a
+    name from `dvqa syntaxes` (h264-high-4.1) or a UID - the names every other option takes."""
+    sop, _, listed = spec.partition("=")
+    iods = {i.option: i.sop_class for i in VideoIOD}
+    if not listed or not sop:
+        raise UsageError(f"--accept {spec!r}: write SOP=TS[,TS...], e.g. endoscopic=h264-high-4.1,mjpeg "
+                         "(names or UIDs).")
+    sop = iods.get(sop.strip(), sop.strip())
+    if not _UID.fullmatch(sop):
+        raise UsageError(f"--accept {spec!r}: {sop!r} is neither a video IOD ({', '.join(iods)}) nor a SOP class "
+                         "UID.")
+    uids = []
+    for name in (n.strip() for n in listed.split(",")):
+        try:
+            uids.append(syntaxes.get(name).uid)
+        except KeyError:
+            if not _UID.fullmatch(name):
+                raise UsageError(f"--accept {spec!r}: {name!r} is neither a transfer syntax name "
+                                 f"({', '.join(syntaxes.names())}) nor a UID.") from None
+            uids.append(name)
+    return sop, uids
 
 
 @pacs_group.command("profiles")

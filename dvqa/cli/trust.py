@@ -12,11 +12,12 @@ from pydicom.tag import BaseTag, Tag
 
 from dvqa.cli import options
 from dvqa.cli.common import audit_key, audit_log, guarded, passphrase, refuse_same_files, same_file
+from dvqa.core.words import plural
 from dvqa.core import outputs, signals
 from dvqa.core.errors import DvqaError, ExitCode, UsageError
 from dvqa.trust import atna
 from dvqa.trust import audit as audit_trail
-from dvqa.trust.signature import PURPOSES, SIGNING_ALGORITHMS, Signer, sign_file
+from dvqa.trust.signature import PURPOSES, SIGNING_ALGORITHMS, Signer, sign_file, signature_uid
 from dvqa.trust.verification import REQUIRED_COVERED, VerifyPolicy, load_trust, verify_file
 
 
@@ -44,12 +45,16 @@ def register(main: click.Group) -> None:
 @options.output("Write the signed file here (default: replace FILE, atomically).")
 @click.option("--allow-invalid-certificate", is_flag=True,
               help="Sign even though the certificate is expired or not yet valid (verify will fail it).")
+@click.option("--uid-root", default=None,
+              help="Root for the Digital Signature UID, e.g. the device maker's registered root (default: pydicom's, "
+                   "as convert --uid-root sets the root of the UIDs it generates).")
 @options.audit
 @options.output_format("text", "json")
 @options.debug
 def sign_command(file: Path, key_path: Path, cert_path: Path | None, passphrase_env: str | None,
                  signature_profile: str,
                  mac: str, purpose: str | None, output: Path | None, allow_invalid_certificate: bool,
+                 uid_root: str | None,
                  audit_path: Path | None, audit_key_env: str | None, fmt: str, debug: bool) -> None:
     """Add a DICOM digital signature (PS3.15 Annex C) over every signable element of FILE."""
     target = output or file
@@ -72,7 +77,8 @@ def sign_command(file: Path, key_path: Path, cert_path: Path | None, passphrase_
         try:
             refuse_same_files(written, read)  # recorded as a failed attempt, as a bad key is
             signer = Signer.load(key_path, cert_path, passphrase(passphrase_env), allow_invalid_certificate)
-            return sign_file(file, target, signer, signature_profile, mac, purpose, record=record)
+            signature_uid(uid_root)  # a bad root is refused before the key is read
+            return sign_file(file, target, signer, signature_profile, mac, purpose, record=record, uid_root=uid_root)
         except KeyboardInterrupt as exc:
             if audit:
                 audit.append({"command": "sign", "input": str(file), "output": str(target), "outcome": "failure",
@@ -234,9 +240,9 @@ def audit_verify_command(log: Path, audit_key_env: str | None, expect_head: str 
             how = " and ".join(what for what, done in (("every HMAC checked with the key", check.keyed),
                                                         ("the head you kept is in it", check.pinned)) if done)
             if check.tamper_evident:
-                click.echo(f"OK       {log}: {check.records} records chained, {how}; head {check.head_text}")
+                click.echo(f"OK       {log}: {plural(check.records, 'record')} chained, {how}; head {check.head_text}")
             else:
-                click.echo(f"CHAINED  {log}: {check.records} records chained, but NOT tamper-evident: without "
+                click.echo(f"CHAINED  {log}: {plural(check.records, 'record')} chained, but NOT tamper-evident: without "
                            "--audit-key-env (a keyed log) or --expect-head (a head kept elsewhere), anyone who can "
                            f"write the file can rewrite it and its chain undetected; head {check.head_text}")
     sys.exit(int(ExitCode.OK if check.ok else ExitCode.CHECK_FAILED))
@@ -259,7 +265,10 @@ def audit_head_command(log: Path, audit_key_env: str | None, debug: bool) -> Non
 
 @audit_group.command("export")
 @click.argument("log", type=options.InputPath(dir_okay=False))
-@options.output_format("dicom-audit")
+@options.output_format("dicom-audit", help="The kind of file written per record into -o. dicom-audit: a DICOM "
+                       "Audit Message (PS3.15 A.5: the XML an IHE ATNA audit repository takes), one record-SEQ.xml per "
+                       "record - DICOM Instances Transferred for a PACS send, DICOM Instances Accessed for a "
+                       "conversion. The only format so far; stdout says how many were written.")
 @options.output("Folder for one XML message per record (record-SEQ.xml); created if missing.", required=True,
                 folder=True, dest="out_dir")
 @options.debug
@@ -277,6 +286,6 @@ def audit_export_command(log: Path, fmt: str, out_dir: Path, debug: bool) -> Non
         return written
 
     count = guarded(debug, work)
-    click.echo(f"exported {count} audit messages to {out_dir}")
+    click.echo(f"exported {plural(count, 'audit message')} to {out_dir}")
 
 

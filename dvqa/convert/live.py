@@ -45,7 +45,7 @@ from dvqa.quality.meter import QualityMeter, QualityResult, WrittenStreamMeter
 from dvqa.video.encode import ElementaryStream, Encoder, FrameShaper, settings_for
 from dvqa.video.growing import Growing
 from dvqa.video.live_timing import LiveSchedule
-from dvqa.video.plan import Plan, choose, choose_live, passthrough_refusal
+from dvqa.video.plan import PinnedRate, Plan, choose, choose_live, passthrough_refusal
 from dvqa.video.scan import Scan
 from dvqa.video.threads import frame_threaded
 from dvqa.video.timing import source_end
@@ -148,8 +148,10 @@ class _Encoding:
     - and the shaper, quality meter and encoder of a re-encode."""
 
     def __init__(self, info: SourceInfo, requested: str, source_range: str, ssim: str | None, stream_file,
-                 stream_path: Path, scanned: Scan, copy: _Copy | None, on_no_copy: Callable[[], None]) -> None:
+                 stream_path: Path, scanned: Scan, copy: _Copy | None, on_no_copy: Callable[[], None],
+                 pinned: PinnedRate | None = None) -> None:
         self.info, self.requested, self.source_range, self.ssim = info, requested, source_range, ssim
+        self.pinned = pinned
         self.stream_file, self.stream_path = stream_file, stream_path
         self.scanned, self.copy, self.on_no_copy = scanned, copy, on_no_copy
         self.schedule = LiveSchedule(self.decide)
@@ -167,7 +169,7 @@ class _Encoding:
     def decide(self, nominal: Fraction) -> list[Fraction]:
         if self.copy is not None:
             start = self.scanned.in_order(until=self.schedule.times[-1])
-            plan = choose(self.info, start, self.requested, True)
+            plan = choose(self.info, start, self.requested, True, self.pinned)
             if plan.passthrough:
                 self.copy.start(plan.rate, start.pts[0])
                 seen = start.pts[-1] - start.pts[0]
@@ -178,7 +180,8 @@ class _Encoding:
                                  "of the stream, where a live conversion decides whether to copy the bitstream)")
             self.copy = None
             self.on_no_copy()
-        self.syntax, self.width, self.height, candidates, self.reason = choose_live(self.info, nominal, self.requested)
+        self.syntax, self.width, self.height, candidates, self.reason = choose_live(self.info, nominal, self.requested,
+                                                                                   self.pinned)
         if self.syntax.bits != 8:
             raise UsageError(f"{self.syntax.name} carries {self.syntax.bits}-bit video, but the VL video IODs allow "
                              "only Bits Allocated 8 (PS3.3 C.8.12.1); choose hevc-main or an H.264 syntax.")
@@ -208,6 +211,7 @@ def _live(reader: Growing, source: Path, output: Path, options: ConvertOptions, 
           attempt: Attempt) -> ConversionResult:
     started = time.monotonic()
     chosen_iod, profile = check_options(options, output)
+    pinned = options.pinned_rate(profile)
     if reader.follow is not None and reader.follow.resolve() == output.resolve():
         raise UsageError(f"{output}: is the input file; choose another output name.")
     notes = outputs.sweep(output.parent)
@@ -224,7 +228,7 @@ def _live(reader: Growing, source: Path, output: Path, options: ConvertOptions, 
         try:
             with open(stream_path, "wb") as stream_file:
                 done = _convert_stream(reader, source, options, stream_file, stream_path, progress,
-                                       may_copy=options.passthrough, on_no_copy=no_copy)
+                                       may_copy=options.passthrough, on_no_copy=no_copy, pinned=pinned)
         except DvqaError:
             reader.raise_if_interrupted()  # the stream "ended" because a signal came while FFmpeg was reading
             reader.verify()  # or because the followed file changed: that is the cause to report
@@ -235,7 +239,7 @@ def _live(reader: Growing, source: Path, output: Path, options: ConvertOptions, 
         reader.raise_if_changed(options.keep_partial)
         reader.end_copy()
         if isinstance(done, _CopyRefused):
-            done = _re_encode_kept(reader, kept, source, options, stream_path, progress, done.reason)
+            done = _re_encode_kept(reader, kept, source, options, stream_path, progress, done.reason, pinned)
         if reader.changed:  # --keep-partial: what was read before the change, and the report says so
             done.work.partial = reader.partial_note() + (f"; {done.work.partial}" if done.work.partial else "")
         info = replace(done.info, size=reader.size)
@@ -251,13 +255,13 @@ def _live(reader: Growing, source: Path, output: Path, options: ConvertOptions, 
 
 
 def _re_encode_kept(reader: Growing, kept: Path, source: Path, options: ConvertOptions, stream_path: Path,
-                    progress: Progress | None, reason: str) -> _Done:
+                    progress: Progress | None, reason: str, pinned: PinnedRate | None) -> _Done:
     """The whole stream may not pass through after all: re-encode the bytes read, as a live re-encode would."""
     replay = Growing(open(kept, "rb"), reader.label)
     try:
         with open(stream_path, "wb") as stream_file:  # the copied stream is discarded
             done = _convert_stream(replay, source, options, stream_file, stream_path, progress, may_copy=False,
-                                   on_no_copy=lambda: None, refusal=reason)
+                                   on_no_copy=lambda: None, refusal=reason, pinned=pinned)
     finally:
         replay.close()
     if replay.digest.hexdigest() != reader.digest.hexdigest():
@@ -289,8 +293,8 @@ def _open(reader: Growing, source: Path) -> tuple[av.container.InputContainer, S
 
 
 def _convert_stream(reader: Growing, source: Path, options: ConvertOptions, stream_file, stream_path: Path,
-                    progress: Progress | None, may_copy: bool, on_no_copy: Callable[[], None], refusal: str = ""
-                    ) -> _Done | _CopyRefused:
+                    progress: Progress | None, may_copy: bool, on_no_copy: Callable[[], None], refusal: str = "",
+                    pinned: PinnedRate | None = None) -> _Done | _CopyRefused:
     container, info = _open(reader, source)
     source_range, range_note = decide_range(info, options.source_range)
     ssim = options.ssim if options.quality else None
@@ -306,7 +310,7 @@ def _convert_stream(reader: Growing, source: Path, options: ConvertOptions, stre
         elif may_copy:
             on_no_copy()
         encoding = _Encoding(info, options.syntax, source_range, ssim, stream_file, stream_path, scanned, copy,
-                             on_no_copy)
+                             on_no_copy, pinned)
         schedule = encoding.schedule
         pending: dict[int, av.VideoFrame] = {}  # decoded frames whose output slots are not decided yet
         sizes: list[tuple[int, int, int]] = []
@@ -368,8 +372,9 @@ def _convert_stream(reader: Growing, source: Path, options: ConvertOptions, stre
     if not refusal:
         refusal = ("disabled by option" if not options.passthrough else encoding.copy_refusal
                    or passthrough_refusal(encoding.syntax, info, scanned.in_order(), schedule.rate))
+    why_rate = encoding.pinned.explain() if encoding.pinned else schedule.rate_reason
     plan = Plan(encoding.syntax, encoding.width, encoding.height, schedule.rate, encoding.reason, False, refusal,
-                timing)
+                timing, why_rate, encoding.pinned.by if encoding.pinned else "")
     work = Work(es, timing, transforms, encoding.settings.to_dict(), boxes, quality, partial)
     return _Done(work, info, plan, [range_note, *schedule.notes])
 
@@ -380,7 +385,7 @@ def _copied(encoding: _Encoding, scanned: Scan, info: SourceInfo, options: Conve
     copy = encoding.copy
     assert copy is not None and copy.rate is not None
     quality = copy.finish()
-    plan = choose(info, scanned.in_order(), options.syntax, True)
+    plan = choose(info, scanned.in_order(), options.syntax, True, encoding.pinned)
     if not plan.passthrough:
         return _CopyRefused(plan.passthrough_refusal)
     if plan.rate != copy.rate:

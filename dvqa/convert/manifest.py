@@ -31,6 +31,7 @@ import os
 import unicodedata
 import warnings
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
@@ -67,8 +68,10 @@ MANIFEST_CAP = 64 * MIB
 # A DICOM JSON object of patient and study attributes is a few KiB; a QIDO-RS answer (its first
 # study is taken) stays well under a MiB. 4 MiB leaves room and still refuses a wrong file at once.
 METADATA_CAP = 4 * MIB
-# What a manifest row asks for beyond its cells: the effective options, digested for --resume.
-DIGESTED = ("syntax", "iod", "uid_root", "source_range", "passthrough", "ssim", "quality", "profile", "keep_failed")
+# What a manifest row asks for beyond its cells: the effective options, digested for --resume (the rate
+# only when set, so that the digests of batches begun before --rate existed still match).
+DIGESTED = ("syntax", "rate", "iod", "uid_root", "source_range", "passthrough", "ssim", "quality", "profile",
+            "keep_failed")
 
 
 class AboutTheLog(DvqaError):
@@ -314,8 +317,14 @@ def _digest(cells: dict[str, str], options: ConvertOptions) -> str:
     except (TypeError, ValueError, AttributeError):  # check() passed it, so only its text form can be odd
         metadata = {k: str(v) for k, v in sorted(options.metadata.values.items())}
     body = {"cells": {k: v for k, v in cells.items() if v},
-            "options": {name: getattr(options, name) for name in DIGESTED}, "metadata": metadata}
+            "options": {name: _plain(getattr(options, name)) for name in DIGESTED
+                        if getattr(options, name) is not None or name != "rate"}, "metadata": metadata}
     return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def _plain(value: object) -> object:
+    """An option as JSON holds it (a rate is a Fraction: its text, 30000/1001)."""
+    return str(value) if isinstance(value, Fraction) else value
 
 
 def _confine(manifest: Path, rows: list[Row], root: Path) -> None:

@@ -5,15 +5,19 @@ both need them: kept in pipeline.py they made an import circle."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fractions import Fraction
 
+from dvqa.core.profiles import Profile
 from dvqa.dicom.iod import Metadata
 from dvqa.trust.audit import AuditLog
 from dvqa.trust.signature import Signer
+from dvqa.video.plan import PinnedRate
 
 
 @dataclass
 class ConvertOptions:
     syntax: str = "auto"
+    rate: Fraction | None = None  # --rate: the output rate, instead of the one measured (or a profile's)
     iod: str = "endoscopic"
     uid_root: str | None = None
     uid_seed: str | None = None  # derive the UIDs from this (dicom.iod.make_uid); None: at random
@@ -29,3 +33,12 @@ class ConvertOptions:
     signature_profile: str = "base"
     audit: AuditLog | None = None  # append one record per attempt (dvqa.trust.audit)
     keep_partial: bool = False  # live input that stops mid-chunk: convert what arrived whole (dvqa.convert.live)
+
+    def pinned_rate(self, profile: Profile | None) -> PinnedRate | None:
+        """The output rate set rather than measured: --rate first, then the profile's `output_rate`."""
+        if self.rate is not None:
+            return PinnedRate(self.rate, "--rate")
+        if profile is not None and profile.output_rate is not None:
+            return PinnedRate(profile.output_rate, f"the {profile.name} profile's output_rate",
+                              profile.output_rate_source)
+        return None

@@ -171,7 +171,8 @@ def package(source: Path, output: Path, options: ConvertOptions, info: SourceInf
     written = exit_code(findings) == ExitCode.OK or options.keep_failed
     signed = None
     if options.signer and written:  # signed last: the signature covers the final file
-        signed = sign_file(dicom_tmp, dicom_tmp, options.signer, options.signature_profile)
+        signed = sign_file(dicom_tmp, dicom_tmp, options.signer, options.signature_profile,
+                           uid_root=options.uid_root)
     os.chmod(dicom_tmp, outputs.file_mode())
     output_size, output_sha256 = dicom_tmp.stat().st_size, sha256_file(dicom_tmp)
     result = ConversionResult(

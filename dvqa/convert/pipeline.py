@@ -259,7 +259,7 @@ def check_options(options: ConvertOptions, output: Path) -> tuple[VideoIOD, Prof
     if options.ssim not in SSIM_DEFINITIONS:
         raise UsageError(f"--ssim {options.ssim!r}: use {' or '.join(SSIM_DEFINITIONS)}.")
     profile = profiles.load(options.profile) if options.profile else None
-    if profile and not options.quality:
+    if profile and profile.quality_floors and not options.quality:
         raise UsageError(f"--profile {options.profile} checks quality floors; drop --no-quality.")
     return chosen_iod, profile
 
@@ -283,7 +283,7 @@ def _convert(source: Path, output: Path, options: ConvertOptions, progress: Prog
     if source.resolve() == output.resolve():
         raise UsageError(f"{output}: is the input file; choose another output name.")
     scanned = scan(info)
-    plan = choose(info, scanned, options.syntax, options.passthrough)
+    plan = choose(info, scanned, options.syntax, options.passthrough, options.pinned_rate(profile))
     if plan.syntax.bits != 8:
         raise UsageError(
             f"{plan.syntax.name} carries {plan.syntax.bits}-bit video, but the VL video IODs allow "

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import yaml
 
 from dvqa.core.errors import UsageError
 from dvqa.core.findings import Finding, Severity
+from dvqa.core.rates import parse_rate
 from dvqa.core.resources import data_dir
 
 METRICS = ("psnr_y", "psnr_cb", "psnr_cr", "psnr", "ssim_y")
@@ -57,11 +59,15 @@ class Profile:
     path: Path
     quality_floors: tuple[QualityFloor, ...]
     rules: tuple[Rule, ...] = ()
+    output_rate: Fraction | None = None  # the rate `convert` writes at (`output_rate:`), None: measured
+    output_rate_source: str = ""  # why that rate (required with it, like every value's source)
 
     def to_dict(self) -> dict[str, object]:
         return {"name": self.name, "description": self.description, "path": str(self.path),
                 "quality_floors": [{**f.__dict__, "severity": f.severity.value} for f in self.quality_floors],
-                "rules": [{**r.__dict__, "severity": r.severity.value} for r in self.rules]}
+                "rules": [{**r.__dict__, "severity": r.severity.value} for r in self.rules],
+                "output_rate": str(self.output_rate) if self.output_rate else None,
+                "output_rate_source": self.output_rate_source or None}
 
 
 def available() -> list[str]:
@@ -84,7 +90,9 @@ def load(name_or_path: str) -> Profile:
         data = yaml.safe_load(path.read_text())
         floors = tuple(_floor(entry, path) for entry in data.get("quality_floors", []))
         rules = tuple(_rule(entry) for entry in data.get("rules", []))
-        return Profile(str(data["profile"]), str(data.get("description", "")), path, floors, rules)
+        rate, rate_source = _output_rate(data.get("output_rate"))
+        return Profile(str(data["profile"]), str(data.get("description", "")), path, floors, rules, rate,
+                       rate_source)
     except (yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise UsageError(f"{path}: not a valid dvqa profile ({exc}); see rules/README.md.") from None
 
@@ -99,6 +107,18 @@ def _floor(entry: dict, path: Path) -> QualityFloor:
     return QualityFloor(id=str(entry["id"]), metric=metric, statistic=statistic,
                         minimum=float(entry["min"]), severity=Severity(entry.get("severity", "error")),
                         message=str(entry["message"]), source=str(entry["source"]))
+
+
+def _output_rate(entry: dict | None) -> tuple[Fraction | None, str]:
+    """`output_rate: {fps: 30, source: why}`: the rate every conversion with this profile writes."""
+    if entry is None:
+        return None, ""
+    if not str(entry.get("source", "")).strip():
+        raise ValueError("output_rate needs a source")
+    try:
+        return parse_rate(entry["fps"]), str(entry["source"])
+    except ValueError as exc:
+        raise ValueError(f"output_rate: {exc}") from None
 
 
 def _rule(entry: dict) -> Rule:

@@ -25,6 +25,7 @@ import av
 import av.logging
 
 from dvqa import __version__
+from dvqa.core.words import plural
 from dvqa.core import outputs
 from dvqa.core.errors import DvqaError, EnvironmentProblem, UsageError
 from dvqa.core.findings import Severity
@@ -223,9 +224,11 @@ def _convert(stage: Path, source: Path, s: Settings, audit: AuditLog, names: set
     if result.written:
         files.insert(0, output.relative_to(stage).as_posix())
     psnr = ((record.get("quality") or {}).get("summary") or {}).get("psnr", {})
-    said = (f"{result.plan.syntax.name}, {result.frames} frames"
-            + (f", PSNR mean {reports.number(psnr['mean'], 2)} dB, worst {reports.number(psnr['min'], 2)} dB"
-               if psnr else "")  # a bit-exact passthrough measures "Infinity", which is text
+    exact = reports.bit_exact(record.get("quality"))
+    said = (f"{result.plan.syntax.name}, {reports.plural(result.frames, 'frame')}"
+            + (", bit-exact (every frame identical to its source)" if exact else
+               f", PSNR mean {reports.number(psnr['mean'], 2)} dB, worst {reports.number(psnr['min'], 2)} dB"
+               if psnr else "")
             + ("" if result.written else "; not written: a quality floor was not met"))
     return (PASSED if result.exit_code == 0 else FAILED), said, files
 
@@ -286,7 +289,8 @@ def _validate(stage: Path, s: Settings):
     errors = sum(1 for r in results for f in r.findings if f.severity is Severity.ERROR)
     warnings = sum(1 for r in results for f in r.findings if f.severity is Severity.WARNING)
     failed = sum(1 for r in results if any(f.severity is Severity.ERROR for f in r.findings))
-    said = f"{len(results)} files, {failed} failed; {errors} errors, {warnings} warnings"
+    said = (f"{plural(len(results), 'file')}, {failed} failed; {plural(errors, 'error')}, "
+            f"{plural(warnings, 'warning')}")
     return (FAILED if errors else PASSED), said, written
 
 
@@ -398,8 +402,8 @@ def _write_index(stage: Path, steps: list[Step], s: Settings, created: dt.dateti
     from dvqa.report import documents
 
     failed = [step.name for step in steps if step.status == FAILED]
-    verdict = (f"{len(failed)} of {len(steps)} steps failed: {', '.join(failed)}" if failed
-               else f"all {len(steps)} steps passed")
+    verdict = (f"{len(failed)} of {plural(len(steps), 'step')} failed: {', '.join(failed)}" if failed
+               else "the one step passed" if len(steps) == 1 else f"all {len(steps)} steps passed")
     page = documents.html("evidence.html", steps=steps, verdict=verdict, ok=not failed, version=__version__,
                           built_in=str(stage),
                           created=created.isoformat(timespec="seconds"), inputs=_inputs(s),

@@ -19,6 +19,7 @@ from pathlib import Path
 from cryptography import x509
 
 from dvqa import __version__
+from dvqa.core.words import plural
 from dvqa.core import outputs
 from dvqa.core.digest import sha256_file
 from dvqa.core.errors import DvqaError, InputError
@@ -153,7 +154,7 @@ def _check_verdict(folder: Path, entries: dict, result: Check) -> None:
                                "is unknown")
         return
     if failed:
-        result.problems.append(f"the build failed {len(failed)} of {len(index['steps'])} steps "
+        result.problems.append(f"the build failed {len(failed)} of {plural(len(index['steps']), 'step')} "
                                f"({', '.join(failed)}): the bundle records them, but it is not evidence that "
                                "they passed")
 

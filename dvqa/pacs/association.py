@@ -155,6 +155,7 @@ class StoreResult:
     attempts: int = 0
     history: list[str] = field(default_factory=list)  # one line per attempt: what happened then
     transport: str = ""  # "TLS" or "clear text": how the patient data travelled
+    sent: bool = False  # the file's bytes went on the wire (a refused context or no connection sends nothing)
     fallback: dict | None = None  # the copy sent instead when the original was refused
 
     @property

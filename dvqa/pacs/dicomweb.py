@@ -76,10 +76,13 @@ def _stow_attempt(client, url: str, results: list[StoreResult]) -> bool:
     import requests
 
     try:
+        for r in results:
+            r.sent = True  # until a failure below shows that nothing left
         response = client.store_instances([pydicom.dcmread(r.path) for r in results])
     except requests.exceptions.SSLError as exc:
         reason = "certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in str(exc) else type(exc).__name__
         for r in results:
+            r.sent = False
             r.outcome, r.message = "failed", (f"{url}: the TLS handshake failed ({reason}); check --tls-ca (the "
                                               "server's certificate must be issued for this host by one in it)")
         return False
@@ -89,6 +92,7 @@ def _stow_attempt(client, url: str, results: list[StoreResult]) -> bool:
         return True
     except requests.ConnectionError as exc:
         for r in results:
+            r.sent = False
             r.outcome, r.message = "failed", f"{url}: cannot connect ({type(exc).__name__}); is the server up?"
         return True
     except requests.HTTPError as exc:

@@ -138,21 +138,24 @@ def _send(assoc, pending: list[StoreResult], attempt: int) -> list[StoreResult]:
     for r in pending:
         r.attempts = attempt
         if (r.sop_class, r.transfer_syntax) not in accepted:
-            offered = f"{uid_name(r.sop_class)} in {uid_name(r.transfer_syntax)}"
-            took = sorted({uid_name(ts) for sop, ts in accepted if sop == r.sop_class})
+            # Said from this file's own context alone - what dvqa proposed for it and the PACS's answer to that
+            # - so that the message does not change with what else was in the batch (the contexts the PACS
+            # accepted for other files' transfer syntaxes are no answer about this one).
             r.outcome = "rejected"
-            # the A-ASSOCIATE-AC names no transfer syntax for a refused context: match on the SOP class
             reason = next((REASONS.get(c.result, "") for c in assoc.rejected_contexts
-                           if c.abstract_syntax == r.sop_class), "")
-            r.message = (f"the PACS refused the presentation context {offered}{reason}"
-                         + (f"; for this SOP class it accepted only {', '.join(took)}" if took
-                            else "; it accepted no transfer syntax for this SOP class"))
+                           if c.abstract_syntax == r.sop_class and r.transfer_syntax in (c.transfer_syntax or [])),
+                          "") or next((REASONS.get(c.result, "") for c in assoc.rejected_contexts
+                                       if c.abstract_syntax == r.sop_class), "")
+            r.message = (f"dvqa proposed {uid_name(r.sop_class)} in {uid_name(r.transfer_syntax)} for this file and "
+                         f"the PACS refused that presentation context{reason}; `dvqa pacs matrix` shows what it "
+                         "accepts")
             continue
         if not assoc.is_established:
             r.outcome, r.message = "failed", "the association ended before this file was sent"
             retry.append(r)
             continue
         started = time.monotonic()
+        r.sent = True
         status = assoc.send_c_store(Path(r.path))
         code = getattr(status, "Status", None) if status else None
         r.status = code
@@ -197,5 +200,5 @@ def store_with_fallback(peer: Peer, paths: list[Path], syntax: str, folder: Path
         r.fallback = {"syntax": syntax, "path": str(copy), "sop_instance": sent.sop_instance,
                       "transfer_syntax": sent.transfer_syntax, "sha256": converted.output_sha256,
                       "psnr_y_mean": quality.statistic("psnr_y", "mean") if quality else None,
-                      "outcome": sent.outcome, "message": sent.message}
+                      "outcome": sent.outcome, "message": sent.message, "sent": sent.sent}
     return results

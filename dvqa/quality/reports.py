@@ -15,6 +15,8 @@ from pathlib import Path
 from dvqa.core import outputs
 from dvqa.core.errors import UsageError
 from dvqa.core.resources import templates
+from dvqa.core.words import plural
+from dvqa.quality.meter import INFINITY_JSON
 
 PLOT_WIDTH, PLOT_HEIGHT, MARGIN = 900, 220, 44
 SERIES_COLOURS = {"psnr_y": "#1f5fbf", "psnr_cb": "#2e9e5b", "psnr_cr": "#c0392b", "ssim_y": "#6c3fa0"}
@@ -73,8 +75,11 @@ def _label(value: float, step: float) -> str:
     return f"{value:.{decimals}f}"
 
 
-def plot(series: dict[str, list[float]], title: str, unit: str) -> dict[str, object]:
-    """What the template needs to draw one line plot: scaled points, grid lines and axis labels."""
+def plot(series: dict[str, list[float]], title: str, unit: str, duplicated: list[int] | None = None
+         ) -> dict[str, object]:
+    """What the template needs to draw one line plot: scaled points, grid lines and axis labels, and a
+    mark under each output frame in `duplicated` (it repeats the frame before it: its numbers are a
+    second measurement of one captured picture, not a new one)."""
     finite = [v for values in series.values() for v in values if not math.isinf(v)]
     if finite:
         low, high = min(finite), max(finite)
@@ -94,6 +99,7 @@ def plot(series: dict[str, list[float]], title: str, unit: str) -> dict[str, obj
         "x_ticks": [{"at": f"{_x(int(v), count):.1f}", "label": str(int(v))} for v in x_values],
         "lines": [{"name": name, "colour": SERIES_COLOURS[name], "points": _polyline(v, low, high, count),
                    "count": len(v)} for name, v in series.items()],
+        "duplicated": [{"frame": k, "at": f"{_x(k, count):.1f}"} for k in duplicated or [] if k < count],
     }
 
 
@@ -102,23 +108,98 @@ def _floats(values: list) -> list[float]:
 
 
 def number(value: float | str, decimals: int) -> str:
-    """A measured number as people read it (docs/cli-conventions.md): fixed decimals; "Infinity" as is."""
-    return value if isinstance(value, str) else f"{float(value):.{decimals}f}"
+    """A measured number as people read it (docs/cli-conventions.md): fixed decimals; an infinite PSNR
+    (identical pictures; the string "Infinity" in JSON) as ∞."""
+    if isinstance(value, str) or math.isinf(float(value)):
+        return "∞" if str(value).lstrip("+") in ("Infinity", "inf") else str(value)
+    return f"{float(value):.{decimals}f}"
+
+
+def bit_exact(quality: dict | None) -> bool:
+    """Whether every scored frame is identical to its source frame (every PSNR infinite), as a
+    passthrough's are: then there is nothing to rank, plot against or show as a difference."""
+    if not quality:
+        return False
+    summary = quality.get("summary") or {}
+    return all(str((summary.get(name) or {}).get("min")) == INFINITY_JSON for name in ("psnr_y", "psnr_cb", "psnr_cr"))
+
+
+def settings_text(encoder: dict | None) -> str:
+    """The encoder and its settings as people read them: `libx264: preset veryfast, crf 18, ...`."""
+    if not encoder:
+        return ""
+    options = ", ".join(f"{k} {v}" for k, v in (encoder.get("options") or {}).items())
+    return f"{encoder.get('encoder')}" + (f": {options}" if options else "")
+
+
+def stream_text(record: dict, settings: bool = True) -> str:
+    """Passthrough or re-encode, in one phrase (the text summary's `stream` line, the HTML report's head;
+    `settings`: name the encoder's settings, which the HTML report shows in a row of their own)."""
+    plan = record.get("plan") or {}
+    if record.get("passthrough"):
+        return "passed through: the H.264 bitstream is wrapped unchanged (no re-encoding, no second generation of loss)"
+    refusal = plan.get("passthrough_refusal")
+    encoder = record.get("encoder") or {}
+    return (f"re-encoded with {settings_text(encoder) if settings else encoder.get('encoder')}"
+            + (f" (passthrough not possible: {refusal})" if refusal else ""))
+
+
+def verdict(record: dict) -> dict[str, object]:
+    """The page's verdict and what it is judged against, with or without --profile.
+
+    `state`: pass, fail or measured (a `dvqa quality` comparison without a profile has nothing to be
+    judged against: its numbers are measured, not judged).
+    """
+    findings = record.get("findings") or []
+    errors = [f for f in findings if f.get("severity") == "error"]
+    warnings = [f for f in findings if f.get("severity") == "warning"]
+    profile = record.get("profile")
+    floors = len(profile["quality_floors"]) if profile else 0
+    converted = record.get("command") == "convert"
+    parts = []
+    if profile and floors:
+        parts.append(f"the {profile['name']} profile's {plural(floors, 'quality floor')}")
+    if converted:
+        parts.append("dvqa's stream-layer validation of the file written")
+    if not parts:
+        return {"state": "measured", "headline": "MEASURED, NOT JUDGED",
+                "against": "No --profile was given, so no quality floor applies: the numbers below are "
+                           "measurements for a person to judge", "findings": findings}
+    against = " and ".join(parts)
+    if converted and not (profile and floors):
+        against += (" (no --profile: no quality floor was applied, so the PSNR and SSIM below are measured, "
+                     "not judged)" if record.get("quality") else " (quality not measured: --no-quality)")
+    floor_ids = {f["id"] for f in profile["quality_floors"]} if profile else set()
+    missed = [f for f in errors if f.get("code") in floor_ids]
+    others = [f for f in errors if f.get("code") not in floor_ids]
+    if errors:
+        headline = "FAIL: " + ", ".join(
+            ([f"{plural(len(missed), 'quality floor')} not met"] if missed else [])
+            + ([f"{plural(len(others), 'error')} in the file written"] if others else []))
+    else:
+        met = [f"every quality floor of the {profile['name']} profile is met"] if profile and floors else []
+        checked = ["the file written validates"] if converted else []
+        headline = "PASS: " + " and ".join(met + checked) + (
+            f" ({plural(len(warnings), 'warning')})" if warnings else "")
+    return {"state": "fail" if errors else "pass", "headline": headline, "against": against, "findings": findings}
 
 
 def render_html(record: dict, quality) -> str:
     env = templates()
     env.filters["num"] = number
     q = record.get("quality")
+    exact = bit_exact(q)
     plots, worst = [], []
-    if q and "per_frame" in q:
+    if q and "per_frame" in q and not exact:
         pf = q["per_frame"]
+        duplicated = list((record.get("timing") or {}).get("duplicated_output_frames") or [])
         plots.append(plot({k: _floats(pf[k]) for k in ("psnr_y", "psnr_cb", "psnr_cr")},
-                          "PSNR per output frame", "dB"))
+                          "PSNR per output frame", "dB", duplicated))
         plots.append(plot({"ssim_y": _floats(pf["ssim_y"])},
-                          f"SSIM of Y per output frame ({q['ssim_definition']['name']})", ""))
-        if quality is not None:
-            for k in sorted(quality.thumbs, key=lambda k: (float(pf["psnr_y"][k]), k)):
+                          f"SSIM of Y per output frame ({q['ssim_definition']['name']})", "", duplicated))
+        if quality is not None:  # an identical frame is not among the worst, whatever its rank
+            kept = [k for k in quality.thumbs if not math.isinf(float(pf["psnr_y"][k]))]
+            for k in sorted(kept, key=lambda k: (float(pf["psnr_y"][k]), k)):
                 pngs = quality.thumbs[k].png()
                 worst.append({
                     "output_frame": k, "source_frame": pf["source_frame"][k],
@@ -126,8 +207,10 @@ def render_html(record: dict, quality) -> str:
                     **{name: "data:image/png;base64," + base64.b64encode(data).decode()
                        for name, data in pngs.items()},
                 })
-    return env.get_template("quality.html").render(r=record, q=q, plots=plots, worst=worst,
-                                                   json_record=json.dumps(_without_arrays(record), indent=1))
+    return env.get_template("quality.html").render(
+        r=record, q=q, plots=plots, worst=worst, bit_exact=exact, verdict=verdict(record),
+        stream=stream_text(record, settings=False) if record.get("plan") else "", plural=plural,
+        json_record=json.dumps(_without_arrays(record), indent=1))
 
 
 def _without_arrays(record: dict) -> dict:

@@ -90,14 +90,20 @@ PURPOSES = {"1": "Author's Signature", "5": "Verification Signature", "14": "Sou
 
 
 
-def signature_uid() -> str:
-    """A random Digital Signature UID under pydicom's root, always the maximum 64 characters (PS3.5 §9.1).
+def signature_uid(root: str | None = None) -> str:
+    """A random Digital Signature UID under `root` (a device maker's own, `--uid-root`) or else pydicom's,
+    always the maximum 64 characters (PS3.5 §9.1).
 
     pydicom's generate_uid draws a number without leading zeros, so its length - and with it the signed
     file's size - varied from draw to draw; two builds of an evidence bundle from the same inputs then
     differed in a size that is not a time or a signature (tests/test_evidence.py caught it)."""
-    digits = 64 - len(PYDICOM_ROOT_UID)
-    return PYDICOM_ROOT_UID + str(10 ** (digits - 1) + secrets.randbelow(9 * 10 ** (digits - 1)))
+    prefix = PYDICOM_ROOT_UID
+    if root:
+        prefix = root if root.endswith(".") else root + "."
+        if not pydicom.uid.UID(prefix[:-1]).is_valid or len(prefix) > 40:
+            raise UsageError(f"--uid-root {root!r} is not a valid UID root of at most 39 characters.")
+    digits = 64 - len(prefix)
+    return prefix + str(10 ** (digits - 1) + secrets.randbelow(9 * 10 ** (digits - 1)))
 
 def signable(tag: BaseTag, vr: str | None) -> bool:
     """Whether an element may be in Data Elements Signed (PS3.3 C.12.1.1.3.1.1)."""
@@ -242,8 +248,9 @@ class SignatureResult:
 
 def sign_dataset(ds: Dataset, signer: Signer, profile: str = "base", algorithm: str = "SHA256",
                  purpose: str | None = None, now: dt.datetime | None = None,
-                 transfer_syntax: str = MAC_TRANSFER_SYNTAX) -> SignatureResult:
-    """Add one signature over every signable top-level element of `ds` (in memory)."""
+                 transfer_syntax: str = MAC_TRANSFER_SYNTAX, uid_root: str | None = None) -> SignatureResult:
+    """Add one signature over every signable top-level element of `ds` (in memory); its Digital Signature
+    UID under `uid_root` when given."""
     if profile not in PROFILES:
         raise UsageError(f"--signature-profile {profile!r}: use one of {', '.join(PROFILES)}.")
     if profile != "none" and not isinstance(signer.key, rsa.RSAPrivateKey):
@@ -263,7 +270,7 @@ def sign_dataset(ds: Dataset, signer: Signer, profile: str = "base", algorithm: 
     when = moment.strftime("%Y%m%d%H%M%S.%f+0000")
     item = Dataset()
     item.MACIDNumber = mac_id
-    item.DigitalSignatureUID = signature_uid()
+    item.DigitalSignatureUID = signature_uid(uid_root)
     item.DigitalSignatureDateTime = when
     item.CertificateType = CERTIFICATE_TYPE
     item.CertificateOfSigner = signer.certificate.public_bytes(serialization.Encoding.DER)
@@ -320,8 +327,8 @@ def _der(value: bytes) -> bytes:
 
 
 def sign_file(source: Path, output: Path, signer: Signer, profile: str = "base", algorithm: str = "SHA256",
-              purpose: str | None = None, record: Callable[[SignatureResult], object] | None = None
-              ) -> SignatureResult:
+              purpose: str | None = None, record: Callable[[SignatureResult], object] | None = None,
+              uid_root: str | None = None) -> SignatureResult:
     """Sign `source` into `output` (which may be `source`): written beside it, checked, then placed.
 
     `record(result)` (the audit append) runs as part of placing it: if it fails, `output` is what it
@@ -339,7 +346,7 @@ def sign_file(source: Path, output: Path, signer: Signer, profile: str = "base",
         # encapsulated Pixel Data cannot be expressed in Explicit VR Little Endian: such files are
         # MACed in their own syntax (same element encoding), as DCMTK's dcmsign does
         mac_syntax = syntax if _explicit_little(syntax) else MAC_TRANSFER_SYNTAX
-        result = sign_dataset(ds, signer, profile, algorithm, purpose, transfer_syntax=mac_syntax)
+        result = sign_dataset(ds, signer, profile, algorithm, purpose, transfer_syntax=mac_syntax, uid_root=uid_root)
         result.notes = outputs.sweep(output.parent)
         fd, tmp = outputs.temp_file(output.parent, output.name)
         try:

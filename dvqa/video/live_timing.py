@@ -32,12 +32,13 @@ from array import array
 from fractions import Fraction
 from typing import Callable, Sequence
 
+from dvqa.core.rates import describe as _fps
 from dvqa.video.timing import (
     TimingMap,
     _fits_tail,
     _grid_end,
     _origin,
-    nominal_rate,
+    estimate_rate,
     plan_window,
     schedule,
 )
@@ -63,6 +64,7 @@ class LiveSchedule:
         self.next_output = 0  # output frames handed out so far
         self._planned_at = 0.0
         self.notes: list[str] = []
+        self.rate_reason = ""  # why the rate decided is the rate (see _decide_rate)
 
     def add(self, pts: float) -> list[tuple[int, int]]:
         """A new capture time; returns the output frames this decided: (output index, source index)."""
@@ -113,11 +115,20 @@ class LiveSchedule:
 
     def _decide_rate(self, end: float, final: bool) -> None:
         times = list(self.times)
-        nominal = self.declared_rate or nominal_rate([b - a for a, b in zip(times, times[1:])])
+        estimate = estimate_rate([b - a for a, b in zip(times, times[1:])])
+        nominal = self.declared_rate or estimate.rate
         options = list(self.candidates(nominal))
-        chosen = next((rate for rate in options if schedule(times, end, rate, drops=False)), max(options))
+        keeping = next((rate for rate in options if schedule(times, end, rate, drops=False)), None)
+        chosen = keeping or max(options)
         self.rate = chosen
         seen = times[-1] - times[0]
+        measured = (f"the container declares {_fps(nominal)} fps" if self.declared_rate else estimate.reason)
+        self.rate_reason = f"{_fps(chosen)} fps, decided from the first {seen:.1f} s of the stream: {measured}"
+        if keeping is not None and chosen != options[0]:
+            self.rate_reason += (f"; at {_fps(options[0])} fps some captured frames would have to be dropped, at "
+                                 f"{_fps(chosen)} fps every one is kept")
+        elif options[0] != nominal:
+            self.rate_reason += f"; {_fps(options[0])} fps is the closest rate the syntax allows at this size"
         self.notes.append(f"output rate {float(chosen):g} fps decided from the first {seen:.1f} s of the stream "
                           f"({len(times)} frames; nominal {float(nominal):g} fps"
                           + (", as the container declares" if self.declared_rate else "") + ")")

@@ -10,13 +10,14 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from dvqa.core.errors import InputError, UsageError
+from dvqa.core.rates import describe as fps
 from dvqa.dicom import syntaxes
 from dvqa.dicom.syntaxes import COMMON_RATES, VideoSyntax
 from dvqa.video import timing
 from dvqa.video.h264 import sps_frame_rate
 from dvqa.video.probe import SourceInfo
 from dvqa.video.scan import Scan
-from dvqa.video.timing import TimingMap, closest_allowed
+from dvqa.video.timing import RateEstimate, TimingMap, closest_allowed
 
 # Passthrough timing tolerance: every frame within 2 ms of a constant-rate grid.
 # Browsers stamp frames on a 1 ms clock, so exact timestamps are rounded by up
@@ -31,6 +32,18 @@ H264_PASSABLE_PROFILES = ("Constrained Baseline", "Main", "High")
 
 
 @dataclass(frozen=True)
+class PinnedRate:
+    """An output rate set by the user (`--rate`) or a profile (`output_rate`), instead of the measured one."""
+
+    rate: Fraction
+    by: str  # who sets it, as a message names it: "--rate", "the endoscopy profile's output_rate"
+    source: str = ""  # why, when a profile sets it
+
+    def explain(self) -> str:
+        return f"{fps(self.rate)} fps, as {self.by} sets" + (f" ({self.source})" if self.source else "")
+
+
+@dataclass(frozen=True)
 class Plan:
     syntax: VideoSyntax
     width: int
@@ -42,11 +55,14 @@ class Plan:
     # the schedule a re-encode follows (which source frame each output frame shows); a passthrough
     # keeps the stream's own frames instead
     timing: TimingMap = field(repr=False, compare=False)
+    rate_reason: str = ""  # why this output rate: measured (and how), raised to keep frames, capped, or pinned
+    rate_set_by: str = ""  # "--rate" or a profile, when the rate was pinned rather than measured
 
     def to_dict(self) -> dict[str, object]:
         return {"syntax": self.syntax.name, "uid": self.syntax.uid, "title": self.syntax.title,
                 "reason": self.reason, "width": self.width, "height": self.height,
-                "rate": str(self.rate), "passthrough": self.passthrough,
+                "rate": str(self.rate), "rate_fps": round(float(self.rate), 6), "rate_reason": self.rate_reason,
+                "rate_set_by": self.rate_set_by or None, "passthrough": self.passthrough,
                 "passthrough_refusal": self.passthrough_refusal}
 
 
@@ -139,13 +155,16 @@ def rate_candidates(syntax: VideoSyntax, width: int, height: int, nominal: Fract
     return [base] + [r for r in family if r > base and syntax.allows(width, height, r)]
 
 
-def _schedule(syntax: VideoSyntax, w: int, h: int, nominal: Fraction, scan: Scan) -> TimingMap:
-    chosen = timing.choose(scan.pts, scan.end, rate_candidates(syntax, w, h, nominal))
+def _schedule(syntax: VideoSyntax, w: int, h: int, nominal: Fraction, scan: Scan,
+              pinned: PinnedRate | None) -> TimingMap:
+    candidates = [pinned.rate] if pinned else rate_candidates(syntax, w, h, nominal)
+    chosen = timing.choose(scan.pts, scan.end, candidates)
     if chosen.dropped:
-        chosen.drop_reason = (f"the recording's frames come faster than {float(chosen.rate):g} fps, the highest rate "
-                              f"{syntax.name} allows at {w}x{h}, for longer than a shift of "
-                              f"{timing.DRIFT_FRAMES} frame intervals absorbs; the frames shown briefest "
-                              "were dropped")
+        limit = (f"the rate {pinned.by} sets" if pinned
+                 else f"the highest rate {syntax.name} allows at {w}x{h}")
+        chosen.drop_reason = (f"the recording's frames come faster than {fps(chosen.rate)} fps, {limit}, for longer "
+                              f"than a shift of {timing.DRIFT_FRAMES} frame intervals absorbs; the frames shown "
+                              "briefest were dropped")
     return chosen
 
 
@@ -157,15 +176,45 @@ def _passed_through(scan: Scan, rate: Fraction) -> TimingMap:
     return kept
 
 
-def _rate_reason(nominal: Fraction, chosen: TimingMap) -> str:
-    if chosen.rate > nominal and not chosen.dropped:
-        return (f"; {float(chosen.rate):g} fps instead of the recording's nominal {float(nominal):g} fps "
-                "keeps every captured frame")
-    return ""
+def _allowed_text(syntax: VideoSyntax, w: int, h: int) -> str:
+    """What rates `syntax` carries at w x h, in words."""
+    if syntax.formats:
+        rates = sorted({f.rate for f in syntax.formats if (f.columns, f.rows) == (w, h)})
+        return f"carries {w}x{h} only at {' or '.join(fps(r) for r in rates)} fps"
+    return f"carries {w}x{h} at no more than {fps(_cap_rate(syntax, w, h, Fraction(10 ** 6)))} fps"
 
 
-def choose(info: SourceInfo, scan: Scan, requested: str, allow_passthrough: bool) -> Plan:
-    rate = scan.rate
+def pinned_refusal(pinned: PinnedRate, syntax: VideoSyntax, w: int, h: int) -> UsageError:
+    return UsageError(f"{pinned.by} sets {fps(pinned.rate)} fps, but {syntax.name} {_allowed_text(syntax, w, h)}; "
+                      "choose a rate it carries, or another --syntax.")
+
+
+def explain_rate(estimate: RateEstimate, pinned: PinnedRate | None, syntax: VideoSyntax, w: int, h: int,
+                 capped: Fraction, chosen: Fraction, kept_all: bool, passthrough: bool) -> str:
+    """Why the output plays at `chosen` fps, from the measurement up (DICOM video has one constant rate).
+
+    `capped`: the measured rate after the syntax's limits; `chosen`: the rate the schedule settled on.
+    """
+    if pinned:
+        return f"{pinned.explain()}; measured: {estimate.reason}"
+    if passthrough:
+        return (f"{fps(chosen)} fps, the stream's own constant rate, which passing it through keeps; "
+                f"measured: {estimate.reason}")
+    text = f"{fps(chosen)} fps: {estimate.reason}"
+    if capped != estimate.rate:
+        text += f"; {syntax.name} {_allowed_text(syntax, w, h)}"
+    if chosen != capped and kept_all:
+        text += (f"; at {fps(capped)} fps some captured frames would have to be dropped, at {fps(chosen)} fps "
+                 "every one is kept")
+    return text + " (--rate sets another)"
+
+
+def choose(info: SourceInfo, scan: Scan, requested: str, allow_passthrough: bool,
+           pinned: PinnedRate | None = None) -> Plan:
+    estimate = timing.estimate_rate(scan.intervals)
+    rate = estimate.rate
+    target = pinned.rate if pinned else rate
+    set_by = pinned.by if pinned else ""
     if requested != "auto":
         try:
             syntax = syntaxes.get(requested)
@@ -173,22 +222,27 @@ def choose(info: SourceInfo, scan: Scan, requested: str, allow_passthrough: bool
             raise UsageError(
                 f"unknown syntax {requested!r}; use auto or one of {', '.join(syntaxes.names())}."
             ) from None
-        w, h, out_rate = size_and_rate(syntax, info, rate)
+        w, h, out_rate = size_and_rate(syntax, info, target)
+        if pinned and out_rate != pinned.rate:
+            raise pinned_refusal(pinned, syntax, w, h)
         refusal = passthrough_refusal(syntax, info, scan, out_rate) if allow_passthrough else "disabled by option"
-        chosen = _passed_through(scan, out_rate) if not refusal else _schedule(syntax, w, h, rate, scan)
-        return Plan(syntax, w, h, chosen.rate, "requested with --syntax" + _rate_reason(rate, chosen),
-                    not refusal, refusal, chosen)
+        chosen = _passed_through(scan, out_rate) if not refusal else _schedule(syntax, w, h, rate, scan, pinned)
+        why_rate = explain_rate(estimate, pinned, syntax, w, h, out_rate, chosen.rate, not chosen.dropped,
+                                not refusal)
+        return Plan(syntax, w, h, chosen.rate, "requested with --syntax", not refusal, refusal, chosen, why_rate,
+                    set_by)
 
     fitting: list[tuple[VideoSyntax, int, int, TimingMap, str]] = []
-    tried = []
+    tried, limits = [], []
     for name in syntaxes.AUTO_CANDIDATES:
         syntax = syntaxes.BY_NAME[name]
-        w, h, out_rate = size_and_rate(syntax, info, rate)
-        if (w, h) != (_even(info.width), _even(info.height)) or out_rate != rate:
-            tried.append(f"{name} cannot carry {info.width}x{info.height} at {float(rate):.3f} fps")
+        w, h, out_rate = size_and_rate(syntax, info, target)
+        if (w, h) != (_even(info.width), _even(info.height)) or out_rate != target:
+            tried.append(f"{name} cannot carry {info.width}x{info.height} at {float(target):.3f} fps")
+            limits.append(f"{name} {_allowed_text(syntax, w, h)}")
             continue
         refusal = passthrough_refusal(syntax, info, scan, out_rate) if allow_passthrough else "disabled by option"
-        chosen = _passed_through(scan, out_rate) if not refusal else _schedule(syntax, w, h, rate, scan)
+        chosen = _passed_through(scan, out_rate) if not refusal else _schedule(syntax, w, h, rate, scan, pinned)
         fitting.append((syntax, w, h, chosen, refusal))
     if fitting:
         # A syntax that takes the bitstream unchanged wins: no second generation of loss; then one
@@ -197,25 +251,30 @@ def choose(info: SourceInfo, scan: Scan, requested: str, allow_passthrough: bool
         complete = [f for f in fitting if not f[3].dropped]
         syntax, w, h, chosen, refusal = (passing or complete or fitting)[0]
         reason = (f"{syntax.name} is the most widely supported video syntax that carries "
-                  f"{info.width}x{info.height} at {float(rate):.3f} fps without loss of resolution or rate")
+                  f"{info.width}x{info.height} at {float(target):.3f} fps without loss of resolution or rate")
         if passing and syntax is not fitting[0][0]:
             reason = (f"{syntax.name} carries the source bitstream unchanged, which "
                       f"{fitting[0][0].name} cannot ({fitting[0][4]})")
         elif complete and syntax is not fitting[0][0]:
             reason = (f"{syntax.name} keeps every captured frame, which {fitting[0][0].name} cannot "
                       f"({fitting[0][3].drop_reason})")
-        reason += _rate_reason(rate, chosen)
         if tried:
             reason += " (" + "; ".join(tried) + ")"
-        return Plan(syntax, w, h, chosen.rate, reason, not refusal, refusal, chosen)
+        why_rate = explain_rate(estimate, pinned, syntax, w, h, target, chosen.rate, not chosen.dropped,
+                                not refusal)
+        return Plan(syntax, w, h, chosen.rate, reason, not refusal, refusal, chosen, why_rate, set_by)
+    if pinned:
+        raise UsageError(f"{pinned.by} sets {fps(pinned.rate)} fps, but no video syntax carries "
+                         f"{info.width}x{info.height} at that rate without scaling ({'; '.join(limits)}); choose "
+                         "another rate.")
     raise InputError(
         f"{info.path}: no video syntax carries {info.width}x{info.height} at {float(rate):.3f} fps "
         "without loss; choose one with --syntax (dvqa will scale or change the rate)."
     )
 
 
-def choose_live(info: SourceInfo, nominal: Fraction, requested: str) -> tuple[VideoSyntax, int, int, list[Fraction],
-                                                                             str]:
+def choose_live(info: SourceInfo, nominal: Fraction, requested: str, pinned: PinnedRate | None = None
+                ) -> tuple[VideoSyntax, int, int, list[Fraction], str]:
     """For a stream re-encoded while it arrives: the syntax, output size and rate candidates, decided from
     the stream's start (its first frame's size, the nominal rate of its first seconds).
 
@@ -223,20 +282,28 @@ def choose_live(info: SourceInfo, nominal: Fraction, requested: str) -> tuple[Vi
     the size and rate (or the requested one). Whether to copy the bitstream instead is `choose` itself,
     applied to the start and then to the whole stream (dvqa.convert.live).
     """
+    target = pinned.rate if pinned else nominal
     if requested != "auto":
         try:
             syntax = syntaxes.get(requested)
         except KeyError:
             raise UsageError(f"unknown syntax {requested!r}; use auto or one of {', '.join(syntaxes.names())}.") \
                 from None
-        w, h, _ = size_and_rate(syntax, info, nominal)
+        w, h, out_rate = size_and_rate(syntax, info, target)
+        if pinned:
+            if out_rate != pinned.rate:
+                raise pinned_refusal(pinned, syntax, w, h)
+            return syntax, w, h, [pinned.rate], "requested with --syntax"
         return syntax, w, h, rate_candidates(syntax, w, h, nominal), "requested with --syntax"
     for name in syntaxes.AUTO_CANDIDATES:
         syntax = syntaxes.BY_NAME[name]
-        w, h, out_rate = size_and_rate(syntax, info, nominal)
-        if (w, h) == (_even(info.width), _even(info.height)) and out_rate == nominal:
-            return syntax, w, h, rate_candidates(syntax, w, h, nominal), (
+        w, h, out_rate = size_and_rate(syntax, info, target)
+        if (w, h) == (_even(info.width), _even(info.height)) and out_rate == target:
+            return syntax, w, h, [pinned.rate] if pinned else rate_candidates(syntax, w, h, nominal), (
                 f"{syntax.name} is the most widely supported video syntax that carries {info.width}x{info.height} "
-                f"at {float(nominal):.3f} fps without loss of resolution or rate")
+                f"at {float(target):.3f} fps without loss of resolution or rate")
+    if pinned:
+        raise UsageError(f"{pinned.by} sets {fps(pinned.rate)} fps, but no video syntax carries "
+                         f"{info.width}x{info.height} at that rate without scaling; choose another rate.")
     raise InputError(f"{info.path}: no video syntax carries {info.width}x{info.height} at {float(nominal):.3f} fps "
                      "without loss; choose one with --syntax (dvqa will scale or change the rate).")

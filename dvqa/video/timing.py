@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Generic, Iterator, Sequence, TypeVar
 
+from dvqa.core.rates import describe as _fps
 from dvqa.dicom.syntaxes import COMMON_RATES
 
 T = TypeVar("T")
@@ -36,26 +37,49 @@ T = TypeVar("T")
 # longer than the source the output may play
 DRIFT_FRAMES = 2
 
-def nominal_rate(intervals: list[float]) -> Fraction:
+@dataclass(frozen=True)
+class RateEstimate:
+    """The rate a recording was aiming at, and the measurement behind it in words."""
+
+    rate: Fraction
+    measured_fps: float  # periods / time, before snapping or rounding
+    median_interval_s: float
+    reason: str
+
+
+def estimate_rate(intervals: list[float]) -> RateEstimate:
     """The frame rate a recording was aiming at, from its frame intervals in seconds.
 
     Each interval counts as a whole number of nominal periods (a dropped frame
     makes one interval two periods long; a short first interval counts as none),
     and the rate is periods / time over the whole recording, so the 1 ms clock's
     rounding averages out instead of deciding between 30 and 29.97 fps. A rate
-    within 3 % of a common rate snaps to it; anything else rounds to a whole number.
+    within 3 % of a common rate snaps to it; anything else rounds to a whole number
+    (a browser asked for 30 fps that delivers 31 frames a second is written at 31:
+    at 30, a frame in every 31 would have to go).
     """
     positive = [i for i in intervals if i > 0]
     if not positive:
-        return Fraction(30)
+        return RateEstimate(Fraction(30), 0.0, 0.0, "a single frame has no interval to measure: 30 fps assumed")
     median = statistics.median(positive)
     counted = [(round(i / median), i) for i in positive if i >= 0.5 * median and i <= 4.5 * median]
     periods = sum(n for n, _ in counted)
-    fps = periods / sum(i for _, i in counted) if periods else 1.0 / median
+    span = sum(i for _, i in counted)
+    fps = periods / span if periods else 1.0 / median
+    measured = (f"the recording's frames came every {median * 1000:.1f} ms (median interval); counting each "
+                "interval as a whole number of those (a longer one holds frames the browser skipped), "
+                f"{periods} frame periods in {span:.3f} s = {fps:.2f} fps")
     best = min(COMMON_RATES, key=lambda r: abs(float(r) - fps))
     if abs(float(best) - fps) <= 0.03 * fps:
-        return best
-    return Fraction(max(1, round(fps)))
+        return RateEstimate(best, fps, median, f"{measured}, within 3 % of the common rate {_fps(best)} fps")
+    whole = Fraction(max(1, round(fps)))
+    return RateEstimate(whole, fps, median, f"{measured}, more than 3 % from every common rate (nearest "
+                                            f"{_fps(best)} fps), so rounded to {_fps(whole)} fps")
+
+
+def nominal_rate(intervals: list[float]) -> Fraction:
+    """The rate `estimate_rate` finds (see there)."""
+    return estimate_rate(intervals).rate
 
 
 def closest_allowed(rate: Fraction, allowed: tuple[Fraction, ...], maximum: Fraction) -> Fraction:
