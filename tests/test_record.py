@@ -1,0 +1,362 @@
+"""`dvqa serve`'s recording ingestion, as a browser's upload reaches it: a real server process, real recordings
+split into MediaRecorder-sized chunks sent over HTTP, a real Orthanc on 127.0.0.1 as the PACS, and the faults
+the issue names (a SIGKILLed server, a PACS that is down, a client that goes away, bad tokens and bodies)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import secrets
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pydicom
+import pytest
+import yaml
+
+from bench import orthanc as orthanc_server
+from dvqa.convert.live import convert_live
+from dvqa.convert.pipeline import ConvertOptions, convert
+from dvqa.trust import audit
+from dvqa.video.growing import Growing
+from helpers import CLIPS, RECORDED, stream_bytes, tool
+
+free_port, wait_for_port = orthanc_server.free_port, orthanc_server.wait_for_port
+
+TOKEN = secrets.token_hex(32)
+AUDIT_KEY = secrets.token_hex(32)
+PASSTHROUGH = CLIPS / "h264_cfr_high.mkv"  # H.264, limited range, constant rate: the bitstream is copied
+CHROMIUM = RECORDED / "vp8_opus.webm"  # a Chromium MediaRecorder recording: VP8 + Opus, re-encoded
+CHUNK = 16 * 1024  # MediaRecorder at 1 s timeslices of a 2 s, 700 kbit/s clip gives chunks of this order
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory):
+    exe = tool("Orthanc")
+    if not Path(orthanc_server.DICOMWEB_PLUGIN).exists():
+        tool("orthanc-dicomweb")
+    with orthanc_server.running(tmp_path_factory.mktemp("orthanc"), exe) as server:
+        yield server
+
+
+def to_orthanc(orthanc: dict, **extra) -> dict:
+    return {"host": "127.0.0.1", "port": orthanc["port"], "called_aet": "ORTHANC", "calling_aet": "DVQA",
+            "retries": 0, **extra}
+
+
+class Server:
+    """`dvqa serve` with recording ingestion, as a site starts it: a config file, a child process."""
+
+    def __init__(self, folder: Path, record: dict, upstream: str = "http://127.0.0.1:9/dicom-web") -> None:
+        self.folder, self.record, self.upstream = folder, record, upstream
+        self.spool = folder / "spool"
+        self.audit = folder / "audit.jsonl"
+        self.log = folder / "serve.log"
+        self.config = folder / "serve.yaml"
+        settings = {"tokens_sha256": [hashlib.sha256(TOKEN.encode()).hexdigest()], "spool_dir": str(self.spool),
+                    "audit": str(self.audit), "audit_key_env": "DVQA_TEST_AUDIT_KEY", **record}
+        self.config.write_text(yaml.safe_dump({"record": settings}))
+        self.port = free_port()
+        self.start()
+
+    def start(self) -> None:
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "dvqa", "serve", "--upstream", self.upstream, "--port", str(self.port),
+             "--cache-dir", str(self.folder / "cache"), "--config", str(self.config)],
+            stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"), env={**os.environ, "DVQA_TEST_AUDIT_KEY": AUDIT_KEY})
+        wait_for_port(self.port, self.process, "dvqa serve")
+
+    def client(self, token: str | None = TOKEN) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(30)
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(30)
+
+
+@pytest.fixture()
+def served(tmp_path):
+    started: list[Server] = []
+
+    def start(record: dict, **kwargs) -> Server:
+        folder = tmp_path / f"server{len(started)}"
+        folder.mkdir()
+        server = Server(folder, record, **kwargs)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def pieces(path: Path, size: int = CHUNK) -> list[bytes]:
+    data = path.read_bytes()
+    return [data[at:at + size] for at in range(0, len(data), size)]
+
+
+def digest(data: bytes) -> dict[str, str]:
+    return {"Content-Digest": f"sha-256=:{base64.b64encode(hashlib.sha256(data).digest()).decode()}:"}
+
+
+def put(client: httpx.Client, rid: str, n: int, data: bytes, headers: dict | None = None) -> httpx.Response:
+    return client.put(f"/recordings/{rid}/chunks/{n}", content=data, headers=digest(data) if headers is None else headers)
+
+
+def end(client: httpx.Client, rid: str, chunks: list[bytes]) -> httpx.Response:
+    return client.post(f"/recordings/{rid}/end",
+                       json={"chunks": len(chunks), "sha256": hashlib.sha256(b"".join(chunks)).hexdigest()})
+
+
+def finished(client: httpx.Client, rid: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = client.get(f"/recordings/{rid}").json()
+        if state["state"] not in ("receiving", "finishing"):
+            return state
+        time.sleep(0.1)
+    raise AssertionError(f"recording {rid} did not finish in {timeout} s: {state}")
+
+
+def es_in_orthanc(orthanc: dict, uids: dict, folder: Path) -> bytes:
+    """The video stream of the instance as Orthanc returns it over WADO-RS."""
+    url = (f"{orthanc['http']}/dicom-web/studies/{uids['study']}/series/{uids['series']}/instances/"
+           f"{uids['instance']}")
+    response = httpx.get(url, headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'},
+                         timeout=60)
+    assert response.status_code == 200, response.text
+    boundary = response.headers["content-type"].split("boundary=")[1].split(";")[0].strip('"').encode()
+    part = response.content.split(b"--" + boundary)[1].split(b"\r\n\r\n", 1)[1][:-2]
+    copy = folder / "from-orthanc.dcm"
+    copy.write_bytes(part)
+    return stream_bytes(copy)
+
+
+def unpadded_sha(stream: bytes) -> set[str]:
+    """The stream's SHA-256 as `dvqa convert` records it (before DICOM's pad to an even length, PS3.5 §A.4)."""
+    shas = {hashlib.sha256(stream).hexdigest()}
+    if stream.endswith(b"\x00") and len(stream) % 2 == 0:
+        shas.add(hashlib.sha256(stream[:-1]).hexdigest())
+    return shas
+
+
+def test_the_api_is_documented_by_openapi(served) -> None:
+    server = served({})
+    schema = httpx.get(f"{server.url}/openapi.json").json()
+    assert {"/recordings", "/recordings/{recording_id}", "/recordings/{recording_id}/chunks/{n}",
+            "/recordings/{recording_id}/end"} <= set(schema["paths"])
+    request = schema["components"]["schemas"]["RecordingRequest"]["properties"]
+    assert {"patient_name", "patient_id", "patient_birth_date", "patient_sex", "accession_number", "study_uid",
+            "study_description", "metadata", "iod", "syntax"} == set(request)
+    assert "HTTPBearer" in schema["components"]["securitySchemes"]
+    put_op = schema["paths"]["/recordings/{recording_id}/chunks/{n}"]["put"]
+    assert {"200", "201", "400", "409", "413"} <= set(put_op["responses"])
+
+
+def test_passthrough_upload_is_stored_in_orthanc_with_the_stream_convert_writes(served, orthanc, tmp_path) -> None:
+    server = served({"pacs": to_orthanc(orthanc)})
+    reference = convert(PASSTHROUGH, tmp_path / "reference.dcm", ConvertOptions(quality=False))
+    assert reference.plan.passthrough
+    chunks = pieces(PASSTHROUGH)
+    with server.client() as client:
+        created = client.post("/recordings", json={"patient_name": "Doe^Jane", "patient_id": "P-30",
+                                                   "patient_sex": "F", "study_description": "record test"})
+        assert created.status_code == 201, created.text
+        rid = created.json()["id"]
+        folder = server.spool / "recordings" / rid
+        for n, data in enumerate(chunks):
+            assert put(client, rid, n, data).status_code == 201
+            if n == 2:  # the same chunk again (a retry whose answer was lost): acknowledged, nothing changes
+                again = put(client, rid, n, data)
+                assert again.status_code == 200 and again.json()["sha256"] == hashlib.sha256(data).hexdigest()
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        assert {stat.S_IMODE(p.stat().st_mode) for p in (folder / "chunks").iterdir()} == {0o600}
+        assert end(client, rid, chunks).status_code == 202
+        state = finished(client, rid)
+    result = state["result"]
+    assert state["state"] == "done" and result["stored"] is True, result
+    assert result["passthrough"] is True and result["validation"]["verdict"] == "pass"
+    assert result["elementary_stream_sha256"] == reference.elementary_stream_sha256
+    assert result["input"]["sha256"] == hashlib.sha256(PASSTHROUGH.read_bytes()).hexdigest()
+    assert result["pacs"]["outcome"] == "stored" and result["dicom"] is None  # stored: not kept (keep_stored)
+    assert reference.elementary_stream_sha256 in unpadded_sha(es_in_orthanc(orthanc, result["uids"], tmp_path))
+    assert result["end_to_stored_s"] is not None and result["end_to_stored_s"] >= result["end_to_ready_s"] >= 0
+    assert sorted(p.name for p in folder.iterdir()) == ["lock", "result.json"]  # the chunks and the request: gone
+    check = audit.verify(server.audit, AUDIT_KEY.encode())
+    assert check.ok, check.to_dict()
+    records = audit.records(server.audit)
+    assert [(r["command"], r["outcome"]) for r in records] == [("convert", "success"), ("pacs-store", "stored")]
+    assert records[0]["input"]["sha256"] == result["input"]["sha256"]
+    assert records[1]["uids"]["sop_instance"] == result["uids"]["instance"]
+
+
+def test_reencoded_chromium_recording_has_the_timing_of_a_live_convert(served, tmp_path) -> None:
+    server = served({})  # no PACS: the DICOM is kept, and the result says so
+    with open(CHROMIUM, "rb") as handle:
+        reference = convert_live(Growing(handle, str(CHROMIUM)), tmp_path / "reference.dcm",
+                                 ConvertOptions(quality=False))
+    chunks = pieces(CHROMIUM)
+    with server.client() as client:
+        rid = client.post("/recordings", json={"patient_id": "P-31"}).json()["id"]
+        order = list(range(len(chunks)))
+        order[3], order[4] = order[4], order[3]  # chunks may arrive out of order (retries): they are read in order
+        for n in order:
+            assert put(client, rid, n, chunks[n]).status_code == 201
+        assert end(client, rid, chunks).status_code == 202
+        state = finished(client, rid)
+    result = state["result"]
+    assert state["state"] == "done" and result["stored"] is False and "no PACS" in result["reason"]
+    assert result["passthrough"] is False and result["syntax"] == reference.plan.syntax.name
+    assert result["timing"] == reference.timing.summary() and result["frames"] == reference.frames
+    kept = Path(result["dicom"])
+    assert kept.parent == server.spool / "dicom" and stat.S_IMODE(kept.stat().st_mode) == 0o600
+    ds = pydicom.dcmread(kept, stop_before_pixels=True)
+    assert ds.PatientID == "P-31" and ds.SOPInstanceUID == result["uids"]["instance"]
+    assert result["quality"]["frames"] == reference.frames and result["quality"]["psnr_y_mean"] > 30
+
+
+def test_refusals_name_their_reason_and_keep_nothing(served) -> None:
+    server = served({"max_chunk_mb": 0.03, "max_recording_mb": 0.1, "max_recordings": 2})
+    small, big = b"\x1a\x45\xdf\xa3" + bytes(1000), bytes(40 * 1024)
+    recordings = server.spool / "recordings"
+    with server.client(None) as anonymous, server.client("not-the-token") as stranger, server.client() as client:
+        for who in (anonymous, stranger):
+            refused = who.post("/recordings", json={"patient_id": "P"})
+            assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+        assert list(recordings.iterdir()) == []
+        bad = client.post("/recordings", json={"patient_id": "A\\B"})
+        assert bad.status_code == 422 and "patient_id" in bad.json()["detail"] and "backslash" in bad.json()["detail"]
+        assert client.post("/recordings", json={"patient_sex": "X"}).status_code == 422
+        assert client.post("/recordings", json={"patient_nam": "typo"}).status_code == 422
+        assert list(recordings.iterdir()) == []
+        rid = client.post("/recordings", json={"patient_id": "P"}).json()["id"]
+        assert stranger.put(f"/recordings/{rid}/chunks/0", content=small, headers=digest(small)).status_code == 401
+        assert put(client, rid, 0, small, headers={}).status_code == 400  # no digest
+        damaged = put(client, rid, 0, small, headers=digest(small[:-1]))
+        assert damaged.status_code == 400 and "send the chunk again" in damaged.json()["detail"]
+        assert not (recordings / rid / "chunks" / "00000000").exists()
+        assert put(client, rid, 0, small).status_code == 201
+        other = put(client, rid, 0, small + b"!")
+        assert other.status_code == 409 and hashlib.sha256(small).hexdigest() in other.json()["detail"]
+        too_big = put(client, rid, 1, big)
+        assert too_big.status_code == 413 and "max_chunk_mb" in too_big.json()["detail"]
+        for n in range(1, 4):
+            assert put(client, rid, n, bytes(30 * 1024)).status_code == 201
+        overall = put(client, rid, 4, bytes(20 * 1024))
+        assert overall.status_code == 413 and "max_recording_mb" in overall.json()["detail"]
+        missing = client.post(f"/recordings/{rid}/end", json={"chunks": 6, "sha256": "0" * 64})
+        assert missing.status_code == 409 and "4, 5" in missing.json()["detail"]
+        wrong = client.post(f"/recordings/{rid}/end", json={"chunks": 4, "sha256": "0" * 64})
+        assert wrong.status_code == 400
+        state = client.get(f"/recordings/{rid}").json()
+        assert state["acknowledged"] == [0, 1, 2, 3] and state["next_chunk"] == 4 and state["state"] == "receiving"
+        assert client.post("/recordings", json={}).status_code == 201
+        crowded = client.post("/recordings", json={})
+        assert crowded.status_code == 429 and "max_recordings" in crowded.json()["detail"]
+        assert crowded.headers["retry-after"]
+        assert client.get("/recordings/" + "0" * 32).status_code == 404
+        assert client.get("/recordings/../etc").status_code in (404, 422)
+
+
+def test_sigkill_mid_upload_then_restart_resumes_to_the_same_dicom(served, orthanc, tmp_path) -> None:
+    server = served({"pacs": to_orthanc(orthanc)})
+    reference = convert(PASSTHROUGH, tmp_path / "reference.dcm", ConvertOptions(quality=False))
+    chunks = pieces(PASSTHROUGH)
+    half = len(chunks) // 2
+    with server.client() as client:
+        rid = client.post("/recordings", json={"patient_id": "P-32"}).json()["id"]
+        for n in range(half):
+            assert put(client, rid, n, chunks[n]).status_code == 201
+    time.sleep(1.0)  # the conversion process is under way, waiting for chunk `half`
+    server.kill()
+    server.start()  # the same spool, the same port
+    with server.client() as client:
+        state = client.get(f"/recordings/{rid}").json()
+        assert state["state"] == "receiving" and state["acknowledged"] == list(range(half))
+        for n in range(state["next_chunk"], len(chunks)):  # the client sends what was not acknowledged
+            assert put(client, rid, n, chunks[n]).status_code == 201
+        assert end(client, rid, chunks).status_code == 202
+        result = finished(client, rid)["result"]
+    assert result["stored"] is True, result
+    assert result["elementary_stream_sha256"] == reference.elementary_stream_sha256
+    assert reference.elementary_stream_sha256 in unpadded_sha(es_in_orthanc(orthanc, result["uids"], tmp_path))
+    outcomes = [(r["command"], r["outcome"]) for r in audit.records(server.audit)]
+    assert outcomes[-2:] == [("convert", "success"), ("pacs-store", "stored")]
+    assert audit.verify(server.audit, AUDIT_KEY.encode()).ok
+
+
+def test_pacs_down_at_the_end_keeps_the_dicom_for_a_later_store(served, orthanc, tmp_path) -> None:
+    server = served({"pacs": {"host": "127.0.0.1", "port": free_port(), "called_aet": "ORTHANC", "retries": 0,
+                              "timeout": 5}})
+    chunks = pieces(PASSTHROUGH)
+    with server.client() as client:
+        rid = client.post("/recordings", json={"patient_id": "P-33"}).json()["id"]
+        for n, data in enumerate(chunks):
+            put(client, rid, n, data)
+        end(client, rid, chunks)
+        state = finished(client, rid)
+    result = state["result"]
+    assert state["state"] == "done" and result["stored"] is False and result["pacs"]["outcome"] == "failed"
+    assert "dvqa pacs store" in result["reason"]
+    kept = Path(result["dicom"])
+    assert pydicom.dcmread(kept, stop_before_pixels=True).SOPInstanceUID == result["uids"]["instance"]
+    later = subprocess.run([sys.executable, "-m", "dvqa", "pacs", "store", str(kept), "--port", str(orthanc["port"]),
+                            "--called-aet", "ORTHANC", "--format", "json"], capture_output=True, text=True)
+    assert later.returncode == 0, later.stderr
+    assert json.loads(later.stdout)[0]["outcome"] == "stored"
+
+
+def test_a_recording_left_idle_is_abandoned_recorded_and_removed(served) -> None:
+    server = served({"idle_expiry_s": 1.5})
+    chunks = pieces(CHROMIUM)
+    with server.client() as client:
+        rid = client.post("/recordings", json={"patient_name": "Doe^John"}).json()["id"]
+        for n in range(2):
+            put(client, rid, n, chunks[n])
+        state = finished(client, rid, timeout=30)
+    assert state["state"] == "abandoned" and "idle_expiry_s" in state["result"]["reason"]
+    folder = server.spool / "recordings" / rid
+    assert sorted(p.name for p in folder.iterdir()) == ["lock", "result.json"]
+    assert "Doe" not in (folder / "result.json").read_text()
+    assert list((server.spool / "dicom").iterdir()) == []
+    records = audit.records(server.audit)
+    assert records[-1]["command"] == "serve-record" and records[-1]["outcome"] == "abandoned"
+    assert records[-1]["input"]["chunks"] == 2
+    assert [r["outcome"] for r in records if r["command"] == "convert"] == ["failure"]  # its interrupted conversion
+
+
+def test_cors_answers_the_recorder_origin_only(served) -> None:
+    recorder, viewer = "https://recorder.example.org", "https://viewer.example.org"
+    server = served({"recorder_origin": recorder})
+    config = yaml.safe_load(server.config.read_text())
+    server.config.write_text(yaml.safe_dump({**config, "cors_origins": [viewer]}))
+    server.stop()
+    server.start()
+
+    def preflight(path: str, origin: str, method: str) -> httpx.Response:
+        return httpx.options(server.url + path, headers={"Origin": origin, "Access-Control-Request-Method": method,
+                                                         "Access-Control-Request-Headers": "authorization,content-digest"})
+
+    allowed = preflight("/recordings/" + "0" * 32 + "/chunks/0", recorder, "PUT")
+    assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == recorder
+    assert "content-digest" in allowed.headers["access-control-allow-headers"].lower()
+    for origin in (viewer, "https://elsewhere.example.org"):
+        refused = preflight("/recordings", origin, "POST")
+        assert "access-control-allow-origin" not in refused.headers
+    gateway = preflight("/dicom-web/studies", viewer, "GET")
+    assert gateway.headers.get("access-control-allow-origin") == viewer
+    assert "access-control-allow-origin" not in preflight("/dicom-web/studies", recorder, "GET").headers
