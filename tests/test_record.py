@@ -167,6 +167,7 @@ def test_the_api_is_documented_by_openapi(served) -> None:
     assert {"200", "201", "400", "409", "413"} <= set(put_op["responses"])
 
 
+@pytest.mark.requirement("DVQA-REC-001", "DVQA-CONV-002")
 def test_passthrough_upload_is_stored_in_orthanc_with_the_stream_convert_writes(served, orthanc, tmp_path) -> None:
     server = served({"pacs": to_orthanc(orthanc)})
     reference = convert(PASSTHROUGH, tmp_path / "reference.dcm", ConvertOptions(quality=False))
@@ -229,6 +230,7 @@ def test_reencoded_chromium_recording_has_the_timing_of_a_live_convert(served, t
     assert result["quality"]["frames"] == reference.frames and result["quality"]["psnr_y_mean"] > 30
 
 
+@pytest.mark.requirement("DVQA-REC-002")
 def test_refusals_name_their_reason_and_keep_nothing(served) -> None:
     server = served({"max_chunk_mb": 0.03, "max_recording_mb": 0.1, "max_recordings": 2})
     small, big = b"\x1a\x45\xdf\xa3" + bytes(1000), bytes(40 * 1024)
@@ -272,6 +274,7 @@ def test_refusals_name_their_reason_and_keep_nothing(served) -> None:
         assert client.get("/recordings/../etc").status_code in (404, 422)
 
 
+@pytest.mark.requirement("DVQA-REC-001")
 def test_sigkill_mid_upload_then_restart_resumes_to_the_same_dicom(served, orthanc, tmp_path) -> None:
     server = served({"pacs": to_orthanc(orthanc)})
     reference = convert(PASSTHROUGH, tmp_path / "reference.dcm", ConvertOptions(quality=False))
@@ -299,6 +302,7 @@ def test_sigkill_mid_upload_then_restart_resumes_to_the_same_dicom(served, ortha
     assert audit.verify(server.audit, AUDIT_KEY.encode()).ok
 
 
+@pytest.mark.requirement("DVQA-REC-001")
 def test_pacs_down_at_the_end_keeps_the_dicom_for_a_later_store(served, orthanc, tmp_path) -> None:
     server = served({"pacs": {"host": "127.0.0.1", "port": free_port(), "called_aet": "ORTHANC", "retries": 0,
                               "timeout": 5}})
@@ -320,6 +324,7 @@ def test_pacs_down_at_the_end_keeps_the_dicom_for_a_later_store(served, orthanc,
     assert json.loads(later.stdout)[0]["outcome"] == "stored"
 
 
+@pytest.mark.requirement("DVQA-REC-001")
 def test_a_recording_left_idle_is_abandoned_recorded_and_removed(served) -> None:
     server = served({"idle_expiry_s": 1.5})
     chunks = pieces(CHROMIUM)
@@ -339,6 +344,7 @@ def test_a_recording_left_idle_is_abandoned_recorded_and_removed(served) -> None
     assert [r["outcome"] for r in records if r["command"] == "convert"] == ["failure"]  # its interrupted conversion
 
 
+@pytest.mark.requirement("DVQA-REC-002")
 def test_cors_answers_the_recorder_origin_only(served) -> None:
     recorder, viewer = "https://recorder.example.org", "https://viewer.example.org"
     server = served({"recorder_origin": recorder})

@@ -181,6 +181,8 @@ def test_every_file_dvqa_writes_goes_through_dvqa_outputs() -> None:
         ("serve/render.py", "fd = os.open(self."),  # read-only: a cached rendering served again
         ("serve/remux.py", 'av.open(out, "w", format="mp4"'),  # into a descriptor from private_file
         ("serve/upstream.py", 'os.fdopen(fd, "wb")'),  # fd from private_file, in that folder
+        # the recording spool (serve/spool.py: created 0700, refused when a link or another user's)
+        ("serve/spool.py", "fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW"),  # 0600, holds nothing
     }
     writer = re.compile(r"""(open\(.*["'][wax]b?["']|\.write_text\(|\.write_bytes\(|save_as\(str\(|os\.open\()""")
     found = set()

@@ -24,7 +24,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, generate_uid
 
 from dvqa import __version__
-from dvqa.core.errors import DvqaError, InputError, UsageError
+from dvqa.core.errors import InputError, UsageError
 from dvqa.core.regular import MIB, open_regular, read_regular
 from dvqa.dicom import dicomread, implementation
 from dvqa.dicom.syntaxes import COMMON_RATES, VideoSyntax
@@ -122,10 +122,10 @@ class Metadata:
             raw = json.loads(text.decode("utf-8"))
         except ValueError as exc:
             raise InputError(f"{path}: not a DICOM JSON object (PS3.18 F.2) ({exc}); fix the file.") from exc
-        return cls.from_json_object(raw, f"--metadata-json {path}", InputError)
+        return cls.from_json_object(raw, f"--metadata-json {path}")
 
     @classmethod
-    def from_json_object(cls, raw: object, origin: str, error: type[DvqaError] = UsageError) -> "Metadata":
+    def from_json_object(cls, raw: object, origin: str) -> "Metadata":
         """The patient/study attributes of a parsed DICOM JSON object (or of the first object of a QIDO-RS answer);
         `origin` names where it came from in messages (a file, or a field of `dvqa serve`'s recording API)."""
         try:
@@ -135,7 +135,7 @@ class Metadata:
                 warnings.simplefilter("ignore")  # pydicom's value warnings: check() reports them in one sentence
                 ds = Dataset.from_json(raw)  # type: ignore[arg-type]
         except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-            raise error(f"{origin}: not a DICOM JSON object (PS3.18 F.2) ({exc}); fix it.") from exc
+            raise InputError(f"{origin}: not a DICOM JSON object (PS3.18 F.2) ({exc}); fix it.") from exc
         meta = cls()
         meta.update_from_dataset(ds, origin)
         return meta

@@ -259,12 +259,16 @@ class Recordings:
                 args=(str(recording.folder.path), self.settings, str(self.spool.root), os.getpid()))
             await asyncio.to_thread(process.start)
             recording.process = process
+            result = None
             while process.is_alive():
                 await asyncio.sleep(0.1)
+                if result is None and recording.folder.result_path.exists():  # told at once, not after the
+                    result = await asyncio.to_thread(recording.folder.result)  # process has wound down
+                    recording.result, recording.conversion = result, "finished"
             recording.process = None
         if self.stopping or recording.abandoning:
             return
-        result = await asyncio.to_thread(recording.folder.result)
+        result = result or await asyncio.to_thread(recording.folder.result)
         if result is None:  # the process died without its result (killed, or a dvqa bug): said, not hidden
             result = {"state": "failed", "stored": False, "dicom": None,
                       "reason": f"the conversion process ended (exit code {process.exitcode}) without a result; "
