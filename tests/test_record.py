@@ -25,6 +25,7 @@ from bench import orthanc as orthanc_server
 from dvqa.convert.live import convert_live
 from dvqa.convert.pipeline import ConvertOptions, convert
 from dvqa.trust import audit
+from dvqa.video import framecode
 from dvqa.video.growing import Growing
 from helpers import CLIPS, RECORDED, stream_bytes, tool
 
@@ -366,3 +367,71 @@ def test_cors_answers_the_recorder_origin_only(served) -> None:
     gateway = preflight("/dicom-web/studies", viewer, "GET")
     assert gateway.headers.get("access-control-allow-origin") == viewer
     assert "access-control-allow-origin" not in preflight("/dicom-web/studies", recorder, "GET").headers
+
+
+def fake_camera(path: Path, frames: int, width: int = 320, height: int = 240, rate: int = 30) -> Path:
+    """A Y4M file for Chromium's fake camera: every frame carries its number as a frame code (dvqa.video.framecode)
+    over a moving texture, so each frame of the DICOM can be traced to the frame the camera gave."""
+    import numpy as np
+
+    from dvqa.video import framecode
+
+    y, x = np.mgrid[0:height, 0:width]
+    chroma = np.full((height // 2) * (width // 2), 128, np.uint8).tobytes()
+    with open(path, "wb") as out:
+        out.write(f"YUV4MPEG2 W{width} H{height} F{rate}:1 Ip A1:1 C420jpeg\n".encode())
+        for index in range(frames):
+            luma = (60 + 40 * np.sin((x + 4 * index) / 9.0) * np.cos(y / 13.0)).astype(np.uint8)
+            framecode.draw(luma, index)
+            out.write(b"FRAME\n" + luma.tobytes() + chroma + chroma)
+    return path
+
+
+@pytest.mark.requirement("DVQA-REC-001")
+def test_the_recorder_page_in_chromium_with_a_fake_camera_reaches_orthanc(served, orthanc, tmp_path) -> None:
+    from cdp import Browser
+    from helpers import decoded_luma, source_codes
+
+    seconds = 10
+    camera = fake_camera(tmp_path / "camera.y4m", (seconds + 6) * 30)
+    server = served({"pacs": to_orthanc(orthanc)})
+    page = httpx.get(f"{server.url}/record")
+    assert page.status_code == 200 and "MediaRecorder" in page.text
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    with Browser("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                 f"--use-file-for-fake-video-capture={camera}") as browser:
+        browser.navigate(f"{server.url}/record")
+        browser.wait_for("document.readyState === 'complete' && !!document.getElementById('start')")
+        browser.evaluate(f"document.getElementById('token').value = {json.dumps(TOKEN)};"
+                         "document.getElementById('patient_id').value = 'P-CHROMIUM';"
+                         "document.getElementById('start').click(); true")
+        browser.wait_for("window.dvqaRecorder.id && window.dvqaRecorder.chunks.length > 0", timeout=30)
+        time.sleep(seconds)
+        browser.evaluate("document.getElementById('stop').click(); true")
+        stopped = time.monotonic()
+        browser.wait_for("window.dvqaRecorder.result || window.dvqaRecorder.error", timeout=120, every=0.1)
+        shown = time.monotonic() - stopped
+        state = browser.evaluate("window.dvqaRecorder.result")
+        status = browser.evaluate("document.getElementById('status').textContent")
+        recording = base64.b64decode(browser.evaluate(
+            "(async () => { const b = new Uint8Array(await new Blob(window.dvqaRecorder.chunks).arrayBuffer());"
+            " let s = ''; for (let i = 0; i < b.length; i += 0x8000)"
+            " s += String.fromCharCode.apply(null, b.subarray(i, i + 0x8000)); return btoa(s); })()"))
+    result = state["result"]
+    assert result["stored"] is True and status == "Stored in the PACS.", (status, result)
+    assert result["input"]["sha256"] == hashlib.sha256(recording).hexdigest()
+    print(f"recorder page: {len(recording)} bytes in {len(state['acknowledged'])} chunks; Stop -> 'Stored' shown in "
+          f"{shown:.2f} s; end -> stored {result['end_to_stored_s']} s (server)")
+    webm = tmp_path / "recording.webm"
+    webm.write_bytes(recording)
+    recorded = source_codes(webm)
+    assert None not in recorded and recorded == sorted(recorded) and len(recorded) >= seconds * 20
+    stored = tmp_path / "stored.dcm"
+    es_in_orthanc(orthanc, result["uids"], tmp_path)
+    (tmp_path / "from-orthanc.dcm").rename(stored)
+    codes = [framecode.read(luma) for luma in decoded_luma(stored, "h264", tmp_path)]
+    assert None not in codes
+    kept = [c for n, c in enumerate(codes) if n == 0 or c != codes[n - 1]]  # a duplicated output frame shows twice
+    assert kept == sorted(kept)
+    dropped = {recorded[i] for i in result["timing"]["dropped_source_frames"]}  # by the timing map, said in the result
+    assert set(recorded) - set(kept) == dropped and set(kept) <= set(recorded)

@@ -22,7 +22,7 @@ from dvqa import __version__
 from dvqa.serve.cache import Cache
 from dvqa.serve.config import ServeConfig
 from dvqa.serve.gateway import Gateway
-from dvqa.serve.recordings import Recordings, ScopedCors, is_recording_path, recorder_cors
+from dvqa.serve.recordings import Recordings, ScopedCors, is_recording_path, page_router, recorder_cors
 from dvqa.serve.recordings import router as recordings_router
 from dvqa.serve.upstream import Upstream
 
@@ -84,6 +84,7 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     app.mount("/dicom-web", gateway.router)
     app.include_router(recordings_router(recordings))
+    app.include_router(page_router())
     if config.record.recorder_origin:  # the recording page, served from the clinic's web application
         app.add_middleware(ScopedCors, **recorder_cors(config.record.recorder_origin))
     if config.cors_origins:  # a web viewer served from another origin: browsers need CORS to call us

@@ -31,15 +31,18 @@ import os
 import secrets
 import time
 from dataclasses import dataclass, field
+from pathlib import Path as PathLib
 from typing import Any, Callable, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
+from fastapi.responses import HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dvqa.convert.options import PATIENT_STUDY_FIELDS
+from dvqa.core import outputs
 from dvqa.core.errors import DvqaError
 from dvqa.dicom import syntaxes
 from dvqa.dicom.iod import VideoIOD
@@ -314,8 +317,9 @@ class Recordings:
 
     async def put_chunk(self, recording: Recording, n: int, data: bytes, sha256: str) -> bool:
         async with recording.lock:
-            if recording.state != "receiving" and n not in recording.chunks:
-                raise HTTPException(409, f"recording {recording.id} is {recording.state}; it takes no more chunks.")
+            finished = HTTPException(409, f"recording {recording.id} is {recording.state}; it takes no more chunks.")
+            if recording.result is not None or (recording.state != "receiving" and n not in recording.chunks):
+                raise finished
             if n not in recording.chunks and sum(recording.chunks.values()) + len(data) > \
                     self.settings.max_recording_bytes:
                 raise HTTPException(413, f"the recording would exceed {self.settings.max_recording_mb:g} MB "
@@ -325,6 +329,16 @@ class Recordings:
             except Conflict as exc:
                 raise HTTPException(409, f"chunk {n} was already received with other bytes ({exc.stored.size} bytes, "
                                          f"SHA-256 {exc.stored.sha256}); a chunk number is never reused.") from None
+            except (OSError, DvqaError) as exc:
+                if recording.folder.result_path.exists():  # the conversion failed meanwhile and the spool went
+                    raise HTTPException(409, f"recording {recording.id} has finished; it takes no more chunks.") \
+                        from None
+                problem = outputs.environment_error(exc) if isinstance(exc, OSError) else exc
+                if problem is None:
+                    raise
+                log.error("recording %s: chunk %d not kept: %s", recording.id, n, problem)
+                raise HTTPException(507, f"chunk {n} was not kept: the server cannot write its spool ({problem}); "
+                                         "send it again later.") from None
             recording.chunks[n] = len(data)
             recording.last_activity = time.monotonic()
         if 0 in recording.chunks and recording.result is None:
@@ -375,6 +389,23 @@ def digest_of(header: str | None) -> str:
 
 
 # --- the routes ---------------------------------------------------------------------------------------------
+
+PAGE = PathLib(__file__).with_name("static") / "record.html"
+PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
+               "media-src 'self' blob: mediastream:; base-uri 'none'; form-action 'none'; frame-ancestors 'self'")
+
+
+def page_router() -> APIRouter:
+    """GET /record: the recorder page (static, same origin as the API it calls)."""
+    page = APIRouter()
+
+    @page.get("/record", response_class=HTMLResponse, include_in_schema=False)
+    async def recorder_page() -> HTMLResponse:
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"), headers={
+            "Content-Security-Policy": PAGE_POLICY, "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})
+
+    return page
+
 
 def router(recordings: Recordings) -> APIRouter:
     settings = recordings.settings
