@@ -8,11 +8,14 @@ import base64
 import hashlib
 import json
 import os
+import re
 import secrets
 import signal
+import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -387,29 +390,108 @@ def fake_camera(path: Path, frames: int, width: int = 320, height: int = 240, ra
     return path
 
 
-@pytest.mark.requirement("DVQA-REC-001")
-def test_the_recorder_page_in_chromium_with_a_fake_camera_reaches_orthanc(served, orthanc, tmp_path) -> None:
-    from cdp import Browser
-    from helpers import decoded_luma, source_codes
+class Proxy:
+    """A TCP proxy between the browser and the server that fails on command: it cuts the connection in the middle
+    of the next chunk upload(s), flips a byte in the body of the next one(s), or is down (every connection closed
+    as it opens, as a dropped network looks to the page)."""
 
-    seconds = 10
-    camera = fake_camera(tmp_path / "camera.y4m", (seconds + 6) * 30)
-    server = served({"pacs": to_orthanc(orthanc)})
-    page = httpx.get(f"{server.url}/record")
-    assert page.status_code == 200 and "MediaRecorder" in page.text
-    assert "default-src 'none'" in page.headers["content-security-policy"]
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.down = False
+        self.cut_puts = self.corrupt_puts = self.refused = 0
+        self.open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.down:
+                self.refused += 1
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+            except OSError:  # the server is down (killed, restarting)
+                self.refused += 1
+                client.close()
+                continue
+            upstream.settimeout(None)
+            self.open += [client, upstream]
+            threading.Thread(target=self._requests, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+
+    def _requests(self, src: socket.socket, dst: socket.socket) -> None:
+        flip = False
+        try:
+            while data := src.recv(65536):
+                if data.startswith(b"PUT /recordings/") and self.cut_puts:
+                    self.cut_puts -= 1
+                    dst.sendall(data[:len(data) // 2])
+                    break
+                if data.startswith(b"PUT /recordings/") and self.corrupt_puts:
+                    self.corrupt_puts -= 1
+                    flip = True
+                head, gap, body = data.partition(b"\r\n\r\n") if data.startswith(b"PUT ") else (b"", b"", data)
+                if flip and body:
+                    data, flip = head + gap + body[:-1] + bytes([body[-1] ^ 0xFF]), False
+                dst.sendall(data)
+        except OSError:
+            pass
+        self._close(src, dst)
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        self._close(src, dst)
+
+    @staticmethod
+    def _close(*sockets: socket.socket) -> None:
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def drop_all(self) -> None:
+        self._close(*self.open)
+        self.open = []
+
+    def close(self) -> None:
+        self.listener.close()
+        self.drop_all()
+
+
+def record_in_chromium(url: str, camera: Path, seconds: float, during=None) -> tuple[dict, str, bytes, float]:
+    """The recorder page at `url` records `seconds` from the fake camera (`during(elapsed)` is called about every
+    0.1 s meanwhile), then Stop: (GET's last answer, the status line shown, the recording's bytes, seconds from
+    Stop to the result shown)."""
+    from cdp import Browser
+
     with Browser("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
                  f"--use-file-for-fake-video-capture={camera}") as browser:
-        browser.navigate(f"{server.url}/record")
+        browser.navigate(f"{url}/record")
         browser.wait_for("document.readyState === 'complete' && !!document.getElementById('start')")
         browser.evaluate(f"document.getElementById('token').value = {json.dumps(TOKEN)};"
                          "document.getElementById('patient_id').value = 'P-CHROMIUM';"
                          "document.getElementById('start').click(); true")
         browser.wait_for("window.dvqaRecorder.id && window.dvqaRecorder.chunks.length > 0", timeout=30)
-        time.sleep(seconds)
+        started = time.monotonic()
+        while (elapsed := time.monotonic() - started) < seconds:
+            if during:
+                during(elapsed)
+            time.sleep(0.1)
         browser.evaluate("document.getElementById('stop').click(); true")
         stopped = time.monotonic()
-        browser.wait_for("window.dvqaRecorder.result || window.dvqaRecorder.error", timeout=120, every=0.1)
+        browser.wait_for("window.dvqaRecorder.result || window.dvqaRecorder.error", timeout=180, every=0.1)
         shown = time.monotonic() - stopped
         state = browser.evaluate("window.dvqaRecorder.result")
         status = browser.evaluate("document.getElementById('status').textContent")
@@ -417,21 +499,84 @@ def test_the_recorder_page_in_chromium_with_a_fake_camera_reaches_orthanc(served
             "(async () => { const b = new Uint8Array(await new Blob(window.dvqaRecorder.chunks).arrayBuffer());"
             " let s = ''; for (let i = 0; i < b.length; i += 0x8000)"
             " s += String.fromCharCode.apply(null, b.subarray(i, i + 0x8000)); return btoa(s); })()"))
+    return state, status, recording, shown
+
+
+def assert_every_frame_stored(state: dict, recording: bytes, orthanc: dict, folder: Path, seconds: float) -> None:
+    """Every frame the browser recorded is in the DICOM Orthanc returns, in order, except those the result's timing
+    map says were dropped."""
+    from helpers import decoded_luma, source_codes
+
     result = state["result"]
-    assert result["stored"] is True and status == "Stored in the PACS.", (status, result)
     assert result["input"]["sha256"] == hashlib.sha256(recording).hexdigest()
-    print(f"recorder page: {len(recording)} bytes in {len(state['acknowledged'])} chunks; Stop -> 'Stored' shown in "
-          f"{shown:.2f} s; end -> stored {result['end_to_stored_s']} s (server)")
-    webm = tmp_path / "recording.webm"
+    webm = folder / "recording.webm"
     webm.write_bytes(recording)
     recorded = source_codes(webm)
     assert None not in recorded and recorded == sorted(recorded) and len(recorded) >= seconds * 20
-    stored = tmp_path / "stored.dcm"
-    es_in_orthanc(orthanc, result["uids"], tmp_path)
-    (tmp_path / "from-orthanc.dcm").rename(stored)
-    codes = [framecode.read(luma) for luma in decoded_luma(stored, "h264", tmp_path)]
+    es_in_orthanc(orthanc, result["uids"], folder)
+    codes = [framecode.read(luma) for luma in decoded_luma(folder / "from-orthanc.dcm", "h264", folder)]
     assert None not in codes
     kept = [c for n, c in enumerate(codes) if n == 0 or c != codes[n - 1]]  # a duplicated output frame shows twice
     assert kept == sorted(kept)
     dropped = {recorded[i] for i in result["timing"]["dropped_source_frames"]}  # by the timing map, said in the result
     assert set(recorded) - set(kept) == dropped and set(kept) <= set(recorded)
+
+
+@pytest.mark.requirement("DVQA-REC-001")
+def test_the_recorder_page_in_chromium_with_a_fake_camera_reaches_orthanc(served, orthanc, tmp_path) -> None:
+    seconds = 10
+    camera = fake_camera(tmp_path / "camera.y4m", (seconds + 6) * 30)
+    server = served({"pacs": to_orthanc(orthanc)})
+    page = httpx.get(f"{server.url}/record")
+    assert page.status_code == 200 and "MediaRecorder" in page.text
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    state, status, recording, shown = record_in_chromium(server.url, camera, seconds)
+    result = state["result"]
+    assert result["stored"] is True and status == "Stored in the PACS.", (status, result)
+    print(f"recorder page: {len(recording)} bytes in {len(state['acknowledged'])} chunks; Stop -> 'Stored' shown in "
+          f"{shown:.2f} s; end -> stored {result['end_to_stored_s']} s (server)")
+    assert_every_frame_stored(state, recording, orthanc, tmp_path, seconds)
+
+
+@pytest.mark.requirement("DVQA-REC-001")
+def test_the_recorder_page_survives_cut_connections_a_damaged_chunk_a_dropped_network_and_a_killed_server(
+        served, orthanc, tmp_path) -> None:
+    seconds = 14
+    camera = fake_camera(tmp_path / "camera.y4m", (seconds + 6) * 30)
+    server = served({"pacs": to_orthanc(orthanc)})
+    proxy = Proxy(server.port)
+    done: set[str] = set()
+
+    def faults(elapsed: float) -> None:
+        if elapsed > 1.5 and "corrupt" not in done:
+            done.add("corrupt")
+            proxy.corrupt_puts = 1
+        if elapsed > 3 and "cut" not in done:
+            done.add("cut")
+            proxy.cut_puts = 1
+        if elapsed > 4.5 and "down" not in done:
+            done.add("down")
+            proxy.down = True
+            proxy.drop_all()
+        if elapsed > 7.5 and "up" not in done:
+            done.add("up")
+            proxy.down = False
+        if elapsed > 8 and "kill" not in done:
+            done.add("kill")
+            server.kill()
+            proxy.drop_all()
+            server.start()  # the same spool and port: the page's retries reach it again
+
+    try:
+        state, status, recording, shown = record_in_chromium(f"http://127.0.0.1:{proxy.port}", camera, seconds, faults)
+    finally:
+        proxy.close()
+    result = state["result"]
+    assert result["stored"] is True and status == "Stored in the PACS.", (status, result)
+    assert proxy.corrupt_puts == proxy.cut_puts == 0 and proxy.refused > 0  # each fault did happen
+    log = server.log.read_text()
+    damaged = re.findall(r"PUT /recordings/\w+/chunks/(\d+) 400 ", log)
+    assert len(damaged) == 1 and re.search(rf"PUT /recordings/\w+/chunks/{damaged[0]} 20[01] ", log)  # sent again
+    assert log.count("Started server process") == 2  # killed mid-recording, and started again
+    print(f"recorder page with faults: Stop -> 'Stored' shown in {shown:.2f} s; {proxy.refused} connections refused")
+    assert_every_frame_stored(state, recording, orthanc, tmp_path, seconds)
