@@ -580,3 +580,31 @@ def test_the_recorder_page_survives_cut_connections_a_damaged_chunk_a_dropped_ne
     assert log.count("Started server process") == 2  # killed mid-recording, and started again
     print(f"recorder page with faults: Stop -> 'Stored' shown in {shown:.2f} s; {proxy.refused} connections refused")
     assert_every_frame_stored(state, recording, orthanc, tmp_path, seconds)
+
+
+@pytest.mark.requirement("DVQA-REC-002")
+def test_configuration_mistakes_are_named_before_the_server_listens(tmp_path) -> None:
+    from dvqa.core.errors import UsageError
+    from dvqa.serve.config import load
+
+    digest = hashlib.sha256(TOKEN.encode()).hexdigest()
+    cases = {
+        "tokens_sha256: [" + TOKEN[:20] + "]": "not a SHA-256 digest",
+        "tokenz: []": "unknown setting 'tokenz'",
+        f"tokens_sha256: ['{digest}']\n  pacs: {{host: x}}": "give host and port",
+        f"tokens_sha256: ['{digest}']\n  pacs: {{stow: 'http://h/dicom-web', host: h, port: 104}}": "not both",
+        f"tokens_sha256: ['{digest}']\n  recorder_origin: https://app.example.org/page": "recorder_origin",
+        f"tokens_sha256: ['{digest}']\n  max_recordings: 0": "max_recordings",
+    }
+    for body, words in cases.items():
+        config = tmp_path / "serve.yaml"
+        config.write_text("record:\n  " + body + "\n")
+        with pytest.raises(UsageError, match=re.escape(words)):
+            load(config, upstream="http://127.0.0.1:9/dicom-web")
+    config.write_text(yaml.safe_dump({"record": {"tokens_sha256": [digest], "spool_dir": str(tmp_path / "spool"),
+                                                 "audit": str(tmp_path / "a.jsonl"), "audit_key_env": "DVQA_NOT_SET"}}))
+    started = subprocess.run([sys.executable, "-m", "dvqa", "serve", "--upstream", "http://127.0.0.1:9/dicom-web",
+                              "--port", str(free_port()), "--config", str(config)], capture_output=True, text=True,
+                             timeout=60, env={k: v for k, v in os.environ.items() if k != "DVQA_NOT_SET"})
+    assert started.returncode == 2 and started.stderr.strip().splitlines() == [
+        "dvqa: error: record.audit_key_env DVQA_NOT_SET: that variable is not set in dvqa serve's environment."]

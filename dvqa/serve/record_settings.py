@@ -84,8 +84,10 @@ class PacsTarget:
         return self.stow or f"{self.called_aet}@{self.host}:{self.port}"
 
     def checked(self) -> "PacsTarget":
-        if bool(self.stow) == (self.port is not None):
+        if self.stow and self.port is not None:
             raise UsageError("record.pacs: give host and port (DIMSE C-STORE) or stow (a DICOMweb root), not both.")
+        if not self.stow and self.port is None:
+            raise UsageError("record.pacs: give host and port (DIMSE C-STORE) or stow (a DICOMweb root).")
         if self.stow and not self.stow.startswith(("http://", "https://")):
             raise UsageError(f"record.pacs.stow {self.stow}: give an http(s):// DICOMweb root.")
         if self.stow and self.fallback:

@@ -176,6 +176,11 @@ class Recordings:
     def __init__(self, settings: RecordSettings) -> None:
         self.settings = settings
         self.spool: Spool | None = None
+        if settings.enabled:  # every mistake here is named before the server starts listening
+            assert settings.spool_dir is not None
+            self.spool = Spool(settings.spool_dir)
+            ingest.audit_log(settings)  # a key variable that is not set
+            ingest.signer(settings)  # a key that cannot be read
         self.held: dict[str, Recording] = {}
         self.slots: asyncio.Semaphore | None = None
         self.context = multiprocessing.get_context("spawn")  # a fresh interpreter: no copy of the server's threads
@@ -184,12 +189,8 @@ class Recordings:
 
     async def start(self) -> None:
         """Open the spool and take up every recording under way (after a restart or a SIGKILL)."""
-        if not self.settings.enabled:
+        if self.spool is None:
             return
-        assert self.settings.spool_dir is not None
-        self.spool = Spool(self.settings.spool_dir)
-        ingest.audit_log(self.settings)  # a missing key variable fails the start, not the first recording
-        ingest.signer(self.settings)
         self.slots = asyncio.Semaphore(self.settings.conversions)
         for folder in await asyncio.to_thread(self.spool.all):
             recording = await asyncio.to_thread(self._load, folder)
