@@ -75,7 +75,8 @@ class Server:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "dvqa", "serve", "--upstream", self.upstream, "--port", str(self.port),
              "--cache-dir", str(self.folder / "cache"), "--config", str(self.config)],
-            stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"), env={**os.environ, "DVQA_TEST_AUDIT_KEY": AUDIT_KEY})
+            stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"),
+            env={**os.environ, "DVQA_TEST_AUDIT_KEY": AUDIT_KEY})
         wait_for_port(self.port, self.process, "dvqa serve")
 
     def client(self, token: str | None = TOKEN) -> httpx.Client:
@@ -118,7 +119,8 @@ def digest(data: bytes) -> dict[str, str]:
 
 
 def put(client: httpx.Client, rid: str, n: int, data: bytes, headers: dict | None = None) -> httpx.Response:
-    return client.put(f"/recordings/{rid}/chunks/{n}", content=data, headers=digest(data) if headers is None else headers)
+    return client.put(f"/recordings/{rid}/chunks/{n}", content=data,
+                      headers=digest(data) if headers is None else headers)
 
 
 def end(client: httpx.Client, rid: str, chunks: list[bytes]) -> httpx.Response:
@@ -358,8 +360,9 @@ def test_cors_answers_the_recorder_origin_only(served) -> None:
     server.start()
 
     def preflight(path: str, origin: str, method: str) -> httpx.Response:
-        return httpx.options(server.url + path, headers={"Origin": origin, "Access-Control-Request-Method": method,
-                                                         "Access-Control-Request-Headers": "authorization,content-digest"})
+        return httpx.options(server.url + path, headers={
+            "Origin": origin, "Access-Control-Request-Method": method,
+            "Access-Control-Request-Headers": "authorization,content-digest"})
 
     allowed = preflight("/recordings/" + "0" * 32 + "/chunks/0", recorder, "PUT")
     assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == recorder

@@ -1,5 +1,5 @@
 """The ASGI application `dvqa serve` runs: the DICOMweb gateway under /dicom-web, /healthz, and the
-recording-ingestion API under /recordings (dvqa.serve.recordings).
+recording-ingestion API under /recordings (dvqa.serve.record_api, dvqa.serve.recordings).
 
 FastAPI, so the HTTP APIs dvqa defines itself get their OpenAPI schema at /openapi.json; the gateway
 is a plain Starlette router mounted inside it (its interface is PS3.18's, not dvqa's).
@@ -22,8 +22,9 @@ from dvqa import __version__
 from dvqa.serve.cache import Cache
 from dvqa.serve.config import ServeConfig
 from dvqa.serve.gateway import Gateway
-from dvqa.serve.recordings import Recordings, ScopedCors, is_recording_path, page_router, recorder_cors
-from dvqa.serve.recordings import router as recordings_router
+from dvqa.serve.record_api import ScopedCors, is_recording_path, page_router, recorder_cors
+from dvqa.serve.record_api import router as recordings_router
+from dvqa.serve.recordings import Recordings
 from dvqa.serve.upstream import Upstream
 
 access = logging.getLogger("dvqa.serve.access")
