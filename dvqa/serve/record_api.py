@@ -201,7 +201,8 @@ def router(recordings: Recordings) -> APIRouter:
                         201: {"description": "acknowledged: on disk, fsync'd"},
                         400: {"description": "the body does not match Content-Digest"},
                         409: {"description": "other bytes were acknowledged for this n, or the recording ended"},
-                        413: {"description": "the chunk or the recording is too large"}},
+                        413: {"description": "the chunk or the recording is too large"},
+                        507: {"description": "the server cannot write its spool (full disk): send it again later"}},
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
                  "video/webm": {"schema": {"type": "string", "format": "binary"}}}}})

@@ -192,9 +192,16 @@ class Recordings:
         """Stop its conversion, record it in the audit chain, remove its spool (the chunks and the request)."""
         recording.abandoning = True
         await asyncio.to_thread(recording.folder.mark_abandoned)
-        if recording.task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await recording.task
+        if recording.task is not None:  # the process stops at the next chunk it waits for; one that does not
+            try:                           # (stuck in FFmpeg) is stopped as a shutdown stops it
+                await asyncio.wait_for(asyncio.shield(recording.task), STOP_WAIT_S)
+            except asyncio.TimeoutError:
+                if recording.process is not None:
+                    recording.process.terminate()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await recording.task
+            except asyncio.CancelledError:
+                pass
         chunks, size = len(recording.chunks), sum(recording.chunks.values())
         result = {"state": "abandoned", "stored": False, "dicom": None,
                   "reason": f"abandoned: {why}; the {chunks} chunk(s) received ({size} bytes) were removed"}
