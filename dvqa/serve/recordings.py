@@ -80,7 +80,12 @@ class Recordings:
             ingest.signer(settings)  # a key that cannot be read
         self.held: dict[str, Recording] = {}
         self.slots: asyncio.Semaphore | None = None
-        self.context = multiprocessing.get_context("spawn")  # a fresh interpreter: no copy of the server's threads
+        # Conversion processes are forked from a fork server that imported dvqa.serve.ingest once (FFmpeg,
+        # pydicom, NumPy: seconds on a loaded machine), not from the server itself: forking a process that runs
+        # threads (the event loop's executor) is unsafe, and a fresh interpreter per recording would start
+        # seconds late.
+        self.context = multiprocessing.get_context("forkserver")
+        self.context.set_forkserver_preload(["dvqa.serve.ingest"])
         self.stopping = False
         self.expiry: asyncio.Task | None = None
 
@@ -89,6 +94,9 @@ class Recordings:
         if self.spool is None:
             return
         self.slots = asyncio.Semaphore(self.settings.conversions)
+        from multiprocessing import forkserver
+
+        await asyncio.to_thread(forkserver.ensure_running)  # its imports now, not at the first recording
         for folder in await asyncio.to_thread(self.spool.all):
             recording = await asyncio.to_thread(self._load, folder)
             if recording is None:
@@ -118,7 +126,7 @@ class Recordings:
         self.stopping = True
         if self.expiry:
             self.expiry.cancel()
-        running = [r.process for r in self.held.values() if r.process is not None]
+        running = [r.process for r in self.held.values() if r.process is not None and r.process.pid is not None]
         for process in running:
             process.terminate()
         deadline = time.monotonic() + STOP_WAIT_S
@@ -155,11 +163,13 @@ class Recordings:
             if self.stopping or recording.abandoning:
                 return
             recording.conversion = "running"
-            process = self.context.Process(
-                target=ingest.run, name=f"dvqa-record-{recording.id[:8]}",
+            process = self.context.Process(  # daemonic: should the server end without stop(), it is stopped too
+                target=ingest.run, name=f"dvqa-record-{recording.id[:8]}", daemon=True,
                 args=(str(recording.folder.path), self.settings, str(self.spool.root), os.getpid()))
-            await asyncio.to_thread(process.start)
             recording.process = process
+            await asyncio.to_thread(process.start)
+            if self.stopping:  # the server began to stop while this process was starting
+                process.terminate()
             result = None
             while process.is_alive():
                 await asyncio.sleep(0.1)

@@ -230,6 +230,7 @@ class ChunkFeed:
     def __init__(self, folder: RecordingFolder, server_pid: int) -> None:
         self.folder = folder
         self.server_pid = server_pid
+        self.parent = os.getppid()  # the fork server, which ends with the server: then this process is re-parented
         self.n = 0
         self.current: BinaryIO | None = None
 
@@ -253,7 +254,7 @@ class ChunkFeed:
                 return b""
             if self.folder.abandoned_path.exists():
                 raise Stop("the recording being abandoned (no chunk within record.idle_expiry_s)")
-            if os.getppid() != self.server_pid:
+            if os.getppid() != self.parent or not _alive(self.server_pid):
                 raise Stop("the end of the dvqa serve process that started it")
             time.sleep(POLL_S)
 
@@ -261,6 +262,16 @@ class ChunkFeed:
         if self.current is not None:
             self.current.close()
             self.current = None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Spool:
