@@ -5,6 +5,7 @@ the issue names (a SIGKILLed server, a PACS that is down, a client that goes awa
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import json
 import os
@@ -280,22 +281,47 @@ def test_refusals_name_their_reason_and_keep_nothing(served) -> None:
         assert client.get("/recordings/../etc").status_code in (404, 422)
 
 
+def converting(server: Server, rid: str) -> None:
+    """Until the recording's conversion process is under way (it holds the recording's lock; its fork server may
+    still be importing FFmpeg on a loaded machine), and then a moment, so it waits for the next chunk."""
+    lock = server.spool / "recordings" / rid / "lock"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if lock.exists():
+            with open(lock, "rb") as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    break  # held: the process is converting
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        time.sleep(0.1)
+    time.sleep(1.0)
+
+
 @pytest.mark.requirement("DVQA-REC-001")
-def test_sigkill_mid_upload_then_restart_resumes_to_the_same_dicom(served, orthanc, tmp_path) -> None:
+def test_sigterm_and_sigkill_mid_upload_then_restart_resume_to_the_same_dicom(served, orthanc, tmp_path) -> None:
     server = served({"pacs": to_orthanc(orthanc)})
     reference = convert(PASSTHROUGH, tmp_path / "reference.dcm", ConvertOptions(quality=False))
     chunks = pieces(PASSTHROUGH)
-    half = len(chunks) // 2
+    third = len(chunks) // 3
     with server.client() as client:
         rid = client.post("/recordings", json={"patient_id": "P-32"}).json()["id"]
-        for n in range(half):
+        for n in range(third):
             assert put(client, rid, n, chunks[n]).status_code == 201
-    time.sleep(1.0)  # the conversion process is under way, waiting for chunk `half`
-    server.kill()
+    converting(server, rid)
+    assert server.stop() == 0  # a graceful stop: its conversion process is stopped and records that
     server.start()  # the same spool, the same port
     with server.client() as client:
         state = client.get(f"/recordings/{rid}").json()
-        assert state["state"] == "receiving" and state["acknowledged"] == list(range(half))
+        assert state["state"] == "receiving" and state["acknowledged"] == list(range(third))
+        for n in range(third, 2 * third):
+            assert put(client, rid, n, chunks[n]).status_code == 201
+    converting(server, rid)
+    server.kill()
+    server.start()
+    with server.client() as client:
+        state = client.get(f"/recordings/{rid}").json()
+        assert state["state"] == "receiving" and state["acknowledged"] == list(range(2 * third))
         for n in range(state["next_chunk"], len(chunks)):  # the client sends what was not acknowledged
             assert put(client, rid, n, chunks[n]).status_code == 201
         assert end(client, rid, chunks).status_code == 202
@@ -303,8 +329,10 @@ def test_sigkill_mid_upload_then_restart_resumes_to_the_same_dicom(served, ortha
     assert result["stored"] is True, result
     assert result["elementary_stream_sha256"] == reference.elementary_stream_sha256
     assert reference.elementary_stream_sha256 in unpadded_sha(es_in_orthanc(orthanc, result["uids"], tmp_path))
-    outcomes = [(r["command"], r["outcome"]) for r in audit.records(server.audit)]
-    assert outcomes[-2:] == [("convert", "success"), ("pacs-store", "stored")]
+    records = audit.records(server.audit)
+    assert [(r["command"], r["outcome"]) for r in records] == [
+        ("convert", "failure"), ("convert", "failure"), ("convert", "success"), ("pacs-store", "stored")]
+    assert "SIGTERM" in records[0]["message"] and "dvqa serve process" in records[1]["message"]
     assert audit.verify(server.audit, AUDIT_KEY.encode()).ok
 
 
