@@ -375,7 +375,9 @@ def test_a_recording_left_idle_is_abandoned_recorded_and_removed(served) -> None
     records = audit.records(server.audit)
     assert records[-1]["command"] == "serve-record" and records[-1]["outcome"] == "abandoned"
     assert records[-1]["input"]["chunks"] == 2
-    assert [r["outcome"] for r in records if r["command"] == "convert"] == ["failure"]  # its interrupted conversion
+    # its conversion, if its process had started by then (a loaded machine's fork server may still be importing),
+    # is recorded as interrupted: never as a success
+    assert all(r["outcome"] == "failure" for r in records if r["command"] == "convert")
 
 
 @pytest.mark.requirement("DVQA-REC-002")
