@@ -182,6 +182,8 @@ def test_every_file_dvqa_writes_goes_through_dvqa_outputs() -> None:
         ("serve/liveremux.py", 'os.fdopen(private_file('),  # the rendering, 0600, in the cache's work folder
         ("serve/liveremux.py", 'av.open(out, "w", format="mp4"'),  # into a descriptor from private_file
         ("serve/liveremux.py", "os.open(spool.path, os.O_RDONLY"),  # read-only: the spool the download writes
+        # the recording spool (serve/spool.py: created 0700, refused when a link or another user's)
+        ("serve/spool.py", "fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW"),  # 0600, holds nothing
     }
     writer = re.compile(r"""(open\(.*["'][wax]b?["']|\.write_text\(|\.write_bytes\(|save_as\(str\(|os\.open\()""")
     found = set()

@@ -94,13 +94,7 @@ def main(ctx: click.Context) -> None:
 @options.syntax_choice(auto=True, help="Transfer syntax to write (`dvqa syntaxes`); auto picks the most widely "
                        "supported one that keeps the source's size and rate.")
 @options.conversion
-@click.option("--patient-name", default=None, help="Patient's Name (0010,0010), e.g. Doe^Jane.")
-@click.option("--patient-id", default=None, help="Patient ID (0010,0020).")
-@click.option("--patient-birth-date", default=None, help="Patient's Birth Date (0010,0030), YYYYMMDD.")
-@click.option("--patient-sex", default=None, type=click.Choice(["M", "F", "O"]), help="Patient's Sex (0010,0040).")
-@click.option("--accession-number", default=None, help="Accession Number (0008,0050) of the order.")
-@click.option("--study-uid", default=None, help="Study Instance UID to file the video under.")
-@click.option("--study-description", default=None, help="Study Description (0008,1030).")
+@options.patient_study
 @click.option("--metadata-json", type=options.InputPath(dir_okay=False),
               help="Patient/study attributes as DICOM JSON (PS3.18 F.2).")
 @click.option("--metadata-from", type=options.InputPath(dir_okay=False),
@@ -115,9 +109,7 @@ def main(ctx: click.Context) -> None:
 @options.debug
 def convert_command(source: Path, output: Path, follow: bool, keep_partial: bool, idle_s: float, syntax: str,
                     rate, iod_name: str, uid_root: str | None,
-                    patient_name: str | None, patient_id: str | None, patient_birth_date: str | None,
-                    patient_sex: str | None, accession_number: str | None, study_uid: str | None,
-                    study_description: str | None, metadata_json: Path | None,
+                    patient_study: dict[str, tuple[str, str | None]], metadata_json: Path | None,
                     metadata_from: Path | None, source_range: str, no_passthrough: bool, force: bool,
                     ssim: str, no_quality: bool, profile: str | None, keep_failed: bool,
                     sign_key: Path | None, sign_cert: Path | None, signature_profile: str, passphrase_env: str | None,
@@ -136,12 +128,7 @@ def convert_command(source: Path, output: Path, follow: bool, keep_partial: bool
             raise clash
         options = _convert_options(
             audit, metadata_from, metadata_json,
-            {"PatientName": ("--patient-name", patient_name), "PatientID": ("--patient-id", patient_id),
-             "PatientBirthDate": ("--patient-birth-date", patient_birth_date),
-             "PatientSex": ("--patient-sex", patient_sex),
-             "AccessionNumber": ("--accession-number", accession_number),
-             "StudyInstanceUID": ("--study-uid", study_uid),
-             "StudyDescription": ("--study-description", study_description)},
+            patient_study,
             report_paths, sign_key, sign_cert, passphrase_env,
             syntax=syntax, rate=rate, iod=iod_name, uid_root=uid_root, force=force, passthrough=not no_passthrough,
             source_range=source_range, quality=not no_quality, ssim=ssim, profile=profile,

@@ -246,3 +246,19 @@ def signing(fn: Callable) -> Callable:
     return click.option("--sign", "sign_key", type=InputPath(dir_okay=False),
                         help="Sign each output with this private key (PEM or PKCS#12) before it is moved into "
                              "place.")(fn)
+
+
+def patient_study(fn: Callable) -> Callable:
+    """--patient-name ... --study-description (dvqa.convert.options.PATIENT_STUDY_FIELDS): the command receives
+    them as one `patient_study` mapping, DICOM keyword -> (option, value or None)."""
+    from dvqa.convert.options import PATIENT_STUDY_FIELDS
+
+    @functools.wraps(fn)
+    def command(*args, **kwargs):
+        given = {f.keyword: (f.option, kwargs.pop(f.field)) for f in PATIENT_STUDY_FIELDS}
+        return fn(*args, patient_study=given, **kwargs)
+
+    for f in reversed(PATIENT_STUDY_FIELDS):
+        command = click.option(f.option, default=None, help=f.help,
+                               type=click.Choice(list(f.choices)) if f.choices else None)(command)
+    return command

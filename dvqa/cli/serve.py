@@ -1,4 +1,4 @@
-"""`dvqa serve`: the DICOMweb video gateway (and, later, recording ingestion) as an HTTP server."""
+"""`dvqa serve`: the DICOMweb video gateway and browser recording ingestion as an HTTP server."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def register(main: click.Group) -> None:
 @click.option("--tls-key", type=click.Path(path_type=Path), default=None, help="PEM private key for --tls-cert.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="YAML file of settings (upstream, host, port, tls_cert, tls_key, cache_dir, cache_max_mb, "
-                   "connect_timeout_s, read_timeout_s, public_url, cors_origins); options given here override it.")
+                   "connect_timeout_s, read_timeout_s, public_url, cors_origins, record); options given here override it.")
 @click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Private folder for remuxed videos (default ~/.cache/dvqa/serve).")
 @options.debug
@@ -31,7 +31,9 @@ def serve_command(upstream: str | None, host: str | None, port: int | None, tls_
                   tls_key: Path | None, config_path: Path | None, cache_dir: Path | None, debug: bool) -> None:
     """Serve the DICOMweb video gateway at http://HOST:PORT/dicom-web in front of --upstream: everything
     passes through, and video instances also play in web viewers (rendered as MP4 without re-encoding,
-    metadata that names their transfer syntax, thumbnails). GET /healthz answers while it runs.
+    metadata that names their transfer syntax, thumbnails). With a `record:` section in --config it also takes
+    browser recordings (POST /recordings, the recorder page at /record; see docs/serve.md), converts them as
+    they arrive and stores them in the PACS. GET /healthz answers while it runs.
     Stops gracefully on SIGTERM or Ctrl-C (exit 0); access logs on stderr carry no query strings."""
     from dvqa.serve import config as serve_config
     from dvqa.serve import server

@@ -42,3 +42,30 @@ class ConvertOptions:
             return PinnedRate(profile.output_rate, f"the {profile.name} profile's output_rate",
                               profile.output_rate_source)
         return None
+
+
+@dataclass(frozen=True)
+class PatientStudyField:
+    """One patient/study value a caller may give by itself: `dvqa convert --OPTION` and the same-named field of
+    `dvqa serve`'s recording API (the option without its dashes, `-` as `_`). Each is checked against its VR by
+    Metadata.check, so both refuse exactly the same values."""
+
+    keyword: str  # the DICOM keyword it sets
+    option: str  # the command-line option
+    help: str
+    choices: tuple[str, ...] = ()  # when the standard enumerates the values
+
+    @property
+    def field(self) -> str:
+        return self.option.lstrip("-").replace("-", "_")
+
+
+PATIENT_STUDY_FIELDS: tuple[PatientStudyField, ...] = (
+    PatientStudyField("PatientName", "--patient-name", "Patient's Name (0010,0010), e.g. Doe^Jane."),
+    PatientStudyField("PatientID", "--patient-id", "Patient ID (0010,0020)."),
+    PatientStudyField("PatientBirthDate", "--patient-birth-date", "Patient's Birth Date (0010,0030), YYYYMMDD."),
+    PatientStudyField("PatientSex", "--patient-sex", "Patient's Sex (0010,0040).", ("M", "F", "O")),
+    PatientStudyField("AccessionNumber", "--accession-number", "Accession Number (0008,0050) of the order."),
+    PatientStudyField("StudyInstanceUID", "--study-uid", "Study Instance UID to file the video under."),
+    PatientStudyField("StudyDescription", "--study-description", "Study Description (0008,1030)."),
+)

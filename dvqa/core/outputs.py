@@ -165,6 +165,15 @@ def write_atomic(target: Path, data: bytes | str, replace: bool = True) -> None:
         handle.write(data)
 
 
+def sync_folder(folder: Path) -> None:
+    """fsync a folder, so that a file just created or renamed in it survives a power cut, not only a crash."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def open_append(path: Path) -> tuple[int, list[str]]:
     """Open (or create, privately) a log to append to, never through a symlink; (fd, warnings).
 

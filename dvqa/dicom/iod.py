@@ -122,18 +122,29 @@ class Metadata:
         text = read_regular(Path(path), what, cap or METADATA_JSON_CAP)
         try:
             raw = json.loads(text.decode("utf-8"))
+        except (ValueError, RecursionError) as exc:
+            raise InputError(f"{path}: {what} is not a DICOM JSON object (PS3.18 F.2) ({exc}); fix the file.") \
+                from None
+        return cls.from_json_object(raw, source or f"--metadata-json {path}", f"{path}: {what}")
+
+    @classmethod
+    def from_json_object(cls, raw: object, origin: str, named: str = "") -> "Metadata":
+        """The patient/study attributes of a parsed DICOM JSON object (or of the first object of a QIDO-RS answer);
+        `origin` says where the values came from (a file, or a field of `dvqa serve`'s recording API), `named`
+        what messages call it (default: `origin`)."""
+        named = named or origin
+        try:
             if isinstance(raw, list):  # a QIDO-RS answer: take the first object
                 raw = raw[0]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # pydicom's value warnings: check() reports them in one sentence
-                ds = Dataset.from_json(raw)
+                ds = Dataset.from_json(raw)  # type: ignore[arg-type]
         except RecursionError:
-            raise InputError(f"{path}: {what} is nested too deeply to be DICOM JSON; fix the file.") from None
+            raise InputError(f"{named} is nested too deeply to be DICOM JSON; fix it.") from None
         except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-            raise InputError(f"{path}: {what} is not a DICOM JSON object (PS3.18 F.2) ({exc}); fix the file.") \
-                from None
+            raise InputError(f"{named} is not a DICOM JSON object (PS3.18 F.2) ({exc}); fix it.") from None
         meta = cls()
-        meta.update_from_dataset(ds, source or f"--metadata-json {path}")
+        meta.update_from_dataset(ds, origin)
         return meta
 
     @classmethod

@@ -1,5 +1,5 @@
 """The ASGI application `dvqa serve` runs: the DICOMweb gateway under /dicom-web, /healthz, and the
-place the recording-ingestion API (issue 30) will join as more routers of the same app.
+recording-ingestion API under /recordings (dvqa.serve.record_api, dvqa.serve.recordings).
 
 FastAPI, so the HTTP APIs dvqa defines itself get their OpenAPI schema at /openapi.json; the gateway
 is a plain Starlette router mounted inside it (its interface is PS3.18's, not dvqa's).
@@ -16,13 +16,15 @@ import logging
 import time
 
 from fastapi import FastAPI
-from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dvqa import __version__
 from dvqa.serve.cache import Cache
 from dvqa.serve.config import ServeConfig
 from dvqa.serve.gateway import Gateway
+from dvqa.serve.record_api import ScopedCors, is_recording_path, page_router, recorder_cors
+from dvqa.serve.record_api import router as recordings_router
+from dvqa.serve.recordings import Recordings
 from dvqa.serve.upstream import Upstream
 
 access = logging.getLogger("dvqa.serve.access")
@@ -65,10 +67,13 @@ def create_app(config: ServeConfig) -> FastAPI:
     upstream = Upstream.create(config.upstream, config.connect_timeout_s, config.read_timeout_s)
     cache = Cache(config.cache_dir, config.cache_max_mb * 1024 * 1024)  # type: ignore[arg-type]
     gateway = Gateway(upstream, cache, config.public_url)
+    recordings = Recordings(config.record)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
+        await recordings.start()
         yield
+        await recordings.stop()
         await upstream.close()
 
     app = FastAPI(title="dvqa serve", version=__version__, lifespan=lifespan)
@@ -79,10 +84,16 @@ def create_app(config: ServeConfig) -> FastAPI:
         return {"status": "ok", "version": __version__}
 
     app.mount("/dicom-web", gateway.router)
+    app.include_router(recordings_router(recordings))
+    app.include_router(page_router())
+    if config.record.recorder_origin:  # the recording page, served from the clinic's web application
+        app.add_middleware(ScopedCors, **recorder_cors(config.record.recorder_origin))
     if config.cors_origins:  # a web viewer served from another origin: browsers need CORS to call us
-        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_credentials=True,
+        app.add_middleware(ScopedCors, inside=lambda path: not is_recording_path(path),
+                           allow_origins=list(config.cors_origins), allow_credentials=True,
                            allow_methods=["GET", "HEAD", "POST", "OPTIONS"], allow_headers=["*"],
                            expose_headers=["Content-Range", "Accept-Ranges", "Content-Length", "ETag"])
     app.add_middleware(AccessLog)
     app.state.gateway = gateway
+    app.state.recordings = recordings
     return app

@@ -15,6 +15,7 @@ The YAML file (every key optional)::
     read_timeout_s: 60
     public_url: https://viewer.example.org/dicom-web   # how clients reach the gateway, when behind a proxy
     cors_origins: [https://viewer.example.org]          # web viewers served from another origin
+    record: {...}                                       # recording ingestion (dvqa.serve.record_settings)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from dvqa.core.errors import UsageError
+from dvqa.serve.record_settings import RecordSettings, from_mapping
 
 
 def default_cache_dir() -> Path:
@@ -48,6 +50,7 @@ class ServeConfig:
     read_timeout_s: float = 60.0
     public_url: str = ""
     cors_origins: tuple[str, ...] = ()
+    record: RecordSettings = RecordSettings()
 
     def checked(self) -> "ServeConfig":
         """The settings with their mistakes named before the server starts, not on the first request."""
@@ -68,6 +71,7 @@ class ServeConfig:
             raise UsageError("cors_origins: give origins such as https://viewer.example.org (scheme and host, "
                              "no path; no wildcard).")
         return replace(self, upstream=self.upstream.rstrip("/"), cors_origins=tuple(map(str, origins)),
+                       record=from_mapping(self.record, "the serve settings"),
                        public_url=self.public_url.rstrip("/"),
                        cache_dir=Path(self.cache_dir) if self.cache_dir else default_cache_dir())
 

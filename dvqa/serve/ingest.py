@@ -1,0 +1,215 @@
+"""One recording from its spool to the PACS, in a process of its own that `dvqa serve` starts at the first chunk:
+live conversion (dvqa.convert.live: the path of `dvqa convert --follow`, fed chunk by chunk from the spool) ->
+the IOD check of `dvqa validate` -> the PACS (DIMSE C-STORE with the configured fallback, or STOW-RS) -> the
+server's audit chain -> result.json.
+
+A process, not a thread: FFmpeg's log, through which the live path learns of a damaged stream, is captured
+process-wide (its decoder threads log outside any Python thread), so two conversions in one process would
+read each other's errors. The process ends without a result when it is stopped - SIGTERM from a server
+shutting down, its server gone (SIGKILL), the recording abandoned - and the conversion's audit record says
+it was interrupted; the next server converts the spool again from chunk 0, with the same UIDs (they derive
+from the recording's id), so a PACS that took a first copy takes the same instance again.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+from dvqa.convert.live import convert_live
+from dvqa.convert.options import PATIENT_STUDY_FIELDS, ConvertOptions
+from dvqa.convert.package import ConversionResult
+from dvqa.core import signals
+from dvqa.core.errors import DvqaError, UsageError
+from dvqa.core.findings import Severity
+from dvqa.dicom.iod import Metadata
+from dvqa.serve.record_settings import PacsTarget, RecordSettings
+from dvqa.serve.spool import ChunkFeed, RecordingFolder, Spool
+from dvqa.trust.audit import AuditLog, check_key
+from dvqa.video.growing import Growing
+
+
+def metadata_of(request: dict) -> Metadata:
+    """The patient/study metadata of a recording request, checked as `dvqa convert` checks its options: a DICOM
+    JSON object first (`metadata`), then each field by itself (PATIENT_STUDY_FIELDS), then Metadata.check."""
+    metadata = Metadata()
+    if request.get("metadata") is not None:
+        metadata.merge(Metadata.from_json_object(request["metadata"], "metadata"))
+    for f in PATIENT_STUDY_FIELDS:
+        value = request.get(f.field)
+        if value is not None:
+            if f.choices and value not in f.choices:
+                raise UsageError(f"{f.field} {value!r}: use {', '.join(f.choices)}.")
+            metadata.set(f.keyword, value, f.field)
+    metadata.check()
+    return metadata
+
+
+def _secret(variable: str, what: str) -> str:
+    if variable not in os.environ:
+        raise UsageError(f"record.{what} {variable}: that variable is not set in dvqa serve's environment.")
+    return os.environ[variable]
+
+
+def audit_log(settings: RecordSettings) -> AuditLog | None:
+    if settings.audit is None:
+        return None
+    key = None
+    if settings.audit_key_env:
+        key = check_key(_secret(settings.audit_key_env, "audit_key_env").encode(),
+                        f"record.audit_key_env {settings.audit_key_env}")
+    return AuditLog(settings.audit, key)
+
+
+def signer(settings: RecordSettings):
+    if settings.sign_key is None:
+        return None
+    from dvqa.trust.signature import Signer
+
+    secret = _secret(settings.passphrase_env, "passphrase_env") if settings.passphrase_env else None
+    return Signer.load(settings.sign_key, settings.sign_cert, secret)
+
+
+def conversion_options(request: dict, settings: RecordSettings, recording_id: str) -> ConvertOptions:
+    return ConvertOptions(
+        syntax=request.get("syntax") or settings.syntax, iod=request.get("iod") or settings.iod,
+        uid_root=settings.uid_root, uid_seed=f"dvqa-serve-recording-{recording_id}", metadata=metadata_of(request),
+        force=True, passthrough=settings.passthrough, quality=settings.quality, ssim=settings.ssim,
+        profile=settings.profile, signer=signer(settings), signature_profile=settings.signature_profile,
+        audit=audit_log(settings))
+
+
+def run(folder: str, settings: RecordSettings, spool_root: str, server_pid: int) -> None:
+    """The process's work (see the module); writes result.json unless it was stopped."""
+    signals.install()  # SIGTERM/SIGINT: Interrupted, which the conversion records before it ends
+    threading.Thread(target=_warm_up, daemon=True).start()
+    recording = RecordingFolder(Path(folder))
+    spool = Spool(Path(spool_root))
+    try:
+        with recording.locked():
+            if recording.result() is not None:
+                recording.clean()
+                return
+            result = ingest(recording, spool, settings, server_pid)
+            recording.finish(result)
+    except KeyboardInterrupt:
+        return  # stopped: the server says what that means (shutdown: resumed later; abandoned: recorded)
+
+
+def _warm_up() -> None:
+    """Load the DICOM edition's tables while the recording is still arriving, so the IOD check after the end
+    does not pay for it."""
+    try:
+        from dvqa.validate import standard
+
+        standard.load(standard.default())
+    except Exception:  # noqa: BLE001 - the check itself reports any problem
+        pass
+
+
+def ingest(recording: RecordingFolder, spool: Spool, settings: RecordSettings, server_pid: int) -> dict:
+    started = time.time()
+    request = recording.request()
+    output = spool.dicom / f"{recording.id}.dcm"
+    try:
+        options = conversion_options(request, settings, recording.id)
+        reader = Growing(ChunkFeed(recording, server_pid), f"recording {recording.id}")  # type: ignore[arg-type]
+        converted = convert_live(reader, output, options)
+    except DvqaError as exc:
+        return {"state": "failed", "stored": False, "reason": str(exc), "exit_code": int(exc.exit_code),
+                "dicom": None, "started_at": started, "finished_at": time.time(), "end_to_ready_s": None}
+    ready = time.time()
+    result = summary(converted)
+    end = recording.end() or {}
+    result.update(started_at=started, ready_at=ready,
+                  end_to_ready_s=round(ready - end["at"], 3) if "at" in end else None)
+    if not converted.written:
+        result.update(state="failed", stored=False, dicom=None,
+                      reason="the quality floors of the rules profile were not met; nothing was written")
+        return result
+    result["validation"] = validation(output)
+    if result["validation"]["errors"]:
+        result.update(state="done", stored=False, dicom=str(output),
+                      reason="the DICOM file fails the IOD check, so it was not sent; it is kept at the path given")
+        return result
+    try:
+        result.update(store(output, settings, spool, options.audit))
+    except DvqaError as exc:  # the PACS settings themselves (a TLS file gone since start-up), or the audit log
+        result.update(stored=False, dicom=str(output), pacs=None,
+                      reason=f"{exc} The DICOM file is kept at the path given: send it with `dvqa pacs store`.")
+    result["end_to_stored_s"] = round(time.time() - end["at"], 3) if result["stored"] and "at" in end else None
+    result["state"] = "done"
+    if result["stored"] and not settings.keep_stored:
+        output.unlink(missing_ok=True)
+        for copy in spool.dicom.glob(f"{recording.id}.*.dcm"):  # a fallback copy the PACS took instead
+            copy.unlink(missing_ok=True)
+        result["dicom"] = None
+    return result
+
+
+def summary(converted: ConversionResult) -> dict:
+    """What the client is told about the conversion (no patient data: UIDs, numbers, reasons)."""
+    r = converted.to_dict()
+    quality = r["quality"]
+    return {
+        "syntax": r["plan"]["syntax"], "why": r["plan"]["reason"], "passthrough": r["passthrough"],
+        "passthrough_refusal": r["plan"]["passthrough_refusal"] or None,
+        "timing": r["timing"], "frames": r["output"]["frames"],
+        "elementary_stream_sha256": r["elementary_stream_sha256"],
+        "input": {"size": r["input"]["size"], "sha256": r["input"]["sha256"]},
+        "quality": ({"ssim_definition": quality["ssim_definition"]["name"], "frames": quality["frames"],
+                     **{f"{m}_{s}": quality["summary"][m][s] for m in ("psnr_y", "ssim_y") for s in ("mean", "min")}}
+                    if quality else None),
+        "uids": {"study": r["output"]["study_instance_uid"], "series": r["output"]["series_instance_uid"],
+                 "instance": r["output"]["sop_instance_uid"], "sop_class": r["output"]["sop_class_uid"],
+                 "transfer_syntax": r["output"]["transfer_syntax_uid"]},
+        "signature": ({"uid": r["signature"].get("uid"), "profile": r["signature"].get("profile")}
+                      if r["signature"] else None),
+        "notes": r["notes"],
+    }
+
+
+def validation(path: Path) -> dict:
+    """The verdict of `dvqa validate` on the file (all its layers; no rules profile)."""
+    from dvqa.validate.run import check_file
+
+    checked = check_file(path)
+    errors = [f for f in checked.findings if f.severity == Severity.ERROR]
+    warnings = [f for f in checked.findings if f.severity == Severity.WARNING]
+    return {"verdict": "fail" if errors else "pass", "errors": len(errors), "warnings": len(warnings),
+            "layers": checked.layers, "first_errors": [f"{f.code}: {f.message}" for f in errors[:5]]}
+
+
+def store(path: Path, settings: RecordSettings, spool: Spool, audit: AuditLog | None) -> dict:
+    """Send the file to the configured PACS and record each answer in the audit chain."""
+    target = settings.pacs
+    if target is None:
+        return {"stored": False, "dicom": str(path), "pacs": None,
+                "reason": "no PACS is configured (record.pacs); the DICOM file is kept at the path given"}
+    from dvqa.pacs import network as pacs
+
+    results = _send(pacs, target, path, spool.dicom)
+    protocol = "STOW-RS" if target.stow else "DIMSE C-STORE"
+    records = [audit.append(pacs.send_event(r, target.describe, protocol)) for r in results] if audit else []
+    first = results[0]
+    answer = {"destination": target.describe, "protocol": protocol, "outcome": first.outcome,
+              "status": first.status, "message": first.message, "attempts": first.attempts,
+              "history": first.history, "fallback": first.fallback}
+    stored = first.delivered
+    return {"stored": stored, "dicom": str(path), "pacs": answer,
+            "audit_records": [r["seq"] for r in records],
+            "reason": None if stored else (f"the PACS did not store it ({first.outcome}: {first.message}); the DICOM "
+                                           "file is kept at the path given: send it later with `dvqa pacs store`")}
+
+
+def _send(pacs, target: PacsTarget, path: Path, folder: Path):
+    tls = pacs.Tls(target.tls_ca, target.tls_cert, target.tls_key) if (
+        target.tls_ca or target.tls_cert) else None
+    if target.stow:
+        return pacs.stow(target.stow, [path], target.retries, tls=tls, timeout=target.timeout)
+    peer = pacs.Peer(target.host, int(target.port or 0), target.called_aet, target.calling_aet, target.timeout, tls)
+    if target.fallback:
+        return pacs.store_with_fallback(peer, [path], target.fallback, folder, target.retries)
+    return pacs.store(peer, [path], target.retries)
