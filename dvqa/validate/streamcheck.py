@@ -15,7 +15,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator
 
-import av
 from pydicom.dataset import Dataset
 
 from dvqa.core import signals
@@ -73,6 +72,8 @@ def check(path: Path, ds: Dataset, pixel_data_at: int | None = None) -> list[Fin
     syntax = syntaxes.BY_UID.get(uid)
     if syntax is None:
         return []
+    import av  # here, not at the top: only a video transfer syntax needs FFmpeg (start-up of `dvqa validate`)
+
     ref = REF_SECTION[syntax.codec]
     found: list[Finding] = []
 
@@ -122,6 +123,8 @@ def check(path: Path, ds: Dataset, pixel_data_at: int | None = None) -> list[Fin
 
 
 def _stream_facts(reader: io.RawIOBase, codec: str) -> dict[str, object]:
+    import av
+
     av.logging.set_level(av.logging.ERROR)
     with av.logging.Capture(False), av.open(io.BufferedReader(reader), format=ES_FORMAT[codec]) as container:
         stream = container.streams.video[0]
