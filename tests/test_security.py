@@ -27,7 +27,7 @@ from pynetdicom import AE
 from dvqa.core.errors import EnvironmentProblem
 from dvqa.pacs import network as pacs
 from dvqa.pacs import simulate
-from dvqa.cli.main import loaded, main
+from dvqa.cli.main import loaded
 from dvqa.dicom.dicomread import MAX_DEPTH
 from dvqa.dicom.iod import VideoIOD
 from helpers import CLIPS, PEM, certificate, pem_key, write_pki
