@@ -11,7 +11,7 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-from helpers import CLIPS, dvqa
+from helpers import CLIPS, dvqa, tool
 
 
 def _stderr_on_a_terminal(args: list[str]) -> tuple[int, str]:
@@ -273,7 +273,12 @@ def test_validate_of_an_image_imports_no_ffmpeg_crypto_or_servers(tmp_path: Path
     ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
     ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
     ds.save_as(tmp_path / "sc.dcm", enforce_file_format=True)
-    imported = _imported_by(["validate", "sc.dcm"], tmp_path)
+    # and one in JPEG Baseline, a transfer syntax dvqa also reads as Motion JPEG video (DCMTK's img2dcm)
+    subprocess.run([tool("ffmpeg"), "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x48", "-frames:v",
+                    "1", str(tmp_path / "picture.jpg")], check=True)
+    subprocess.run([tool("img2dcm"), "-i", "JPEG", str(tmp_path / "picture.jpg"), str(tmp_path / "jpeg.dcm")],
+                   check=True, capture_output=True)
+    imported = _imported_by(["validate", "sc.dcm", "jpeg.dcm"], tmp_path)
     assert {"pydicom", "dicom_validator"} <= imported  # it did validate
     assert not imported & set(HEAVY), sorted(imported & set(HEAVY))
 

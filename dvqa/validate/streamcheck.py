@@ -72,19 +72,23 @@ def check(path: Path, ds: Dataset, pixel_data_at: int | None = None) -> list[Fin
     syntax = syntaxes.BY_UID.get(uid)
     if syntax is None:
         return []
-    import av  # here, not at the top: only a video transfer syntax needs FFmpeg (start-up of `dvqa validate`)
-
     ref = REF_SECTION[syntax.codec]
     found: list[Finding] = []
 
     def add(severity: Severity, code: str, message: str, where: str = "") -> None:
         found.append(Finding(severity, code, message, str(path), where, ref))
 
-    try:
-        if syntax.one_fragment_per_frame:  # one JPEG per item: small, read whole
+    if syntax.one_fragment_per_frame:  # one JPEG per item: small, read whole; no FFmpeg needed
+        try:
             items = dicomfile.read_fragments(path, pixel_data_at)
             _check_jpeg(ds, next(items), items, add)
-            return found
+        except (ValueError, StopIteration) as exc:
+            add(Severity.ERROR, "stream.unreadable", f"the encapsulated stream cannot be parsed ({exc})",
+                "(7FE0,0010)")
+        return found
+    import av  # here, not at the top: only a video stream needs FFmpeg (start-up of `dvqa validate`)
+
+    try:
         bot_pieces: list[bytes] = []
         seen: set[int] = set()
 
