@@ -1,6 +1,7 @@
 """Benchmark `dvqa validate` against dciodvfy on the same 1,000 files.
 
 Run: python bench/bench_validate.py [--files 1000] [--repeat 3]
+     python bench/bench_validate.py --smoke   (8 files, one repeat, a few seconds: CI runs it, tests/test_bench.py)
 
 The files are copies of dvqa outputs in every codec family (H.264, HEVC, MPEG-2, Motion JPEG,
 320x240, 90 frames), made once into bench/.cache/validate/. dvqa runs as one command over the
@@ -46,15 +47,19 @@ def make_files(count: int) -> Path:
     return folder
 
 
-def timed(cmd: list[str]) -> float:
+def timed(cmd: list[str], check: bool = False) -> float:
+    """Seconds `cmd` took; with `check`, a run that did not validate (exit 2 or more) stops the bench: a
+    crash must not pass as a fast run."""
     start = time.perf_counter()
-    subprocess.run(cmd, capture_output=True)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if check and done.returncode > 1:
+        raise SystemExit(f"{' '.join(cmd)} failed with exit {done.returncode}: {done.stderr.strip()[-500:]}")
     return time.perf_counter() - start
 
 
 def _load_seconds() -> float:
-    code = ("import time; from dvqa import standard; t = time.perf_counter(); standard.load(standard.default()); "
-            "print(time.perf_counter() - t)")
+    code = ("import time; from dvqa.validate import standard; t = time.perf_counter(); "
+            "standard.load(standard.default()); print(time.perf_counter() - t)")
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
@@ -62,15 +67,18 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="8 files, one repeat: that the bench still runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.files, args.repeat = 8, 1
     dciodvfy = shutil.which("dciodvfy")
     if not dciodvfy:
         raise SystemExit("dciodvfy not found: apt-get install dicom3tools")
     folder = make_files(args.files)
     files = sorted(folder.iterdir())
     dvqa = [sys.executable, "-m", "dvqa", "validate", str(folder), "--format", "json"]
-    one = statistics.median(timed(dvqa) for _ in range(args.repeat))
-    two = statistics.median(timed([*dvqa, "--jobs", "2"]) for _ in range(args.repeat))
+    one = statistics.median(timed(dvqa, check=True) for _ in range(args.repeat))
+    two = statistics.median(timed([*dvqa, "--jobs", "2"], check=True) for _ in range(args.repeat))
     script = f"for f in {folder}/*.dcm; do {dciodvfy} \"$f\" >/dev/null 2>&1; done"
     ref = statistics.median(timed(["bash", "-c", script]) for _ in range(args.repeat))
     load = statistics.median(_load_seconds() for _ in range(5))

@@ -66,10 +66,6 @@ DCIODVFY_EXCEPTIONS = [
     (r"Empty attribute \(no value\) Type 1C Conditional Element=<PixelData>", "rows-removed",
      "without Rows dciodvfy cannot size native Pixel Data and calls the encapsulated one empty; dvqa says "
      "Rows is missing and the stream does not match (stream.size-mismatch)"),
-    (r"Attribute present when condition unsatisfied \(which may not be present otherwise\).*"
-     r"Element=<(PlanarConfiguration|FrameTime)>", "",
-     "dciodvfy reads Planar Configuration (PS3.3 C.7.6.3) and Frame Time (C.7.6.5) as 'shall not be present "
-     "otherwise'; the 2020a text says only 'Required if ...', which allows them otherwise"),
 ]
 NAME_TO_KEYWORD = {entry[2]: entry[4] for entry in DicomDictionary.values()}
 

@@ -11,7 +11,7 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-from helpers import CLIPS, dvqa
+from helpers import CLIPS, dvqa, tool
 
 
 def _stderr_on_a_terminal(args: list[str]) -> tuple[int, str]:
@@ -49,9 +49,9 @@ def _commands():
     """Every command and sub-command of the real `dvqa` Click tree, with its path."""
     import click
 
-    from dvqa.cli import main
+    from dvqa.cli.main import loaded
 
-    pending = [((), main)]
+    pending = [((), loaded())]
     while pending:
         path, command = pending.pop()
         if isinstance(command, click.Group):
@@ -234,3 +234,66 @@ def test_a_file_that_is_not_dicom_is_a_failed_check_or_unreadable_input_as_the_t
         done = dvqa(*command)
         assert done.returncode == code, (command, done.stdout, done.stderr)
         assert "force=True" not in done.stdout + done.stderr and "Traceback" not in done.stderr
+
+
+# --- start-up: a command imports only what it needs (issue 31) -----------------------------------------
+
+# What a command that does not use them must not import: FFmpeg, NumPy's image code, the signer's and the
+# audit trail's cryptography, the PACS and DICOMweb clients, Dask, the web server, templates.
+HEAVY = ("av", "skimage", "jinja2", "cryptography", "pynetdicom", "dicomweb_client", "dask", "distributed",
+         "fastapi", "uvicorn", "weasyprint", "pyparsing")
+
+
+def _imported_by(args: list[str], cwd: Path) -> set[str]:
+    """The top-level packages imported by one real `dvqa ARGS` run (read from sys.modules as it exits)."""
+    script = ("import atexit, sys, runpy\n"
+              "atexit.register(lambda: sys.__stderr__.write('MODULES ' + ' '.join(sorted({m.split('.')[0] "
+              "for m in sys.modules})) + '\\n'))\n"
+              f"sys.argv = ['dvqa', *{args!r}]\n"
+              "runpy.run_module('dvqa', run_name='__main__')\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=cwd, timeout=120)
+    line = next(line for line in run.stderr.splitlines() if line.startswith("MODULES "))
+    return set(line.split()[1:])
+
+
+def test_help_imports_none_of_the_heavy_modules(tmp_path: Path) -> None:
+    imported = _imported_by(["--help"], tmp_path)
+    assert "click" in imported and "dvqa" in imported  # the probe sees the run
+    assert not imported & {*HEAVY, "numpy", "pydicom", "yaml"}, sorted(imported & {*HEAVY, "numpy", "pydicom"})
+
+
+def test_validate_of_an_image_imports_no_ffmpeg_crypto_or_servers(tmp_path: Path) -> None:
+    """An image needs pydicom and the tables; FFmpeg is for a video stream only, the rest for other commands."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    ds.save_as(tmp_path / "sc.dcm", enforce_file_format=True)
+    # and one in JPEG Baseline, a transfer syntax dvqa also reads as Motion JPEG video (DCMTK's img2dcm)
+    subprocess.run([tool("ffmpeg"), "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x48", "-frames:v",
+                    "1", str(tmp_path / "picture.jpg")], check=True)
+    subprocess.run([tool("img2dcm"), "-i", "JPEG", str(tmp_path / "picture.jpg"), str(tmp_path / "jpeg.dcm")],
+                   check=True, capture_output=True)
+    imported = _imported_by(["validate", "sc.dcm", "jpeg.dcm"], tmp_path)
+    assert {"pydicom", "dicom_validator"} <= imported  # it did validate
+    assert not imported & set(HEAVY), sorted(imported & set(HEAVY))
+
+
+def test_the_help_listing_is_the_commands_own_help() -> None:
+    """`dvqa --help` lists commands from dvqa.cli.main.COMMANDS without importing them: each entry must be
+    the module that registers the command and the first paragraph of the command's own help."""
+    import inspect
+
+    from dvqa.cli.main import COMMANDS, loaded
+
+    group = loaded()
+    assert set(group.commands) == set(COMMANDS)
+    for name, command in group.commands.items():
+        module, listed = COMMANDS[name]
+        assert inspect.getmodule(command.callback).__name__ == module, name
+        first = " ".join(inspect.cleandoc(command.help or "").split("\n\n")[0].split())
+        assert listed == (None if command.hidden else first), name

@@ -27,7 +27,7 @@ from pynetdicom import AE
 from dvqa.core.errors import EnvironmentProblem
 from dvqa.pacs import network as pacs
 from dvqa.pacs import simulate
-from dvqa.cli.main import main
+from dvqa.cli.main import loaded
 from dvqa.dicom.dicomread import MAX_DEPTH
 from dvqa.dicom.iod import VideoIOD
 from helpers import CLIPS, PEM, certificate, pem_key, write_pki
@@ -389,7 +389,7 @@ def test_reports_escape_what_the_user_typed(tmp_path: Path) -> None:
 
 @pytest.mark.requirement("DVQA-SEC-002")
 def test_servers_listen_on_loopback_unless_told_otherwise() -> None:
-    pacs_group = main.commands["pacs"]
+    pacs_group = loaded().commands["pacs"]
     defaults = {(command, p.name): p.default for command in ("echo", "store", "simulate")
                 for p in pacs_group.commands[command].params if p.name in ("host", "listen_host")}
     assert set(defaults.values()) == {"127.0.0.1"} and len(defaults) == 4
@@ -440,7 +440,7 @@ def test_secrets_reach_no_output_and_no_command_line(video, pki, tmp_path: Path)
         assert SECRET not in text and AUDIT_KEY not in text
     assert SECRET.encode() not in out.read_bytes() and AUDIT_KEY.encode() not in out.read_bytes()
     # secrets are only ever named by an environment variable, never typed on a command line (ps shows those)
-    secretive = [(command.name, p.name) for command in _commands(main) for p in command.params
+    secretive = [(command.name, p.name) for command in _commands(loaded()) for p in command.params
                  if re.search(r"passphrase|key_env|password|secret", p.name)]
     assert secretive and all(name.endswith("_env") for _, name in secretive), secretive
 

@@ -6,13 +6,16 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from dvqa.core import outputs
 from dvqa.core.cluster import keep_from_workers
 from dvqa.core.errors import DvqaError, ExitCode, UsageError
-from dvqa.trust.audit import AuditLog, check_key
+
+if TYPE_CHECKING:  # imported where used: the audit trail's cryptography is not every command's start-up
+    from dvqa.trust.audit import AuditLog
 
 
 def fail(exc: DvqaError, debug: bool) -> None:
@@ -30,6 +33,8 @@ def audit_log(path: Path | None, key_env: str | None, debug: bool) -> AuditLog |
     """Opened before any work, so a bad --audit fails without converting or sending anything."""
     if path is None:
         return None
+    from dvqa.trust.audit import AuditLog
+
     key = guarded(debug, lambda: audit_key(key_env)) if key_env else None
     if path.is_dir() or not path.parent.is_dir():
         fail(UsageError(f"--audit {path}: give a file in an existing folder."), debug)
@@ -73,6 +78,8 @@ def passphrase(variable: str | None, option: str = "--passphrase-env") -> str | 
 def audit_key(variable: str | None) -> bytes | None:
     """The audit HMAC key from --audit-key-env's variable: set, and at least MIN_KEY_BYTES long. An empty
     variable once switched the HMAC off without a word; now it is refused."""
+    from dvqa.trust.audit import check_key
+
     value = passphrase(variable, "--audit-key-env")
     return None if value is None else check_key(value.encode(), f"--audit-key-env {variable}")
 

@@ -14,7 +14,7 @@ from dvqa.core import outputs, profiles
 from dvqa.core.cluster import Cluster
 from dvqa.core.errors import UsageError
 from dvqa.core.findings import Severity, exit_code
-from dvqa.validate import standard, standard_install
+from dvqa.validate import standard
 from dvqa.validate.formats import RENDERERS, SUFFIX_FORMATS, at_least, text
 from dvqa.validate.run import validate, walk
 
@@ -191,6 +191,8 @@ def standard_group(ctx: click.Context, fmt: str, debug: bool) -> None:
 def standard_import_command(source: Path, edition: str | None, debug: bool) -> None:
     """Install an edition from NEMA's DocBook files (a folder or zip with part03/04/06.xml). It is used only
     when named with --standard (or DVQA_STANDARD) and is shown as "imported, unverified"."""
+    from dvqa.validate import standard_install  # NEMA's DocBook reader: loaded only to import an edition
+
     installed = guarded(debug, lambda: standard_install.import_docbook(source, edition))
     click.echo(f"installed DICOM {installed.name} ({installed.trust}) at {installed.path.parent}: "
                f"{installed.source}; use it with --standard {installed.name}")
@@ -204,6 +206,8 @@ def standard_import_command(source: Path, edition: str | None, debug: bool) -> N
 @options.debug
 def standard_fetch_command(edition: str, url: str | None, allow_http: bool, debug: bool) -> None:
     """Download EDITION's DocBook files (e.g. 2024b, or current) and install it. Needs a network."""
+    from dvqa.validate import standard_install
+
     installed = guarded(debug, lambda: standard_install.fetch(edition, url, allow_http))
     click.echo(f"installed DICOM {installed.name} ({installed.trust}) at {installed.path.parent}: "
                f"{installed.source}; use it with --standard {installed.name}")

@@ -40,6 +40,8 @@ from dvqa.core.regular import kind
 MAX_DEPTH = 64
 REQUIRED_META = ((0x0002, 0x0001), (0x0002, 0x0002), (0x0002, 0x0003), (0x0002, 0x0010))
 PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)
+PIXEL_VRS = {0x7FE00008: "OF", 0x7FE00009: "OD", 0x7FE00010: "OB"}
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 # pydicom warnings that mean it stopped before the end of what the file declares
@@ -154,7 +156,16 @@ def _read(path: Path, pixels: bool) -> tuple[Dataset, int]:
             stopped = handle.tell()
             _check_meta(path, ds)
             walk(path, handle, size, ds.file_meta.TransferSyntaxUID)
-            if pixels:
+            if not pixels and ds.file_meta.TransferSyntaxUID == pydicom.uid.DeflatedExplicitVRLittleEndian:
+                # the file's offsets say nothing about the inflated data set: read it whole (deflated files
+                # are small), then keep only placeholders of the Pixel Data, as for every other file
+                handle.seek(0)
+                ds = pydicom.dcmread(handle)
+                stopped = size
+                for tag in PIXEL_TAGS:
+                    if tag in ds:
+                        ds[tag].value = b""
+            elif pixels:
                 if stopped != size:
                     raise FileProblem(path, f"the data set ends at byte {stopped} of {size}", "file.damaged",
                                       "PS3.5 §7")
@@ -176,11 +187,18 @@ def _read(path: Path, pixels: bool) -> tuple[Dataset, int]:
                               "file.damaged", "PS3.5 §7")
     for w in caught:  # the rest are pydicom's remarks on values; passed on (`validate` reports them)
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    if "SOPClassUID" not in ds or "SOPInstanceUID" not in ds:
+    if ("SOPClassUID" not in ds or "SOPInstanceUID" not in ds) and not is_directory(ds):
         what = "no data set at all" if len(ds) == 0 else "no SOP Class UID or SOP Instance UID"
         raise FileProblem(path, f"holds {what} after its File Meta Information; a DICOM file holds one SOP "
                           "instance", "file.no-dataset")
     return ds, stopped
+
+
+def is_directory(ds: Dataset) -> bool:
+    """A DICOMDIR: a Media Storage Directory (PS3.10 §8.6, PS3.3 Annex F), whose data set is the Basic
+    Directory IOD - directory records, no SOP Class UID or SOP Instance UID of its own (the File Meta
+    Information names the class and the file-set's instance)."""
+    return str(ds.file_meta.get("MediaStorageSOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY
 
 
 def _check_meta(path: Path, ds: Dataset) -> None:
@@ -339,15 +357,16 @@ def _read_after_pixels(path: Path, handle, ds: Dataset, size: int) -> None:
     """pydicom stopped before Pixel Data: step over it (its structure is already walked) and parse what
     follows - a Digital Signatures Sequence, trailing padding - into `ds`.
 
-    (7FE0,0010) itself is kept as an empty placeholder: the IOD's conditions ask whether Pixel Data is
-    present (Pixel Padding Value, the Image Pixel module), and it is - only not read into memory."""
+    (7FE0,0010) itself (or the float pixel data that stands in its place) is kept as an empty
+    placeholder: the IOD's conditions ask whether Pixel Data is present (Pixel Padding Value, the Image
+    Pixel module), and it is - only not read into memory."""
     if handle.tell() >= size:
         return
     syntax = ds.file_meta.TransferSyntaxUID
     order, implicit = ("<" if syntax.is_little_endian else ">"), syntax.is_implicit_VR
     tag, _, length = _header(path, handle, size, order, implicit)
-    if tag == 0x7FE00010:
-        ds.add_new(tag, "OB", b"")
+    if tag in PIXEL_VRS:  # Float and Double Float Pixel Data too: conditions and the IOD ask for them alike
+        ds.add_new(tag, PIXEL_VRS[tag], b"")
     if length != UNDEFINED:
         handle.seek(length, os.SEEK_CUR)
     else:

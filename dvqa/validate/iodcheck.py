@@ -25,7 +25,11 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID_dictionary
 
 from dvqa.core.findings import Finding, Severity
+from dvqa.dicom import dicomread
 from dvqa.validate.standard import Tables
+
+SOP_CLASS_UID = 0x00080016
+DIRECTORY_RECORDS = 0x00041220  # Directory Record Sequence
 
 CODES = {
     ErrorCode.TagMissing: "iod.missing", ErrorCode.TagEmpty: "iod.empty", ErrorCode.TagNotAllowed: "iod.not-allowed",
@@ -51,9 +55,14 @@ def check(ds: Dataset, path: str, tables: Tables) -> list[Finding]:
     value checks, which look at the values as written, before this."""
     edition = tables.edition.name
     _strip_code_strings(ds)
-    result = IODValidator(ds, tables.info, suppress_vr_warnings=True,
+    checked = ds
+    directory = dicomread.is_directory(ds) and "SOPClassUID" not in ds
+    if directory:  # a DICOMDIR: the Basic Directory IOD, whose class only the File Meta Information names
+        checked = Dataset(ds)
+        checked.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+    result = IODValidator(checked, tables.info, suppress_vr_warnings=True,
                           error_handler=NullValidationResultHandler(), file_path=path).validate()
-    sop_class = str(ds.get("SOPClassUID", "") or "")
+    sop_class = str(checked.get("SOPClassUID", "") or "")
     if result.status == Status.MissingSOPClassUID:
         return [Finding(Severity.ERROR, "iod.no-sop-class", "SOP Class UID (0008,0016) is missing or empty: the "
                         "data set cannot be checked against any IOD", path, "SOPClassUID (0008,0016)",
@@ -71,12 +80,87 @@ def check(ds: Dataset, path: str, tables: Tables) -> list[Finding]:
     iod = tables.info.iods[sop_class]
     findings = []
     known = tables.known_tags
+    governed = _governed(tables, sop_class)
+    unlisted_keys = 0
     for module_name, errors in result.module_errors.items():
         reference = _reference(tables, iod, module_name)
         for tag, error in sorted(errors.items(), key=lambda item: item[0]):
+            if not tag.parents and (module_name.lower(), tag.tag) in governed:
+                continue  # another module of this IOD defines the attribute, and its definition governs
+            if directory and not tag.parents and tag.tag == SOP_CLASS_UID:
+                continue  # put there above, not in the file
+            if directory and error.code == ErrorCode.TagUnexpected and (tag.parents or [0])[0] == DIRECTORY_RECORDS:
+                unlisted_keys += 1  # a record's keys (PS3.3 F.5): not in the edition's tables
+                continue
             findings.append(_finding(tag, error, module_name, reference, path, edition, known))
+    findings += _pixel_data(checked, iod, tables, path)
+    if unlisted_keys:
+        findings.append(Finding(Severity.INFO, "iod.directory-keys-not-checked", f"{unlisted_keys} attributes of "
+                                "the DICOMDIR's directory records are record keys, which the tables of edition "
+                                f"{edition} do not list per record type; they were not checked", path,
+                                "DirectoryRecordSequence (0004,1220)", "PS3.3 F.5"))
     findings += _unevaluated(ds, iod, tables, path)
     return findings
+
+
+PIXEL_KEYS = {"(7FE0,0008)": 0x7FE00008, "(7FE0,0009)": 0x7FE00009, "(7FE0,0010)": 0x7FE00010}
+
+
+def _pixel_data(ds: Dataset, iod: dict, tables: Tables, path: str) -> list[Finding]:
+    """Pixel Data missing from a module the IOD requires. dicom-validator skips every tag from (7FE0,0010) on
+    (it does not read them), so an SC image without Pixel Data passed. dvqa's reader leaves a placeholder
+    for Pixel Data it did not load (dvqa.dicom.dicomread), so presence is known. A 1C condition is
+    evaluated when it asks only whether one attribute is present or absent (Image Pixel's "Required if
+    Pixel Data Provider URL (0028,7FE0) is not present"); modules used under a condition (the float pixel
+    data of a Parametric Map) are not checked here."""
+    out = []
+    for module_name, usage in iod["modules"].items():
+        if not usage["use"].startswith("M"):
+            continue
+        table = tables.info.modules.get(usage["ref"], {})
+        for key, tag in PIXEL_KEYS.items():
+            attribute = table.get(key)
+            if attribute is None or tag in ds or not _required(ds, attribute):
+                continue
+            kind = attribute["type"]
+            out.append(Finding(Severity.ERROR, "iod.missing", f"Type {kind} attribute {_name(tag)} is missing from "
+                               f"the {module_name} module" + (" (by its condition)" if "cond" in attribute else ""),
+                               path, _name(tag), _reference(tables, iod, module_name)))
+    return out
+
+
+def _required(ds: Dataset, attribute: dict) -> bool:
+    """Type 1, or a 1C whose condition is one attribute's presence or absence and holds."""
+    if attribute.get("type") == "1":
+        return True
+    condition = attribute.get("cond") or {}
+    if attribute.get("type") != "1C" or condition.get("op") not in ("+", "-") or "tag" not in condition:
+        return False
+    present = _tag(condition["tag"]) in ds
+    return present if condition["op"] == "+" else not present
+
+
+def _governed(tables: Tables, sop_class: str) -> set[tuple[str, int]]:
+    """(module name, tag) pairs of this IOD whose definition another module of the IOD overrides, as PS3.3
+    says in that module's table ("This type definition shall override the definition in the General
+    Series Module": SC Equipment's Modality, C.8.6.1). dicom-validator checks every module's definition
+    on its own, so an SC image without Modality failed General Series' Type 1 although SC Equipment makes
+    it Type 3; the overridden module's findings for that attribute are dropped, the overriding module's
+    own are kept. Computed once per process and IOD."""
+    key = ("governed", sop_class)
+    if key not in tables.prepared:
+        iod = tables.info.iods[sop_class]
+        names = {name.lower() for name in iod["modules"]}
+        pairs = set()
+        for usage in iod["modules"].values():
+            for tag_key, attribute in tables.info.modules.get(usage["ref"], {}).items():
+                if not tag_key.startswith("(") or not isinstance(attribute, dict):
+                    continue
+                for overridden in attribute.get("overrides", []):
+                    if overridden.lower() in names:
+                        pairs.add((overridden.lower(), _tag(tag_key)))
+        tables.prepared[key] = pairs
+    return tables.prepared[key]
 
 
 def _strip_code_strings(ds: Dataset) -> None:

@@ -182,8 +182,11 @@ def _check_file(path: Path, profile: Profile | None, tables: standard.Tables) ->
 
 
 def _meta_agrees(ds: pydicom.Dataset, path: Path) -> list[Finding]:
-    """The File Meta Information names the SOP instance the data set holds (PS3.10 §7.1)."""
+    """The File Meta Information names the SOP instance the data set holds (PS3.10 §7.1); a DICOMDIR's data set
+    holds none, its meta names the file-set (PS3.10 §8.6)."""
     out = []
+    if dicomread.is_directory(ds) and "SOPClassUID" not in ds and "SOPInstanceUID" not in ds:
+        return out
     for meta, own in (("MediaStorageSOPClassUID", "SOPClassUID"), ("MediaStorageSOPInstanceUID", "SOPInstanceUID")):
         stated, actual = str(ds.file_meta.get(meta, "")), str(ds.get(own, ""))
         if stated != actual:

