@@ -5,6 +5,7 @@ workers ends the run with exit 4 instead of waiting forever."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -59,6 +60,10 @@ def test_a_local_cluster_refuses_clients_without_its_credentials(monkeypatch) ->
                                 (address, {"security": Security.temporary()})):  # TLS, but not this run's CA
             with pytest.raises(Exception):
                 Client(intruder, timeout=10, **extra).close()
+            # the refused Client is finalized now: left to a later garbage collection, its __del__ ran inside the
+            # next Client's start-up, which holds the lock its close() takes - a loaded run hung there for 50 min
+            # (distributed 2026.8.0 LoopRunner)
+            gc.collect()
         assert set(connected.run(lambda: os.environ.get(SECRET)).values()) == {None}
         ports = [connected.run_on_scheduler(lambda dask_scheduler: dask_scheduler.http_server.port),
                  *connected.run(lambda dask_worker: dask_worker.http_server.port).values()]
