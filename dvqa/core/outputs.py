@@ -226,7 +226,7 @@ def sweep(folder: Path) -> list[str]:
             notes.append(f"{entry.path}: left by dvqa process {pid} on another host or before a reboot; "
                          "remove it if no conversion is running there")
             continue
-        if _alive(pid):
+        if process_alive(pid):
             continue
         if stat.S_ISDIR(info.st_mode):
             shutil.rmtree(entry.path, ignore_errors=True)
@@ -236,7 +236,8 @@ def sweep(folder: Path) -> list[str]:
     return notes
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` exists (one of another user counts: signalling it is only refused)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

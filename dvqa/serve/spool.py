@@ -254,7 +254,7 @@ class ChunkFeed:
                 return b""
             if self.folder.abandoned_path.exists():
                 raise Stop("the recording being abandoned (no chunk within record.idle_expiry_s)")
-            if os.getppid() != self.parent or not _alive(self.server_pid):
+            if os.getppid() != self.parent or not outputs.process_alive(self.server_pid):
                 raise Stop("the end of the dvqa serve process that started it")
             time.sleep(POLL_S)
 
@@ -263,15 +263,6 @@ class ChunkFeed:
             self.current.close()
             self.current = None
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Spool:
