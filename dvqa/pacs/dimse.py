@@ -147,7 +147,7 @@ def _send(assoc, pending: list[StoreResult], attempt: int) -> list[StoreResult]:
                           "") or next((REASONS.get(c.result, "") for c in assoc.rejected_contexts
                                        if c.abstract_syntax == r.sop_class), "")
             r.message = (f"dvqa proposed {uid_name(r.sop_class)} in {uid_name(r.transfer_syntax)} for this file and "
-                         f"the PACS refused that presentation context{reason}; `dvqa pacs matrix` shows what it "
+                         f"the PACS refused that presentation context{reason}; dvqa pacs matrix shows what it "
                          "accepts")
             continue
         if not assoc.is_established:
