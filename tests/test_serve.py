@@ -147,6 +147,7 @@ def _parts(response: httpx.Response) -> list[bytes]:
     return parts
 
 
+@pytest.mark.requirement("DVQA-VIEW-002")
 def test_stow_qido_and_wado_pass_through_unchanged(stored, gateway, orthanc) -> None:
     direct = f"{orthanc['http']}/dicom-web"
     for path in ("studies", "series", f"studies/{stored['endo-41'].study}/series"):
@@ -167,6 +168,7 @@ def test_stow_qido_and_wado_pass_through_unchanged(stored, gateway, orthanc) -> 
 
 
 @pytest.mark.parametrize("name", MP4_CASES)
+@pytest.mark.requirement("DVQA-VIEW-001", "DVQA-CONV-002")
 def test_rendered_is_mp4_holding_the_pixel_data_stream_byte_for_byte(stored, gateway, name, tmp_path) -> None:
     sample = stored[name]
     response = _get(sample.url(gateway.root) + "/rendered", Accept="video/mp4")
@@ -215,6 +217,7 @@ def _nal_units(stream: bytes) -> list[bytes]:
 
 
 @pytest.mark.parametrize("name", [c[0] for c in CASES if syntaxes.get(c[2]).codec == "h264"])
+@pytest.mark.requirement("DVQA-VIEW-001")
 def test_display_order_from_slice_headers_is_the_decoders(files, name, tmp_path) -> None:
     es = tmp_path / "stream.h264"
     es.write_bytes(stream_bytes(files[name].path))
@@ -228,6 +231,7 @@ def _peak_rss_mb(pid: int) -> float:
     raise AssertionError("no VmHWM")
 
 
+@pytest.mark.requirement("DVQA-VIEW-001")
 def test_a_long_video_streams_while_remuxed_and_memory_stays_flat(stored, orthanc, tmp_path) -> None:
     """~100 MB, 63,000 pictures (35 minutes at 30 fps): the stream of a B-picture clip repeated (each copy
     starts with an IDR picture, so the whole is a valid stream)."""
@@ -322,6 +326,7 @@ def test_thumbnail_is_a_jpeg_of_the_video(stored, gateway) -> None:
         assert image.format == "JPEG" and max(image.size) <= 256
 
 
+@pytest.mark.requirement("DVQA-VIEW-002")
 def test_access_log_holds_no_query_strings(stored, gateway) -> None:
     assert _get(f"{gateway.root}/studies?PatientName=SECRET^NAME&PatientID=SECRET-ID").status_code == 200
     time.sleep(0.3)
@@ -337,7 +342,8 @@ class FakeUpstream:
     sends `mode`: "truncated" (half the body its Content-Length promises, then closes), "cut-late" (the
     same after a 3 s pause, long enough for the gateway to have begun its answer), "short-dicom" (a
     complete answer holding a DICOM file cut in half), "garbage" (bytes that are not HTTP), "silent"
-    (never answers)."""
+    (never answers), "guarded" (401 unless the request carries "Authorization: Bearer good", then
+    well-behaved)."""
 
     def __init__(self, mode: str, dicom: bytes) -> None:
         self.mode, self.dicom = mode, dicom
@@ -370,6 +376,8 @@ class FakeUpstream:
             conn.sendall(b"\x00\x17 this is not HTTP \xff\r\n\r\n")
         elif self.mode == "silent":
             return  # keep the connection open, say nothing
+        elif self.mode == "guarded" and b"authorization: bearer good" not in head.lower():
+            conn.sendall(b"HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
         elif self.mode == "empty":  # a well-behaved upstream with nothing stored; remembers the requests
             self.heads.append(head.decode("latin-1"))
             conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/dicom+json\r\n"
@@ -405,6 +413,7 @@ def sample_file(files) -> Converted:
     ("garbage", 502, "broken"),
     ("silent", 504, "did not answer in time"),
 ])
+@pytest.mark.requirement("DVQA-VIEW-002")
 def test_a_bad_upstream_gives_a_one_line_error_never_a_half_video(mode, status, words, sample_file, tmp_path) -> None:
     fake = FakeUpstream(mode, sample_file.path.read_bytes())
     config = tmp_path / "serve.yaml"
@@ -423,6 +432,7 @@ def test_a_bad_upstream_gives_a_one_line_error_never_a_half_video(mode, status, 
         fake.close()
 
 
+@pytest.mark.requirement("DVQA-VIEW-002")
 def test_an_upstream_cut_after_the_answer_began_breaks_the_answer_and_caches_nothing(sample_file, tmp_path) -> None:
     """The video is remuxed while it arrives, so the viewer's answer (200) begins before the upstream's has
     ended; an upstream that then stops must leave the viewer with a broken transfer it cannot take for a
@@ -453,6 +463,26 @@ def test_an_upstream_cut_after_the_answer_began_breaks_the_answer_and_caches_not
         fake.close()
 
 
+@pytest.mark.requirement("DVQA-VIEW-002")
+def test_a_cached_video_is_served_only_to_clients_the_upstream_admits(sample_file, tmp_path) -> None:
+    fake = FakeUpstream("guarded", sample_file.path.read_bytes())
+    served = Gateway(tmp_path, f"http://127.0.0.1:{fake.port}/dicom-web")
+    try:
+        rendered = sample_file.url(served.root) + "/rendered"
+        admitted = _get(rendered, Authorization="Bearer good")
+        assert admitted.status_code == 200 and admitted.headers["content-type"] == "video/mp4"
+        assert _get(sample_file.url(served.root) + "/thumbnail", Authorization="Bearer good").status_code == 200
+        assert [p for p in served.cache.rglob("*.mp4")]  # the video is now in the gateway's cache
+        for headers in ({}, {"Authorization": "Bearer other"}):
+            for what in ("/rendered", "/thumbnail"):
+                refused = _get(sample_file.url(served.root) + what, **headers)
+                assert refused.status_code == 401 and b"ftyp" not in refused.content, (what, headers)
+    finally:
+        assert served.stop() == 0
+        fake.close()
+
+
+@pytest.mark.requirement("DVQA-VIEW-002", "DVQA-SEC-002")
 def test_tls_and_the_clients_authorization_reaches_the_upstream(tmp_path) -> None:
     def make(ca_key, key) -> dict[str, bytes]:
         return {"cert": certificate("127.0.0.1", key, "dvqa test CA", ca_key, ip="127.0.0.1").public_bytes(PEM),
@@ -546,6 +576,7 @@ def _plays_directly(browser, url: str, timeout_s: float) -> bool:
 
 
 @pytest.mark.parametrize("name", [c[0] for c in CASES])
+@pytest.mark.requirement("DVQA-VIEW-001")
 def test_ohif_plays_every_h264_video_through_the_gateway_as_dvqa_measured(ohif_viewer, stored, gateway, name,
                                                                           tmp_path) -> None:
     """OHIF shows a video, it plays, it comes from the gateway, and the picture at time t is the one dvqa
