@@ -130,7 +130,8 @@ def stop(gateway: subprocess.Popen) -> None:
     gateway.wait(30)
 
 
-def viewer_rows(upstream: str, ds, scratch: Path) -> list[tuple[str, dict[str, float]]]:
+def viewer_rows(upstream: str, ds, scratch: Path, timeline: bool = False,
+                orthanc_rest: str = "") -> list[tuple[str, dict[str, float]]]:
     """OHIF opened on the instance's study through a fresh gateway: cold, then warm (a new page)."""
     sys.path.insert(0, str(ROOT / "tests"))
     import viewer  # noqa: E402 - the test suite's OHIF site
@@ -138,13 +139,15 @@ def viewer_rows(upstream: str, ds, scratch: Path) -> list[tuple[str, dict[str, f
 
     ohif_port = orthanc.free_port()
     config = scratch / "serve.yaml"
-    config.write_text(f"cors_origins: [http://127.0.0.1:{ohif_port}]\n")
-    gateway, port = start_gateway(upstream, scratch / "viewer-cache", config)
+    config.write_text(f"cors_origins: [http://127.0.0.1:{ohif_port}]\n"
+                      + (f"orthanc_rest: {orthanc_rest}\n" if orthanc_rest else ""))
+    gateway, port = start_gateway(upstream, scratch / f"viewer-cache{'-rest' if orthanc_rest else ''}", config)
     rows = []
     try:
         with viewer.site(scratch / "ohif", f"http://127.0.0.1:{port}/dicom-web", ohif_port) as site, \
                 Browser("--mute-audio", "--window-size=1280,800") as browser:
-            for name in ("OHIF, cache cold", "OHIF, cache warm"):
+            route = ", file route" if orthanc_rest else ""
+            for name in (f"cache cold{route}", f"cache warm{route}"):
                 browser.navigate("about:blank")
                 browser.drain()
                 browser.events.clear()
@@ -154,9 +157,27 @@ def viewer_rows(upstream: str, ds, scratch: Path) -> list[tuple[str, dict[str, f
                 # OHIF does not always start playing on its own (seen paused at readyState 4): nan then
                 playing = browser.evaluate("performance.now() / 1000") if took >= 0 else float("nan")
                 rows.append((name, {"first frame": shown, "playing": playing, **_answers(browser)}))
+                if timeline:
+                    _print_timeline(name, browser)
     finally:
         stop(gateway)
     return rows
+
+
+def _print_timeline(name: str, browser) -> None:
+    """Every request of the page: seconds from the navigation's start to its answer, status and path
+    (where the time to the first frame goes)."""
+    sent = {e["params"]["requestId"]: e["params"] for e in browser.events
+            if e.get("method") == "Network.requestWillBeSent"}
+    start = next((p["timestamp"] for p in sent.values() if "/viewer?" in p["request"]["url"]), None)
+    print(f"-- {name}: requests (sent s, answered s, status, path)")
+    for event in browser.events:
+        if event.get("method") != "Network.responseReceived" or start is None:
+            continue
+        asked = sent.get(event["params"]["requestId"], {}).get("timestamp", float("nan"))
+        response = event["params"]["response"]
+        path = "/" + response["url"].split("/", 3)[-1].split("?")[0][-90:]
+        print(f"{asked - start:7.2f} {event['params']['timestamp'] - start:7.2f} {response['status']:>4} {path}")
 
 
 def _answers(browser) -> dict[str, float]:
@@ -166,6 +187,9 @@ def _answers(browser) -> dict[str, float]:
             if e.get("method") == "Network.requestWillBeSent"}
     start = next((p["timestamp"] for p in sent.values() if "/viewer?" in p["request"]["url"]), None)
     found: dict[str, float] = {}
+    asked = [p["timestamp"] for p in sent.values() if "/dicom-web/" in p["request"]["url"]]
+    if asked and start is not None:
+        found["asks"] = min(asked) - start  # OHIF's own start-up ends with its first DICOMweb request
     for event in browser.events:
         if event.get("method") != "Network.responseReceived" or start is None:
             continue
@@ -180,6 +204,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=int, default=10)
     parser.add_argument("--no-viewer", action="store_true", help="skip the OHIF measurement")
+    parser.add_argument("--timeline", action="store_true", help="print every request OHIF made, with times")
     args = parser.parse_args()
     import pydicom
 
@@ -189,29 +214,37 @@ def main() -> None:
         request = urllib.request.Request(f"{pacs['http']}/instances", data=instance.read_bytes(), method="POST")
         with urllib.request.urlopen(request, timeout=600) as answer:
             orthanc_id = __import__("json").load(answer)["ID"]
-        gateway, port = start_gateway(f"{pacs['http']}/dicom-web", Path(scratch) / "cache")
-        try:
-            rendered = (f"http://127.0.0.1:{port}/dicom-web/studies/{ds.StudyInstanceUID}/series/"
-                        f"{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}/rendered")
-            rows = [("orthanc file", *fetch(f"{pacs['http']}/instances/{orthanc_id}/file")),
-                    ("rendered cold", *fetch(rendered)),
-                    ("rendered warm", *fetch(rendered))]
-            rss = peak_rss_mb(gateway.pid)
-        finally:
-            stop(gateway)
-        viewed = [] if args.no_viewer else viewer_rows(f"{pacs['http']}/dicom-web", ds, Path(scratch))
+        rows = [("orthanc file", *fetch(f"{pacs['http']}/instances/{orthanc_id}/file"))]
+        rss = {}
+        for route, rest in (("", ""), (", file route", pacs["http"])):
+            config = Path(scratch) / f"gateway{route.strip(', ')}.yaml"
+            config.write_text(f"orthanc_rest: {rest}\n" if rest else "{}\n")
+            gateway, port = start_gateway(f"{pacs['http']}/dicom-web", Path(scratch) / f"cache{route}", config)
+            try:
+                rendered = (f"http://127.0.0.1:{port}/dicom-web/studies/{ds.StudyInstanceUID}/series/"
+                            f"{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}/rendered")
+                rows += [(f"rendered cold{route}", *fetch(rendered)), (f"rendered warm{route}", *fetch(rendered))]
+                rss[route] = peak_rss_mb(gateway.pid)
+            finally:
+                stop(gateway)
+        viewed = [] if args.no_viewer else [
+            *viewer_rows(f"{pacs['http']}/dicom-web", ds, Path(scratch), args.timeline),
+            *viewer_rows(f"{pacs['http']}/dicom-web", ds, Path(scratch), args.timeline, pacs["http"])]
     print(f"{args.minutes} min 1080p30 H.264, {instance.stat().st_size / 1e6:.0f} MB DICOM, "
           f"{int(ds.NumberOfFrames)} frames")
-    print(f"{'':<14} {'first byte s':>12} {'total s':>8} {'MB':>6} {'MB/s':>6}")
+    print(f"{'':<27} {'first byte s':>12} {'total s':>8} {'MB':>6} {'MB/s':>6}")
     for name, first, total, size in rows:
-        print(f"{name:<14} {first:>12.2f} {total:>8.2f} {size / 1e6:>6.0f} {size / 1e6 / total:>6.0f}")
-    print(f"dvqa serve peak RSS: {rss:.0f} MB")
+        print(f"{name:<27} {first:>12.2f} {total:>8.2f} {size / 1e6:>6.0f} {size / 1e6 / total:>6.0f}")
+    print("dvqa serve peak RSS: " + ", ".join(f"{mb:.0f} MB{route}" for route, mb in rss.items()))
     if viewed:
-        print("seconds from opening the OHIF viewer URL to:")
-        print(f"{'':<17} {'metadata':>8} {'rendered':>8} {'1st frame':>9} {'playing':>8}")
+        print("seconds from opening the OHIF viewer URL to: its first DICOMweb request (the end of its own "
+              "start-up), the metadata and /rendered answers, the video's first frame, playing; and from its "
+              "first request to the first frame (the gateway's and the PACS's share)")
+        keys = ("asks", "metadata", "rendered", "first frame", "playing")
+        print(f"{'':<23} " + " ".join(f"{k:>11}" for k in keys) + f" {'asks->frame':>11}")
         for name, times in viewed:
-            print(f"{name:<17} " + " ".join(f"{times.get(k, float('nan')):>8.2f}"
-                                             for k in ("metadata", "rendered", "first frame", "playing")))
+            share = times.get("first frame", float("nan")) - times.get("asks", float("nan"))
+            print(f"{name:<23} " + " ".join(f"{times.get(k, float('nan')):>11.2f}" for k in keys) + f" {share:>11.2f}")
 
 
 if __name__ == "__main__":

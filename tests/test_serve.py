@@ -28,7 +28,8 @@ from bench import orthanc as orthanc_server
 from bench import viewer_matrix
 from dvqa.convert.pipeline import ConvertOptions, convert
 from dvqa.dicom import syntaxes
-from dvqa.serve import remux
+from dvqa.serve import gateway as gateway_module
+from dvqa.serve import metadata, remux
 import viewer
 from cdp import Browser
 from helpers import (CLIPS, PEM, RECORDED, certificate, decoded_luma, pem_key, stream_bytes, tool,
@@ -170,13 +171,75 @@ def test_stow_qido_and_wado_pass_through_unchanged(stored, gateway, orthanc) -> 
 @pytest.mark.parametrize("name", MP4_CASES)
 @pytest.mark.requirement("DVQA-VIEW-001", "DVQA-CONV-002")
 def test_rendered_is_mp4_holding_the_pixel_data_stream_byte_for_byte(stored, gateway, name, tmp_path) -> None:
+    """Both forms: the fragmented MP4 written while the instance arrives, and the progressive one (its
+    index first, no fragments) that replaces it in the cache for later viewers."""
     sample = stored[name]
-    response = _get(sample.url(gateway.root) + "/rendered", Accept="video/mp4")
-    assert response.status_code == 200 and response.headers["content-type"] == "video/mp4"
-    mp4 = tmp_path / "rendered.mp4"
-    mp4.write_bytes(response.content)
+    url = sample.url(gateway.root) + "/rendered"
+    first = _get(url, Accept="video/mp4")
+    assert first.status_code == 200 and first.headers["content-type"] == "video/mp4"
+    progressive = _progressive(url)
+    boxes = _top_level_boxes(progressive.content)
+    assert "moof" not in boxes and boxes.index("moov") < boxes.index("mdat"), boxes
+    for form, response in (("first", first), ("progressive", progressive)):
+        _check_rendered(sample, response.content, tmp_path / form)
+
+
+@pytest.mark.requirement("DVQA-VIEW-001")
+def test_an_orthanc_upstream_can_be_read_through_its_own_file_route(stored, orthanc, tmp_path) -> None:
+    """With `orthanc_rest` the instance comes from Orthanc's REST file route (its first byte comes
+    seconds sooner than its WADO-RS answer's for a large instance): the same stream, the same checks.
+    A route that is down fails the rendering with a one-line 502 while DICOMweb still answers, which
+    shows the route is the one used."""
+    sample = stored["endo-41"]
+    for rest, folder in ((orthanc["http"], "up"), (f"http://127.0.0.1:{free_port()}", "down")):
+        (tmp_path / folder).mkdir()
+        config = tmp_path / folder / "serve.yaml"
+        config.write_text(f"orthanc_rest: {rest}\n")
+        served = Gateway(tmp_path / folder, f"{orthanc['http']}/dicom-web", "--config", str(config))
+        try:
+            response = _get(sample.url(served.root) + "/rendered")
+            if folder == "up":
+                assert response.status_code == 200, response.text
+                _check_rendered(sample, response.content, tmp_path / "checked")
+                metadata_answer = _get(f"{served.root}/studies/{sample.study}/series/{sample.series}/metadata")
+                assert metadata_answer.json()[0]["00083002"]["Value"] == [sample.transfer_syntax]
+            else:
+                assert response.status_code == 502 and "unreachable" in response.text, response.text
+                assert _get(f"{served.root}/studies/{sample.study}/series").status_code == 200
+        finally:
+            assert served.stop() == 0
+
+
+def _progressive(url: str, timeout_s: float = 120) -> httpx.Response:
+    """The rendering once the gateway has replaced the fragmented MP4 by the progressive one."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        response = _get(url)
+        if response.headers.get("etag", "").endswith('-p"'):
+            return response
+        time.sleep(0.2)
+    raise AssertionError("the rendering was never made progressive")
+
+
+def _top_level_boxes(data: bytes) -> list[str]:
+    boxes, at = [], 0
+    while at + 8 <= len(data):
+        size, kind = int.from_bytes(data[at:at + 4], "big"), data[at + 4:at + 8].decode("latin-1")
+        if size == 1:
+            size = int.from_bytes(data[at + 8:at + 16], "big")
+        boxes.append(kind)
+        if size < 8:
+            break
+        at += size
+    return boxes
+
+
+def _check_rendered(sample: Converted, content: bytes, folder: Path) -> None:
+    folder.mkdir()
+    mp4 = folder / "rendered.mp4"
+    mp4.write_bytes(content)
     codec = sample.syntax.codec
-    out = tmp_path / "stream.es"
+    out = folder / "stream.es"
     proc = subprocess.run([tool("ffmpeg"), "-v", "error", "-i", str(mp4), "-c", "copy", "-bsf:v",
                            f"{codec}_mp4toannexb", "-f", codec, str(out)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
@@ -286,7 +349,7 @@ def test_rendered_mpeg2_is_its_elementary_stream(stored, gateway) -> None:
 
 def test_rendered_answers_ranges_etag_and_304_from_a_private_cache(stored, gateway) -> None:
     url = stored["endo-41"].url(gateway.root) + "/rendered"
-    whole = _get(url)
+    whole = _progressive(url)
     assert whole.status_code == 200 and whole.headers["accept-ranges"] == "bytes"
     etag = whole.headers["etag"]
     part = _get(url, Range="bytes=100-1099")
@@ -318,12 +381,62 @@ def test_metadata_and_qido_name_the_video_syntax_and_point_at_the_gateway(stored
                 assert value.startswith(gateway.root)
 
 
+@pytest.mark.requirement("DVQA-VIEW-001")
+def test_the_metadata_the_gateway_makes_is_the_pacs_metadata(stored, gateway, orthanc) -> None:
+    """A video series' metadata, made by the gateway from the header it reads (sooner than Orthanc 1.10
+    answers metadata), holds every attribute Orthanc's own answer holds, with the same values; it adds
+    only what makes a viewer play it (0008,3002 and Pixel Data's BulkDataURI)."""
+    direct = f"{orthanc['http']}/dicom-web"
+    for sample in stored.values():
+        path = f"studies/{sample.study}/series/{sample.series}/metadata"
+        via, straight = _get(f"{gateway.root}/{path}"), _get(f"{direct}/{path}")
+        assert via.status_code == straight.status_code == 200
+        assert via.headers["content-type"].startswith("application/dicom+json")
+        made, pacs = via.json()[0], json.loads(straight.text.replace(direct, gateway.root))[0]
+        assert set(made) - set(pacs) <= {"00083002", "7FE00010"}, set(made) - set(pacs)
+        assert {tag: value for tag, value in made.items() if tag in pacs} == pacs
+        # what makes the gateway use a header it read: Orthanc's index agrees with it
+        index = _get(f"{direct}/studies/{sample.study}/series/{sample.series}/instances?includefield=all").json()[0]
+        assert gateway_module._agrees(index, metadata.dicom_json(pydicom.dcmread(sample.path, stop_before_pixels=True)))
+
+
 def test_thumbnail_is_a_jpeg_of_the_video(stored, gateway) -> None:
     for name in ("endo-41", "endo-mpeg2"):
         response = _get(stored[name].url(gateway.root) + "/thumbnail")
         assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
         image = Image.open(__import__("io").BytesIO(response.content))
         assert image.format == "JPEG" and max(image.size) <= 256
+
+
+@pytest.mark.parametrize("name", ["endo-41", "endo-mpeg2"])
+@pytest.mark.requirement("DVQA-VIEW-001")
+def test_a_rendered_frame_is_the_frame_dvqa_decodes_from_the_file(stored, gateway, name, tmp_path) -> None:
+    """Frame n as a JPEG (PS3.18 rendered frames) shows the picture the decoder gives at display position
+    n - 1 of the Pixel Data stream, and not its neighbours (the passthrough H.264 case has B-pictures, so
+    stream order and display order differ)."""
+    sample = stored[name]
+    reference = decoded_luma(sample.path, sample.syntax.codec, tmp_path)
+    assert len(reference) == sample.frames
+    for number in (1, sample.frames // 2 + 1, sample.frames):
+        response = _get(f"{sample.url(gateway.root)}/frames/{number}/rendered", Accept="image/jpeg")
+        assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
+        import numpy as np
+        picture = np.asarray(Image.open(__import__("io").BytesIO(response.content)).convert("RGB"))
+        assert picture.shape[:2] == reference[0].shape
+
+        def score(k: int) -> float:
+            return max(viewer.psnr(viewer.luma(picture, m), reference[k]) for m in ("bt709", "bt601"))
+
+        shown = score(number - 1)
+        assert shown > 35, (number, shown)
+        neighbours = [k for k in (number - 2, number) if 0 <= k < sample.frames]
+        assert all(score(k) < shown for k in neighbours), (number, shown, [score(k) for k in neighbours])
+    url = sample.url(gateway.root)
+    assert _get(f"{url}/frames/{sample.frames + 1}/rendered").status_code == 404
+    for bad in ("0", "1,2", "x"):
+        refused = _get(f"{url}/frames/{bad}/rendered")
+        assert refused.status_code == 400 and refused.text.count("\n") == 1
+    assert _get(f"{url}/frames/1/rendered", Accept="image/png").status_code == 406
 
 
 @pytest.mark.requirement("DVQA-VIEW-002")
@@ -342,11 +455,13 @@ class FakeUpstream:
     sends `mode`: "truncated" (half the body its Content-Length promises, then closes), "cut-late" (the
     same after a 3 s pause, long enough for the gateway to have begun its answer), "short-dicom" (a
     complete answer holding a DICOM file cut in half), "garbage" (bytes that are not HTTP), "silent"
-    (never answers), "guarded" (401 unless the request carries "Authorization: Bearer good", then
+    (never answers), "index" (answers QIDO-RS from its index, never metadata), "guarded" (401 unless the request carries "Authorization: Bearer good", then
     well-behaved)."""
 
     def __init__(self, mode: str, dicom: bytes) -> None:
         self.mode, self.dicom = mode, dicom
+        self.patient_name = str(pydicom.dcmread(__import__("io").BytesIO(dicom), stop_before_pixels=True).PatientName
+                                ) if mode == "index" else ""
         self.server = socket.socket()
         self.server.bind(("127.0.0.1", 0))
         self.server.listen(16)
@@ -376,6 +491,12 @@ class FakeUpstream:
             conn.sendall(b"\x00\x17 this is not HTTP \xff\r\n\r\n")
         elif self.mode == "silent":
             return  # keep the connection open, say nothing
+        elif self.mode == "index" and "/metadata" in target:
+            return  # metadata that never comes (the gateway must not need it)
+        elif self.mode == "index" and (target.split("?")[0].endswith("/instances") or "SOPInstanceUID=" in target):
+            body = json.dumps([self.index_item()]).encode()
+            conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/dicom+json\r\n"
+                         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
         elif self.mode == "guarded" and b"authorization: bearer good" not in head.lower():
             conn.sendall(b"HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
         elif self.mode == "empty":  # a well-behaved upstream with nothing stored; remembers the requests
@@ -386,15 +507,30 @@ class FakeUpstream:
             body = b"[{}]"
             conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/dicom+json\r\nContent-Length: "
                          + str(len(body)).encode() + b"\r\n\r\n" + body)
+        elif target.startswith("/tools/lookup"):  # Orthanc's REST API: the instance's Orthanc ID
+            body = b'[{"ID": "0a1b", "Path": "/instances/0a1b", "Type": "Instance"}]'
+            conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: "
+                         + str(len(body)).encode() + b"\r\n\r\n" + body)
         else:
             dicom = self.dicom[: len(self.dicom) // 2] if self.mode == "short-dicom" else self.dicom
-            body = (b"--B\r\nContent-Type: application/dicom\r\n\r\n" + dicom + b"\r\n--B--\r\n")
+            if target.startswith("/instances/"):  # Orthanc's file route: the file itself
+                body, kind = dicom, b"application/dicom"
+            else:
+                body = (b"--B\r\nContent-Type: application/dicom\r\n\r\n" + dicom + b"\r\n--B--\r\n")
+                kind = b'multipart/related; type="application/dicom"; boundary=B'
             sent = body[: len(body) // 2] if self.mode in ("truncated", "cut-late") else body
-            conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: multipart/related; type=\"application/dicom\"; "
-                         b"boundary=B\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + sent)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: " + kind + b"\r\nContent-Length: "
+                         + str(len(body)).encode() + b"\r\n\r\n" + sent)
             if self.mode == "cut-late":
                 time.sleep(3)
         conn.close()
+
+    def index_item(self) -> dict:
+        """The instance as a PACS index lists it (QIDO-RS), with today's `patient_name`."""
+        ds = pydicom.dcmread(__import__("io").BytesIO(self.dicom), stop_before_pixels=True)
+        item = {tag: value for tag, value in ds.to_json_dict().items()
+                if tag in ("0020000D", "0020000E", "00080018", "00080016", "00280008", "00100020")}
+        return item | {"00100010": {"vr": "PN", "Value": [{"Alphabetic": self.patient_name}]}}
 
     def close(self) -> None:
         self.server.close()
@@ -412,12 +548,16 @@ def sample_file(files) -> Converted:
     ("short-dicom", 502, "cut-short"),
     ("garbage", 502, "broken"),
     ("silent", 504, "did not answer in time"),
+    ("orthanc-truncated", 502, "cut"),
+    ("orthanc-short-dicom", 502, "cut-short"),
 ])
 @pytest.mark.requirement("DVQA-VIEW-002")
 def test_a_bad_upstream_gives_a_one_line_error_never_a_half_video(mode, status, words, sample_file, tmp_path) -> None:
-    fake = FakeUpstream(mode, sample_file.path.read_bytes())
+    """The orthanc- modes: the same faults on Orthanc's file route (`orthanc_rest`)."""
+    fake = FakeUpstream(mode.removeprefix("orthanc-"), sample_file.path.read_bytes())
     config = tmp_path / "serve.yaml"
-    config.write_text("read_timeout_s: 2\nconnect_timeout_s: 2\ncache_max_mb: 10\n")
+    config.write_text("read_timeout_s: 2\nconnect_timeout_s: 2\ncache_max_mb: 10\n"
+                      + (f"orthanc_rest: http://127.0.0.1:{fake.port}\n" if mode.startswith("orthanc-") else ""))
     served = Gateway(tmp_path, f"http://127.0.0.1:{fake.port}/dicom-web", "--config", str(config))
     try:
         started = time.monotonic()
@@ -477,6 +617,31 @@ def test_a_cached_video_is_served_only_to_clients_the_upstream_admits(sample_fil
             for what in ("/rendered", "/thumbnail"):
                 refused = _get(sample_file.url(served.root) + what, **headers)
                 assert refused.status_code == 401 and b"ftyp" not in refused.content, (what, headers)
+    finally:
+        assert served.stop() == 0
+        fake.close()
+
+
+@pytest.mark.requirement("DVQA-VIEW-001")
+def test_metadata_is_made_from_the_header_and_never_from_an_outdated_one(sample_file, tmp_path) -> None:
+    """An upstream that lists the instance but never answers metadata: the viewer still gets the
+    metadata, from the header the gateway read. Once the PACS's index names the patient otherwise (a
+    correction under the same UIDs), the kept header is not used: the upstream must answer (here: 504)."""
+    fake = FakeUpstream("index", sample_file.path.read_bytes())
+    config = tmp_path / "serve.yaml"
+    config.write_text("read_timeout_s: 3\n")
+    served = Gateway(tmp_path, f"http://127.0.0.1:{fake.port}/dicom-web", "--config", str(config))
+    try:
+        url = f"{served.root}/studies/{sample_file.study}/series/{sample_file.series}/metadata"
+        for _ in range(2):  # read now, then kept
+            response = _get(url)
+            assert response.status_code == 200, response.text
+            item = response.json()[0]
+            assert item["00100010"].get("Value", [{}])[0].get("Alphabetic", "") == fake.patient_name
+            assert item["00280008"]["Value"][0] == sample_file.frames
+            assert item["00083002"]["Value"][0] == sample_file.transfer_syntax
+        fake.patient_name = "Corrected^Name"
+        assert _get(url).status_code == 504
     finally:
         assert served.stop() == 0
         fake.close()

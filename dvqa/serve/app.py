@@ -64,7 +64,8 @@ class AccessLog:
 
 def create_app(config: ServeConfig) -> FastAPI:
     """The application for one configuration; the upstream client lives as long as the app."""
-    upstream = Upstream.create(config.upstream, config.connect_timeout_s, config.read_timeout_s)
+    upstream = Upstream.create(config.upstream, config.connect_timeout_s, config.read_timeout_s,
+                               orthanc_rest=config.orthanc_rest)
     cache = Cache(config.cache_dir, config.cache_max_mb * 1024 * 1024)  # type: ignore[arg-type]
     gateway = Gateway(upstream, cache, config.public_url)
     recordings = Recordings(config.record)

@@ -14,6 +14,7 @@ The YAML file (every key optional)::
     connect_timeout_s: 5
     read_timeout_s: 60
     public_url: https://viewer.example.org/dicom-web   # how clients reach the gateway, when behind a proxy
+    orthanc_rest: http://127.0.0.1:8042   # Orthanc only: read instances from its REST API (first byte sooner)
     cors_origins: [https://viewer.example.org]          # web viewers served from another origin
     record: {...}                                       # recording ingestion (dvqa.serve.record_settings)
 """
@@ -50,6 +51,7 @@ class ServeConfig:
     read_timeout_s: float = 60.0
     public_url: str = ""
     cors_origins: tuple[str, ...] = ()
+    orthanc_rest: str = ""  # an Orthanc upstream's REST root: instances are read from its own file route
     record: RecordSettings = RecordSettings()
 
     def checked(self) -> "ServeConfig":
@@ -66,13 +68,15 @@ class ServeConfig:
             raise UsageError(f"port {self.port} is out of range; give 1-65535.")
         if self.cache_max_mb < 1 or self.connect_timeout_s <= 0 or self.read_timeout_s <= 0:
             raise UsageError("cache_max_mb and the timeouts must be positive.")
+        if self.orthanc_rest and not self.orthanc_rest.startswith(("http://", "https://")):
+            raise UsageError("orthanc_rest: give the Orthanc server's REST root, such as http://127.0.0.1:8042.")
         origins = (self.cors_origins,) if isinstance(self.cors_origins, str) else tuple(self.cors_origins)
         if any(not str(o).startswith(("http://", "https://")) or str(o).count("/") != 2 for o in origins):
             raise UsageError("cors_origins: give origins such as https://viewer.example.org (scheme and host, "
                              "no path; no wildcard).")
         return replace(self, upstream=self.upstream.rstrip("/"), cors_origins=tuple(map(str, origins)),
                        record=from_mapping(self.record, "the serve settings"),
-                       public_url=self.public_url.rstrip("/"),
+                       public_url=self.public_url.rstrip("/"), orthanc_rest=self.orthanc_rest.rstrip("/"),
                        cache_dir=Path(self.cache_dir) if self.cache_dir else default_cache_dir())
 
 

@@ -5,7 +5,7 @@ body as the upstream sent them), except for instances whose transfer syntax is a
 dvqa's table (dvqa/dicom/syntaxes.py):
 - `.../instances/{i}/rendered` answers video/mp4 (H.264, HEVC: the stream remuxed, not re-encoded) or
   video/mpeg (MPEG-2: the elementary stream), with Range, ETag and a cache;
-- `.../thumbnail` answers a JPEG of a representative picture;
+- `.../thumbnail` answers a JPEG of a representative picture, `.../frames/{n}/rendered` a JPEG of frame n;
 - `/metadata` and QIDO instance answers gain Available Transfer Syntax UID (0008,3002) and a Pixel Data
   BulkDataURI, which is what makes a viewer such as OHIF treat the instance as a video.
 In the JSON answers the gateway rewrites (QIDO and metadata), URLs that point at the upstream's root are
@@ -33,7 +33,7 @@ from starlette.routing import Route, Router
 
 from dvqa.dicom.iod import VideoIOD
 from dvqa.dicom.syntaxes import VideoSyntax
-from dvqa.serve import remux
+from dvqa.serve import metadata, remux
 from dvqa.serve.cache import Cache, private_file
 from dvqa.serve.render import SUFFIX, RenderJob
 from dvqa.serve.upstream import HOP_BY_HOP, InstanceBody, Upstream, UpstreamError
@@ -51,6 +51,8 @@ _METADATA_PATH = re.compile(r"^studies/(?P<study>[^/]+)(/series/(?P<series>[^/]+
 _LOOKUPS_AT_ONCE = 4
 _KNOWN_SYNTAXES = 100_000  # SOP Instance UID -> transfer syntax, kept in memory
 _PREFETCH_AT_ONCE = 2  # renderings a metadata request may start before the viewer asks for them
+_RETIRED_S = 60  # a replaced cache file stays this long for requests already answering with it
+_HEADERS_KEPT = 10_000  # SOP Instance UID -> its metadata made from its header, kept in memory
 
 
 def one_line(error: UpstreamError) -> Response:
@@ -67,9 +69,12 @@ class Gateway:
         self.jobs: dict[str, RenderJob] = {}
         self.syntaxes: OrderedDict[str, str] = OrderedDict()
         self.probing: dict[str, asyncio.Future] = {}  # SOP Instance UID -> its transfer syntax, being learnt
+        self.headers: OrderedDict[str, dict] = OrderedDict()  # SOP Instance UID -> metadata from its header
         self.router = Router(routes=[
             Route("/studies/{study}/series/{series}/instances/{instance}/rendered", self.rendered),
             Route("/studies/{study}/series/{series}/instances/{instance}/thumbnail", self.thumbnail),
+            Route("/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered",
+                  self.frame_rendered),
             Route("/{path:path}", self.passthrough,
                   methods=["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"]),
         ])
@@ -83,7 +88,9 @@ class Gateway:
             headers.pop("accept-encoding", None)  # the JSON is read and changed: ask for it uncompressed
         body = request.stream() if request.method in ("POST", "PUT", "PATCH") else None
         if rewrite and path.rstrip("/").endswith("metadata"):
-            self._learn_early(path, request.headers.get("authorization"))
+            made = await self._video_metadata(path.rstrip("/"), request)
+            if made is not None:
+                return Response(json.dumps(made), media_type="application/dicom+json")
         try:
             response = await self.upstream.open(request.method, path, request.url.query, headers, body)
         except UpstreamError as exc:
@@ -149,41 +156,104 @@ class Gateway:
         await asyncio.gather(*(one(item) for item in datasets if isinstance(item, dict)))
         _rewrite_urls(datasets, self.upstream.base, base)
 
-    def _learn_early(self, path: str, authorization: str | None) -> None:
-        """While the upstream prepares a metadata answer (Orthanc 1.10 reads and parses the whole file for
-        it: 8 s for a 476 MB instance here), learn the transfer syntaxes of the video instances it will
-        list - and start rendering them - from a QIDO-RS query (fast: the PACS's index), so the metadata's
-        augmentation and the viewer's /rendered find the work begun."""
-        found = _METADATA_PATH.match(path.rstrip("/"))
+    async def _video_metadata(self, path: str, request: Request) -> list | None:
+        """The metadata of a study, series or instance made by the gateway when every instance in it is a
+        video whose header it has read (or reads now, sooner than a PACS such as Orthanc 1.10 answers
+        metadata: dvqa.serve.metadata); None when the upstream must answer (an instance that is not a
+        video, more videos than are rendered at once, a failed lookup) - their renderings are started
+        all the same, so the viewer's /rendered joins a download under way.
+
+        What the client sees is the upstream's decision: the instances are the upstream's answer to a
+        QIDO-RS query made with the client's credentials, and a kept header is used only while every
+        attribute that answer carries has the same value in it (a PACS that corrected a patient's name
+        or ID under the same UIDs makes the gateway ask it again)."""
+        found = _METADATA_PATH.match(path)
         if found is None:
-            return
+            return None
         study, series, instance = found.group("study"), found.group("series"), found.group("instance")
-
-        async def learn() -> None:
+        authorization = request.headers.get("authorization")
+        where = f"studies/{study}/series/{series}/instances" if series else f"studies/{study}/instances"
+        query = "includefield=all" + (f"&SOPInstanceUID={instance}" if instance else "")
+        headers = {"Accept": "application/dicom+json"} | ({"Authorization": authorization} if authorization else {})
+        try:
+            response = await self.upstream.open("GET", where, query, headers)
             try:
-                if instance:
-                    await self.transfer_syntax(study, series, instance, authorization, prefetch=True)
-                    return
-                where = f"studies/{study}/series/{series}/instances" if series else f"studies/{study}/instances"
-                headers = {"Accept": "application/dicom+json"} | (
-                    {"Authorization": authorization} if authorization else {})
-                response = await self.upstream.open("GET", where, "includefield=00280008", headers)
-                try:
-                    items = json.loads(await response.aread()) if response.status_code == 200 else []
-                finally:
-                    await response.aclose()
-                limit = asyncio.Semaphore(_LOOKUPS_AT_ONCE)
+                items = json.loads(await response.aread()) if response.status_code == 200 else None
+            finally:
+                await response.aclose()
+        except (UpstreamError, httpx.HTTPError, ValueError):
+            return None
+        if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
+            return None
+        uids = [_uids(item) if _maybe_video(item) else None for item in items]
+        videos = [u for u in uids if u is not None]
+        if len(videos) < len(items) or len(videos) > _PREFETCH_AT_ONCE:
+            for u in videos:  # a head start for the viewer's /rendered
+                asyncio.ensure_future(self._header(u, authorization, head_start=True))
+            return None
+        made = await asyncio.gather(*(self._header(u, authorization) for u in videos))
+        answer = []
+        for item, header in zip(items, made):
+            if header is None:
+                return None
+            if not _agrees(item, header):
+                self.headers.pop(str(_uids(item)[2]), None)  # type: ignore[index]
+                return None
+            answer.append(json.loads(json.dumps(header)))  # a copy: augment changes it
+        await self.augment(answer, request)
+        return answer
 
-                async def one(uids: tuple[str, str, str]) -> None:
-                    async with limit:
-                        await self.transfer_syntax(*uids, authorization, prefetch=True)
+    async def _header(self, uids: tuple[str, str, str], authorization: str | None,
+                      head_start: bool = False) -> dict | None:
+        """The instance's metadata made from its header: kept, or read by its rendering (started now if
+        need be). None when it is not a video, or its rendering cannot start now."""
+        instance = uids[2]
+        kept = self._kept_header(instance)
+        if kept is not None:
+            return kept
+        try:
+            syntax = await self.transfer_syntax(*uids, authorization, prefetch=True)
+        except UpstreamError as exc:
+            if not head_start:
+                log.info("header lookup failed: %s", exc)
+            return None
+        if remux.renderable(syntax) is None:
+            return None
+        job = self.jobs.get(self.cache.key("rendered", RENDER_VERSION, instance))
+        if job is not None:
+            await job.header_read.wait()
+            if job.header is not None and job.error is None:
+                return self._remember_header(instance, metadata.dicom_json(job.header))
+        return self._kept_header(instance)
 
-                found_uids = [_uids(item) for item in items if isinstance(item, dict) and _maybe_video(item)]
-                await asyncio.gather(*(one(u) for u in found_uids if u is not None), return_exceptions=True)
-            except (UpstreamError, httpx.HTTPError, ValueError) as exc:  # only a head start: augment asks again
-                log.info("early transfer syntax lookup failed: %s", type(exc).__name__)
+    def _store_header(self, instance: str, made: dict) -> None:
+        """Keep the instance's metadata on disk beside its rendering (read again after a restart)."""
+        key = self.cache.key("header", RENDER_VERSION, instance)
+        temporary = self.cache.temporary(key, ".json")
+        with open(private_file(temporary), "w") as out:
+            json.dump(made, out)
+        self.cache.put(temporary, key, ".json")
 
-        asyncio.ensure_future(learn())
+    def _remember_header(self, instance: str, made: dict) -> dict:
+        self.headers[instance] = made
+        self.headers.move_to_end(instance)
+        if len(self.headers) > _HEADERS_KEPT:
+            self.headers.popitem(last=False)
+        return made
+
+    def _kept_header(self, instance: str) -> dict | None:
+        if instance in self.headers:
+            self.headers.move_to_end(instance)
+            return self.headers[instance]
+        path = self.cache.get(self.cache.key("header", RENDER_VERSION, instance), ".json")
+        if path is None:
+            return None
+        try:
+            made = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        self._remember_header(instance, made)
+        return made
 
     async def transfer_syntax(self, study: str, series: str, instance: str, authorization: str | None,
                               prefetch: bool = False) -> str:
@@ -226,7 +296,8 @@ class Gateway:
         instance = uids[2]
         key = self.cache.key("rendered", RENDER_VERSION, instance)
         suffix = SUFFIX[remux.MEDIA_TYPE[syntax.codec]]
-        found: RenderJob | Path | None = self.cache.get(key, suffix) or self.jobs.get(key)
+        found: RenderJob | Path | None = (self.cache.get(self._progressive_key(instance), suffix)
+                                          or self.cache.get(key, suffix) or self.jobs.get(key))
         if found is not None:
             if body is not None:
                 asyncio.ensure_future(body.aclose())
@@ -235,7 +306,46 @@ class Gateway:
         self.jobs[key] = job
         task = asyncio.create_task(job.run(self.upstream, self.cache, uids, authorization, body))
         task.add_done_callback(lambda _: self.jobs.pop(key, None))
+
+        async def keep_header() -> None:  # in memory once read; on disk once the rendering is whole
+            await job.header_read.wait()
+            if job.header is None:
+                return
+            made = metadata.dicom_json(job.header)
+            self._remember_header(instance, made)
+            await job.finished.wait()
+            if job.error is None:
+                self._store_header(instance, made)
+            else:
+                self.headers.pop(instance, None)
+
+        async def make_progressive() -> None:
+            await job.finished.wait()
+            if job.final is not None and job.media_type == "video/mp4":
+                await self._progressive(instance, job.final)
+
+        asyncio.ensure_future(keep_header())
+        asyncio.ensure_future(make_progressive())
         return job
+
+    @staticmethod
+    def _progressive_key(instance: str) -> str:
+        return Cache.key("progressive", RENDER_VERSION, instance)
+
+    async def _progressive(self, instance: str, fragmented: Path) -> None:
+        """Replace a finished fragmented MP4 in the cache with the same pictures as a progressive MP4
+        (its index first, remux.progressive): what later viewers get, with byte ranges to seek by."""
+        key = self._progressive_key(instance)
+        temporary = self.cache.temporary(key, ".mp4")
+        try:
+            await asyncio.to_thread(remux.progressive, fragmented, temporary)
+        except Exception as exc:  # the fragmented file still serves
+            temporary.unlink(missing_ok=True)
+            log.warning("could not index a rendering for seeking (%s)", type(exc).__name__)
+            return
+        self.cache.put(temporary, key, ".mp4")
+        # no longer handed out; removed once requests that were just given its path have opened it
+        asyncio.get_running_loop().call_later(_RETIRED_S, lambda: fragmented.unlink(missing_ok=True))
 
     async def _allowed(self, study: str, series: str, instance: str, authorization: str | None) -> None:
         """The upstream's word that this client may see this instance (a QIDO-RS query for it)."""
@@ -291,7 +401,10 @@ class Gateway:
         media_type = _media_type(found)
         if not _accepts(request, media_type):
             return PlainTextResponse(f"this instance renders as {media_type} only\n", status_code=406)
-        etag = f'"{self.cache.key("etag", RENDER_VERSION, instance)}"'
+        # the fragmented and the progressive file hold the same pictures in different bytes: a range of
+        # one must never be taken for a range of the other (If-Range, RFC 9110 §13.1.5)
+        form = "p" if isinstance(found, Path) and found.name.startswith(self._progressive_key(instance)) else "f"
+        etag = f'"{self.cache.key("etag", RENDER_VERSION, instance)}-{form}"'
         headers = {"etag": etag, "cache-control": "private, max-age=86400"}
         if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
             return Response(status_code=304, headers=headers)
@@ -312,6 +425,29 @@ class Gateway:
         return StreamingResponse(job.tail(), media_type=media_type, headers=headers)
 
     async def thumbnail(self, request: Request) -> Response:
+        return await self._picture(request, None, size=256, quality=85)
+
+    async def frame_rendered(self, request: Request) -> Response:
+        """One frame of a video instance as image/jpeg (PS3.18 §8.3.5: rendered frames; frame numbers
+        count from 1). A list of frames would need a multi-frame media type: the video itself is that,
+        at the instance's /rendered."""
+        frames = request.path_params["frames"].split(",")
+        if len(frames) != 1 or not frames[0].strip().isdigit() or int(frames[0]) < 1:
+            return PlainTextResponse("ask for one frame number (from 1) at a time; the whole video is the "
+                                     "instance's /rendered\n", status_code=400)
+        try:
+            quality = int(request.query_params.get("quality", "90"))
+        except ValueError:
+            quality = -1
+        if not 1 <= quality <= 100:
+            return PlainTextResponse("quality must be a whole number from 1 to 100\n", status_code=400)
+        return await self._picture(request, int(frames[0]) - 1, size=None, quality=quality)
+
+    async def _picture(self, request: Request, index: int | None, size: int | None, quality: int) -> Response:
+        """A JPEG of one picture of a video instance (None: the representative one), made from the
+        rendering (waited for: the picture may be anywhere in it) and cached."""
+        if not _accepts(request, "image/jpeg", "image/*"):
+            return PlainTextResponse("this answer is image/jpeg only\n", status_code=406)
         found = await self._video(request)
         if isinstance(found, Response):
             return found
@@ -325,16 +461,20 @@ class Gateway:
         else:
             media = found
             codec = "mpeg2video" if found.suffix == ".mpg" else "h264"  # the MP4 demuxer reads H.264 and HEVC
-        key = self.cache.key("thumbnail", RENDER_VERSION, request.path_params["instance"])
+        what = "thumbnail" if index is None else f"frame-{index + 1}-{size}-{quality}"
+        key = self.cache.key(what, RENDER_VERSION, request.path_params["instance"])
         cached = self.cache.get(key, ".jpg")
         if cached is None:
             try:
-                jpeg = await asyncio.to_thread(remux.thumbnail, media, codec)
+                picture = await asyncio.to_thread(
+                    lambda: remux.jpeg(remux.picture(media, codec, index), size, quality))
+            except remux.NoSuchFrame as exc:
+                return PlainTextResponse(f"{exc}\n", status_code=404)
             except Exception as exc:
                 return one_line(UpstreamError(502, f"the instance's video does not decode ({type(exc).__name__})"))
             temporary = self.cache.temporary(key, ".jpg")
             with open(private_file(temporary), "wb") as out:
-                out.write(jpeg)
+                out.write(picture)
             cached = self.cache.put(temporary, key, ".jpg")
         return FileResponse(cached, media_type="image/jpeg", headers={"cache-control": "private, max-age=86400"})
 
@@ -345,13 +485,13 @@ def _media_type(found: RenderJob | object) -> str:
     return "video/mpeg" if str(found).endswith(".mpg") else "video/mp4"
 
 
-def _accepts(request: Request, media_type: str) -> bool:
+def _accepts(request: Request, media_type: str, family: str = "video/*") -> bool:
     """PS3.18 §8.3.3.1: the accept query parameter, else the Accept header; absent means anything."""
     wanted = request.query_params.get("accept") or request.headers.get("accept", "")
     if not wanted.strip():
         return True
     types = {part.split(";")[0].strip().lower() for part in wanted.split(",")}
-    return bool(types & {media_type, "video/*", "*/*", "*"})
+    return bool(types & {media_type, family, "*/*", "*"})
 
 
 def _uids(item: dict) -> tuple[str, str, str] | None:
@@ -372,6 +512,29 @@ def _maybe_video(item: dict) -> bool:
         return int(item["00280008"]["Value"][0]) > 1
     except (KeyError, IndexError, TypeError, ValueError):
         return False
+
+
+def _agrees(answer: dict, header: dict) -> bool:
+    """Every attribute of the upstream's QIDO answer that the header also has holds the same value (the
+    PACS's index is the current truth: a kept header that differs is out of date). Specific Character
+    Set is not compared: JSON text is Unicode whatever the file's (Orthanc 1.10 names its own default)."""
+    for tag, element in answer.items():
+        kept = header.get(tag)
+        if kept is None or not isinstance(element, dict) or element.get("vr") == "SQ" or tag == "00080005":
+            continue
+        if _normal(element.get("Value")) != _normal(kept.get("Value")):
+            return False
+    return True
+
+
+def _normal(values: object) -> list[str]:
+    """Values as text, for comparing two JSON encodings of one attribute (an IS as 3 or "3"; an empty
+    person name as no value or as {"Alphabetic": ""})."""
+    if not isinstance(values, list):
+        return []
+    texts = [json.dumps({k: c for k, c in v.items() if c}, sort_keys=True) if isinstance(v, dict)
+             else str(v).strip() for v in values]
+    return [] if all(t in ("", "{}") for t in texts) else texts
 
 
 def _rewrite_urls(value: object, upstream: str, gateway: str) -> None:

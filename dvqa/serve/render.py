@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 import anyio
+from pydicom.dataset import Dataset
 
 from dvqa.core.errors import DvqaError, InputError
 from dvqa.dicom.syntaxes import VideoSyntax
@@ -42,6 +43,8 @@ class RenderJob:
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     error: UpstreamError | None = None
     final: Path | None = None
+    header: Dataset | None = None  # the data set up to Pixel Data, once read
+    header_read: asyncio.Event = field(default_factory=asyncio.Event)  # set then, or when the job ended
 
     @property
     def media_type(self) -> str:
@@ -71,6 +74,7 @@ class RenderJob:
                 spool.path.unlink(missing_ok=True)
             if self.error is not None:
                 self.part.unlink(missing_ok=True)
+            self.header_read.set()
             self.finished.set()
 
     async def _download(self, body: InstanceBody, cache: Cache
@@ -85,7 +89,9 @@ class RenderJob:
             async for piece in body.pieces():
                 stream = parser.feed(piece)
                 if spool is None and parser.header_done:
-                    source = remux.source_of(parser.header())
+                    self.header = parser.header()
+                    self.header_read.set()
+                    source = remux.source_of(self.header)
                     if source.media_type == "video/mpeg":  # the MPEG-2 elementary stream as it is
                         spool = liveremux.Spool(self.part)
                     else:
