@@ -179,6 +179,8 @@ def test_every_file_dvqa_writes_goes_through_dvqa_outputs() -> None:
         ("serve/gateway.py", 'open(private_file(temporary), "wb")'),
         ("serve/render.py", "fd = os.open(self."),  # read-only: a cached rendering served again
         ("serve/remux.py", 'av.open(out, "w", format="mp4"'),  # into a descriptor from private_file
+        ("serve/remux.py", 'with av.open(str(out), "w", format="mp4",'),  # progressive: made 0600 by private_file
+        # first in the cache's 0700 work folder, then by name (FFmpeg's faststart opens it again)
         ("serve/liveremux.py", 'os.fdopen(private_file('),  # the rendering, 0600, in the cache's work folder
         ("serve/liveremux.py", 'av.open(out, "w", format="mp4"'),  # into a descriptor from private_file
         ("serve/liveremux.py", "os.open(spool.path, os.O_RDONLY"),  # read-only: the spool the download writes

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 from collections import OrderedDict
 from pathlib import Path
@@ -230,8 +231,8 @@ class Gateway:
         """Keep the instance's metadata on disk beside its rendering (read again after a restart)."""
         key = self.cache.key("header", RENDER_VERSION, instance)
         temporary = self.cache.temporary(key, ".json")
-        with open(private_file(temporary), "w") as out:
-            json.dump(made, out)
+        with open(private_file(temporary), "wb") as out:
+            out.write(json.dumps(made).encode())
         self.cache.put(temporary, key, ".json")
 
     def _remember_header(self, instance: str, made: dict) -> dict:
@@ -338,7 +339,7 @@ class Gateway:
         key = self._progressive_key(instance)
         temporary = self.cache.temporary(key, ".mp4")
         try:
-            await asyncio.to_thread(remux.progressive, fragmented, temporary)
+            await asyncio.to_thread(_write_progressive, fragmented, temporary)
         except Exception as exc:  # the fragmented file still serves
             temporary.unlink(missing_ok=True)
             log.warning("could not index a rendering for seeking (%s)", type(exc).__name__)
@@ -477,6 +478,11 @@ class Gateway:
                 out.write(picture)
             cached = self.cache.put(temporary, key, ".jpg")
         return FileResponse(cached, media_type="image/jpeg", headers={"cache-control": "private, max-age=86400"})
+
+
+def _write_progressive(fragmented: Path, temporary: Path) -> None:
+    os.close(private_file(temporary))  # made 0600 in the cache's private work folder, then written by name
+    remux.progressive(fragmented, temporary)
 
 
 def _media_type(found: RenderJob | object) -> str:
