@@ -57,9 +57,10 @@ def to_orthanc(orthanc: dict, **extra) -> dict:
 
 
 class Server:
-    """`dvqa serve` with recording ingestion, as a site starts it: a config file, a child process."""
+    """`dvqa serve` with recording ingestion, as a site starts it: a config file, a child process; without an
+    upstream (no DICOMweb gateway) unless one is given."""
 
-    def __init__(self, folder: Path, record: dict, upstream: str = "http://127.0.0.1:9/dicom-web") -> None:
+    def __init__(self, folder: Path, record: dict, upstream: str | None = None) -> None:
         self.folder, self.record, self.upstream = folder, record, upstream
         self.spool = folder / "spool"
         self.audit = folder / "audit.jsonl"
@@ -74,7 +75,8 @@ class Server:
     def start(self) -> None:
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dvqa", "serve", "--upstream", self.upstream, "--port", str(self.port),
+            [sys.executable, "-m", "dvqa", "serve", *(["--upstream", self.upstream] if self.upstream else []),
+             "--port", str(self.port),
              "--cache-dir", str(self.folder / "cache"), "--config", str(self.config)],
             stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"),
             env={**os.environ, "DVQA_TEST_AUDIT_KEY": AUDIT_KEY})
@@ -164,8 +166,12 @@ def unpadded_sha(stream: bytes) -> set[str]:
 def test_the_api_is_documented_by_openapi(served, monkeypatch) -> None:
     """Complete enough to generate a client from: every route the server answers, the bodies it takes, and every
     answer it gives, refusals with their body."""
-    server = served({})
+    server = served({})  # without --upstream: recording ingestion only, no gateway
     schema = httpx.get(f"{server.url}/openapi.json").json()
+    no_gateway = httpx.get(f"{server.url}/dicom-web/studies")
+    assert no_gateway.status_code == 404 and "--upstream" in no_gateway.json()["detail"]
+    assert httpx.get(f"{server.url}/healthz").json()["status"] == "ok"
+    assert not (server.folder / "cache").exists()  # no gateway, no rendering cache
     from dvqa.serve import record_api
     from dvqa.serve.config import load
     from dvqa.serve.recordings import Recordings
@@ -461,7 +467,7 @@ def test_a_recording_left_idle_is_abandoned_recorded_and_removed(served) -> None
 @pytest.mark.requirement("DVQA-REC-002")
 def test_cors_answers_the_recorder_origin_only(served) -> None:
     recorder, viewer = "https://recorder.example.org", "https://viewer.example.org"
-    server = served({"recorder_origin": recorder})
+    server = served({"recorder_origin": recorder}, upstream="http://127.0.0.1:9/dicom-web")
     config = yaml.safe_load(server.config.read_text())
     server.config.write_text(yaml.safe_dump({**config, "cors_origins": [viewer]}))
     server.stop()
@@ -707,11 +713,12 @@ def test_configuration_mistakes_are_named_before_the_server_listens(tmp_path) ->
         f"tokens_sha256: ['{digest}']\n  recorder_origin: https://app.example.org/page": "recorder_origin",
         f"tokens_sha256: ['{digest}']\n  max_recordings: 0": "max_recordings",
     }
+    cases["spool_dir: /tmp"] = "nothing to serve"  # no tokens (the API could let nobody in) and no upstream
     for body, words in cases.items():
         config = tmp_path / "serve.yaml"
         config.write_text("record:\n  " + body + "\n")
         with pytest.raises(UsageError, match=re.escape(words)):
-            load(config, upstream="http://127.0.0.1:9/dicom-web")
+            load(config, upstream=None if words == "nothing to serve" else "http://127.0.0.1:9/dicom-web")
     config.write_text(yaml.safe_dump({"record": {"tokens_sha256": [digest], "spool_dir": str(tmp_path / "spool"),
                                                  "audit": str(tmp_path / "a.jsonl"), "audit_key_env": "DVQA_NOT_SET"}}))
     started = subprocess.run([sys.executable, "-m", "dvqa", "serve", "--upstream", "http://127.0.0.1:9/dicom-web",
