@@ -210,6 +210,13 @@ def test_the_api_is_documented_by_openapi(served, monkeypatch) -> None:
                     continue
                 assert answer["content"]["application/json"]["schema"]["$ref"].endswith("/Refusal"), (code, path)
     assert "text/html" in paths["/recordings/{recording_id}/quality.html"]["get"]["responses"]["200"]["content"]
+    # the conformance statement describes this API as the server serves it
+    from dvqa.serve.conformance import sections
+
+    stated = next(t for s in sections() for t in s["tables"] if t["caption"] == "Recording API operations")
+    assert {(method.lower(), path, answers) for method, path, _, answers in stated["rows"]} == {
+        (method, path, ", ".join(sorted(operation["responses"])))
+        for path, operations in paths.items() if path.startswith("/recordings") for method, operation in operations.items()}
     audit_answer = paths["/recordings/{recording_id}/audit"]["get"]["responses"]["200"]["content"]
     assert audit_answer["application/json"]["schema"]["$ref"].endswith("/AuditRecords")
 

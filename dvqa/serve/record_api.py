@@ -237,7 +237,7 @@ def router(recordings: Recordings) -> APIRouter:
     an_id = Path(pattern=ID_PATTERN, description="The id POST /recordings answered.")
     unknown = {404: refused("no recording with this id on this server")}
 
-    @api.post("", status_code=201, response_model=RecordingState,
+    @api.post("", status_code=201, response_model=RecordingState, summary="Open a recording with its metadata",
               responses={422: {"description": "a metadata value is refused (the field is named: `detail` a "
                                               "sentence), or the body is not a RecordingRequest (`detail` a list)",
                                "content": {"application/json": {"schema": {"anyOf": [
@@ -258,7 +258,7 @@ def router(recordings: Recordings) -> APIRouter:
         recording = await recordings.create(wanted)
         return view(recording, settings.idle_expiry_s)
 
-    @api.put("/{recording_id}/chunks/{n}", response_model=ChunkAck, status_code=201,
+    @api.put("/{recording_id}/chunks/{n}", response_model=ChunkAck, status_code=201, summary="Upload chunk n",
              responses={**unknown, 200: {"model": ChunkAck, "description": "the same bytes were acknowledged before"},
                         201: {"description": "acknowledged: on disk, fsync'd"},
                         400: refused("the body does not match Content-Digest"),
@@ -295,7 +295,7 @@ def router(recordings: Recordings) -> APIRouter:
         response.status_code = 201 if new else 200
         return ChunkAck(n=n, size=len(data), sha256=actual, acknowledged=True)
 
-    @api.post("/{recording_id}/end", status_code=202, response_model=RecordingState,
+    @api.post("/{recording_id}/end", status_code=202, response_model=RecordingState, summary="End the recording",
               responses={**unknown, 400: refused("the chunks do not make the SHA-256 given"),
                          409: refused("chunks are missing, or it was ended otherwise")})
     async def end_recording(body: EndRequest, recording_id: str = an_id) -> RecordingState:
@@ -304,7 +304,8 @@ def router(recordings: Recordings) -> APIRouter:
         await recordings.end(recording, body.chunks, body.sha256.lower())
         return view(recording, settings.idle_expiry_s)
 
-    @api.get("/{recording_id}", response_model=RecordingState, responses=unknown)
+    @api.get("/{recording_id}", response_model=RecordingState, responses=unknown,
+             summary="The recording's state and, once finished, its result")
     async def recording_state(recording_id: str = an_id) -> RecordingState:
         """The state, the acknowledged chunks (resend the others after a failure), and the result."""
         return view(recordings.get(recording_id), settings.idle_expiry_s)
@@ -312,24 +313,27 @@ def router(recordings: Recordings) -> APIRouter:
     no_report = {404: refused("no such recording, or it has no quality report (not finished, or nothing was "
                               "converted): the reason is given")}
 
-    @api.get("/{recording_id}/quality.html", response_class=FileResponse, responses={**no_report, 200: {
-        "description": "one self-contained HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}})
+    @api.get("/{recording_id}/quality.html", response_class=FileResponse, summary="Its quality report (HTML)",
+             responses={**no_report, 200: {"description": "one self-contained HTML page",
+                                           "content": {"text/html": {"schema": {"type": "string"}}}}})
     async def quality_html(recording_id: str = an_id) -> FileResponse:
         """The quality report of the conversion, as `dvqa convert --report quality.html` writes it (one
         self-contained page: plots, the worst frames' thumbnails), without the patient's identifiers. Asked
         while it is still being written (just after the result), it is answered once written."""
         return await report(recordings.get(recording_id), "html")
 
-    @api.get("/{recording_id}/quality.json", response_class=FileResponse, responses={**no_report, 200: {
-        "description": "the conversion record with every frame's PSNR/SSIM and the timing map",
-        "content": {"application/json": {"schema": {"type": "object"}}}}})
+    @api.get("/{recording_id}/quality.json", response_class=FileResponse, summary="Its quality report (JSON)",
+             responses={**no_report, 200: {
+                 "description": "the conversion record with every frame's PSNR/SSIM and the timing map",
+                 "content": {"application/json": {"schema": {"type": "object"}}}}})
     async def quality_json(recording_id: str = an_id) -> FileResponse:
         """The quality report as JSON (`dvqa convert --report quality.json`: per-frame values, timing map)."""
         return await report(recordings.get(recording_id), "json")
 
-    @api.get("/{recording_id}/audit", response_model=AuditRecords, responses={
-        404: refused("no such recording, or it has no audit records (not finished, or no record.audit)"),
-        503: refused("the audit chain cannot be read")})
+    @api.get("/{recording_id}/audit", response_model=AuditRecords, summary="Its records in the audit chain",
+             responses={404: refused("no such recording, or it has no audit records (not finished, or no "
+                                     "record.audit)"),
+                        503: refused("the audit chain cannot be read")})
     async def audit_records(recording_id: str = an_id) -> AuditRecords:
         """The records the recording added to the server's audit chain (its conversion, each PACS answer, or its
         abandonment), read from the chain now and checked against the SHA-256 the result gave; the whole chain
