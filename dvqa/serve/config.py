@@ -1,7 +1,8 @@
 """What one `dvqa serve` process is configured with: the upstream PACS, where it listens, TLS, the
-cache, timeouts, recording ingestion. It serves the gateway, recording ingestion, or both: a server needs
-an upstream or a `record:` mapping with tokens, and without an upstream it has no gateway. Options on the command line override the YAML file, so a site keeps its settings
-in one file under configuration management and a test or a one-off run needs no file at all.
+cache, timeouts, recording ingestion. It serves the gateway, recording ingestion, or both: a server
+needs an upstream or a `record:` mapping with tokens, and without an upstream it has no gateway.
+Options on the command line override the YAML file, so a site keeps its settings in one file under
+configuration management and a test or a one-off run needs no file at all.
 
 The YAML file (every key optional)::
 

@@ -333,7 +333,8 @@ def router(recordings: Recordings) -> APIRouter:
     @api.get("/{recording_id}/audit", response_model=AuditRecords, summary="Its records in the audit chain",
              responses={404: refused("no such recording, or it has no audit records (not finished, or no "
                                      "record.audit)"),
-                        503: refused("the audit chain cannot be read")})
+                        503: refused("recording ingestion is not configured, or the audit chain cannot be "
+                                     "read")})
     async def audit_records(recording_id: str = an_id) -> AuditRecords:
         """The records the recording added to the server's audit chain (its conversion, each PACS answer, or its
         abandonment), read from the chain now and checked against the SHA-256 the result gave; the whole chain
