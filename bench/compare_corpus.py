@@ -573,6 +573,7 @@ def main() -> None:
         import build_corpus
 
         build_corpus.build(args.corpus)
+    args.corpus = args.corpus.resolve()  # dvqa reports the paths it is given; the manifest's are matched resolved
     result = compare(args.corpus)
     timed = None
     if args.timing:
