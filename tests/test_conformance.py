@@ -20,7 +20,9 @@ from helpers import CLIPS, PEM, certificate, dvqa, pem_key, write_pki
 
 @pytest.fixture(scope="module")
 def statement() -> dict:
-    return conformance.statement()
+    from dvqa.serve.conformance import sections
+
+    return conformance.statement(sections())  # as `dvqa report conformance` makes it
 
 
 def _table(statement: dict, caption_start: str) -> dict:
@@ -114,7 +116,11 @@ def test_the_command_writes_every_format(tmp_path: Path) -> None:
         out = tmp_path / f"conformance{suffix}"
         proc = dvqa("report", "conformance", "-o", str(out))
         assert proc.returncode == 0 and out.stat().st_size > 1000, proc.stderr
-    assert json.loads((tmp_path / "conformance.json").read_text())["sections"][0]["title"] == "Overview"
+    sections = json.loads((tmp_path / "conformance.json").read_text())["sections"]
+    assert sections[0]["title"] == "Overview" and "dvqa serve --upstream" in " ".join(sections[0]["paragraphs"])
+    served = {s["number"]: s["title"] for s in sections if s["number"] in ("3.5", "3.6")}
+    assert served == {"3.5": "DICOMweb gateway (dvqa serve --upstream)",
+                      "3.6": "HTTP recording API (dvqa serve with record: in --config)"}
     page = tmp_path / "conformance.html"
     assert not re.search(r'(src|href)="(https?:|//)', page.read_text())  # self-contained: nothing fetched
     dom = run(tool("chromium"), "--headless=new", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri())

@@ -81,6 +81,14 @@ def test_dciodvfy_lines_are_read_into_kind_and_attribute() -> None:
     assert (compare_corpus.dciodvfy_kind(line), compare_corpus.dciodvfy_attribute(line)) == ("enumerated", "HighBit")
     line = ('Error - Illegal root for UID - "777.777.0.0.0.1" in (0x0020,0x000d) Study Instance UID')
     assert (compare_corpus.dciodvfy_kind(line), compare_corpus.dciodvfy_attribute(line)) == ("vr", "StudyInstanceUID")
+    # lines that name their attribute only in their own words, so that dvqa's error on it pairs with them
+    for line, attribute in (
+            ("Error - Orientation vector is not unit vector for row vector of ImageOrientationPatient - values are "
+             "0\\0\\0", "ImageOrientationPatient"),
+            ("Error - StudyInstanceUID has same value as FrameOfReferenceUID <1.2.3>", "StudyInstanceUID"),
+            ("Error - Invalid Value Representation - Pixel Data - VR = OB, Explicit VR, Bits Allocated = 16 exceeds 8",
+             "PixelData")):
+        assert compare_corpus.dciodvfy_attribute(line) == attribute, line
 
 
 def test_a_repeated_dciodvfy_error_pairs_with_the_dvqa_error_on_its_attribute() -> None:

@@ -78,6 +78,8 @@ def test_the_bundle_holds_every_step_and_a_signed_manifest(built) -> None:
                      "reports/conformance-statement.pdf", "reports/traceability.pdf", "index.pdf", "environment.json"):
         assert expected in listed, expected
     assert (out / "index.pdf").read_bytes().startswith(b"%PDF")
+    statement = json.loads((out / "reports" / "conformance-statement.json").read_text())
+    assert {"3.5", "3.6"} <= {s["number"] for s in statement["sections"]}  # dvqa serve's interfaces too
     # the converted file was signed, and the audit trail of the conversion is keyed and intact
     assert dvqa("verify", str(out / "dicom" / "recording.dcm"), "--trust", str(built["ca"])).returncode == 0
     for key, code in (("evidence-key-of-at-least-32-bytes", 0), ("another-key-of-at-least-32-bytes", 1)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -39,7 +40,8 @@ def test_every_example_on_the_page_runs(tmp_path: Path) -> None:
     pacs = subprocess.Popen([sys.executable, "-m", "dvqa", "pacs", "simulate", "--port", str(port), "--aet", "ANY-SCP",
                              "--accept", f"{VideoIOD.ENDOSCOPIC.sop_class}={mpeg2}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    env = {**os.environ, "PACS_PORT": str(port), "DVQA_AUDIT_KEY": "examples-page-key-of-at-least-32-bytes",
+    env = {**os.environ, "PACS_PORT": str(port), "SERVE_PORT": str(free_port()),
+           "DVQA_AUDIT_KEY": "examples-page-key-of-at-least-32-bytes",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     try:
         wait_for_port(port, pacs, "dvqa pacs simulate")
@@ -52,6 +54,11 @@ def test_every_example_on_the_page_runs(tmp_path: Path) -> None:
         pacs.wait(10)
     assert (tmp_path / "video.dcm").is_file() and list((tmp_path / "fallback").glob("*.dcm"))
     assert (tmp_path / "conformance.pdf").stat().st_size > 10_000
+    # the HTTP recipe: the recording reached the PACS (as its fallback), with its report and its audit records
+    assert "dvqa quality report" in (tmp_path / "recording-quality.html").read_text()
+    chain = json.loads((tmp_path / "recording-audit.json").read_text())["records"]
+    assert [e["record"]["command"] for e in chain][0] == "convert" and all(e["unchanged"] for e in chain)
+    assert "Doe" not in json.dumps(json.loads((tmp_path / "recording-state.json").read_text()))
 
 
 def _pki_folder(tmp_path: Path) -> Path:

@@ -57,9 +57,10 @@ def to_orthanc(orthanc: dict, **extra) -> dict:
 
 
 class Server:
-    """`dvqa serve` with recording ingestion, as a site starts it: a config file, a child process."""
+    """`dvqa serve` with recording ingestion, as a site starts it: a config file, a child process; without an
+    upstream (no DICOMweb gateway) unless one is given."""
 
-    def __init__(self, folder: Path, record: dict, upstream: str = "http://127.0.0.1:9/dicom-web") -> None:
+    def __init__(self, folder: Path, record: dict, upstream: str | None = None) -> None:
         self.folder, self.record, self.upstream = folder, record, upstream
         self.spool = folder / "spool"
         self.audit = folder / "audit.jsonl"
@@ -74,7 +75,8 @@ class Server:
     def start(self) -> None:
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dvqa", "serve", "--upstream", self.upstream, "--port", str(self.port),
+            [sys.executable, "-m", "dvqa", "serve", *(["--upstream", self.upstream] if self.upstream else []),
+             "--port", str(self.port),
              "--cache-dir", str(self.folder / "cache"), "--config", str(self.config)],
             stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"),
             env={**os.environ, "DVQA_TEST_AUDIT_KEY": AUDIT_KEY})
@@ -161,17 +163,62 @@ def unpadded_sha(stream: bytes) -> set[str]:
     return shas
 
 
-def test_the_api_is_documented_by_openapi(served) -> None:
-    server = served({})
+def test_the_api_is_documented_by_openapi(served, monkeypatch) -> None:
+    """Complete enough to generate a client from: every route the server answers, the bodies it takes, and every
+    answer it gives, refusals with their body."""
+    server = served({})  # without --upstream: recording ingestion only, no gateway
     schema = httpx.get(f"{server.url}/openapi.json").json()
-    assert {"/recordings", "/recordings/{recording_id}", "/recordings/{recording_id}/chunks/{n}",
-            "/recordings/{recording_id}/end"} <= set(schema["paths"])
+    no_gateway = httpx.get(f"{server.url}/dicom-web/studies")
+    assert no_gateway.status_code == 404 and "--upstream" in no_gateway.json()["detail"]
+    assert httpx.get(f"{server.url}/healthz").json()["status"] == "ok"
+    assert not (server.folder / "cache").exists()  # no gateway, no rendering cache
+    from dvqa.serve import record_api
+    from dvqa.serve.config import load
+    from dvqa.serve.recordings import Recordings
+
+    monkeypatch.setenv("DVQA_TEST_AUDIT_KEY", AUDIT_KEY)
+    api = record_api.router(Recordings(load(server.config, upstream=server.upstream).record))
+    routes = {(route.path, method.lower()) for route in api.routes for method in route.methods}
+    documented = {(path, method) for path, operations in schema["paths"].items() for method in operations}
+    assert routes | {("/healthz", "get")} == documented and len(routes) >= 7, routes ^ documented
     request = schema["components"]["schemas"]["RecordingRequest"]["properties"]
     assert {"patient_name", "patient_id", "patient_birth_date", "patient_sex", "accession_number", "study_uid",
             "study_description", "metadata", "iod", "syntax"} == set(request)
     assert "HTTPBearer" in schema["components"]["securitySchemes"]
-    put_op = schema["paths"]["/recordings/{recording_id}/chunks/{n}"]["put"]
-    assert {"200", "201", "400", "409", "413"} <= set(put_op["responses"])
+    paths = schema["paths"]
+    put_op = paths["/recordings/{recording_id}/chunks/{n}"]["put"]
+    assert {"200", "201", "400", "404", "409", "413", "507"} <= set(put_op["responses"])
+    assert put_op["requestBody"]["required"] and "application/octet-stream" in put_op["requestBody"]["content"]
+    digest_header = next(p for p in put_op["parameters"] if p["name"] == "Content-Digest")
+    assert digest_header["in"] == "header" and digest_header["required"] is True
+    assert {"429", "422"} <= set(paths["/recordings"]["post"]["responses"])
+    assert paths["/recordings"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/RecordingRequest")
+    assert paths["/recordings/{recording_id}/end"]["post"]["requestBody"]["content"]["application/json"]["schema"][
+        "$ref"].endswith("/EndRequest")
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            if not path.startswith("/recordings"):
+                continue
+            assert operation.get("security") == [{"HTTPBearer": []}], (method, path)
+            answers = operation["responses"]
+            assert "401" in answers and "503" in answers, (method, path)
+            if "{recording_id}" in path:
+                assert "404" in answers, (method, path)
+            for code, answer in answers.items():
+                if code.startswith("2") or code == "422":
+                    continue
+                assert answer["content"]["application/json"]["schema"]["$ref"].endswith("/Refusal"), (code, path)
+    assert "text/html" in paths["/recordings/{recording_id}/quality.html"]["get"]["responses"]["200"]["content"]
+    # the conformance statement describes this API as the server serves it
+    from dvqa.serve.conformance import sections
+
+    stated = next(t for s in sections() for t in s["tables"] if t["caption"] == "Recording API operations")
+    assert {(method.lower(), path, answers) for method, path, _, answers in stated["rows"]} == {
+        (method, path, ", ".join(sorted(operation["responses"])))
+        for path, operations in paths.items() if path.startswith("/recordings") for method, operation in operations.items()}
+    audit_answer = paths["/recordings/{recording_id}/audit"]["get"]["responses"]["200"]["content"]
+    assert audit_answer["application/json"]["schema"]["$ref"].endswith("/AuditRecords")
 
 
 @pytest.mark.requirement("DVQA-REC-001", "DVQA-CONV-002")
@@ -195,21 +242,49 @@ def test_passthrough_upload_is_stored_in_orthanc_with_the_stream_convert_writes(
         assert {stat.S_IMODE(p.stat().st_mode) for p in (folder / "chunks").iterdir()} == {0o600}
         assert end(client, rid, chunks).status_code == 202
         state = finished(client, rid)
+        base = f"/recordings/{rid}"
+        assert state["links"] == {"quality_html": f"{base}/quality.html", "quality_json": f"{base}/quality.json",
+                                  "audit": f"{base}/audit"}
+        page = client.get(state["links"]["quality_html"])  # asked at once: answered once written
+        report = client.get(state["links"]["quality_json"]).json()
+        chain = client.get(state["links"]["audit"]).json()
     result = state["result"]
     assert state["state"] == "done" and result["stored"] is True, result
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in page.headers["content-security-policy"] and "no-store" in page.headers[
+        "cache-control"]
+    assert "dvqa quality report" in page.text and "Doe" not in page.text and "P-30" not in page.text
+    assert report["elementary_stream_sha256"] == result["elementary_stream_sha256"] and report["passthrough"] is True
+    assert report["output"]["sop_instance_uid"] == result["uids"]["instance"] and "patient" not in report["output"]
+    assert len(report["quality"]["per_frame"]["psnr_y"]) == report["quality"]["frames"] == result["frames"]
+    with server.client(None) as anonymous:
+        assert {anonymous.get(link).status_code for link in state["links"].values()} == {401}
     assert result["passthrough"] is True and result["validation"]["verdict"] == "pass"
     assert result["elementary_stream_sha256"] == reference.elementary_stream_sha256
     assert result["input"]["sha256"] == hashlib.sha256(PASSTHROUGH.read_bytes()).hexdigest()
     assert result["pacs"]["outcome"] == "stored" and result["dicom"] is None  # stored: not kept (keep_stored)
     assert reference.elementary_stream_sha256 in unpadded_sha(es_in_orthanc(orthanc, result["uids"], tmp_path))
     assert result["end_to_stored_s"] is not None and result["end_to_stored_s"] >= result["end_to_ready_s"] >= 0
-    assert sorted(p.name for p in folder.iterdir()) == ["lock", "result.json"]  # the chunks and the request: gone
+    kept = sorted(p.name for p in folder.iterdir())  # the chunks and the request (patient data): gone
+    assert kept == ["lock", "quality.html", "quality.json", "result.json"]
+    assert {stat.S_IMODE((folder / name).stat().st_mode) for name in kept} == {0o600}
     check = audit.verify(server.audit, AUDIT_KEY.encode())
     assert check.ok, check.to_dict()
     records = audit.records(server.audit)
     assert [(r["command"], r["outcome"]) for r in records] == [("convert", "success"), ("pacs-store", "stored")]
     assert records[0]["input"]["sha256"] == result["input"]["sha256"]
     assert records[1]["uids"]["sop_instance"] == result["uids"]["instance"]
+    # the result names each record by its place in the chain and its line's hash, as the chain itself does
+    assert [(e["seq"], e["command"], e["outcome"]) for e in result["audit"]] == [
+        (1, "convert", "success"), (2, "pacs-store", "stored")]
+    assert result["audit"][0]["sha256"] == records[1]["prev"] and result["audit"][1]["sha256"] == check.head
+    assert [(e["seq"], e["sha256"], e["unchanged"], e["record"]) for e in chain["records"]] == [
+        (e["seq"], e["sha256"], True, r) for e, r in zip(result["audit"], records)]
+    lines = server.audit.read_bytes().splitlines(keepends=True)  # the chain edited since: the answer says so
+    server.audit.write_bytes(lines[0].replace(b'"outcome":"success"', b'"outcome":"edited!"') + lines[1])
+    with server.client() as client:
+        edited = client.get(f"/recordings/{rid}/audit").json()["records"]
+    assert [e["unchanged"] for e in edited] == [False, True] and edited[0]["record"]["outcome"] == "edited!"
 
 
 def test_reencoded_chromium_recording_has_the_timing_of_a_live_convert(served, tmp_path) -> None:
@@ -235,6 +310,12 @@ def test_reencoded_chromium_recording_has_the_timing_of_a_live_convert(served, t
     ds = pydicom.dcmread(kept, stop_before_pixels=True)
     assert ds.PatientID == "P-31" and ds.SOPInstanceUID == result["uids"]["instance"]
     assert result["quality"]["frames"] == reference.frames and result["quality"]["psnr_y_mean"] > 30
+    with server.client() as client:
+        page = client.get(state["links"]["quality_html"]).text
+        report = client.get(state["links"]["quality_json"]).json()
+    assert page.count('src="data:image/png;base64,') >= 3  # a re-encode's worst frames: source, output, difference
+    assert report["timing"] == result["timing"] and len(report["timing_map"]) == reference.frames
+    assert "P-31" not in page and "patient" not in report["output"]
 
 
 @pytest.mark.requirement("DVQA-REC-002")
@@ -273,6 +354,10 @@ def test_refusals_name_their_reason_and_keep_nothing(served) -> None:
         assert wrong.status_code == 400
         state = client.get(f"/recordings/{rid}").json()
         assert state["acknowledged"] == [0, 1, 2, 3] and state["next_chunk"] == 4 and state["state"] == "receiving"
+        assert state["links"] == {}
+        for link in ("quality.html", "quality.json", "audit"):
+            early = client.get(f"/recordings/{rid}/{link}")
+            assert early.status_code == 404 and "receiving" in early.json()["detail"], link
         assert client.post("/recordings", json={}).status_code == 201
         crowded = client.post("/recordings", json={})
         assert crowded.status_code == 429 and "max_recordings" in crowded.json()["detail"]
@@ -333,6 +418,7 @@ def test_sigterm_and_sigkill_mid_upload_then_restart_resume_to_the_same_dicom(se
     assert [(r["command"], r["outcome"]) for r in records] == [
         ("convert", "failure"), ("convert", "failure"), ("convert", "success"), ("pacs-store", "stored")]
     assert "SIGTERM" in records[0]["message"] and "dvqa serve process" in records[1]["message"]
+    assert [e["seq"] for e in result["audit"]] == [3, 4]  # the result names the records of the attempt that made it
     assert audit.verify(server.audit, AUDIT_KEY.encode()).ok
 
 
@@ -375,6 +461,11 @@ def test_a_recording_left_idle_is_abandoned_recorded_and_removed(served) -> None
     records = audit.records(server.audit)
     assert records[-1]["command"] == "serve-record" and records[-1]["outcome"] == "abandoned"
     assert records[-1]["input"]["chunks"] == 2
+    assert state["links"] == {"audit": f"/recordings/{rid}/audit"}  # nothing was converted: no quality report
+    with server.client() as client:
+        linked = client.get(state["links"]["audit"]).json()["records"]
+        assert client.get(f"/recordings/{rid}/quality.html").status_code == 404
+    assert [(e["record"], e["unchanged"]) for e in linked] == [(records[-1], True)]
     # its conversion, if its process had started by then (a loaded machine's fork server may still be importing),
     # is recorded as interrupted: never as a success
     assert all(r["outcome"] == "failure" for r in records if r["command"] == "convert")
@@ -383,7 +474,7 @@ def test_a_recording_left_idle_is_abandoned_recorded_and_removed(served) -> None
 @pytest.mark.requirement("DVQA-REC-002")
 def test_cors_answers_the_recorder_origin_only(served) -> None:
     recorder, viewer = "https://recorder.example.org", "https://viewer.example.org"
-    server = served({"recorder_origin": recorder})
+    server = served({"recorder_origin": recorder}, upstream="http://127.0.0.1:9/dicom-web")
     config = yaml.safe_load(server.config.read_text())
     server.config.write_text(yaml.safe_dump({**config, "cors_origins": [viewer]}))
     server.stop()
@@ -629,11 +720,12 @@ def test_configuration_mistakes_are_named_before_the_server_listens(tmp_path) ->
         f"tokens_sha256: ['{digest}']\n  recorder_origin: https://app.example.org/page": "recorder_origin",
         f"tokens_sha256: ['{digest}']\n  max_recordings: 0": "max_recordings",
     }
+    cases["spool_dir: /tmp"] = "nothing to serve"  # no tokens (the API could let nobody in) and no upstream
     for body, words in cases.items():
         config = tmp_path / "serve.yaml"
         config.write_text("record:\n  " + body + "\n")
         with pytest.raises(UsageError, match=re.escape(words)):
-            load(config, upstream="http://127.0.0.1:9/dicom-web")
+            load(config, upstream=None if words == "nothing to serve" else "http://127.0.0.1:9/dicom-web")
     config.write_text(yaml.safe_dump({"record": {"tokens_sha256": [digest], "spool_dir": str(tmp_path / "spool"),
                                                  "audit": str(tmp_path / "a.jsonl"), "audit_key_env": "DVQA_NOT_SET"}}))
     started = subprocess.run([sys.executable, "-m", "dvqa", "serve", "--upstream", "http://127.0.0.1:9/dicom-web",

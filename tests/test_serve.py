@@ -685,10 +685,11 @@ def test_upstream_down_is_a_one_line_502_and_sigterm_stops_with_exit_0(sample_fi
 
 
 def test_serve_refuses_bad_options_in_one_sentence(tmp_path) -> None:
-    for args in (["--upstream", "ftp://pacs"], ["--upstream", "http://x/dicom-web", "--tls-cert", str(tmp_path)]):
+    for args in (["--upstream", "ftp://pacs"], ["--upstream", "http://x/dicom-web", "--tls-cert", str(tmp_path)], []):
         proc = subprocess.run([sys.executable, "-m", "dvqa", "serve", *args], capture_output=True, text=True,
                               timeout=60)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+        assert args or "nothing to serve" in proc.stderr  # neither a gateway nor recordings
     bad = tmp_path / "serve.yaml"
     bad.write_text("upstreem: http://x\n")
     proc = subprocess.run([sys.executable, "-m", "dvqa", "serve", "--config", str(bad)], capture_output=True,

@@ -53,6 +53,7 @@ def build_command(out: Path, inputs: tuple[Path, ...], junit: tuple[Path, ...], 
     """Build the bundle in OUT (a new folder): every step recorded as passed or failed in index.html/.pdf,
     every file hashed in manifest.json, the manifest signed. Exit 1 when any step failed."""
     from dvqa.evidence import bundle
+    from dvqa.serve.conformance import sections
     from dvqa.trust.signature import Signer
     from dvqa.trust.verification import load_trust
 
@@ -62,7 +63,7 @@ def build_command(out: Path, inputs: tuple[Path, ...], junit: tuple[Path, ...], 
         key = audit_key(audit_key_env)
         signer = Signer.load(key_path, cert_path, passphrase(passphrase_env)) if key_path else None
         settings = bundle.Settings(inputs=list(inputs), junit=list(junit), signer=signer, profile=profile,
-                                   audit_key=key, deidentify=deidentify,
+                                   audit_key=key, deidentify=deidentify, services=sections(),
                                    trust=load_trust(trust_path) if trust_path else None)
         say = (lambda line: click.echo(line, err=True)) if sys.stderr.isatty() and fmt == "text" else None
         return bundle.build(out, settings, say)

@@ -41,12 +41,12 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
                "FFmpeg and dependency licenses."),
     "rules": ("dvqa.cli.validate", "The per-modality rules and quality floors in rules/*.yaml."),
     "serve": ("dvqa.cli.serve", "Serve the DICOMweb video gateway at http://HOST:PORT/dicom-web in front of "
-              "--upstream: everything passes through, and video instances also play in web viewers (rendered as "
-              "MP4 without re-encoding, metadata that names their transfer syntax, thumbnails). With a `record:` "
-              "section in --config it also takes browser recordings (POST /recordings, the recorder page at /record; "
-              "see docs/serve.md), converts them as they arrive and stores them in the PACS. GET /healthz answers "
-              "while it runs. Stops gracefully on SIGTERM or Ctrl-C (exit 0); access logs on stderr carry no query "
-              "strings."),
+              "--upstream, browser recording ingestion, or both. The gateway passes everything through, and video instances also play in web viewers "
+              "(rendered as MP4 without re-encoding, metadata that names their transfer syntax, thumbnails). With a "
+              "`record:` section in --config it takes browser recordings (POST /recordings, the recorder page at "
+              "/record; see docs/serve.md), converts them as they arrive and stores them in the PACS; without "
+              "--upstream it does only that, and /dicom-web answers 404. GET /healthz answers while it runs. Stops "
+              "gracefully on SIGTERM or Ctrl-C (exit 0); access logs on stderr carry no query strings."),
     "sign": ("dvqa.cli.trust", "Add a DICOM digital signature (PS3.15 Annex C) over every signable element of FILE."),
     "standard": ("dvqa.cli.validate", "The DICOM editions the IOD layer validates against: installed ones (default), "
                  "import, fetch."),

@@ -128,12 +128,14 @@ def _baseline(path: Path) -> dict:
 @options.debug
 def conformance_command(output: Path | None, fmt: str, debug: bool) -> None:
     """A DICOM Conformance Statement (PS3.2's layout) generated from the installed dvqa: network
-    services, presentation contexts, configuration, security, and the IOD contents it writes."""
+    services, presentation contexts, configuration, dvqa serve's DICOMweb gateway and recording API,
+    security, and the IOD contents it writes."""
     from dvqa.report import conformance, documents, markdown
+    from dvqa.serve.conformance import sections
 
     def work():
         kind = _output_kind(output)
-        rendered = _renderers(conformance.statement(), markdown.document, documents.document_html)
+        rendered = _renderers(conformance.statement(sections()), markdown.document, documents.document_html)
         if output:
             outputs.write_atomic(output, rendered[kind]())
         return rendered

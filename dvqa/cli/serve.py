@@ -16,7 +16,8 @@ def register(main: click.Group) -> None:
 
 @click.command("serve")
 @click.option("--upstream", metavar="URL", help="The DICOMweb root to stand in front of "
-              "(e.g. http://127.0.0.1:8042/dicom-web); clients use http://HOST:PORT/dicom-web instead.")
+              "(e.g. http://127.0.0.1:8042/dicom-web); clients use http://HOST:PORT/dicom-web instead. "
+              "Without it (and no upstream in --config): no gateway, recording ingestion only.")
 @click.option("--host", default=None, help="Address to listen on (default 127.0.0.1: this machine only).")
 @click.option("--port", type=int, default=None, help="Port to listen on (default 8080).")
 @click.option("--tls-cert", type=click.Path(path_type=Path), default=None, help="PEM certificate: serve HTTPS.")
@@ -29,11 +30,12 @@ def register(main: click.Group) -> None:
 @options.debug
 def serve_command(upstream: str | None, host: str | None, port: int | None, tls_cert: Path | None,
                   tls_key: Path | None, config_path: Path | None, cache_dir: Path | None, debug: bool) -> None:
-    """Serve the DICOMweb video gateway at http://HOST:PORT/dicom-web in front of --upstream: everything
-    passes through, and video instances also play in web viewers (rendered as MP4 without re-encoding,
-    metadata that names their transfer syntax, thumbnails). With a `record:` section in --config it also takes
-    browser recordings (POST /recordings, the recorder page at /record; see docs/serve.md), converts them as
-    they arrive and stores them in the PACS. GET /healthz answers while it runs.
+    """Serve the DICOMweb video gateway at http://HOST:PORT/dicom-web in front of --upstream, browser recording
+    ingestion, or both. The gateway passes everything through, and video instances also play in web viewers
+    (rendered as MP4 without re-encoding, metadata that names their transfer syntax, thumbnails). With a `record:`
+    section in --config it takes browser recordings (POST /recordings, the recorder page at /record; see
+    docs/serve.md), converts them as they arrive and stores them in the PACS; without --upstream it does only
+    that, and /dicom-web answers 404. GET /healthz answers while it runs.
     Stops gracefully on SIGTERM or Ctrl-C (exit 0); access logs on stderr carry no query strings."""
     from dvqa.serve import config as serve_config
     from dvqa.serve import server

@@ -287,6 +287,10 @@ def walk(path: Path, handle, size: int, syntax: UID) -> None:
             if tag not in PIXEL_TAGS:
                 raise _damaged(path, f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) at byte {at} has an undefined "
                                      f"length, which only sequences and encapsulated Pixel Data may have")
+            if not syntax.is_encapsulated:  # fragments under a native syntax (Odil re-writing a JPEG image)
+                raise _damaged(path, f"the Pixel Data at byte {at} has an undefined length (encapsulated fragments), "
+                                     f"which only an encapsulated transfer syntax allows, not {syntax.name} "
+                                     "(PS3.5 §A.4)")
             stack.append(["pixel data", None, at, here_implicit])
         else:
             handle.seek(end)
@@ -324,6 +328,17 @@ def _header(path: Path, handle, size: int, order: str, implicit: bool) -> tuple[
                               "PS3.5 §7.1")
         return tag, vr, struct.unpack(order + "L", more)[0]
     return tag, vr, struct.unpack(order + "H", head[6:8])[0]
+
+
+def pixel_data_header(path: Path, at: int, syntax: UID) -> tuple[int, str, int] | None:
+    """(tag, VR or "" when implicit, length) of the element at byte `at`, where read_header found the Pixel
+    Data, or None when the file ends there; for checks of native Pixel Data against the image attributes."""
+    handle, size = open_checked(path)
+    with handle:
+        if at >= size:
+            return None
+        handle.seek(at)
+        return _header(path, handle, size, "<" if syntax.is_little_endian else ">", syntax.is_implicit_VR)
 
 
 def _walk_meta(path: Path, handle, size: int) -> int:

@@ -46,8 +46,19 @@ ESC = "\x1b"
 
 def valid_uid(text: str) -> bool:
     """A UID as PS3.5 §9.1 writes it: at most 64 characters, ASCII digits and dots, no empty component,
-    no leading zero in one."""
-    return len(text) <= 64 and text.isascii() and FORMATS["UI"].fullmatch(text) is not None
+    no leading zero in one, and an object identifier's first arc (_uid_root)."""
+    return len(text) <= 64 and text.isascii() and FORMATS["UI"].fullmatch(text) is not None and \
+        _uid_root(text) is None
+
+
+def _uid_root(text: str) -> str | None:
+    """Why a well-formed UID is no object identifier, or None. PS3.5 §9.1: a UID is an ISO/IEC 8824 OID, whose
+    first arc is itu-t (0), iso (1) or joint-iso-itu-t (2) (ITU-T X.660 A.2): "777.777.0.0.0" (XMedCon) or
+    "999.999.2..." are not."""
+    first = text.split(".", 1)[0]
+    if int(first) > 2:
+        return f"its first component is {first}; an object identifier's first arc is 0, 1 or 2 (PS3.5 §9.1)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -146,6 +157,8 @@ def _check_value(vr: str, value, charset: list[str]) -> tuple[str, str] | None:
         what = {"UI": "a UID is digits and dots, no leading zeros in a component (PS3.5 §9.1)",
                 "CS": "a code string is upper-case letters, digits, space and underscore"}.get(vr, f"not a valid {vr}")
         return "format", f"{text[:80]!r}: {what}"
+    if vr == "UI" and text and (root := _uid_root(text)):
+        return "format", f"{text[:80]!r}: {root}"
     if vr == "IS" and not -(2 ** 31) <= int(text) < 2 ** 31:
         return "format", f"{text!r} is outside the IS range (a signed 32-bit integer)"
     return None

@@ -61,6 +61,7 @@ class Settings:
     profile: str | None = None
     trust: list | None = None  # certificates DICOM signatures and the manifest must chain to
     deidentify: bool = False  # PS3.15 Basic Profile on collected files, no input's name in the bundle
+    services: list[dict] = field(default_factory=list)  # the conformance statement's sections on dvqa serve
 
 
 @dataclass
@@ -126,7 +127,7 @@ def _run_steps(stage: Path, s: Settings, found: Inputs, say: Callable[[str], Non
     work += [("validate", lambda: _validate(stage, s)),
              ("signatures", lambda: _signatures(stage, s, d)),
              ("audit trail", lambda: _audit(stage, audit, bool(recordings))),
-             ("conformance statement", lambda: _conformance(stage)),
+             ("conformance statement", lambda: _conformance(stage, s.services)),
              ("licenses and SBOM", lambda: _licenses(stage)),
              ("traceability", lambda: _traceability(stage, s)),
              ("environment", lambda: _environment(stage))]
@@ -330,10 +331,10 @@ def _audit(stage: Path, audit: AuditLog, converted: bool):
                                                     target.relative_to(stage).as_posix()]
 
 
-def _conformance(stage: Path):
+def _conformance(stage: Path, services: list[dict]):
     from dvqa.report import conformance, documents, markdown
 
-    doc = conformance.statement()
+    doc = conformance.statement(services)
     files = _document(stage, "conformance-statement", doc, markdown.document(doc), documents.document_html(doc))
     return PASSED, "DICOM Conformance Statement of this installation (PS3.2 layout)", files
 

@@ -1,5 +1,6 @@
 """The ASGI application `dvqa serve` runs: the DICOMweb gateway under /dicom-web, /healthz, and the
-recording-ingestion API under /recordings (dvqa.serve.record_api, dvqa.serve.recordings).
+recording-ingestion API under /recordings (dvqa.serve.record_api, dvqa.serve.recordings). A server
+configured without an upstream has no gateway: /dicom-web answers 404 saying so.
 
 FastAPI, so the HTTP APIs dvqa defines itself get their OpenAPI schema at /openapi.json; the gateway
 is a plain Starlette router mounted inside it (its interface is PS3.18's, not dvqa's).
@@ -16,6 +17,7 @@ import logging
 import time
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dvqa import __version__
@@ -62,12 +64,19 @@ class AccessLog:
                         sent, (time.monotonic() - started) * 1000, outcome)
 
 
+NO_GATEWAY = JSONResponse({"detail": "this dvqa serve has no DICOMweb gateway: it was started without an upstream "
+                                     "(--upstream URL, or upstream: in the config file); it takes recordings only."},
+                           status_code=404)
+
+
 def create_app(config: ServeConfig) -> FastAPI:
     """The application for one configuration; the upstream client lives as long as the app."""
-    upstream = Upstream.create(config.upstream, config.connect_timeout_s, config.read_timeout_s,
-                               orthanc_rest=config.orthanc_rest)
-    cache = Cache(config.cache_dir, config.cache_max_mb * 1024 * 1024)  # type: ignore[arg-type]
-    gateway = Gateway(upstream, cache, config.public_url)
+    upstream = gateway = None
+    if config.upstream:
+        upstream = Upstream.create(config.upstream, config.connect_timeout_s, config.read_timeout_s,
+                                   orthanc_rest=config.orthanc_rest)
+        cache = Cache(config.cache_dir, config.cache_max_mb * 1024 * 1024)  # type: ignore[arg-type]
+        gateway = Gateway(upstream, cache, config.public_url)
     recordings = Recordings(config.record)
 
     @contextlib.asynccontextmanager
@@ -75,7 +84,8 @@ def create_app(config: ServeConfig) -> FastAPI:
         await recordings.start()
         yield
         await recordings.stop()
-        await upstream.close()
+        if upstream is not None:
+            await upstream.close()
 
     app = FastAPI(title="dvqa serve", version=__version__, lifespan=lifespan)
 
@@ -84,7 +94,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         """The process answers (it does not probe the upstream: a PACS outage is not a gateway failure)."""
         return {"status": "ok", "version": __version__}
 
-    app.mount("/dicom-web", gateway.router)
+    app.mount("/dicom-web", gateway.router if gateway else NO_GATEWAY)
     app.include_router(recordings_router(recordings))
     app.include_router(page_router())
     if config.record.recorder_origin:  # the recording page, served from the clinic's web application

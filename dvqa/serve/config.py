@@ -1,10 +1,12 @@
 """What one `dvqa serve` process is configured with: the upstream PACS, where it listens, TLS, the
-cache, timeouts. Options on the command line override the YAML file, so a site keeps its settings
-in one file under configuration management and a test or a one-off run needs no file at all.
+cache, timeouts, recording ingestion. It serves the gateway, recording ingestion, or both: a server
+needs an upstream or a `record:` mapping with tokens, and without an upstream it has no gateway.
+Options on the command line override the YAML file, so a site keeps its settings in one file under
+configuration management and a test or a one-off run needs no file at all.
 
 The YAML file (every key optional)::
 
-    upstream: https://pacs.example.org/dicom-web   # the DICOMweb root the gateway stands in for
+    upstream: https://pacs.example.org/dicom-web   # the DICOMweb root the gateway stands in for (none: no gateway)
     host: 127.0.0.1
     port: 8080
     tls_cert: /etc/dvqa/serve.pem
@@ -38,7 +40,7 @@ def default_cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """One server's settings; `upstream` is the only one without a default."""
+    """One server's settings; `upstream` (the gateway) has no default, and without it `record` must be set."""
 
     upstream: str = ""
     host: str = "127.0.0.1"
@@ -56,9 +58,14 @@ class ServeConfig:
 
     def checked(self) -> "ServeConfig":
         """The settings with their mistakes named before the server starts, not on the first request."""
-        if not self.upstream.startswith(("http://", "https://")):
-            raise UsageError("give the upstream DICOMweb root with --upstream http(s)://HOST:PORT/PATH "
-                             "(or `upstream:` in the config file).")
+        record = from_mapping(self.record, "the serve settings")
+        if self.upstream and not self.upstream.startswith(("http://", "https://")):
+            raise UsageError(f"--upstream {self.upstream}: give the upstream DICOMweb root as "
+                             "http(s)://HOST:PORT/PATH (or `upstream:` in the config file).")
+        if not self.upstream and not record.enabled:
+            raise UsageError("nothing to serve: give the DICOMweb root to stand in front of with --upstream "
+                             "http(s)://HOST:PORT/PATH, or recording ingestion as a `record:` mapping with "
+                             "tokens_sha256 in --config, or both.")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise UsageError("give both --tls-cert and --tls-key, or neither.")
         for path in (self.tls_cert, self.tls_key):
@@ -75,7 +82,7 @@ class ServeConfig:
             raise UsageError("cors_origins: give origins such as https://viewer.example.org (scheme and host, "
                              "no path; no wildcard).")
         return replace(self, upstream=self.upstream.rstrip("/"), cors_origins=tuple(map(str, origins)),
-                       record=from_mapping(self.record, "the serve settings"),
+                       record=record,
                        public_url=self.public_url.rstrip("/"), orthanc_rest=self.orthanc_rest.rstrip("/"),
                        cache_dir=Path(self.cache_dir) if self.cache_dir else default_cache_dir())
 

@@ -26,8 +26,8 @@ from dvqa.core.errors import DvqaError, UsageError
 from dvqa.core.findings import Severity
 from dvqa.dicom.iod import Metadata
 from dvqa.serve.record_settings import PacsTarget, RecordSettings
-from dvqa.serve.spool import ChunkFeed, RecordingFolder, Spool
-from dvqa.trust.audit import AuditLog, check_key
+from dvqa.serve.spool import REPORT_KINDS, ChunkFeed, RecordingFolder, Spool
+from dvqa.trust.audit import AuditLog, check_key, record_hash
 from dvqa.video.growing import Growing
 
 
@@ -53,14 +53,33 @@ def _secret(variable: str, what: str) -> str:
     return os.environ[variable]
 
 
-def audit_log(settings: RecordSettings) -> AuditLog | None:
+class ServerAudit(AuditLog):
+    """The server's audit chain, remembering the records appended through it: a recording's result names
+    them (number and hash), so its client can fetch them and an auditor find them in the chain."""
+
+    def __init__(self, path: Path, key: bytes | None = None) -> None:
+        super().__init__(path, key)
+        self.appended: list[dict] = []
+
+    def append(self, event: dict) -> dict:
+        record = super().append(event)
+        self.appended.append(record)
+        return record
+
+    def named(self) -> list[dict]:
+        """What a result says of each record appended: where it is in the chain and its line's SHA-256."""
+        return [{"seq": r["seq"], "sha256": record_hash(r), "command": r["command"], "outcome": r.get("outcome")}
+                for r in self.appended]
+
+
+def audit_log(settings: RecordSettings) -> ServerAudit | None:
     if settings.audit is None:
         return None
     key = None
     if settings.audit_key_env:
         key = check_key(_secret(settings.audit_key_env, "audit_key_env").encode(),
                         f"record.audit_key_env {settings.audit_key_env}")
-    return AuditLog(settings.audit, key)
+    return ServerAudit(settings.audit, key)
 
 
 def signer(settings: RecordSettings):
@@ -72,13 +91,14 @@ def signer(settings: RecordSettings):
     return Signer.load(settings.sign_key, settings.sign_cert, secret)
 
 
-def conversion_options(request: dict, settings: RecordSettings, recording_id: str) -> ConvertOptions:
+def conversion_options(request: dict, settings: RecordSettings, recording_id: str, audit: AuditLog | None
+                       ) -> ConvertOptions:
     return ConvertOptions(
         syntax=request.get("syntax") or settings.syntax, iod=request.get("iod") or settings.iod,
         uid_root=settings.uid_root, uid_seed=f"dvqa-serve-recording-{recording_id}", metadata=metadata_of(request),
         force=True, passthrough=settings.passthrough, quality=settings.quality, ssim=settings.ssim,
         profile=settings.profile, signer=signer(settings), signature_profile=settings.signature_profile,
-        audit=audit_log(settings))
+        audit=audit)
 
 
 def run(folder: str, settings: RecordSettings, spool_root: str, server_pid: int) -> None:
@@ -92,34 +112,54 @@ def run(folder: str, settings: RecordSettings, spool_root: str, server_pid: int)
             if recording.result() is not None:
                 recording.clean()
                 return
-            result = ingest(recording, spool, settings, server_pid)
+            result, converted = ingest(recording, spool, settings, server_pid)
+            if converted is None:
+                recording.finish(result)
+                return
+            # the client learns the outcome first; the quality reports follow (a GET of one waits for it)
+            result["reports"] = {kind: "writing" for kind in REPORT_KINDS}
             recording.finish(result)
+            result["reports"] = reports(recording, converted)
+            recording.write_result(result)
     except KeyboardInterrupt:
         return  # stopped: the server says what that means (shutdown: resumed later; abandoned: recorded)
 
 
 def _warm_up() -> None:
-    """Load the DICOM edition's tables while the recording is still arriving, so the IOD check after the end
-    does not pay for it."""
+    """Load the DICOM edition's tables and the report's template while the recording is still arriving, so the
+    IOD check and the report after the end do not pay for it."""
     try:
+        from dvqa.core.resources import templates
         from dvqa.validate import standard
 
         standard.load(standard.default())
+        templates().get_template("quality.html")
     except Exception:  # noqa: BLE001 - the check itself reports any problem
         pass
 
 
-def ingest(recording: RecordingFolder, spool: Spool, settings: RecordSettings, server_pid: int) -> dict:
+def ingest(recording: RecordingFolder, spool: Spool, settings: RecordSettings, server_pid: int
+           ) -> tuple[dict, ConversionResult | None]:
+    """The result of converting, checking and storing one recording (`audit` in it names every record this
+    appended to the server's chain), and the conversion when there was one."""
+    audit = audit_log(settings)
+    result, converted = _ingest(recording, spool, settings, server_pid, audit)
+    result["audit"] = audit.named() if audit else []
+    return result, converted
+
+
+def _ingest(recording: RecordingFolder, spool: Spool, settings: RecordSettings, server_pid: int,
+            audit: AuditLog | None) -> tuple[dict, ConversionResult | None]:
     started = time.time()
     request = recording.request()
     output = spool.dicom / f"{recording.id}.dcm"
     try:
-        options = conversion_options(request, settings, recording.id)
+        options = conversion_options(request, settings, recording.id, audit)
         reader = Growing(ChunkFeed(recording, server_pid), f"recording {recording.id}")  # type: ignore[arg-type]
         converted = convert_live(reader, output, options)
     except DvqaError as exc:
         return {"state": "failed", "stored": False, "reason": str(exc), "exit_code": int(exc.exit_code),
-                "dicom": None, "started_at": started, "finished_at": time.time(), "end_to_ready_s": None}
+                "dicom": None, "started_at": started, "finished_at": time.time(), "end_to_ready_s": None}, None
     ready = time.time()
     result = summary(converted)
     end = recording.end() or {}
@@ -128,14 +168,14 @@ def ingest(recording: RecordingFolder, spool: Spool, settings: RecordSettings, s
     if not converted.written:
         result.update(state="failed", stored=False, dicom=None,
                       reason="the quality floors of the rules profile were not met; nothing was written")
-        return result
+        return result, converted
     result["validation"] = validation(output)
     if result["validation"]["errors"]:
         result.update(state="done", stored=False, dicom=str(output),
                       reason="the DICOM file fails the IOD check, so it was not sent; it is kept at the path given")
-        return result
+        return result, converted
     try:
-        result.update(store(output, settings, spool, options.audit))
+        result.update(store(output, settings, spool, audit))
     except DvqaError as exc:  # the PACS settings themselves (a TLS file gone since start-up), or the audit log
         result.update(stored=False, dicom=str(output), pacs=None,
                       reason=f"{exc} The DICOM file is kept at the path given: send it with `dvqa pacs store`.")
@@ -146,7 +186,7 @@ def ingest(recording: RecordingFolder, spool: Spool, settings: RecordSettings, s
         for copy in spool.dicom.glob(f"{recording.id}.*.dcm"):  # a fallback copy the PACS took instead
             copy.unlink(missing_ok=True)
         result["dicom"] = None
-    return result
+    return result, converted
 
 
 def summary(converted: ConversionResult) -> dict:
@@ -171,6 +211,26 @@ def summary(converted: ConversionResult) -> dict:
     }
 
 
+def reports(recording: RecordingFolder, converted: ConversionResult) -> dict[str, str]:
+    """The quality report of `dvqa convert --report`, as HTML and JSON, in the recording's folder (served by
+    GET /recordings/{id}/quality.html and .json): kind -> "written" or why not. The patient's identifiers
+    are left out of it: the client knows whom it recorded, and the DICOM file and the audit chain hold
+    them. Its thumbnails of the worst frames are pictures of the patient all the same (the spool is
+    private). A report that cannot be written does not fail the recording."""
+    from dvqa.quality import reports as quality_reports
+
+    record = converted.to_dict(mapping=True)
+    record["output"] = {k: v for k, v in record["output"].items() if k != "patient"}  # type: ignore[union-attr]
+    written = {}
+    for kind in REPORT_KINDS:
+        try:
+            quality_reports.write(recording.report_path(kind), record, converted.quality)
+            written[kind] = "written"
+        except (OSError, DvqaError) as exc:
+            written[kind] = f"not written: {exc}"
+    return written
+
+
 def validation(path: Path) -> dict:
     """The verdict of `dvqa validate` on the file (all its layers; no rules profile)."""
     from dvqa.validate.run import check_file
@@ -192,14 +252,15 @@ def store(path: Path, settings: RecordSettings, spool: Spool, audit: AuditLog | 
 
     results = _send(pacs, target, path, spool.dicom)
     protocol = "STOW-RS" if target.stow else "DIMSE C-STORE"
-    records = [audit.append(pacs.send_event(r, target.describe, protocol)) for r in results] if audit else []
+    for r in results:
+        if audit:
+            audit.append(pacs.send_event(r, target.describe, protocol))
     first = results[0]
     answer = {"destination": target.describe, "protocol": protocol, "outcome": first.outcome,
               "status": first.status, "message": first.message, "attempts": first.attempts,
               "history": first.history, "fallback": first.fallback}
     stored = first.delivered
     return {"stored": stored, "dicom": str(path), "pacs": answer,
-            "audit_records": [r["seq"] for r in records],
             "reason": None if stored else (f"the PACS did not store it ({first.outcome}: {first.message}); the DICOM "
                                            "file is kept at the path given: send it later with `dvqa pacs store`")}
 

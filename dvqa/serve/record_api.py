@@ -5,7 +5,10 @@ origin, and the recorder page at /record.
     POST /recordings                 patient/study metadata (the values and checks of `dvqa convert`) -> an id
     PUT  /recordings/{id}/chunks/{n} chunk n, with its SHA-256 (Content-Digest: sha-256=:BASE64:, RFC 9530)
     POST /recordings/{id}/end        the chunk count and the whole recording's SHA-256
-    GET  /recordings/{id}            the state, the acknowledged chunks and, once finished, the result
+    GET  /recordings/{id}            the state, the acknowledged chunks and, once finished, the result and links:
+    GET  /recordings/{id}/quality.html (and .json)  the quality report of the conversion
+    GET  /recordings/{id}/audit      the records the recording added to the server's audit chain, as the chain
+                                     holds them now, each checked against the hash its result gave
 
 Every request carries a bearer token from the site's config (kept there as a SHA-256 digest); without one it
 is refused with 401 before its body is read, and nothing is kept.
@@ -13,6 +16,7 @@ is refused with 401 before its body is read, and nothing is kept.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -21,7 +25,7 @@ from pathlib import Path as PathLib
 from typing import Any, Callable, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
-from fastapi.responses import HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.middleware.cors import CORSMiddleware
@@ -34,6 +38,7 @@ from dvqa.dicom.iod import VideoIOD
 from dvqa.serve import ingest
 from dvqa.serve.recordings import Recording, Recordings
 from dvqa.serve.spool import MAX_CHUNKS
+from dvqa.trust import audit as audit_chain
 
 PREFIX = "/recordings"
 ID_PATTERN = r"^[0-9a-f]{32}$"
@@ -94,6 +99,17 @@ class EndRequest(BaseModel):
                         description="SHA-256 (hex) of the whole recording: every chunk's bytes, in order.")
 
 
+class Refusal(BaseModel):
+    """Why a request was refused (FastAPI's shape): one sentence that says what to do."""
+
+    detail: str
+
+
+def refused(why: str) -> dict[str, Any]:
+    """An error answer as the OpenAPI schema documents it: its body is a Refusal."""
+    return {"model": Refusal, "description": why}
+
+
 class ChunkAck(BaseModel):
     n: int
     size: int
@@ -116,7 +132,36 @@ class RecordingState(BaseModel):
     result: dict[str, Any] | None = Field(
         None, description="When finished: syntax and why, timing summary, quality summary, validation verdict, "
                           "signature, what the PACS answered (stored or why not), the DICOM file's path when the "
-                          "server kept it, the audit records, and the time from end to ready and to stored.")
+                          "server kept it, `audit` (each record it added to the server's audit chain: seq, the "
+                          "SHA-256 of its line, command, outcome), `reports` (the quality reports written), and the "
+                          "time from end to ready and to stored.")
+    links: dict[str, str] = Field(default_factory=dict, description=(
+        "When finished, the paths (on this server, with the same token) of what the result refers to: "
+        "quality_html and quality_json (the quality report) and audit (its audit records)."))
+
+
+def links(recording: Recording) -> dict[str, str]:
+    """The paths of the quality report and the audit records a finished recording has."""
+    result, base = recording.result or {}, f"{PREFIX}/{recording.id}"
+    written = result.get("reports") or {}
+    found = {f"quality_{kind}": f"{base}/quality.{kind}" for kind in REPORT_TYPES
+             if written.get(kind) in ("writing", "written")}
+    if result.get("audit"):
+        found["audit"] = f"{base}/audit"
+    return found
+
+
+class AuditEntry(BaseModel):
+    seq: int = Field(description="The record's number in the server's audit chain.")
+    sha256: str = Field(description="The SHA-256 of the record's line when it was appended (the next record's "
+                                    "`prev`): keep it to show later that the chain still holds this record.")
+    unchanged: bool = Field(description="The chain holds a record numbered seq whose line has that SHA-256 now.")
+    record: dict[str, Any] | None = Field(description="The record as the chain holds it now (null: not there).")
+
+
+class AuditRecords(BaseModel):
+    id: str
+    records: list[AuditEntry]
 
 
 def view(recording: Recording, idle_s: float) -> RecordingState:
@@ -128,7 +173,8 @@ def view(recording: Recording, idle_s: float) -> RecordingState:
         expires = round(max(0.0, idle_s - (time.monotonic() - recording.last_activity)), 1)
     return RecordingState(id=recording.id, state=recording.state, conversion=recording.conversion,
                           acknowledged=acknowledged, bytes=sum(recording.chunks.values()), next_chunk=following,
-                          end=recording.end, expires_in_s=expires, result=recording.result)
+                          end=recording.end, expires_in_s=expires, result=recording.result,
+                          links=links(recording))
 
 
 def digest_of(header: str | None) -> str:
@@ -145,8 +191,17 @@ def digest_of(header: str | None) -> str:
     raise HTTPException(400, "give the chunk's SHA-256 as the header Content-Digest: sha-256=:BASE64: (RFC 9530).")
 
 
+DIGEST_PARAMETER = {"name": "Content-Digest", "in": "header", "required": True,
+                    "description": "The chunk's SHA-256 as RFC 9530 gives it: sha-256=:BASE64:",
+                    "schema": {"type": "string"}}
+
+
 # --- the routes ---------------------------------------------------------------------------------------------
 
+REPORT_WAIT_S = 30.0  # a report asked for while its conversion process writes it
+REPORT_TYPES = {"html": "text/html; charset=utf-8", "json": "application/json"}
+REPORT_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; "
+                 "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")  # the report is self-contained
 PAGE = PathLib(__file__).with_name("static") / "record.html"
 PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
                "media-src 'self' blob: mediastream:; base-uri 'none'; form-action 'none'; frame-ancestors 'self'")
@@ -176,12 +231,19 @@ def router(recordings: Recordings) -> APIRouter:
             raise HTTPException(401, "a valid bearer token is required (Authorization: Bearer TOKEN); nothing "
                                      "was kept.", headers={"WWW-Authenticate": "Bearer"})
 
-    api = APIRouter(prefix=PREFIX, tags=["recordings"], dependencies=[Depends(authorized)])
+    api = APIRouter(prefix=PREFIX, tags=["recordings"], dependencies=[Depends(authorized)], responses={
+        401: refused("no valid bearer token; nothing was kept"),
+        503: refused("recording ingestion is not configured on this server")})
     an_id = Path(pattern=ID_PATTERN, description="The id POST /recordings answered.")
+    unknown = {404: refused("no recording with this id on this server")}
 
-    @api.post("", status_code=201, response_model=RecordingState,
-              responses={422: {"description": "a metadata value is refused (the field is named)"},
-                         429: {"description": "too many recordings are being uploaded at once"}})
+    @api.post("", status_code=201, response_model=RecordingState, summary="Open a recording with its metadata",
+              responses={422: {"description": "a metadata value is refused (the field is named: `detail` a "
+                                              "sentence), or the body is not a RecordingRequest (`detail` a list)",
+                               "content": {"application/json": {"schema": {"anyOf": [
+                                   {"$ref": "#/components/schemas/Refusal"},
+                                   {"$ref": "#/components/schemas/HTTPValidationError"}]}}}},
+                         429: refused("too many recordings are being uploaded at once")})
     async def create_recording(request: RecordingRequest) -> RecordingState:  # type: ignore[valid-type]
         """Open a recording: its patient/study metadata, checked as `dvqa convert` checks its options."""
         wanted = request.model_dump(exclude_none=True)  # type: ignore[attr-defined]
@@ -196,14 +258,14 @@ def router(recordings: Recordings) -> APIRouter:
         recording = await recordings.create(wanted)
         return view(recording, settings.idle_expiry_s)
 
-    @api.put("/{recording_id}/chunks/{n}", response_model=ChunkAck,
-             responses={200: {"description": "the same bytes were acknowledged before"},
+    @api.put("/{recording_id}/chunks/{n}", response_model=ChunkAck, status_code=201, summary="Upload chunk n",
+             responses={**unknown, 200: {"model": ChunkAck, "description": "the same bytes were acknowledged before"},
                         201: {"description": "acknowledged: on disk, fsync'd"},
-                        400: {"description": "the body does not match Content-Digest"},
-                        409: {"description": "other bytes were acknowledged for this n, or the recording ended"},
-                        413: {"description": "the chunk or the recording is too large"},
-                        507: {"description": "the server cannot write its spool (full disk): send it again later"}},
-             openapi_extra={"requestBody": {"required": True, "content": {
+                        400: refused("the body does not match Content-Digest"),
+                        409: refused("other bytes were acknowledged for this n, or the recording ended"),
+                        413: refused("the chunk or the recording is too large"),
+                        507: refused("the server cannot write its spool (full disk): send it again later")},
+             openapi_extra={"parameters": [DIGEST_PARAMETER], "requestBody": {"required": True, "content": {
                  "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
                  "video/webm": {"schema": {"type": "string", "format": "binary"}}}}})
     async def put_chunk(request: Request, response: Response, recording_id: str = an_id,
@@ -233,18 +295,87 @@ def router(recordings: Recordings) -> APIRouter:
         response.status_code = 201 if new else 200
         return ChunkAck(n=n, size=len(data), sha256=actual, acknowledged=True)
 
-    @api.post("/{recording_id}/end", status_code=202, response_model=RecordingState,
-              responses={400: {"description": "the chunks do not make the SHA-256 given"},
-                         409: {"description": "chunks are missing, or it was ended otherwise"}})
+    @api.post("/{recording_id}/end", status_code=202, response_model=RecordingState, summary="End the recording",
+              responses={**unknown, 400: refused("the chunks do not make the SHA-256 given"),
+                         409: refused("chunks are missing, or it was ended otherwise")})
     async def end_recording(body: EndRequest, recording_id: str = an_id) -> RecordingState:
         """The recording is complete: conversion finishes, then validate, store, audit (GET for the result)."""
         recording = recordings.get(recording_id)
         await recordings.end(recording, body.chunks, body.sha256.lower())
         return view(recording, settings.idle_expiry_s)
 
-    @api.get("/{recording_id}", response_model=RecordingState)
+    @api.get("/{recording_id}", response_model=RecordingState, responses=unknown,
+             summary="The recording's state and, once finished, its result")
     async def recording_state(recording_id: str = an_id) -> RecordingState:
         """The state, the acknowledged chunks (resend the others after a failure), and the result."""
         return view(recordings.get(recording_id), settings.idle_expiry_s)
 
+    no_report = {404: refused("no such recording, or it has no quality report (not finished, or nothing was "
+                              "converted): the reason is given")}
+
+    @api.get("/{recording_id}/quality.html", response_class=FileResponse, summary="Its quality report (HTML)",
+             responses={**no_report, 200: {"description": "one self-contained HTML page",
+                                           "content": {"text/html": {"schema": {"type": "string"}}}}})
+    async def quality_html(recording_id: str = an_id) -> FileResponse:
+        """The quality report of the conversion, as `dvqa convert --report quality.html` writes it (one
+        self-contained page: plots, the worst frames' thumbnails), without the patient's identifiers. Asked
+        while it is still being written (just after the result), it is answered once written."""
+        return await report(recordings.get(recording_id), "html")
+
+    @api.get("/{recording_id}/quality.json", response_class=FileResponse, summary="Its quality report (JSON)",
+             responses={**no_report, 200: {
+                 "description": "the conversion record with every frame's PSNR/SSIM and the timing map",
+                 "content": {"application/json": {"schema": {"type": "object"}}}}})
+    async def quality_json(recording_id: str = an_id) -> FileResponse:
+        """The quality report as JSON (`dvqa convert --report quality.json`: per-frame values, timing map)."""
+        return await report(recordings.get(recording_id), "json")
+
+    @api.get("/{recording_id}/audit", response_model=AuditRecords, summary="Its records in the audit chain",
+             responses={404: refused("no such recording, or it has no audit records (not finished, or no "
+                                     "record.audit)"),
+                        503: refused("recording ingestion is not configured, or the audit chain cannot be "
+                                     "read")})
+    async def audit_records(recording_id: str = an_id) -> AuditRecords:
+        """The records the recording added to the server's audit chain (its conversion, each PACS answer, or its
+        abandonment), read from the chain now and checked against the SHA-256 the result gave; the whole chain
+        is proved by `dvqa audit verify`."""
+        recording = recordings.get(recording_id)
+        named = (recording.result or {}).get("audit") or []
+        if not named or settings.audit is None:
+            raise HTTPException(404, f"recording {recording_id} has no audit records "
+                                     f"({'it is ' + recording.state if recording.result is None else 'none'}).")
+        try:
+            found = await asyncio.to_thread(audit_chain.find, settings.audit, {e["seq"] for e in named})
+        except (OSError, DvqaError) as exc:
+            raise HTTPException(503, f"the audit chain cannot be read ({exc}); ask the site's administrator.") \
+                from None
+        entries = []
+        for e in named:
+            record, line_hash = found.get(e["seq"], (None, ""))
+            entries.append(AuditEntry(seq=e["seq"], sha256=e["sha256"], unchanged=line_hash == e["sha256"],
+                                      record=record))
+        return AuditRecords(id=recording_id, records=entries)
+
     return api
+
+
+async def report(recording: Recording, kind: str) -> FileResponse:
+    """The recording's quality report as a file answer (waiting while its conversion process writes it), or 404
+    saying why there is none."""
+    path = recording.folder.report_path(kind)
+
+    def status() -> str | None:
+        return ((recording.result or {}).get("reports") or {}).get(kind)
+
+    deadline = time.monotonic() + REPORT_WAIT_S
+    while status() == "writing" and recording.process is not None and not path.is_file() \
+            and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    if not path.is_file():
+        result = recording.result
+        why = (f"it is {recording.state}" if result is None else
+               f"nothing was converted: {result.get('reason')}" if status() is None else
+               "the server stopped while it was being written" if status() == "writing" else status())
+        raise HTTPException(404, f"recording {recording.id} has no {kind} quality report ({why}).")
+    return FileResponse(path, media_type=REPORT_TYPES[kind], headers={
+        "Content-Security-Policy": REPORT_POLICY, "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})

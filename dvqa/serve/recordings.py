@@ -176,6 +176,8 @@ class Recordings:
                 if result is None and recording.folder.result_path.exists():  # told at once, not after the
                     result = await asyncio.to_thread(recording.folder.result)  # process has wound down
                     recording.result, recording.conversion = result, "finished"
+            if result is not None:  # read again: the process completed it with its quality reports' outcome
+                recording.result = result = await asyncio.to_thread(recording.folder.result) or result
             recording.process = None
         if self.stopping or recording.abandoning:
             return
@@ -224,6 +226,7 @@ class Recordings:
             except DvqaError as exc:  # the spool is kept: the record of its removal could not be written
                 log.error("recording %s: %s", recording.id, exc)
                 return
+            result["audit"] = audit.named()
         await asyncio.to_thread(recording.folder.finish, result)
         recording.result, recording.conversion = result, "finished"
         log.info("recording %s abandoned", recording.id)

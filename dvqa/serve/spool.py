@@ -8,6 +8,7 @@ Layout under the configured spool_dir (folders 0700, files 0600 - the chunks are
     recordings/ID/abandoned        the recording expired: its conversion stops at the next chunk it waits for
     recordings/ID/lock             held (flock) by the one process converting the recording
     recordings/ID/result.json      the outcome; once it is written the rest of the folder is removed
+    recordings/ID/quality.html     the quality report (and quality.json), written just after it: frame thumbnails
     dicom/ID.dcm                   the DICOM file, kept while the PACS has not taken it
 
 A chunk is written to a private temporary name, fsync'd, hard-linked to its name (which fails when the
@@ -34,6 +35,7 @@ from typing import BinaryIO, Iterator
 from dvqa.core import outputs
 from dvqa.core.errors import EnvironmentProblem
 
+REPORT_KINDS = ("html", "json")  # the quality report's forms, as dvqa.quality.reports names them by suffix
 POLL_S = 0.05  # as dvqa.video.growing: how often a waiting conversion looks for the next chunk
 CHUNK_DIGITS = 8
 MAX_CHUNKS = 10 ** CHUNK_DIGITS
@@ -190,9 +192,17 @@ class RecordingFolder:
     def result(self) -> dict | None:
         return read_json(self.result_path)
 
+    def report_path(self, kind: str) -> Path:
+        """The quality report as `kind` (one of REPORT_KINDS)."""
+        return self.path / f"quality.{kind}"
+
+    def write_result(self, result: dict) -> None:
+        """The result again, completed (the quality reports are written after it)."""
+        write_json(self.result_path, result)
+
     def finish(self, result: dict) -> None:
         """Write the outcome, then remove what the recording left (chunks, request with its patient data)."""
-        write_json(self.result_path, result)
+        self.write_result(result)
         self.clean()
 
     def clean(self) -> None:

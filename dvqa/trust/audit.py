@@ -318,6 +318,26 @@ def verify(path: Path, key: bytes | None = None, expect_head: tuple[int, str] | 
     return check
 
 
+def record_hash(record: dict) -> str:
+    """The SHA-256 of the line `append` wrote for `record`: the `prev` of the record after it, and the hash
+    `dvqa audit head` prints while it is the last. Whoever keeps it can later show the log still holds that
+    record unchanged."""
+    return _line_hash(_canonical(record))
+
+
+def find(path: Path, seqs: set[int]) -> dict[int, tuple[dict, str]]:
+    """The records numbered `seqs`, each with the SHA-256 of its line as the log holds it now; the log is read
+    up to the last one wanted, not further. A number the log does not hold is left out."""
+    found: dict[int, tuple[dict, str]] = {}
+    for _, line, complete in _lines(path):
+        record = _record(line) if complete else None
+        if record is not None and record.get("seq") in seqs:
+            found[record["seq"]] = (record, _line_hash(line))
+            if len(found) == len(seqs):
+                break
+    return found
+
+
 def records(path: Path) -> list[dict]:
     """The complete records of a log (a torn or non-record line is left out)."""
     out = []

@@ -29,7 +29,8 @@ from dvqa.core import outputs
 from dvqa.core.errors import DvqaError
 from dvqa.core.regular import open_regular
 
-FORMAT = 1  # bump when the layout below changes: an older file is then rebuilt, never misread
+FORMAT = 2  # bump when the layout below (or what dvqa.validate.standard makes of the source) changes: an older
+# file is then rebuilt, never misread (2: condition value numbers counted from 1, standard._value_numbers)
 MAGIC = b"dvqa compiled DICOM tables %d\n" % FORMAT
 MARSHAL_VERSION = 4  # data only; readable by every Python dvqa supports
 CAP = 256 * 1024 * 1024

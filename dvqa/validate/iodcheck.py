@@ -20,12 +20,13 @@ from dicom_validator.validator.validation_result import (
     Status,
     TagError,
 )
-from pydicom.datadict import keyword_for_tag
+from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.uid import UID_dictionary
 
 from dvqa.core.findings import Finding, Severity
 from dvqa.dicom import dicomread
+from dvqa.validate import iodconditions, prose
 from dvqa.validate.standard import Tables
 
 SOP_CLASS_UID = 0x00080016
@@ -92,14 +93,19 @@ def check(ds: Dataset, path: str, tables: Tables) -> list[Finding]:
             if directory and error.code == ErrorCode.TagUnexpected and (tag.parents or [0])[0] == DIRECTORY_RECORDS:
                 unlisted_keys += 1  # a record's keys (PS3.3 F.5): not in the edition's tables
                 continue
+            if error.code == ErrorCode.EnumValueNotAllowed and _same_number(tag.tag, error.context or {}):
+                continue  # DS "1.0" is the enumerated value 1 (dicom-validator compares the strings)
             findings.append(_finding(tag, error, module_name, reference, path, edition, known))
     findings += _pixel_data(checked, iod, tables, path)
+    settled: set[tuple[str, str]] = set()
+    findings += _decided(checked, iod, tables, iodconditions.decided(tables, sop_class), path, settled)
+    findings += prose.check(checked, iod, tables, path)
     if unlisted_keys:
         findings.append(Finding(Severity.INFO, "iod.directory-keys-not-checked", f"{unlisted_keys} attributes of "
                                 "the DICOMDIR's directory records are record keys, which the tables of edition "
                                 f"{edition} do not list per record type; they were not checked", path,
                                 "DirectoryRecordSequence (0004,1220)", "PS3.3 F.5"))
-    findings += _unevaluated(ds, iod, tables, path)
+    findings += _unevaluated(ds, iod, tables, path, settled)
     return findings
 
 
@@ -138,6 +144,44 @@ def _required(ds: Dataset, attribute: dict) -> bool:
         return False
     present = _tag(condition["tag"]) in ds
     return present if condition["op"] == "+" else not present
+
+
+def _decided(ds: Dataset, iod: dict, tables: Tables, decisions: dict, path: str,
+             settled: set[tuple[str, str]]) -> list[Finding]:
+    """Attributes whose condition the IOD or the data set decides (dvqa.validate.iodconditions): missing, or a
+    Type 1C empty, where required, in a module the IOD makes Mandatory or the data set uses. Each condition
+    decided either way goes into `settled`, so that it is not listed as not evaluated."""
+    out = []
+    for (module_name, key), (tag, attribute, decide) in decisions.items():
+        usage = iod["modules"][module_name]
+        if not (usage["use"].startswith("M") or any(t in ds for t in _prepared(tables, usage["ref"])[0])):
+            continue
+        required, why = decide(ds)
+        if required is not None:
+            settled.add((module_name, key))
+        if not required:
+            continue
+        kind, what = attribute["type"], _name(tag)
+        if tag not in ds:
+            code, message = "iod.missing", f"Type {kind} attribute {what} is missing from the {module_name} module"
+        elif kind == "1C" and ds[tag].value in (None, "", b"", []):
+            code, message = "iod.empty", f"Type {kind} attribute {what} of the {module_name} module is empty"
+        else:
+            continue
+        out.append(Finding(Severity.ERROR, code, f"{message} (by its condition: {why})", path, what,
+                           _reference(tables, iod, module_name)))
+    return out
+
+
+def _same_number(tag: int, context: dict) -> bool:
+    """A DS or IS value equal as a number to one of the enumerated values: "A string of characters representing a
+    ... decimal number" (PS3.5 Table 6.2-1), so '0.0' and '1.0' are the values 0 and 1 (highdicom writes them)."""
+    try:
+        if dictionary_VR(int(tag)) not in ("DS", "IS"):
+            return False
+        return float(context.get("value")) in {float(v) for v in context.get("allowed", [])}
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def _governed(tables: Tables, sop_class: str) -> set[tuple[str, int]]:
@@ -223,8 +267,9 @@ def _finding(tag: DicomTag, error: TagError, module: str, reference: str, path: 
     return Finding(severity, code, message, path, what, reference)
 
 
-def _unevaluated(ds: Dataset, iod: dict, tables: Tables, path: str) -> list[Finding]:
-    """One info finding naming every absent attribute or module whose condition could not be parsed.
+def _unevaluated(ds: Dataset, iod: dict, tables: Tables, path: str, decided: set[tuple[str, str]]) -> list[Finding]:
+    """One info finding naming every absent attribute or module whose condition could not be parsed (and that
+    the IOD does not decide: `decided`, (module name, tag key) pairs).
 
     One per file, not one per attribute: a typical file has a score of them (an animal patient, a
     paired body part ...), and a line each would bury the findings that matter; the finding's `where`
@@ -237,7 +282,8 @@ def _unevaluated(ds: Dataset, iod: dict, tables: Tables, path: str) -> list[Find
             absent.append(f"{module_name} module")
             continue
         if branches and (usage["use"].startswith("M") or present):
-            absent += _walk(ds, branches, [])
+            skip = {_tag(key) for module, key in decided if module == module_name}
+            absent += _walk(ds, {t: b for t, b in branches.items() if t not in skip} if skip else branches, [])
     absent = list(dict.fromkeys(absent))  # an attribute in two modules (Anatomic Region Sequence) once
     if not absent:
         return []
@@ -270,9 +316,7 @@ def _branches(table: dict) -> dict:
     return out
 
 
-def _tag(key: str) -> int:
-    group, element = key.strip("()").split(",")
-    return int(group.replace("xx", "00"), 16) << 16 | int(element, 16)
+_tag = iodconditions.tag_int
 
 
 def _walk(ds: Dataset, branches: dict, parents: list[int]) -> list[str]:

@@ -189,7 +189,11 @@ def _meta_agrees(ds: pydicom.Dataset, path: Path) -> list[Finding]:
         return out
     for meta, own in (("MediaStorageSOPClassUID", "SOPClassUID"), ("MediaStorageSOPInstanceUID", "SOPInstanceUID")):
         stated, actual = str(ds.file_meta.get(meta, "")), str(ds.get(own, ""))
-        if stated != actual:
+        if not stated:  # Type 1 in the meta header (PS3.10 Table 7.1-1), also when the data set's is empty too
+            out.append(Finding(Severity.ERROR, "file.meta-empty", f"the File Meta Information's {meta} is empty; it "
+                               "is Type 1", str(path), f"{meta} (0002,{'0002' if 'Class' in meta else '0003'})",
+                               "PS3.10 §7.1"))
+        elif stated != actual:
             out.append(Finding(Severity.ERROR, "file.meta-mismatch", f"the File Meta Information's {meta} is "
                                f"{stated!r} but the data set's {own} is {actual!r}", str(path),
                                f"{meta} (0002,{'0002' if 'Class' in meta else '0003'})", "PS3.10 §7.1"))

@@ -229,9 +229,28 @@ def load(edition: Edition) -> Tables:
 
 def _tables(edition: Edition, parse) -> Tables:
     """Tables from the compiled form of the edition's (already hashed) tables; see dvqa.validate.compiled."""
-    form = compiled.load(edition.name, edition.digest, parse)
+    form = compiled.load(edition.name, edition.digest, lambda: _value_numbers(parse()))
     info = DicomInfo(form.dict_info, form.iod_info, form.modules)
     return Tables(edition, info, form.references, form.unevaluated, known=form.known_tags)
+
+
+def _value_numbers(source: dict) -> dict:
+    """Conditions on one value of an attribute, counted as dicom-validator's evaluator counts them. Its parser
+    (0.9) writes "Image Type (0008,0008) Value 3 is STATIC" as index 2 (from 0), its evaluator reads index 2 as
+    Value 2 (from 1; 0: the first value), so every condition on a value after the first looked at the value
+    before it: NM Image's Actual Frame Duration, "Required if Image Type (0008,0008) Value 3 is: WHOLE BODY or
+    STATIC" (PS3.3 C.8.4.9), never held for a STATIC image. Editions built by dvqa and imported by dicom-
+    validator share the parser, so the indexes are moved here, once, before the compiled form is made."""
+    stack: list = [source["module_info"], source["iod_info"]]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "op" in node and "tag" in node and int(node.get("index", 0) or 0) > 0:
+                node["index"] = int(node["index"]) + 1
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return source
 
 
 def unevaluated_per_iod(tables: Tables) -> dict[str, int]:

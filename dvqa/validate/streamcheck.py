@@ -1,4 +1,4 @@
-"""Layer 2 of `dvqa validate`: does the encapsulated video stream agree with the DICOM header?
+"""Layer 2 of `dvqa validate`: does the encapsulated video stream (or native Pixel Data) agree with the header?
 
 These are the defects that make a PACS viewer show a black frame or play at the wrong speed, and
 that attribute-level validators cannot see: the bitstream's own headers (H.264/HEVC SPS, MPEG-2
@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 
 from dvqa.core import signals
 from dvqa.core.findings import Finding, Severity
-from dvqa.dicom import dicomfile, syntaxes
+from dvqa.dicom import dicomfile, dicomread, syntaxes
 from dvqa.dicom.iod import declared_rate
 
+PIXEL_DATA = 0x7FE00010
 ES_FORMAT = {"h264": "h264", "hevc": "hevc", "mpeg2video": "mpegvideo"}
 # what each decoder pixel format means for Photometric Interpretation and Bits Stored
 PIXELS = {
@@ -60,6 +62,38 @@ class _FragmentReader(io.RawIOBase):
         return n
 
 
+def _native(path: Path, ds: Dataset, syntax: UID, at: int) -> list[Finding]:
+    """Native (uncompressed) Pixel Data against the image attributes: its VR, OW when Bits Allocated is above 8
+    (OB only for 8 bits or fewer, and only with an explicit VR; PS3.5 §8.2), and its length, Rows x Columns x
+    Samples per Pixel x Number of Frames x Bits Allocated bits, padded to an even number of bytes (PS3.5
+    §8.1.1). The element's header is read again at `at`: the value itself never is."""
+    header = dicomread.pixel_data_header(path, at, syntax)
+    if header is None or header[0] != PIXEL_DATA:
+        return []
+    _, vr, length = header
+    where, found = "PixelData (7FE0,0010)", []
+    bits = ds.get("BitsAllocated")
+    if vr == "OB" and isinstance(bits, int) and bits > 8:
+        found.append(Finding(Severity.ERROR, "stream.pixel-vr", f"native Pixel Data is OB, but Bits Allocated is {bits}: "
+                             "above 8 it is OW", str(path), where, "PS3.5 §8.2"))
+    counts = [ds.get(k) for k in ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated")]
+    frames = ds.get("NumberOfFrames", 1)
+    try:
+        frames = int(frames) if frames not in (None, "") else 1
+    except (TypeError, ValueError):
+        return found  # not a number: the value layer's finding
+    if all(isinstance(c, int) and c > 0 for c in counts):
+        rows, columns, samples, allocated = counts
+        expected = (rows * columns * samples * frames * allocated + 7) // 8
+        expected += expected & 1
+        if length != expected:
+            found.append(Finding(Severity.ERROR, "stream.pixel-length", f"native Pixel Data holds {length} bytes, but "
+                                 f"Rows x Columns x Samples per Pixel x Number of Frames x Bits Allocated ({rows} x "
+                                 f"{columns} x {samples} x {frames} x {allocated} bits) make {expected}", str(path),
+                                 where, "PS3.5 §8.1.1"))
+    return found
+
+
 def _level_number(level: str) -> int:
     """Syntax table level ("4.1", "5.1", "Main", "High") as FFmpeg numbers it (41, 153 for HEVC 5.1)."""
     return {"4.1": 41, "4.2": 42, "5.1": 153}.get(level, -1)
@@ -71,7 +105,12 @@ def check(path: Path, ds: Dataset, pixel_data_at: int | None = None) -> list[Fin
     uid = str(ds.file_meta.get("TransferSyntaxUID", ""))
     syntax = syntaxes.BY_UID.get(uid)
     if syntax is None:
+        transfer = UID(uid)
+        if transfer.is_transfer_syntax and not transfer.is_encapsulated and pixel_data_at is not None:
+            return _native(path, ds, transfer, pixel_data_at)
         return []
+    if PIXEL_DATA not in ds:  # no stream to check (a presentation state written with its image's syntax, PS3.5
+        return []  # A.4: the syntax concerns Pixel Data only); an image without one is the IOD layer's finding
     ref = REF_SECTION[syntax.codec]
     found: list[Finding] = []
 
@@ -192,12 +231,13 @@ def _profile_and_level(syntax: syntaxes.VideoSyntax, f: dict, add) -> None:
 
 def _lossy(ds: Dataset, syntax: syntaxes.VideoSyntax, add) -> None:
     if str(ds.get("LossyImageCompression", "")) != "01":
-        add(Severity.ERROR, "stream.lossy-flag", "Lossy Image Compression must be 01 for a lossy video syntax",
+        add(Severity.ERROR, "stream.lossy-flag", "Lossy Image Compression must be 01 for a lossy transfer syntax",
             "(0028,2110)")
     values = _multi(ds, "LossyImageCompressionMethod")
-    if syntax.lossy_method not in values:
-        add(Severity.ERROR, "stream.lossy-method", f"Lossy Image Compression Method should include "
-            f"{syntax.lossy_method} for {syntax.title}, found {values or '(absent)'}", "(0028,2114)")
+    if syntax.lossy_method not in values:  # absent: a warning, the attribute is Type 3 where the IOD table does not
+        # require it (PS3.3 C.7.6.1, "should" in C.7.6.1.1.5.1); present without this syntax's method: wrong
+        add(Severity.ERROR if values else Severity.WARNING, "stream.lossy-method", f"Lossy Image Compression Method "
+            f"should include {syntax.lossy_method} for {syntax.title}, found {values or '(absent)'}", "(0028,2114)")
     if not _multi(ds, "LossyImageCompressionRatio"):
         add(Severity.WARNING, "stream.lossy-ratio", "Lossy Image Compression Ratio is absent", "(0028,2112)")
 
