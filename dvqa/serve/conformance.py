@@ -21,11 +21,16 @@ GATEWAY_ROUTES = {
                 "Range, ETag/304, 406 when Accept excludes its media type; cached privately. Other instances: "
                 "passed through.",
     "thumbnail": "Video instances: a JPEG of the picture in the middle of the video. Other instances: passed through.",
+    "frame_rendered": "Video instances: frame n as image/jpeg (PS3.18 rendered frames; one frame number at a time, "
+                      "quality 1-100; 400 for a list, 404 past the last frame). Other instances: passed through.",
     "passthrough": "Passed through unchanged and streamed (QIDO-RS PS3.18 §10.6, WADO-RS §10.4, STOW-RS §10.5 "
                    "and anything else): the client's method, path, query, body and Authorization header; the "
                    "PACS's status, content type and body. Exceptions: study, series and instance metadata and "
                    "QIDO-RS instance answers gain Available Transfer Syntax UID (0008,3002) and a Pixel Data "
-                   "BulkDataURI for video instances, and URLs naming the upstream are rewritten to the gateway's.",
+                   "BulkDataURI for video instances, and URLs naming the upstream are rewritten to the gateway's; "
+                   "the metadata of a study, series or instance whose instances are all videos is made from the "
+                   "instances' own headers (PS3.18 Annex F), listed by the PACS's QIDO-RS answer to the client and "
+                   "used only while that answer's attributes agree with them.",
 }
 RECORD_LIMITS = ("max_chunk_mb", "max_recording_mb", "max_recordings", "conversions", "idle_expiry_s")
 
@@ -82,7 +87,8 @@ def sections() -> list[dict]:
             "The gateway implements no DICOMweb service of its own: every request under /dicom-web goes to the "
             "configured upstream root, so what the PACS does not support, the gateway does not either, and access "
             "stays the PACS's decision. Its additions concern instances of the video transfer syntaxes below: they "
-            "are retrieved from the PACS with transfer-syntax=* (PS3.18 §8.7.3.5.2), as stored, and before a "
+            "are retrieved from the PACS with transfer-syntax=* (PS3.18 §8.7.3.5.2), as stored (from an Orthanc "
+            "PACS's REST file route instead when orthanc_rest is configured), and before a "
             "rendering or thumbnail is served from the cache a QIDO-RS query for the instance with the client's "
             "Authorization header must find it.",
             f"HTTP/1.1 on {defaults.host}:{defaults.port} unless --host/--port say otherwise; HTTPS with "
