@@ -27,6 +27,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import httpx
+from pydicom.dataset import Dataset
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
@@ -224,8 +225,12 @@ class Gateway:
         if job is not None:
             await job.header_read.wait()
             if job.header is not None and job.error is None:
-                return self._remember_header(instance, metadata.dicom_json(job.header))
+                return self._header_of(instance, job.header)
         return self._kept_header(instance)
+
+    def _header_of(self, instance: str, header: Dataset) -> dict:
+        """The header's metadata, made once (by whichever of the job and a metadata request asks first)."""
+        return self._kept_header(instance) or self._remember_header(instance, metadata.dicom_json(header))
 
     def _store_header(self, instance: str, made: dict) -> None:
         """Keep the instance's metadata on disk beside its rendering (read again after a restart)."""
@@ -312,8 +317,7 @@ class Gateway:
             await job.header_read.wait()
             if job.header is None:
                 return
-            made = metadata.dicom_json(job.header)
-            self._remember_header(instance, made)
+            made = self._header_of(instance, job.header)
             await job.finished.wait()
             if job.error is None:
                 self._store_header(instance, made)

@@ -189,8 +189,8 @@ def write_mp4(es_path: Path, source: Source, out: BinaryIO) -> int:
 
 def progressive(fragmented: Path, out: Path) -> None:
     """The fragmented MP4 at `fragmented` rewritten at `out` (by name: FFmpeg moves the index to the
-    front by opening the file again; the caller creates it private first) as a progressive one (moov with every sample's index first, then the
-    pictures): the same packets and times, no re-encode.
+    front by opening the file again; the caller creates it private first) as a progressive one (moov
+    with every sample's index first, then the pictures): the same packets and times, no re-encode.
 
     Why both: a fragmented MP4 can be sent while it is written, but a player given byte ranges on it
     (Chromium's, through FFmpeg's demuxer) reads every fragment's header across the whole file before
