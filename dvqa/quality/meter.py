@@ -157,7 +157,8 @@ class QualityResult:
 
 
 class QualityMeter:
-    """Scores frame pairs in output order and keeps thumbnails of the worst ones only."""
+    """Scores frame pairs in output order and keeps the pictures of the worst ones only (at most 2 x WORST
+    pairs, made into thumbnails by result())."""
 
     def __init__(self, width: int, height: int, pix_fmt: str, ssim: str = "fast",
                  thumbnails: bool = True) -> None:
@@ -172,7 +173,10 @@ class QualityMeter:
         # the WORST lowest values so far, as (-value, -frame) min-heaps: the top is the best kept
         self._worst_psnr: list[tuple[float, int]] = []
         self._worst_ssim: list[tuple[float, int]] = []
-        self.thumbs: dict[int, Thumbs] = {}
+        # the pictures of the frames kept, made into thumbnails once scoring ends: a frame enters the
+        # worst lists every time quality dips below what was kept (tens of times in a 10 s clip), and
+        # making its thumbnails then cost more than scoring it (py-spy on a 1080p re-encode)
+        self._kept_pictures: dict[int, tuple[av.VideoFrame, av.VideoFrame]] = {}
 
     def add(self, output_frame: int, source_frame: int, source_pts: float, output_pts: float,
             reference: av.VideoFrame, distorted: av.VideoFrame,
@@ -196,11 +200,11 @@ class QualityMeter:
             kept = self._keep(self._worst_psnr, scores.psnr_y, output_frame)
             kept |= self._keep(self._worst_ssim, scores.ssim_y, output_frame)
             if kept:
-                self.thumbs[output_frame] = make_thumbs(output_frame, reference, distorted)
+                self._kept_pictures[output_frame] = (reference, distorted)
                 wanted = {-k for _, k in self._worst_psnr} | {-k for _, k in self._worst_ssim}
-                for k in list(self.thumbs):
+                for k in list(self._kept_pictures):
                     if k not in wanted:
-                        del self.thumbs[k]
+                        del self._kept_pictures[k]
         return scores
 
     @staticmethod
@@ -216,7 +220,8 @@ class QualityMeter:
         return False
 
     def result(self, dropped: int, duplicated: int) -> QualityResult:
-        return QualityResult(self.ssim, self.per_frame, dropped, duplicated, dict(self.thumbs))
+        thumbs = {k: make_thumbs(k, *pair) for k, pair in sorted(self._kept_pictures.items())}
+        return QualityResult(self.ssim, self.per_frame, dropped, duplicated, thumbs)
 
 
 @dataclass

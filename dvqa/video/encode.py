@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 import av
+from av.video.reformatter import VideoReformatter
 import numpy as np
 
 from dvqa.dicom.syntaxes import VideoSyntax
@@ -125,6 +126,10 @@ class FrameShaper:
         self.pix_fmt, self.out_range = pix_fmt, out_range
         self.source_range = source_range
         self.placements: dict[tuple[int, int], Placement] = {}
+        # One swscale context for the whole stream: frame.reformat() makes a new one per frame, and with
+        # it a set of slice threads created and joined every frame (py-spy: a tenth of a 1080p
+        # re-encode's main thread). One thread: the encoder's threads already own the cores.
+        self._reformatter = VideoReformatter()
 
     def placement(self, src_w: int, src_h: int) -> Placement:
         key = (src_w, src_h)
@@ -151,11 +156,11 @@ class FrameShaper:
         src_range = RANGE_CODE.get(self.source_range, 1)
         dst_range = RANGE_CODE[self.out_range]
         fmt = self.pix_fmt
-        scaled = frame.reformat(
-            width=place.box_width, height=place.box_height, format=fmt,
+        scaled = self._reformatter.reformat(
+            frame, width=place.box_width, height=place.box_height, format=fmt,
             src_colorspace="ITU709", dst_colorspace="ITU709",
             src_color_range=src_range, dst_color_range=dst_range,
-            interpolation="BICUBIC",
+            interpolation="BICUBIC", threads=1,
         )
         if not place.padded:
             out = scaled
