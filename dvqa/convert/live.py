@@ -29,6 +29,7 @@ from typing import Callable
 import av
 import av.logging
 
+from dvqa.convert.copier import AnnexBCopier
 from dvqa.convert.package import Attempt, ConversionResult, Work, package
 from dvqa.convert.pipeline import (
     ConvertOptions,
@@ -42,7 +43,7 @@ from dvqa.convert.pipeline import (
 from dvqa.core import outputs
 from dvqa.core.errors import DvqaError, InputError, UsageError
 from dvqa.quality.meter import QualityMeter, QualityResult, WrittenStreamMeter
-from dvqa.video.encode import ElementaryStream, Encoder, FrameShaper, settings_for
+from dvqa.video.encode import Encoder, FrameShaper, settings_for
 from dvqa.video.growing import Growing
 from dvqa.video.live_timing import LiveSchedule
 from dvqa.video.plan import PinnedRate, Plan, choose, choose_live, passthrough_refusal
@@ -83,17 +84,14 @@ class _CopyRefused:
 
 
 class _Copy:
-    """The H.264 access units copied as they arrive (Annex B framing, as a whole-file passthrough writes
-    them), each scored against the source's own decode. Held in memory until the start of the stream has
-    decided whether to copy at all."""
+    """The H.264 access units copied as they arrive (dvqa.convert.copier, as a whole-file passthrough
+    copies them), each scored against the source's own decode. Held in memory until the start of the
+    stream has decided whether to copy at all."""
 
     def __init__(self, info: SourceInfo, stream, ssim: str | None, stream_file, stream_path: Path) -> None:
-        self.stream_file = stream_file
-        self.es = ElementaryStream(path=stream_path)
-        needs_annexb = (stream.codec_context.extradata or b"").startswith(b"\x01")
-        self.bsf = av.bitstream.BitStreamFilterContext("h264_mp4toannexb", stream) if needs_annexb else None
-        self.meter = QualityMeter(info.width, info.height, "yuv420p", ssim) if ssim else None
-        self.checker = WrittenStreamMeter("h264", self.meter) if self.meter else None
+        meter = QualityMeter(info.width, info.height, "yuv420p", ssim) if ssim else None
+        self.copier = AnnexBCopier(stream, stream_file, stream_path, meter)
+        self.es = self.copier.es
         self.held: list[bytes] | None = []  # Annex B bytes, until the copy is decided
         self.held_frames: list[tuple[float, av.VideoFrame]] = []
         self.rate: Fraction | None = None  # set when copying was decided
@@ -101,18 +99,16 @@ class _Copy:
         self.shown = 0
 
     def packet(self, packet: av.Packet) -> None:
-        if packet.size == 0:
-            return
-        for out in (self.bsf.filter(packet) if self.bsf else [packet]):
-            self._write(bytes(out))
+        for data in self.copier.annexb(packet):
+            self._write(data)
 
     def frame(self, pts: float, frame: av.VideoFrame) -> None:
-        if self.checker is None:
+        if self.copier.checker is None:
             return
         if self.rate is None:
             self.held_frames.append((pts, frame))
             return
-        self.checker.expect(self.shown, self.shown, pts, self.first_pts + self.shown / float(self.rate), frame)
+        self.copier.expect(self.shown, pts, self.first_pts + self.shown / float(self.rate), frame)
         self.shown += 1
 
     def start(self, rate: Fraction, first_pts: float) -> None:
@@ -126,21 +122,15 @@ class _Copy:
             self._write(data)
 
     def finish(self) -> QualityResult | None:
-        for out in (self.bsf.filter(None) if self.bsf else []):
-            self._write(bytes(out))
-        self.stream_file.flush()
-        if self.checker is None or self.meter is None:
-            return None
-        self.checker.finish()
-        return self.meter.result(0, 0)
+        for data in self.copier.annexb(None):
+            self._write(data)
+        return self.copier.result()
 
     def _write(self, data: bytes) -> None:
         if self.held is not None:
             self.held.append(data)
             return
-        self.es.append(self.stream_file, data)
-        if self.checker:
-            self.checker.written(data)
+        self.copier.write(data)
 
 
 class _Encoding:

@@ -16,6 +16,7 @@ from typing import Callable
 import av
 import av.logging
 
+from dvqa.convert.copier import AnnexBCopier
 from dvqa.convert.options import ConvertOptions
 from dvqa.convert.package import Attempt, ConversionResult, Work, package
 from dvqa.core import outputs, profiles, signals
@@ -32,7 +33,7 @@ from dvqa.dicom.iod import VideoIOD
 from dvqa.quality.meter import QualityMeter, WrittenStreamMeter
 from dvqa.quality.metrics import SSIM_DEFINITIONS
 from dvqa.trust.audit import AuditWriteFailed, conversion_event
-from dvqa.video.encode import ElementaryStream, Encoder, FrameShaper, settings_for
+from dvqa.video.encode import Encoder, FrameShaper, settings_for
 from dvqa.video.plan import Plan, choose
 from dvqa.video.probe import SourceInfo, decide_range, probe
 from dvqa.video.scan import Scan, scan
@@ -142,52 +143,39 @@ def _passthrough(info: SourceInfo, scanned: Scan, plan: Plan, stream_file, strea
     written Annex B bytes by a second decoder: equal pictures give PSNR infinity,
     and a damaged source stream is caught here instead of being archived.
     """
-    es = ElementaryStream(path=stream_path)
     cfr_map = plan.timing  # one output frame per source frame
     meter = QualityMeter(info.width, info.height, "yuv420p", ssim) if ssim else None
-    checker = WrittenStreamMeter("h264", meter) if meter else None
     shown = copied = 0
     av.logging.set_level(av.logging.ERROR)
     with av.logging.Capture(False) as logs, av.open(str(info.path), "r", format=info.container) as container:
         stream = container.streams.video[0]
         frame_threaded(stream.codec_context)
-        needs_annexb = (stream.codec_context.extradata or b"").startswith(b"\x01")
-        bsf = av.bitstream.BitStreamFilterContext("h264_mp4toannexb", stream) if needs_annexb else None
-
-        def write(data: bytes) -> None:
-            es.append(stream_file, data)
-            if checker:
-                checker.written(data)
-
+        copier = AnnexBCopier(stream, stream_file, stream_path, meter)
         try:
             for packet in container.demux(stream):
-                if checker:
+                if meter:
                     for frame in packet.decode():
                         if shown < len(scanned.pts):
-                            checker.expect(shown, shown, scanned.pts[shown], cfr_map.output_pts(shown), frame)
+                            copier.expect(shown, scanned.pts[shown], cfr_map.output_pts(shown), frame)
                         shown += 1
                     errors = decoder_errors(logs, info)
                     if errors:
                         raise InputError(_stale_parameter_message(info, errors[0], shown))
                 if packet.size == 0:
                     continue
-                for out in (bsf.filter(packet) if bsf else [packet]):
-                    write(bytes(out))
+                for data in copier.annexb(packet):
+                    copier.write(data)
                 copied += 1
                 if progress:
                     progress(1)
-            for out in (bsf.filter(None) if bsf else []):
-                write(bytes(out))
+            for data in copier.annexb(None):
+                copier.write(data)
         except av.error.FFmpegError as exc:  # the bitstream filter found a damaged access unit
-            at = shown if checker else copied
+            at = shown if meter else copied
             raise InputError(_stale_parameter_message(info, exc.strerror or str(exc), at)) from exc
-    stream_file.flush()
-    quality = None
-    if checker and meter:
-        checker.finish()
-        quality = meter.result(0, 0)
+    quality = copier.result()
     transforms, boxes = wrapped_picture(info)
-    return es, cfr_map, transforms, None, boxes, quality
+    return copier.es, cfr_map, transforms, None, boxes, quality
 
 
 def wrapped_picture(info: SourceInfo) -> tuple[list[str], list[dict[str, int]]]:
