@@ -187,12 +187,19 @@ def test_quality_command_reproduces_the_conversion_report(tmp_path: Path) -> Non
     out, first, second = tmp_path / "o.dcm", tmp_path / "a.json", tmp_path / "b.json"
     source = CLIPS / "vp8_irregular.webm"  # irregular timestamps: shifted and duplicated frames
     assert dvqa("convert", str(source), "-o", str(out), "--report", str(first)).returncode == 0
-    proc = dvqa("quality", str(source), str(out), "--report", str(second))
+    page = tmp_path / "b.html"
+    proc = dvqa("quality", str(source), str(out), "--report", str(second), "--report", str(page))
     assert proc.returncode == 0, proc.stderr
-    a, b = json.loads(first.read_text())["quality"], json.loads(second.read_text())["quality"]
+    ra, rb = json.loads(first.read_text()), json.loads(second.read_text())
+    a, b = ra["quality"], rb["quality"]
     assert a["per_frame"]["source_frame"] == b["per_frame"]["source_frame"]
     for key in ("psnr_y", "psnr_cb", "psnr_cr", "psnr", "ssim_y"):
         assert a["per_frame"][key] == b["per_frame"][key], key
+    # the same frames are marked duplicated on the quality command's plots as on the conversion's
+    duplicated = ra["timing"]["duplicated_output_frames"]
+    assert duplicated and rb["timing"]["duplicated_output_frames"] == duplicated
+    marked = re.findall(r'class="duplicated" data-output-frame="(\d+)"', page.read_text())
+    assert sorted(set(int(k) for k in marked)) == duplicated
 
 
 @pytest.mark.requirement("DVQA-CONV-004")

@@ -157,6 +157,9 @@ def measure_files(reference: Path, distorted_path: Path, ssim: str = "fast",
                       "codec": distorted.codec, "width": distorted.width, "height": distorted.height,
                       "rate": str(distorted.rate), "declared_frames": distorted.declared_frames},
         "transforms": transforms, "notes": notes, "elapsed_s": round(time.monotonic() - started, 3),
+        # how the reference maps onto the distorted's frames, as convert's report gives it: the report marks
+        # the duplicated frames on its plots from here
+        "timing": mapped.summary(),
         "quality": result.to_dict(per_frame=True),
         "profile": None, "findings": [],  # `dvqa quality` writes no DICOM: no output, encoder or stream keys
     }
