@@ -99,6 +99,7 @@ def test_a_manifest_is_checked_before_any_row_converts(tmp_path: Path) -> None:
         "does not exist; create it first": header + "\n" + first.replace("out/", "nowhere/") + "\n",
         "PatientID": header + "\n" + first.replace("P1", "P1\\\\P2") + "\n",  # a backslash makes two IDs
         "is the row's input": "input,output\n" + f"{ROWS[0][0]},{ROWS[0][0]}\n",
+        "line 2: rate '30fps' is not a frame rate": "input,output,rate\n" + f"{ROWS[0][0]},out/x.dcm,30fps\n",
     }
     log = tmp_path / "audit.jsonl"
     for expected, text in cases.items():
@@ -110,11 +111,13 @@ def test_a_manifest_is_checked_before_any_row_converts(tmp_path: Path) -> None:
         assert "Traceback" not in proc.stderr
     assert os.listdir(tmp_path / "out") == []  # and each refusal is one failure record (test_hostile_batch.py)
     assert [(r["command"], r["exit_code"]) for r in _records(log)] == [("batch convert", 2)] * len(cases)
-    jsonl = _manifest(tmp_path, ROWS[:1], ".jsonl", {"quality": False})
+    jsonl = _manifest(tmp_path, ROWS[1:2], ".jsonl", {"quality": False, "rate": "29.97"})
     proc = dvqa("batch", "convert", str(jsonl), "--format", "json")
     assert proc.returncode == 0, proc.stderr
     row = json.loads(proc.stdout)["rows"][0]
     assert row["status"] == "converted" and row["summary"]["psnr_y_min"] is None  # quality=false, from the row
+    written = pydicom.dcmread(tmp_path / "out" / f"1_{ROWS[1][0].stem}.dcm", stop_before_pixels=True)
+    assert float(written.CineRate) == 30 and abs(float(written.FrameTime) - 1001 / 30) < 1e-3  # rate 29.97, read as NTSC
     again = dvqa("batch", "convert", str(jsonl))
     assert again.returncode == 2 and "already exists" in again.stderr and "--resume" in again.stderr
 

@@ -6,8 +6,8 @@ CSV (a header row naming the columns) or JSON Lines (one object per line), chose
 - `input`, `output`: required; a relative path is taken from the manifest's folder, so a manifest
   and its recordings can move together (and workers elsewhere get absolute paths);
 - options of `dvqa convert`, by the option's name without dashes (`syntax`, `iod`, `profile`,
-  `uid_root`, `source_range`, `ssim`, `passthrough`, `quality`, `metadata_json`, `metadata_from`);
-  an empty cell takes the batch's default (the command line's value);
+  `uid_root`, `source_range`, `rate`, `ssim`, `passthrough`, `quality`, `metadata_json`,
+  `metadata_from`); an empty cell takes the batch's default (the command line's value);
 - patient, study and series attributes by their DICOM keyword (`PatientID`, `PatientName`,
   `AccessionNumber`, `StudyInstanceUID`, ... - the attributes `dvqa convert` copies,
   dvqa.dicom.iod.COPYABLE), checked against their VR before any row is converted.
@@ -42,6 +42,7 @@ from dvqa.convert.pipeline import ConvertOptions
 from dvqa.core import profiles
 from dvqa.core.errors import DvqaError, InputError, UsageError
 from dvqa.core.outputs import identity
+from dvqa.core.rates import parse_rate
 from dvqa.core.regular import MIB, read_regular
 from dvqa.dicom import syntaxes
 from dvqa.dicom.iod import COPYABLE, Metadata, VideoIOD
@@ -55,10 +56,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "ssim": tuple(SSIM_DEFINITIONS),
 }
 FREE = ("profile", "uid_root")
+RATES = ("rate",)  # read as --rate reads it (dvqa.core.rates): 30, 29.97, 30000/1001
 SWITCHES = ("passthrough", "quality")
 METADATA_FILES = ("metadata_json", "metadata_from")
 KEYWORDS = tuple(k for k in COPYABLE if not k.endswith("Sequence") and k != "SpecificCharacterSet")
-COLUMNS = (*PATHS, *CHOICES, *FREE, *SWITCHES, *METADATA_FILES, *KEYWORDS)
+COLUMNS = (*PATHS, *CHOICES, *FREE, *RATES, *SWITCHES, *METADATA_FILES, *KEYWORDS)
 TRUE, FALSE = ("yes", "true", "1", "on"), ("no", "false", "0", "off")
 NUMERIC_VRS = ("IS", "DS", "US", "UL", "SS", "SL", "UV", "SV")  # where a JSON integer is the value itself
 # A row is a few hundred bytes, so 64 MiB is over a hundred thousand rows - more than one batch (all
@@ -257,6 +259,12 @@ def _row(manifest: Path, line: int, cells: dict[str, str], defaults: ConvertOpti
     for column in FREE:
         if cells.get(column):
             settings[column] = cells[column]
+    for column in RATES:
+        if cells.get(column):
+            try:
+                settings[column] = parse_rate(cells[column])
+            except ValueError as exc:
+                raise UsageError(f"{where}: {column} {exc}.") from None
     for column in SWITCHES:
         value = cells.get(column, "").lower()
         if value:
