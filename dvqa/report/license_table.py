@@ -41,6 +41,8 @@ TABLE: dict[str, LibraryLicense] = {
     "cdio_cdda": LibraryLicense("GPL-3.0-or-later", "libcdio-paranoia COPYING", "FFmpeg requires --enable-gpl"),
     "vpx": LibraryLicense("BSD-3-Clause", "libvpx LICENSE and PATENTS (https://chromium.googlesource.com/webm/libvpx)"),
     "dav1d": LibraryLicense("BSD-2-Clause", "dav1d COPYING (https://code.videolan.org/videolan/dav1d)"),
+    "vmaf": LibraryLicense("BSD-2-Clause-Patent", "VMAF LICENSE (https://github.com/Netflix/vmaf)",
+                           "bundled by av 19's wheels (FFmpeg's libvmaf filter)"),
     "aom": LibraryLicense("BSD-2-Clause", "libaom LICENSE and PATENTS (https://aomedia.googlesource.com/aom)"),
     "SvtAv1Enc": LibraryLicense("BSD-3-Clause-Clear", "SVT-AV1 LICENSE.md and PATENTS.md "
                                 "(https://gitlab.com/AOMediaCodec/SVT-AV1)", "with the AOMedia patent licence"),
