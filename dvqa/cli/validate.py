@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
+from dvqa.core import deferred
 
-import click
+deferred.defer(deferred.PYDICOM_IMPORTS)  # before pydicom is imported: validate on most files never uses them
 
-from dvqa.cli import options
-from dvqa.cli.common import fail, guarded, warn
-from dvqa.core import outputs, profiles
-from dvqa.core.cluster import Cluster
-from dvqa.core.errors import UsageError
-from dvqa.core.findings import Severity, exit_code
-from dvqa.validate import standard
-from dvqa.validate.formats import RENDERERS, SUFFIX_FORMATS, at_least, text
-from dvqa.validate.run import validate, walk
+import json  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
+
+import click  # noqa: E402
+
+if TYPE_CHECKING:
+    from dvqa.core.cluster import Cluster
+
+from dvqa.cli import options  # noqa: E402
+from dvqa.cli.common import fail, guarded, warn  # noqa: E402
+from dvqa.core import outputs  # noqa: E402
+from dvqa.core.errors import UsageError  # noqa: E402
+from dvqa.core.findings import Severity, exit_code  # noqa: E402
+from dvqa.validate import standard  # noqa: E402
+from dvqa.validate.formats import RENDERERS, SUFFIX_FORMATS, at_least, text  # noqa: E402
+from dvqa.validate.run import validate, walk  # noqa: E402
+
+
+def _profiles():
+    """dvqa.core.profiles, imported when a profile is used: it loads YAML, which a plain validate never reads."""
+    from dvqa.core import profiles
+
+    return profiles
 
 
 def register(main: click.Group) -> None:
@@ -69,7 +83,7 @@ def validate_command(targets: tuple[Path, ...], profile: str | None, fmt: str, f
     A file named here is always checked. In folders, files that are clearly not DICOM (a report,
     log or media suffix and no DICM marker) are skipped and listed, as are --exclude matches."""
     written_format = guarded(debug, lambda: _output_format(output, targets)) if output else None
-    chosen = guarded(debug, lambda: profiles.load(profile)) if profile else None
+    chosen = guarded(debug, lambda: _profiles().load(profile)) if profile else None
     # a missing, changed or broken edition fails here, not per file; the edition passed on carries the hash of
     # the tables read, which every worker checks again and every output prints
     edition = guarded(debug, lambda: standard.load(standard.find(standard_name))).edition
@@ -124,7 +138,7 @@ def rules_group() -> None:
 @options.debug
 def rules_list_command(fmt: str, debug: bool) -> None:
     """Every profile's rules and quality floors: id, severity, what each checks and the source behind it."""
-    loaded = guarded(debug, profiles.load_all)
+    loaded = guarded(debug, _profiles().load_all)
     if fmt == "json":
         click.echo(json.dumps([p.to_dict() for p in loaded], indent=2))
         return
