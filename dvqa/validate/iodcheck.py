@@ -75,12 +75,12 @@ def check(ds: Dataset, path: str, tables: Tables) -> list[Finding]:
     iod = tables.info.iods[sop_class]
     findings = []
     known = tables.known_tags
-    governed = _governed(tables, sop_class)
+    overridden = governed(tables, sop_class)
     unlisted_keys = 0
     for module_name, errors in result.module_errors.items():
         reference = module_reference(tables, iod, module_name)
         for tag, error in sorted(errors.items(), key=lambda item: item[0]):
-            if not tag.parents and (module_name.lower(), tag.tag) in governed:
+            if not tag.parents and (module_name.lower(), tag.tag) in overridden:
                 continue  # another module of this IOD defines the attribute, and its definition governs
             if directory and not tag.parents and tag.tag == SOP_CLASS_UID:
                 continue  # put there above, not in the file
@@ -145,10 +145,10 @@ def _decided(ds: Dataset, iod: dict, tables: Tables, decisions: dict, path: str,
     """Attributes whose condition the IOD or the data set decides (dvqa.validate.iodconditions): missing, or a
     Type 1C empty, where required, in a module the IOD makes Mandatory or the data set uses. Each condition
     decided either way goes into `settled`, so that it is not listed as not evaluated."""
-    out = []
+    out, held = [], _held(ds)
     for (module_name, key), (tag, attribute, decide) in decisions.items():
         usage = iod["modules"][module_name]
-        if not (usage["use"].startswith("M") or any(t in ds for t in _prepared(tables, usage["ref"])[0])):
+        if not (usage["use"].startswith("M") or not held.isdisjoint(_prepared(tables, usage["ref"])[0])):
             continue
         required, why = decide(ds)
         if required is not None:
@@ -197,7 +197,7 @@ def _same_number(tag: int, context: dict) -> bool:
         return False
 
 
-def _governed(tables: Tables, sop_class: str) -> set[tuple[str, int]]:
+def governed(tables: Tables, sop_class: str) -> set[tuple[str, int]]:
     """(module name, tag) pairs of this IOD whose definition another module of the IOD overrides, as PS3.3
     says in that module's table ("This type definition shall override the definition in the General
     Series Module": SC Equipment's Modality, C.8.6.1). dicom-validator checks every module's definition
@@ -289,9 +289,10 @@ def _unevaluated(ds: Dataset, iod: dict, tables: Tables, path: str, decided: set
     paired body part ...), and a line each would bury the findings that matter; the finding's `where`
     lists them all."""
     absent: list[str] = []
+    held = _held(ds)
     for module_name, usage in iod["modules"].items():
         tags, branches = _prepared(tables, usage["ref"])
-        present = any(tag in ds for tag in tags)
+        present = not held.isdisjoint(tags)
         if "unevaluated" in usage and not present:
             absent.append(f"{module_name} module")
             continue
@@ -308,13 +309,18 @@ def _unevaluated(ds: Dataset, iod: dict, tables: Tables, path: str, decided: set
                     path, "; ".join(absent), f"{iod.get('table') or 'PS3.3 Annex A'} and its modules' tables")]
 
 
-def _prepared(tables: Tables, ref: str) -> tuple[list[int], dict]:
+def _held(ds: Dataset) -> set[int]:
+    """The tags of a data set, read from its keys (its elements are not converted), for set operations."""
+    return {int(tag) for tag in ds.keys()}
+
+
+def _prepared(tables: Tables, ref: str) -> tuple[frozenset[int], dict]:
     """A module's top-level tags, and only the branches of its table that lead to a condition not
     evaluated - computed once per process and module, not per file."""
     cache = tables.prepared
     if ref not in cache:
         module = tables.info.modules.get(ref, {})
-        cache[ref] = ([_tag(key) for key in module if key.startswith("(")], _branches(module))
+        cache[ref] = (frozenset(_tag(key) for key in module if key.startswith("(")), _branches(module))
     return cache[ref]
 
 
@@ -335,9 +341,9 @@ _tag = iodconditions.tag_int
 
 def _walk(ds: Dataset, branches: dict, parents: list[int]) -> list[str]:
     """The paths of absent attributes whose condition is not evaluated, in present sequence items too."""
-    absent = []
+    absent, held = [], _held(ds)
     for tag, (attribute, below) in branches.items():
-        present = tag in ds
+        present = tag in held
         if attribute is not None and not present:
             absent.append(" > ".join(_name(t) for t in [*parents, tag]))
         if below and present and ds[tag].VR == "SQ":
