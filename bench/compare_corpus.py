@@ -1,6 +1,7 @@
 """`dvqa validate` and dciodvfy on bench/build_corpus.py's corpus, message by message (issue 31).
 
 Run: python bench/compare_corpus.py [--corpus bench/.cache/corpus] [--build] [--timing] [--json FILE]
+     python bench/compare_corpus.py --smoke   (build_corpus's sample in a temporary folder: tests/test_bench.py)
 
 Per file, dciodvfy's errors and dvqa's errors (from `dvqa validate --format json`) are paired by attribute
 (the element keyword each names) and kind (missing, empty, present when forbidden, enumerated value, VR,
@@ -577,13 +578,37 @@ def render(result: dict, timed: dict | None) -> str:
     return "\n".join(lines)
 
 
+def smoke() -> None:
+    """--smoke: build_corpus's sample (DCMTK and GDCM) in a temporary folder, compared and timed once; the output's
+    shape is checked, its numbers mean nothing."""
+    import tempfile
+
+    sys.path.insert(0, str(HERE))
+    import build_corpus
+
+    with tempfile.TemporaryDirectory() as folder:
+        corpus = Path(folder).resolve() / "corpus"
+        build_corpus.build(corpus, sample=True)
+        result = compare(corpus)
+        timed = timing(corpus, [corpus / f["path"] for f in result["files"]], repeat=1)
+    table = render(result, timed)
+    print(table)
+    assert result["files"] and not any(f["crash"] for f in result["files"]) and result["dvqa_exit"] in (0, 1), result
+    assert "| message recall of dciodvfy's correct errors |" in table and "| dvqa false errors / dvqa errors |" in table
+    assert re.search(r"^Timing, \d+ files, medians of 1: .* dvqa at [\d.]+x", table, re.MULTILINE), table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=HERE / ".cache" / "corpus")
     parser.add_argument("--build", action="store_true", help="run bench/build_corpus.py first")
     parser.add_argument("--timing", action="store_true")
     parser.add_argument("--json", type=Path, help="write every file's pairing here")
+    parser.add_argument("--smoke", action="store_true", help="the 15-file sample in a temporary folder, timed once")
     args = parser.parse_args()
+    if args.smoke:
+        smoke()
+        return
     if args.build:
         sys.path.insert(0, str(HERE))
         import build_corpus
