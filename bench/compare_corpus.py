@@ -1,6 +1,6 @@
 """`dvqa validate` and dciodvfy on bench/build_corpus.py's corpus, message by message (issue 31).
 
-Run: python bench/compare_corpus.py [--corpus bench/.cache/corpus] [--build] [--timing] [--json FILE]
+Run: python bench/compare_corpus.py [--corpus bench/.cache/corpus] [--build] [--timing [--repeat N]] [--json FILE]
      python bench/compare_corpus.py --smoke   (build_corpus's sample in a temporary folder: tests/test_bench.py)
 
 Per file, dciodvfy's errors and dvqa's errors (from `dvqa validate --format json`) are paired by attribute
@@ -18,7 +18,7 @@ and the reference; they turn the raw counts into the issue's measures:
 
 Files marked `in_dvqa_tests` in the manifest (pydicom's own test files, which tests/test_iod.py reads)
 are counted apart from the held-out ones. `--timing`: one `dvqa validate --jobs 2` over the folder
-against one dciodvfy per file, each start-up included, medians of 3; and `dvqa validate one.dcm` and
+against one dciodvfy per file, each start-up included, medians of 3 (--repeat); and `dvqa validate one.dcm` and
 `dvqa --help`, medians of 3; dvqa's bytecode compiled first, as an installation has it.
 """
 
@@ -613,6 +613,7 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=HERE / ".cache" / "corpus")
     parser.add_argument("--build", action="store_true", help="run bench/build_corpus.py first")
     parser.add_argument("--timing", action="store_true")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each timing (medians)")
     parser.add_argument("--json", type=Path, help="write every file's pairing here")
     parser.add_argument("--smoke", action="store_true", help="the 15-file sample in a temporary folder, timed once")
     args = parser.parse_args()
@@ -629,7 +630,7 @@ def main() -> None:
     timed = None
     if args.timing:
         paths = [args.corpus / f["path"] for f in result["files"]]
-        timed = timing(args.corpus, paths)
+        timed = timing(args.corpus, paths, args.repeat)
     if args.json:
         args.json.write_text(json.dumps(result | {"timing": timed}, indent=1) + "\n")
     print(render(result, timed))

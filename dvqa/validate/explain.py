@@ -94,10 +94,11 @@ def places(ds: Dataset, tag: int, tables, iod: dict) -> list[Place]:
     reference = iodcheck.module_reference
     overridden = iodcheck.governed(tables, str(ds.SOPClassUID))
     run = Run(evaluator, ds)
+    present = run.present_modules(iod["modules"])
     out: list[Place] = []
     for name, usage in iod["modules"].items():
         table = evaluator.module(usage["ref"], iod["group_macros"], run)
-        where = (name, _usage(run, usage), reference(tables, iod, name))
+        where = (name, _usage(run, usage, present), reference(tables, iod, name))
         found = len(out)
         _search(run, table, tag, [], out, where, iod["group_macros"])
         if (name.lower(), tag) in overridden:
@@ -116,16 +117,21 @@ def places(ds: Dataset, tag: int, tables, iod: dict) -> list[Place]:
     return out
 
 
-def _usage(run: Run, usage: dict) -> str:
-    """The module's usage in the IOD, and whether this data set uses it (its attributes are checked then)."""
+def _usage(run: Run, usage: dict, present: dict[str, set[int]]) -> str:
+    """The module's usage in the IOD, and whether its attributes are checked on this data set (as the evaluator
+    decides it: a Mandatory module, a condition that holds, or attributes of the module that no other module of
+    the IOD also has)."""
     use = usage["use"]
     if use.startswith("M"):
         return f"{use}: mandatory, checked"
-    held = len(run.evaluator.module_tags(usage["ref"], run) & run.stack[0].tags)
     if "cond" in usage and run.required_or_allowed(usage["cond"])[0]:
         return f"{use}: its condition holds, so it is required and checked"
-    return f"{use}: " + (f"the data set holds {held} of its attributes, so it is checked" if held else
-                         "the data set holds none of its attributes, so they are not checked")
+    held = present.get(usage["ref"], set())
+    if held and run.strongly_present(usage["ref"], present):
+        return f"{use}: the data set holds {len(held)} of its attributes, so it is checked"
+    if held:
+        return f"{use}: the data set holds only attributes other modules have too, so it is not checked"
+    return f"{use}: the data set holds none of its attributes, so they are not checked"
 
 
 def _items(ds: Dataset, tag: int) -> list[Dataset]:

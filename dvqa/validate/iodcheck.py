@@ -25,7 +25,7 @@ from pydicom.uid import UID_dictionary
 from dvqa.core.findings import Finding, Severity
 from dvqa.dicom import dicomread
 from dvqa.validate import iodconditions, prose
-from dvqa.validate.evaluator import Evaluator
+from dvqa.validate.evaluator import Evaluator, tag_of
 from dvqa.validate.standard import Tables
 
 SOP_CLASS_UID = 0x00080016
@@ -336,7 +336,7 @@ def _branches(table: dict) -> dict:
     return out
 
 
-_tag = iodconditions.tag_int
+_tag = tag_of
 
 
 def _walk(ds: Dataset, branches: dict, parents: list[int]) -> list[str]:
