@@ -13,9 +13,6 @@ from typing import TYPE_CHECKING  # noqa: E402
 
 import click  # noqa: E402
 
-if TYPE_CHECKING:
-    from dvqa.core.cluster import Cluster
-
 from dvqa.cli import options  # noqa: E402
 from dvqa.cli.common import fail, guarded, warn  # noqa: E402
 from dvqa.core import outputs  # noqa: E402
@@ -24,6 +21,9 @@ from dvqa.core.findings import Severity, exit_code  # noqa: E402
 from dvqa.validate import standard  # noqa: E402
 from dvqa.validate.formats import RENDERERS, SUFFIX_FORMATS, at_least, text  # noqa: E402
 from dvqa.validate.run import validate, walk  # noqa: E402
+
+if TYPE_CHECKING:
+    from dvqa.core.cluster import Cluster
 
 
 def _profiles():
