@@ -17,7 +17,8 @@ highdicom, Orthanc (REST /tools/create-dicom), Odil (python3-odil), pydicom-data
 test files. The bench-only tools: `apt-get install dcmtk libgdcm-tools plastimatch xmedcon
 python3-odil orthanc ffmpeg` and `pip install highdicom pydicom-data`.
 
-`--sample` makes only the small set tests/test_corpus.py uses (DCMTK and GDCM from pictures made here).
+`--sample` makes only the small set tests/test_corpus.py uses (DCMTK and GDCM from pictures made here);
+`--smoke` makes it in a temporary folder and checks its shape (tests/test_bench.py runs it).
 """
 
 from __future__ import annotations
@@ -730,11 +731,28 @@ def build(out: Path, sample: bool = False) -> Path:
     return out / "manifest.json"
 
 
+def check_shape(out: Path, manifest: dict) -> None:
+    """--smoke: the sample was made, by two writers at least, and every file has its origin recorded."""
+    files = manifest["files"]
+    assert len(files) >= 10 and len({e["writer"] for e in files}) >= 2, files
+    for entry in files:
+        assert (out / entry["path"]).is_file() and all(entry[k] for k in ("writer", "tool", "version", "origin",
+                                                                          "licence")), entry
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--sample", action="store_true", help="only the small set tests/test_corpus.py uses")
+    parser.add_argument("--smoke", action="store_true", help="the sample, in a temporary folder, its shape checked")
     args = parser.parse_args()
+    if args.smoke:
+        with tempfile.TemporaryDirectory() as folder:
+            out = Path(folder) / "corpus"
+            manifest = json.loads(build(out, sample=True).read_text())
+            check_shape(out, manifest)
+        print(f"{len(manifest['files'])} files from {len({e['writer'] for e in manifest['files']})} writers (smoke)")
+        return
     manifest = json.loads(build(args.out, args.sample).read_text())
     by_writer: dict[str, int] = {}
     for entry in manifest["files"]:

@@ -1,6 +1,7 @@
 """`dvqa validate` and dciodvfy on bench/build_corpus.py's corpus, message by message (issue 31).
 
-Run: python bench/compare_corpus.py [--corpus bench/.cache/corpus] [--build] [--timing] [--json FILE]
+Run: python bench/compare_corpus.py [--corpus bench/.cache/corpus] [--build] [--timing [--repeat N]] [--json FILE]
+     python bench/compare_corpus.py --smoke   (build_corpus's sample in a temporary folder: tests/test_bench.py)
 
 Per file, dciodvfy's errors and dvqa's errors (from `dvqa validate --format json`) are paired by attribute
 (the element keyword each names) and kind (missing, empty, present when forbidden, enumerated value, VR,
@@ -17,8 +18,8 @@ and the reference; they turn the raw counts into the issue's measures:
 
 Files marked `in_dvqa_tests` in the manifest (pydicom's own test files, which tests/test_iod.py reads)
 are counted apart from the held-out ones. `--timing`: one `dvqa validate --jobs 2` over the folder
-against one dciodvfy per file, each start-up included, medians of 3; and `dvqa validate one.dcm` and
-`dvqa --help`, medians of 3.
+against one dciodvfy per file, each start-up included, medians of 3 (--repeat); and `dvqa validate one.dcm` and
+`dvqa --help`, medians of 3; dvqa's bytecode compiled first, as an installation has it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -510,23 +512,31 @@ def by_judgement(files: list[dict]) -> dict:
 
 
 def timing(corpus: Path, paths: list[Path], repeat: int = 3) -> dict:
-    def median_of(run) -> float:
-        times = []
-        for _ in range(repeat):
+    """Medians of `repeat` runs, each tool's run right after the other's so that both see the same load."""
+    # as installed: pip compiles dvqa's bytecode at install time, which a checkout run with PYTHONDONTWRITEBYTECODE=1
+    # never has (every run would compile dvqa's modules again, ~50 ms of each start-up)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "dvqa")], check=True)
+    folders = sorted({corpus / p.relative_to(corpus).parts[0] for p in paths})
+    runs = {"dvqa_jobs2_s": lambda: subprocess.run([*DVQA, "validate", "--jobs", "2", "--format", "json",
+                                                    *map(str, folders)], capture_output=True, cwd=ROOT),
+            "dciodvfy_per_file_s": lambda: [subprocess.run(["dciodvfy", str(p)], capture_output=True) for p in paths],
+            "dvqa_one_file_s": lambda: subprocess.run([*DVQA, "validate", str(paths[0])], capture_output=True,
+                                                      cwd=ROOT),
+            "dciodvfy_one_file_s": lambda: subprocess.run(["dciodvfy", str(paths[0])], capture_output=True),
+            "dvqa_help_s": lambda: subprocess.run([*DVQA, "--help"], capture_output=True, cwd=ROOT)}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    load = [os.getloadavg()[0]]
+    for _ in range(repeat):
+        for name, run in runs.items():
             start = time.perf_counter()
             run()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
-
-    folders = sorted({corpus / p.relative_to(corpus).parts[0] for p in paths})
-    dvqa = median_of(lambda: subprocess.run([*DVQA, "validate", "--jobs", "2", "--format", "json",
-                                             *map(str, folders)], capture_output=True, cwd=ROOT))
-    dciodvfy = median_of(lambda: [subprocess.run(["dciodvfy", str(p)], capture_output=True) for p in paths])
-    one = median_of(lambda: subprocess.run([*DVQA, "validate", str(paths[0])], capture_output=True, cwd=ROOT))
-    help_ = median_of(lambda: subprocess.run([*DVQA, "--help"], capture_output=True, cwd=ROOT))
-    return {"files": len(paths), "dvqa_jobs2_s": dvqa, "dciodvfy_per_file_s": dciodvfy,
-            "dvqa_files_per_s": len(paths) / dvqa, "dciodvfy_files_per_s": len(paths) / dciodvfy,
-            "speed_ratio": dciodvfy / dvqa, "dvqa_one_file_s": one, "dvqa_help_s": help_, "repeat": repeat}
+            times[name].append(time.perf_counter() - start)
+        load.append(os.getloadavg()[0])
+    out = {name: statistics.median(values) for name, values in times.items()}
+    return {"files": len(paths), **out, "dvqa_files_per_s": len(paths) / out["dvqa_jobs2_s"],
+            "dciodvfy_files_per_s": len(paths) / out["dciodvfy_per_file_s"],
+            "speed_ratio": out["dciodvfy_per_file_s"] / out["dvqa_jobs2_s"], "one_file": paths[0].name,
+            "load": f"{min(load):.1f}-{max(load):.1f}", "cores": os.cpu_count(), "repeat": repeat}
 
 
 def render(result: dict, timed: dict | None) -> str:
@@ -570,11 +580,32 @@ def render(result: dict, timed: dict | None) -> str:
                       f"the folders {timed['dvqa_jobs2_s']:.2f} s ({timed['dvqa_files_per_s']:.1f} files/s), "
                       f"dciodvfy once per file {timed['dciodvfy_per_file_s']:.2f} s "
                       f"({timed['dciodvfy_files_per_s']:.1f} files/s): dvqa at {timed['speed_ratio']:.2f}x; "
-                      f"`dvqa validate one.dcm` {timed['dvqa_one_file_s']:.2f} s, `dvqa --help` "
-                      f"{timed['dvqa_help_s']:.2f} s"]
+                      f"`dvqa validate one.dcm` ({timed['one_file']}) {timed['dvqa_one_file_s']:.2f} s, `dciodvfy "
+                      f"one.dcm` {timed['dciodvfy_one_file_s']:.3f} s, `dvqa --help` {timed['dvqa_help_s']:.2f} s; "
+                      f"load average {timed['load']} on {timed['cores']} cores"]
     if result["not_made"]:
         lines += ["", "Not made by the builder: " + "; ".join(line.splitlines()[0] for line in result["not_made"])]
     return "\n".join(lines)
+
+
+def smoke() -> None:
+    """--smoke: build_corpus's sample (DCMTK and GDCM) in a temporary folder, compared and timed once; the output's
+    shape is checked, its numbers mean nothing."""
+    import tempfile
+
+    sys.path.insert(0, str(HERE))
+    import build_corpus
+
+    with tempfile.TemporaryDirectory() as folder:
+        corpus = Path(folder).resolve() / "corpus"
+        build_corpus.build(corpus, sample=True)
+        result = compare(corpus)
+        timed = timing(corpus, [corpus / f["path"] for f in result["files"]], repeat=1)
+    table = render(result, timed)
+    print(table)
+    assert result["files"] and not any(f["crash"] for f in result["files"]) and result["dvqa_exit"] in (0, 1), result
+    assert "| message recall of dciodvfy's correct errors |" in table and "| dvqa false errors / dvqa errors |" in table
+    assert re.search(r"^Timing, \d+ files, medians of 1: .* dvqa at [\d.]+x", table, re.MULTILINE), table
 
 
 def main() -> None:
@@ -582,8 +613,13 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=HERE / ".cache" / "corpus")
     parser.add_argument("--build", action="store_true", help="run bench/build_corpus.py first")
     parser.add_argument("--timing", action="store_true")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each timing (medians)")
     parser.add_argument("--json", type=Path, help="write every file's pairing here")
+    parser.add_argument("--smoke", action="store_true", help="the 15-file sample in a temporary folder, timed once")
     args = parser.parse_args()
+    if args.smoke:
+        smoke()
+        return
     if args.build:
         sys.path.insert(0, str(HERE))
         import build_corpus
@@ -594,7 +630,7 @@ def main() -> None:
     timed = None
     if args.timing:
         paths = [args.corpus / f["path"] for f in result["files"]]
-        timed = timing(args.corpus, paths)
+        timed = timing(args.corpus, paths, args.repeat)
     if args.json:
         args.json.write_text(json.dumps(result | {"timing": timed}, indent=1) + "\n")
     print(render(result, timed))

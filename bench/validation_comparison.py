@@ -1,6 +1,7 @@
 """dvqa validate and dciodvfy on the same files: the tables of docs/regulatory/validation-comparison.md.
 
 Run: python bench/validation_comparison.py > /tmp/comparison.md
+     python bench/validation_comparison.py --smoke   (2 + 4 files, checks the output's shape: tests/test_bench.py)
 
 1. The IOD corpus of tests/iod_corpus.py (dvqa's outputs for 3 IODs x 7 syntaxes, then 18 defects):
    per file, dciodvfy's errors and dvqa's error codes.
@@ -51,12 +52,27 @@ def kind(line: str) -> str:
     return re.sub(r"\s+", " ", text)[:110]
 
 
-def corpus_table() -> list[str]:
+def smoke_corpus(d: Path) -> dict[str, Path]:
+    """--smoke: one of make_corpus's files (an H.264 endoscopic video) and its first defect."""
+    from dvqa.convert.pipeline import ConvertOptions, convert
+    from iod_corpus import CLIP, DEFECTS
+    import pydicom
+
+    base = convert(CLIP, d / "endoscopic-h264-high-4.1.dcm", ConvertOptions(syntax="h264-high-4.1", iod="endoscopic",
+                                                                            quality=False)).output
+    name, (change, _, _) = next(iter(DEFECTS.items()))
+    ds = pydicom.dcmread(str(base))
+    change(ds)
+    ds.save_as(str(d / f"{name}.dcm"), enforce_file_format=False)
+    return {"endoscopic-h264-high-4.1": base, name: d / f"{name}.dcm"}
+
+
+def corpus_table(smoke: bool = False) -> list[str]:
     if CACHE.exists():
         shutil.rmtree(CACHE)
     CACHE.mkdir(parents=True)
     rows = ["| file | dciodvfy errors | dvqa errors | every dciodvfy error also a dvqa error |", "|---|---|---|---|"]
-    for name, path in make_corpus(CACHE).items():
+    for name, path in (smoke_corpus if smoke else make_corpus)(CACHE).items():
         theirs, ours = dciodvfy_errors(path), dvqa_errors(path)
         missed = [line for line in theirs if not given_by_dvqa(line, ours)
                   and not any(re.search(p, line) and w in name for p, w, _ in DCIODVFY_EXCEPTIONS)]
@@ -70,13 +86,16 @@ def corpus_table() -> list[str]:
     return rows
 
 
-def other_writers() -> list[str]:
+def other_writers(smoke: bool = False) -> list[str]:
     import pydicom.data
 
     files = sorted(Path(pydicom.data.get_testdata_file("CT_small.dcm")).parent.glob("*.dcm"))
     files += sorted(Path("/usr/share/doc/dicom3tools/examples").glob("*.dcm"))
+    dumps = sorted(Path("/usr/share/doc/dcmtk/examples/wlistdb/OFFIS").glob("*.dump"))
+    if smoke:
+        files, dumps = files[:3], dumps[:1]
     work = Path(tempfile.mkdtemp())
-    for dump in sorted(Path("/usr/share/doc/dcmtk/examples/wlistdb/OFFIS").glob("*.dump")):
+    for dump in dumps:
         out = work / f"dcmtk-{dump.stem}.dcm"
         if subprocess.run(["dump2dcm", "+te", str(dump), str(out)], capture_output=True).returncode == 0:
             files.append(out)
@@ -110,10 +129,23 @@ def other_writers() -> list[str]:
 
 def main() -> None:
     warnings.simplefilter("ignore")
+    smoke = "--smoke" in sys.argv  # two files of dvqa's corpus, four of other writers: that the script still runs
+    lines = []
     if "--other-writers-only" not in sys.argv:
-        print("\n".join(corpus_table()))
-        print()
-    print("\n".join(other_writers()))
+        lines += [*corpus_table(smoke), ""]
+    lines += other_writers(smoke)
+    print("\n".join(lines))
+    if smoke:
+        check_shape(lines)
+
+
+def check_shape(lines: list[str]) -> None:
+    """What the page's tables are made of is there: a row per corpus file, the counts and the two tables."""
+    corpus_rows = [line for line in lines if re.fullmatch(r"\| [\w.-]+ \| \d+ \| [\w., -]+ \| (yes|NO).* \|", line)]
+    assert len(corpus_rows) == 2, corpus_rows
+    assert any(re.match(r"\d+ files; dvqa errors: \d+; dciodvfy errors: \d+;", line) for line in lines), lines
+    assert "| dvqa error id | count |" in lines and \
+        "| dciodvfy error that dvqa does not give (values elided) | count |" in lines
 
 
 if __name__ == "__main__":

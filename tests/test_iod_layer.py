@@ -6,8 +6,10 @@ against the PS3.3 text cited beside it and, where dciodvfy agrees, against dciod
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pydicom
@@ -173,6 +175,38 @@ def test_a_1c_attribute_present_when_its_condition_is_false_is_an_error(tmp_path
     subprocess.run([tool("img2dcm"), "-i", "BMP", str(bitmap), str(rgb)], check=True, capture_output=True)
     assert pydicom.dcmread(rgb).SamplesPerPixel == 3
     assert not [e for e in _errors(rgb) if "PlanarConfiguration" in e[1]]
+
+
+@pytest.mark.requirement("DVQA-VAL-001")
+def test_explain_shows_the_condition_the_values_read_and_the_finding(tmp_path: Path) -> None:
+    """`dvqa validate --explain TAG`: the same Planar Configuration error, explained - the module that defines
+    the attribute, the condition in PS3.3's words, Samples per Pixel read as 1, the outcome and the finding;
+    the exit code stays the check's."""
+    planar = _dump2dcm(tmp_path, "planar", _with(SC_DUMP, "(0028,0004)", "(0028,0006) US 0"))
+    run = subprocess.run([sys.executable, "-m", "dvqa", "validate", "--explain", "PlanarConfiguration", str(planar)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 1, run.stderr
+    lines = [line.strip() for line in run.stdout.splitlines()]
+    assert lines[0] == f"{planar}: PlanarConfiguration (0028,0006) in the Secondary Capture Image IOD"
+    assert "Image Pixel (PS3.3 Table C.7-11a); usage M: mandatory, checked" in lines
+    assert "PlanarConfiguration (0028,0006): Type 1C; present, 0" in lines
+    assert "condition, as the standard words it: Required if Samples per Pixel (0028,0002) has a value greater " \
+           "than 1." in lines
+    assert "Samples per Pixel (0028,0002) is above 1: read present, 1 -> does not hold" in lines
+    assert "-> shall not be present" in lines
+    assert any(line.startswith("error iod.not-allowed: PlanarConfiguration (0028,0006) is present, but a condition")
+               for line in lines)
+    # JSON carries the same, and an attribute given by its tag is the same attribute
+    run = subprocess.run([sys.executable, "-m", "dvqa", "validate", "--explain", "(0028,0002)", "--format", "json",
+                          str(planar)], capture_output=True, text=True, cwd=ROOT)
+    entry = json.loads(run.stdout)["explain"][0]
+    assert entry["attribute"] == "SamplesPerPixel (0028,0002)" and entry["findings"] == []
+    assert {(p["module"], p["type"], p["outcome"]) for p in entry["places"] if " > " not in p["path"]} == \
+        {("Image Pixel", "1", "required, with a value")}
+    for wrong in (["--explain", "NotAKeyword"], ["--explain", "Rows", "--format", "sarif"]):
+        run = subprocess.run([sys.executable, "-m", "dvqa", "validate", *wrong, str(planar)], capture_output=True,
+                             text=True, cwd=ROOT)
+        assert run.returncode == 2 and "--explain" in run.stderr
 
 
 @pytest.mark.requirement("DVQA-VAL-001")

@@ -53,7 +53,8 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
     "syntaxes": ("dvqa.cli.convert", "List the video transfer syntaxes dvqa knows, from its one table (writes: those "
                  "it converts to)."),
     "validate": ("dvqa.cli.validate", "Check DICOM FILES and every file below DIRS: the file, its values, the IOD "
-                 "against the DICOM standard, the video stream against the header, and a profile's rules."),
+                 "against the DICOM standard, the video stream against the header, and a profile's rules; --explain "
+                 "TAG says why."),
     "verify": ("dvqa.cli.trust", "Check every digital signature in FILES (also those inside sequence items); exit 1 "
                "if any fails, covers only part of the file (PARTIAL), or has a signer no --trust anchor "
                "authenticates."),

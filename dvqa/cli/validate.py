@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
+from dvqa.core import deferred
 
-import click
+deferred.defer(deferred.PYDICOM_IMPORTS)  # before pydicom is imported: validate on most files never uses them
 
-from dvqa.cli import options
-from dvqa.cli.common import fail, guarded, warn
-from dvqa.core import outputs, profiles
-from dvqa.core.cluster import Cluster
-from dvqa.core.errors import UsageError
-from dvqa.core.findings import Severity, exit_code
-from dvqa.validate import standard
-from dvqa.validate.formats import RENDERERS, SUFFIX_FORMATS, at_least, text
-from dvqa.validate.run import validate, walk
+import json  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
+
+import click  # noqa: E402
+
+from dvqa.cli import options  # noqa: E402
+from dvqa.cli.common import fail, guarded, warn  # noqa: E402
+from dvqa.core import outputs  # noqa: E402
+from dvqa.core.errors import UsageError  # noqa: E402
+from dvqa.core.findings import Severity, exit_code  # noqa: E402
+from dvqa.validate import standard  # noqa: E402
+from dvqa.validate.formats import RENDERERS, SUFFIX_FORMATS, at_least, text  # noqa: E402
+from dvqa.validate.run import validate, walk  # noqa: E402
+
+if TYPE_CHECKING:
+    from dvqa.core.cluster import Cluster
+
+
+def _profiles():
+    """dvqa.core.profiles, imported when a profile is used: it loads YAML, which a plain validate never reads."""
+    from dvqa.core import profiles
+
+    return profiles
 
 
 def register(main: click.Group) -> None:
@@ -58,21 +72,32 @@ def profiles_command(ctx: click.Context, fmt: str, debug: bool) -> None:
 @click.option("--standard", "standard_name", default=None, metavar="EDITION|PATH",
               help="DICOM edition for the IOD layer (default: the bundled one, or the DVQA_STANDARD setting; "
                    "`dvqa standard` lists them).")
+@click.option("--explain", "explain_tag", default=None, metavar="TAG",
+              help="Instead of the report: for one attribute (a keyword or (gggg,eeee)), where each file's IOD "
+                   "defines it, its condition in the standard's words, the values read to evaluate it, and the "
+                   "findings on it (text or json).")
 @options.debug
 def validate_command(targets: tuple[Path, ...], profile: str | None, fmt: str, fail_on: str, jobs: int,
                      scheduler: Cluster | None, include_hidden: bool, include: tuple[str, ...], exclude: tuple[str, ...],
                      output: Path | None, min_severity: str, verbose: bool, standard_name: str | None,
-                     debug: bool) -> None:
+                     explain_tag: str | None, debug: bool) -> None:
     """Check DICOM FILES and every file below DIRS: the file, its values, the IOD against the DICOM
-    standard, the video stream against the header, and a profile's rules.
+    standard, the video stream against the header, and a profile's rules; --explain TAG says why.
 
     A file named here is always checked. In folders, files that are clearly not DICOM (a report,
-    log or media suffix and no DICM marker) are skipped and listed, as are --exclude matches."""
+    log or media suffix and no DICM marker) are skipped and listed, as are --exclude matches.
+
+    --explain TAG (PlanarConfiguration, or (0028,0006)) prints, for each file, every module of its IOD
+    that defines the attribute, the module's usage, the attribute's Type, its condition as PS3.3 words
+    it, each value read to evaluate the condition and the outcome, then the file's findings on the
+    attribute. The exit code is the check's."""
+    explained = guarded(debug, lambda: _explained_tag(explain_tag, fmt, output)) if explain_tag else None
     written_format = guarded(debug, lambda: _output_format(output, targets)) if output else None
-    chosen = guarded(debug, lambda: profiles.load(profile)) if profile else None
+    chosen = guarded(debug, lambda: _profiles().load(profile)) if profile else None
     # a missing, changed or broken edition fails here, not per file; the edition passed on carries the hash of
     # the tables read, which every worker checks again and every output prints
-    edition = guarded(debug, lambda: standard.load(standard.find(standard_name))).edition
+    tables = guarded(debug, lambda: standard.load(standard.find(standard_name)))
+    edition = tables.edition
     severity = Severity(fail_on)
     files = list(walk(targets, include_hidden, include, exclude))
     if not files:
@@ -94,6 +119,9 @@ def validate_command(targets: tuple[Path, ...], profile: str | None, fmt: str, f
         if bar is not None:
             bar.__exit__(None, None, None)
     code = exit_code([f for r in results for f in r.findings], severity)
+    if explained is not None:
+        click.echo(guarded(debug, lambda: _explanation(explained, results, tables, fmt)))
+        sys.exit(int(code))
     shown = at_least(results, Severity(min_severity))
 
     def render(name: str) -> str:
@@ -103,6 +131,25 @@ def validate_command(targets: tuple[Path, ...], profile: str | None, fmt: str, f
         guarded(debug, lambda: outputs.write_atomic(output, render(written_format) + "\n"))
     click.echo(render(fmt))
     sys.exit(int(code))
+
+
+def _explained_tag(text: str, fmt: str, output: Path | None) -> int:
+    """--explain's attribute, checked before any work, with the options it goes with."""
+    from dvqa.validate import explain
+
+    if fmt not in ("text", "json") or output is not None:
+        raise UsageError("--explain prints text or JSON (--format text|json) and writes no -o report; run the "
+                         "check without --explain for those.")
+    return explain.parse_tag(text)
+
+
+def _explanation(tag: int, results: list, tables: standard.Tables, fmt: str) -> str:
+    from dvqa.validate import explain
+
+    entries = [explain.explain(r.path, tag, tables, r.findings) for r in results if r.layers.get("file") == "ran"]
+    if fmt == "json":
+        return json.dumps({"standard": tables.edition.describe(), "explain": entries}, indent=2)
+    return "\n\n".join(explain.text(entry) for entry in entries) or "no file was read"
 
 
 def _output_format(output: Path, targets: tuple[Path, ...]) -> str:
@@ -124,7 +171,7 @@ def rules_group() -> None:
 @options.debug
 def rules_list_command(fmt: str, debug: bool) -> None:
     """Every profile's rules and quality floors: id, severity, what each checks and the source behind it."""
-    loaded = guarded(debug, profiles.load_all)
+    loaded = guarded(debug, _profiles().load_all)
     if fmt == "json":
         click.echo(json.dumps([p.to_dict() for p in loaded], indent=2))
         return

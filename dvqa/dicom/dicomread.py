@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pydicom
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.uid import UID
@@ -381,7 +382,7 @@ def _read_after_pixels(path: Path, handle, ds: Dataset, size: int) -> None:
     order, implicit = ("<" if syntax.is_little_endian else ">"), syntax.is_implicit_VR
     tag, _, length = _header(path, handle, size, order, implicit)
     if tag in PIXEL_VRS:  # Float and Double Float Pixel Data too: conditions and the IOD ask for them alike
-        ds.add_new(tag, PIXEL_VRS[tag], b"")
+        ds[tag] = DataElement(tag, PIXEL_VRS[tag], b"", already_converted=True)  # as converted: no NumPy check
     if length != UNDEFINED:
         handle.seek(length, os.SEEK_CUR)
     else:

@@ -97,6 +97,8 @@ def _values(elem: DataElement) -> list:
 
 def _characters(vr: str, text: str, charset: list[str]) -> str | None:
     """Why `text` has a character the VR or the declared character set does not allow, or None."""
+    if text.isascii() and text.isprintable():
+        return None  # space to tilde only: nothing below can object (the common case, decided at C speed)
     allowed = TEXT_CONTROLS if vr in TEXT_VRS else set()
     code_extensions = any(c.startswith("ISO 2022") for c in charset)
     for ch in text:
@@ -166,7 +168,9 @@ def _check_value(vr: str, value, charset: list[str]) -> tuple[str, str] | None:
 
 def check_element(elem: DataElement, charset: list[str], where: str = "") -> Iterator[Problem]:
     """Problems of one non-sequence element (private elements: characters only, their VR is unknown)."""
-    name = f"{where}{_name(elem.tag)}"
+    def named() -> str:  # spelled out only for a problem: most elements have none
+        return f"{where}{_name(elem.tag)}"
+
     expected = None
     if not elem.tag.is_private:
         try:
@@ -175,8 +179,10 @@ def check_element(elem: DataElement, charset: list[str], where: str = "") -> Ite
             expected = None
     if expected and " or " not in expected and elem.VR not in (expected, "UN") and not (
             expected == "OB" and elem.VR == "OW"):
+        name = named()
         yield Problem(name, "vr", f"{name} is encoded as {elem.VR}; the data dictionary gives {expected} (PS3.6)")
     if expected and elem.VR == "UN" and expected != "UN" and elem.value not in (None, b""):
+        name = named()
         yield Problem(name, "vr", f"{name} is encoded as UN (unknown) instead of {expected}: its value could not be "
                                   f"encoded as {expected} (PS3.6)")
     vr = elem.VR
@@ -185,10 +191,12 @@ def check_element(elem: DataElement, charset: list[str], where: str = "") -> Ite
         rule = dictionary_VM(elem.tag) if expected else ""
         if rule and vr not in TEXT_VRS and not _vm_allows(rule, len(values)):
             extra = "; a backslash separates values (PS3.5 §6.4)" if len(values) > 1 else ""
+            name = named()
             yield Problem(name, "vm", f"{name} has {len(values)} values; PS3.6 allows {rule}{extra}")
     for value in values:
         found = _check_value(vr, value, charset)
         if found:
+            name = named()
             yield Problem(name, found[0], f"{name} {found[1]}")
             break
 

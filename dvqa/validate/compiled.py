@@ -3,8 +3,10 @@
 Parsing the bundled edition's 7.6 MB of JSON took ~0.3 s of each run, although one file's IOD uses a
 twentieth of it (a video IOD: 21 of 635 module and macro tables). The compiled form is one file per
 edition in dvqa's cache folder (XDG_CACHE_HOME/dvqa/tables, or ~/.cache/dvqa/tables), named by the SHA-256
-of the source tables it was made from: the small tables (dictionary, IODs, references) as they are, and
-each module table as its own marshal blob, unpacked the first time a data set's IOD asks for it.
+of the source tables it was made from: a header (the small tables - dictionary, IODs, references - and
+where each module table lies in the file) and then each module table as its own marshal blob, unpacked
+the first time a data set's IOD asks for it, straight from the bytes read (no copy of the other 6 MB:
+unpacking a header that held the blobs copied them all, ~15 ms of every run).
 
 marshal, not pickle: loading it builds data, never runs code, so a planted file can at worst be refused.
 The file is trusted only when it is a regular file owned by the user and not writable by others, its
@@ -29,8 +31,9 @@ from dvqa.core import outputs
 from dvqa.core.errors import DvqaError
 from dvqa.core.regular import open_regular
 
-FORMAT = 2  # bump when the layout below (or what dvqa.validate.standard makes of the source) changes: an older
-# file is then rebuilt, never misread (2: condition value numbers counted from 1, standard._value_numbers)
+FORMAT = 3  # bump when the layout below (or what dvqa.validate.standard makes of the source) changes: an older
+# file is then rebuilt, never misread (2: condition value numbers counted from 1, standard._value_numbers;
+# 3: module blobs after the header, found by offset)
 MAGIC = b"dvqa compiled DICOM tables %d\n" % FORMAT
 MARSHAL_VERSION = 4  # data only; readable by every Python dvqa supports
 CAP = 256 * 1024 * 1024
@@ -49,16 +52,19 @@ class Form:
 
 
 class Modules(Mapping):
-    """Module and macro tables by reference ("module:patient"), each unpacked on first use."""
+    """Module and macro tables by reference ("module:patient"), each unpacked on first use from `data`, where
+    `index` says it lies (offset, length)."""
 
-    def __init__(self, blobs: dict[str, bytes]) -> None:
-        self._blobs = blobs
+    def __init__(self, data: bytes | memoryview, index: dict[str, tuple[int, int]]) -> None:
+        self._data = memoryview(data)
+        self._blobs = index
         self._open: dict[str, dict] = {}
 
     def __getitem__(self, ref: str) -> dict:
         table = self._open.get(ref)
         if table is None:
-            table = self._open[ref] = marshal.loads(self._blobs[ref])
+            start, length = self._blobs[ref]
+            table = self._open[ref] = marshal.loads(self._data[start:start + length])
         return table
 
     def __contains__(self, ref: object) -> bool:
@@ -90,7 +96,9 @@ def cache_dir() -> Path:
 
 
 def path_for(name: str, digest: str) -> Path:
-    return cache_dir() / f"{name}-{digest}.tables"
+    """Named by the source's digest and the layout's FORMAT: dvqa versions of another layout that share the cache
+    (a user's two installs, a developer's branches) each keep their own file instead of rebuilding each other's."""
+    return cache_dir() / f"{name}-{digest}-f{FORMAT}.tables"
 
 
 def load(name: str, digest: str, parse: Callable[[], dict]) -> Form:
@@ -102,13 +110,20 @@ def load(name: str, digest: str, parse: Callable[[], dict]) -> Form:
     if form is not None:
         return form
     source = parse()
-    blobs = {ref: marshal.dumps(table, MARSHAL_VERSION) for ref, table in source["module_info"].items()}
+    blobs, index, offset = [], {}, 0
+    for ref, table in source["module_info"].items():
+        blob = marshal.dumps(table, MARSHAL_VERSION)
+        index[ref] = (offset, len(blob))
+        blobs.append(blob)
+        offset += len(blob)
     known = known_tags(source["module_info"])
-    payload = marshal.dumps({"source": digest, "dict_info": source["dict_info"], "iod_info": source["iod_info"],
-                             "references": source["references"], "unevaluated": source["unevaluated"],
-                             "known_tags": sorted(known), "modules": blobs}, MARSHAL_VERSION)
+    header = marshal.dumps({"source": digest, "dict_info": source["dict_info"], "iod_info": source["iod_info"],
+                            "references": source["references"], "unevaluated": source["unevaluated"],
+                            "known_tags": sorted(known), "modules": index}, MARSHAL_VERSION)
+    area = b"".join(blobs)
+    payload = len(header).to_bytes(8, "little") + header + area
     _write(path, MAGIC + hashlib.sha256(payload).hexdigest().encode("ascii") + b"\n" + payload)
-    return Form(source["dict_info"], source["iod_info"], Modules(blobs), source["references"],
+    return Form(source["dict_info"], source["iod_info"], Modules(area, index), source["references"],
                 source["unevaluated"], known)
 
 
@@ -132,14 +147,15 @@ def _read(path: Path, digest: str) -> Form | None:
     if data[:len(MAGIC)] != MAGIC or hashlib.sha256(payload).hexdigest().encode("ascii") + b"\n" != \
             data[len(MAGIC):start]:
         return None
+    size = int.from_bytes(payload[:8], "little")
     try:
-        content = marshal.loads(payload)
+        content = marshal.loads(payload[8:8 + size])
     except (EOFError, ValueError, TypeError):
         return None
     if not isinstance(content, dict) or content.get("source") != digest:
         return None
-    return Form(content["dict_info"], content["iod_info"], Modules(content["modules"]), content["references"],
-                content["unevaluated"], frozenset(content["known_tags"]))
+    return Form(content["dict_info"], content["iod_info"], Modules(payload[8 + size:], content["modules"]),
+                content["references"], content["unevaluated"], frozenset(content["known_tags"]))
 
 
 def _write(path: Path, data: bytes) -> None:

@@ -1,9 +1,9 @@
-"""Layer 1 of `dvqa validate`: the data set against its IOD in a DICOM edition, through dicom-validator.
+"""Layer 1 of `dvqa validate`: the data set against its IOD in a DICOM edition, by dicom-validator's rules.
 
-dicom-validator's IODValidator checks the modules the SOP class requires and their attributes: Type 1
-missing or empty, Type 2 missing, 1C/2C conditions, attributes a condition forbids, values outside
-enumerated values, sequences that are not sequences, attributes no module of the IOD lists. Its
-result becomes dvqa findings, each with the module's table in PS3.3 as reference. Value
+dicom-validator's IODValidator's checks (run by dvqa.validate.evaluator on tables expanded once per
+process) cover the modules the SOP class requires and their attributes: Type 1 missing or empty, Type 2
+missing, 1C/2C conditions, attributes a condition forbids, values outside enumerated values, sequences that
+are not sequences, attributes no module of the IOD lists. Its result becomes dvqa findings, each with the module's table in PS3.3 as reference. Value
 representation checks are left to dvqa.dicom.values (one finding per problem, not two).
 
 A condition whose text dicom-validator's parser cannot read is never silently passed: when the
@@ -12,8 +12,6 @@ attribute (or the module) it governs is absent, an info finding says the conditi
 
 from __future__ import annotations
 
-from dicom_validator.validator.error_handler import NullValidationResultHandler
-from dicom_validator.validator.iod_validator import IODValidator
 from dicom_validator.validator.validation_result import (
     DicomTag,
     ErrorCode,
@@ -27,6 +25,7 @@ from pydicom.uid import UID_dictionary
 from dvqa.core.findings import Finding, Severity
 from dvqa.dicom import dicomread
 from dvqa.validate import iodconditions, prose
+from dvqa.validate.evaluator import Evaluator, tag_of
 from dvqa.validate.standard import Tables
 
 SOP_CLASS_UID = 0x00080016
@@ -55,14 +54,9 @@ def check(ds: Dataset, path: str, tables: Tables) -> list[Finding]:
     Code String values lose their insignificant spaces in `ds` itself (_strip_code_strings): run the
     value checks, which look at the values as written, before this."""
     edition = tables.edition.name
-    _strip_code_strings(ds)
-    checked = ds
     directory = dicomread.is_directory(ds) and "SOPClassUID" not in ds
-    if directory:  # a DICOMDIR: the Basic Directory IOD, whose class only the File Meta Information names
-        checked = Dataset(ds)
-        checked.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
-    result = IODValidator(checked, tables.info, suppress_vr_warnings=True,
-                          error_handler=NullValidationResultHandler(), file_path=path).validate()
+    checked = prepare(ds)
+    result = evaluator_of(tables).validate(checked)
     sop_class = str(checked.get("SOPClassUID", "") or "")
     if result.status == Status.MissingSOPClassUID:
         return [Finding(Severity.ERROR, "iod.no-sop-class", "SOP Class UID (0008,0016) is missing or empty: the "
@@ -81,12 +75,12 @@ def check(ds: Dataset, path: str, tables: Tables) -> list[Finding]:
     iod = tables.info.iods[sop_class]
     findings = []
     known = tables.known_tags
-    governed = _governed(tables, sop_class)
+    overridden = governed(tables, sop_class)
     unlisted_keys = 0
     for module_name, errors in result.module_errors.items():
-        reference = _reference(tables, iod, module_name)
+        reference = module_reference(tables, iod, module_name)
         for tag, error in sorted(errors.items(), key=lambda item: item[0]):
-            if not tag.parents and (module_name.lower(), tag.tag) in governed:
+            if not tag.parents and (module_name.lower(), tag.tag) in overridden:
                 continue  # another module of this IOD defines the attribute, and its definition governs
             if directory and not tag.parents and tag.tag == SOP_CLASS_UID:
                 continue  # put there above, not in the file
@@ -131,7 +125,7 @@ def _pixel_data(ds: Dataset, iod: dict, tables: Tables, path: str) -> list[Findi
             kind = attribute["type"]
             out.append(Finding(Severity.ERROR, "iod.missing", f"Type {kind} attribute {_name(tag)} is missing from "
                                f"the {module_name} module" + (" (by its condition)" if "cond" in attribute else ""),
-                               path, _name(tag), _reference(tables, iod, module_name)))
+                               path, _name(tag), module_reference(tables, iod, module_name)))
     return out
 
 
@@ -151,10 +145,10 @@ def _decided(ds: Dataset, iod: dict, tables: Tables, decisions: dict, path: str,
     """Attributes whose condition the IOD or the data set decides (dvqa.validate.iodconditions): missing, or a
     Type 1C empty, where required, in a module the IOD makes Mandatory or the data set uses. Each condition
     decided either way goes into `settled`, so that it is not listed as not evaluated."""
-    out = []
+    out, held = [], _held(ds)
     for (module_name, key), (tag, attribute, decide) in decisions.items():
         usage = iod["modules"][module_name]
-        if not (usage["use"].startswith("M") or any(t in ds for t in _prepared(tables, usage["ref"])[0])):
+        if not (usage["use"].startswith("M") or not held.isdisjoint(_prepared(tables, usage["ref"])[0])):
             continue
         required, why = decide(ds)
         if required is not None:
@@ -169,8 +163,27 @@ def _decided(ds: Dataset, iod: dict, tables: Tables, decisions: dict, path: str,
         else:
             continue
         out.append(Finding(Severity.ERROR, code, f"{message} (by its condition: {why})", path, what,
-                           _reference(tables, iod, module_name)))
+                           module_reference(tables, iod, module_name)))
     return out
+
+
+def prepare(ds: Dataset) -> Dataset:
+    """The data set as the IOD is checked on: Code Strings without their insignificant spaces (in `ds` itself),
+    and a DICOMDIR given the SOP class only its File Meta Information names (the Basic Directory IOD)."""
+    _strip_code_strings(ds)
+    if not (dicomread.is_directory(ds) and "SOPClassUID" not in ds):
+        return ds
+    checked = Dataset(ds)
+    checked.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+    return checked
+
+
+def evaluator_of(tables: Tables) -> Evaluator:
+    """dicom-validator's checks on this edition's tables, expanded once per process (dvqa.validate.evaluator)."""
+    found = tables.prepared.get("evaluator")
+    if found is None:
+        found = tables.prepared["evaluator"] = Evaluator(tables.info)
+    return found
 
 
 def _same_number(tag: int, context: dict) -> bool:
@@ -184,7 +197,7 @@ def _same_number(tag: int, context: dict) -> bool:
         return False
 
 
-def _governed(tables: Tables, sop_class: str) -> set[tuple[str, int]]:
+def governed(tables: Tables, sop_class: str) -> set[tuple[str, int]]:
     """(module name, tag) pairs of this IOD whose definition another module of the IOD overrides, as PS3.3
     says in that module's table ("This type definition shall override the definition in the General
     Series Module": SC Equipment's Modality, C.8.6.1). dicom-validator checks every module's definition
@@ -222,7 +235,8 @@ def _strip_code_strings(ds: Dataset) -> None:
             elem.value = [v.strip(" ") if isinstance(v, str) else v for v in value]
 
 
-def _reference(tables: Tables, iod: dict, module_name: str) -> str:
+def module_reference(tables: Tables, iod: dict, module_name: str) -> str:
+    """The PS3.3 table of a module (or macro) of the IOD; "General" (outside every module): the IOD's table."""
     usage = iod["modules"].get(module_name) or iod.get("group_macros", {}).get(module_name)
     if usage is None:  # "General": attributes outside every module of the IOD
         title = iod["title"] if iod["title"].endswith("IOD") else f"{iod['title']} IOD"
@@ -275,9 +289,10 @@ def _unevaluated(ds: Dataset, iod: dict, tables: Tables, path: str, decided: set
     paired body part ...), and a line each would bury the findings that matter; the finding's `where`
     lists them all."""
     absent: list[str] = []
+    held = _held(ds)
     for module_name, usage in iod["modules"].items():
         tags, branches = _prepared(tables, usage["ref"])
-        present = any(tag in ds for tag in tags)
+        present = not held.isdisjoint(tags)
         if "unevaluated" in usage and not present:
             absent.append(f"{module_name} module")
             continue
@@ -294,13 +309,18 @@ def _unevaluated(ds: Dataset, iod: dict, tables: Tables, path: str, decided: set
                     path, "; ".join(absent), f"{iod.get('table') or 'PS3.3 Annex A'} and its modules' tables")]
 
 
-def _prepared(tables: Tables, ref: str) -> tuple[list[int], dict]:
+def _held(ds: Dataset) -> set[int]:
+    """The tags of a data set, read from its keys (its elements are not converted), for set operations."""
+    return {int(tag) for tag in ds.keys()}
+
+
+def _prepared(tables: Tables, ref: str) -> tuple[frozenset[int], dict]:
     """A module's top-level tags, and only the branches of its table that lead to a condition not
     evaluated - computed once per process and module, not per file."""
     cache = tables.prepared
     if ref not in cache:
         module = tables.info.modules.get(ref, {})
-        cache[ref] = ([_tag(key) for key in module if key.startswith("(")], _branches(module))
+        cache[ref] = (frozenset(_tag(key) for key in module if key.startswith("(")), _branches(module))
     return cache[ref]
 
 
@@ -316,14 +336,14 @@ def _branches(table: dict) -> dict:
     return out
 
 
-_tag = iodconditions.tag_int
+_tag = tag_of
 
 
 def _walk(ds: Dataset, branches: dict, parents: list[int]) -> list[str]:
     """The paths of absent attributes whose condition is not evaluated, in present sequence items too."""
-    absent = []
+    absent, held = [], _held(ds)
     for tag, (attribute, below) in branches.items():
-        present = tag in ds
+        present = tag in held
         if attribute is not None and not present:
             absent.append(" > ".join(_name(t) for t in [*parents, tag]))
         if below and present and ds[tag].VR == "SQ":

@@ -22,6 +22,8 @@ from typing import Callable
 
 from pydicom.dataset import Dataset
 
+from dvqa.validate.evaluator import tag_of
+
 ORIENTATION_TAGS = ("(0020,0037)", "(0048,0102)")  # Image Orientation (Patient), Image Orientation (Slide)
 ORIENTATION_KEYS = frozenset({0x00200037, 0x00480102})
 FRAME_CONTENT = "macro:frame-content"
@@ -88,12 +90,6 @@ RULES = (
 )
 
 
-def tag_int(key: str) -> int:
-    """'(0020,0020)' -> 0x00200020; a repeating group '(60xx,0010)' as its first, 6000."""
-    group, element = key.strip("()").split(",")
-    return int(group.replace("xx", "00"), 16) << 16 | int(element, 16)
-
-
 # A condition about a fact of the acquisition ("Required if image was acquired in a Staged protocol", US Image)
 # that several attributes of a module share: one of them present says the fact holds, since a Type 1C/2C
 # attribute shall not be present when its condition is false (PS3.5 §7.4.2, §7.4.4), so the others are
@@ -112,7 +108,7 @@ def _siblings(table: dict) -> dict[str, Decision]:
     out: dict[str, Decision] = {}
     for text, keys in groups.items():
         for key in keys if len(keys) > 1 else []:
-            others = [(other, tag_int(other), table[other].get("name", other)) for other in keys if other != key]
+            others = [(other, tag_of(other), table[other].get("name", other)) for other in keys if other != key]
 
             def decide(ds: Dataset, others=others, text=text) -> tuple[bool | None, str]:
                 present = [name for _, tag, name in others if tag in ds]
@@ -136,10 +132,10 @@ def decided(tables, sop_class: str) -> dict[tuple[str, str], tuple[int, dict, De
             for rule in RULES:
                 attribute = table.get(rule.tag)
                 if isinstance(attribute, dict) and rule.phrase.search(attribute.get("unevaluated", "")):
-                    found[(module_name, rule.tag)] = (tag_int(rule.tag), attribute,
+                    found[(module_name, rule.tag)] = (tag_of(rule.tag), attribute,
                                                       rule.decide(modules, iod, module_name))
             for key, decide in _siblings(table).items():
-                found.setdefault((module_name, key), (tag_int(key), table[key], decide))
+                found.setdefault((module_name, key), (tag_of(key), table[key], decide))
         tables.prepared[cached] = found
     return tables.prepared[cached]
 

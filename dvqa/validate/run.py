@@ -16,19 +16,20 @@ import fnmatch
 import os
 import stat
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import pydicom
 
 from dvqa.core.findings import Finding, Severity
-from dvqa.core.profiles import Profile, Rule
 from dvqa.dicom import dicomread, values
 from dvqa.dicom.iod import declared_rate
 from dvqa.validate import iodcheck, standard, streamcheck
 from dvqa.validate.standard import Edition
+
+if TYPE_CHECKING:  # a profile is loaded (YAML) only when one is asked for
+    from dvqa.core.profiles import Profile, Rule
 
 
 @dataclass
@@ -246,6 +247,8 @@ def validate(targets: Iterable[Path | Skipped], profile: Profile | None = None, 
             if progress:
                 progress(1)
         return results
+    from concurrent.futures import ProcessPoolExecutor  # multiprocessing: imported only when it is used
+
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         results = []
         for result in pool.map(check_file, files, [profile] * len(files), [edition] * len(files), chunksize=4):

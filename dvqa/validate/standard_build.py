@@ -251,6 +251,7 @@ class Builder:
                             not self._may_be_present_otherwise(row, described, tag):
                         condition.type = ConditionType.MandatoryOrNotAllowed
                     attribute["cond"] = condition
+                    attribute["text"] = _condition_sentence(described.text)  # shown by `dvqa validate --explain`
                 elif kind != "3":
                     attribute["unevaluated"] = _condition_sentence(described.text)
                     self.unparsed.append({"where": f"{where} {tag}", "text": attribute["unevaluated"]})
@@ -364,6 +365,8 @@ class Builder:
                     types = " or ".join(sorted(set(value_types[tag])))
                     attribute["type"] += "C"
                     attribute["cond"] = self.conditions.parse(f"Required if Value Type {VALUE_TYPE} is {types}.")
+                    attribute["text"] = f"Required if Value Type {VALUE_TYPE} is {types} (PS3.3 Table C.17-5 " \
+                        "includes the macro that defines it only then)."
                 elif holds_item and tag in value_types and attribute.get("type") in ("1C", "2C") and \
                         isinstance(attribute.get("cond"), Condition) and attribute["cond"].other_condition is None:
                     # a macro's own 1C (TCOORD's Referenced Time Offsets: "Required if Referenced Sample
@@ -374,6 +377,8 @@ class Builder:
                     combined = Condition(ctype=attribute["cond"].type)
                     combined.and_conditions = [included, attribute["cond"]]
                     attribute["cond"] = combined
+                    attribute["text"] = f"Where Value Type {VALUE_TYPE} is {types} (PS3.3 Table C.17-5 includes the " \
+                        f"macro only then): {attribute.get('text', '')}"
                 if "items" in attribute:
                     stack.append(attribute["items"])
 
@@ -473,7 +478,8 @@ def _fix_nesting(module_info: dict[str, dict]) -> None:
 
 
 def _condition_sentence(text: str) -> str:
-    """The sentence of a description that states the condition, for the "not evaluated" finding."""
+    """The sentence of a description that states the condition: for the "not evaluated" finding, and beside a
+    parsed condition for `dvqa validate --explain`."""
     found = re.search(r"((Required|Shall be present|Shall not be present)[^.]*\.)", text, re.IGNORECASE)
     return (found.group(1) if found else text)[:300]
 
