@@ -11,7 +11,6 @@ import json
 import os
 import re
 import secrets
-import signal
 import socket
 import stat
 import subprocess
@@ -26,6 +25,7 @@ import pytest
 import yaml
 
 from bench import orthanc as orthanc_server
+from bench.record_server import RecordServer, digest, end, finished, put
 from dvqa.convert.live import convert_live
 from dvqa.convert.pipeline import ConvertOptions, convert
 from dvqa.trust import audit
@@ -33,7 +33,7 @@ from dvqa.video import framecode
 from dvqa.video.growing import Growing
 from helpers import CLIPS, RECORDED, stream_bytes, tool
 
-free_port, wait_for_port = orthanc_server.free_port, orthanc_server.wait_for_port
+free_port = orthanc_server.free_port
 
 TOKEN = secrets.token_hex(32)
 AUDIT_KEY = secrets.token_hex(32)
@@ -56,44 +56,14 @@ def to_orthanc(orthanc: dict, **extra) -> dict:
             "retries": 0, **extra}
 
 
-class Server:
-    """`dvqa serve` with recording ingestion, as a site starts it: a config file, a child process; without an
-    upstream (no DICOMweb gateway) unless one is given."""
+class Server(RecordServer):
+    """The server these tests start: their token and audit key."""
 
     def __init__(self, folder: Path, record: dict, upstream: str | None = None) -> None:
-        self.folder, self.record, self.upstream = folder, record, upstream
-        self.spool = folder / "spool"
-        self.audit = folder / "audit.jsonl"
-        self.log = folder / "serve.log"
-        self.config = folder / "serve.yaml"
-        settings = {"tokens_sha256": [hashlib.sha256(TOKEN.encode()).hexdigest()], "spool_dir": str(self.spool),
-                    "audit": str(self.audit), "audit_key_env": "DVQA_TEST_AUDIT_KEY", **record}
-        self.config.write_text(yaml.safe_dump({"record": settings}))
-        self.port = free_port()
-        self.start()
-
-    def start(self) -> None:
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "dvqa", "serve", *(["--upstream", self.upstream] if self.upstream else []),
-             "--port", str(self.port),
-             "--cache-dir", str(self.folder / "cache"), "--config", str(self.config)],
-            stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"),
-            env={**os.environ, "DVQA_TEST_AUDIT_KEY": AUDIT_KEY})
-        wait_for_port(self.port, self.process, "dvqa serve")
+        super().__init__(folder, record, TOKEN, AUDIT_KEY, upstream)
 
     def client(self, token: str | None = TOKEN) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(30)
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(30)
+        return super().client(token)
 
 
 @pytest.fixture()
@@ -115,30 +85,6 @@ def served(tmp_path):
 def pieces(path: Path, size: int = CHUNK) -> list[bytes]:
     data = path.read_bytes()
     return [data[at:at + size] for at in range(0, len(data), size)]
-
-
-def digest(data: bytes) -> dict[str, str]:
-    return {"Content-Digest": f"sha-256=:{base64.b64encode(hashlib.sha256(data).digest()).decode()}:"}
-
-
-def put(client: httpx.Client, rid: str, n: int, data: bytes, headers: dict | None = None) -> httpx.Response:
-    return client.put(f"/recordings/{rid}/chunks/{n}", content=data,
-                      headers=digest(data) if headers is None else headers)
-
-
-def end(client: httpx.Client, rid: str, chunks: list[bytes]) -> httpx.Response:
-    return client.post(f"/recordings/{rid}/end",
-                       json={"chunks": len(chunks), "sha256": hashlib.sha256(b"".join(chunks)).hexdigest()})
-
-
-def finished(client: httpx.Client, rid: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = client.get(f"/recordings/{rid}").json()
-        if state["state"] not in ("receiving", "finishing"):
-            return state
-        time.sleep(0.1)
-    raise AssertionError(f"recording {rid} did not finish in {timeout} s: {state}")
 
 
 def es_in_orthanc(orthanc: dict, uids: dict, folder: Path) -> bytes:
