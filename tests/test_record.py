@@ -417,6 +417,56 @@ def test_a_recording_left_idle_is_abandoned_recorded_and_removed(served) -> None
     assert all(r["outcome"] == "failure" for r in records if r["command"] == "convert")
 
 
+def upload(server, path: Path, patient_id: str) -> dict:
+    """`path` uploaded in chunks and ended; GET's answer once finished."""
+    chunks = pieces(path)
+    with server.client() as client:
+        rid = client.post("/recordings", json={"patient_id": patient_id}).json()["id"]
+        for n, data in enumerate(chunks):
+            assert put(client, rid, n, data).status_code == 201
+        assert end(client, rid, chunks).status_code == 202
+        return finished(client, rid)
+
+
+def gone(server, rid: str, timeout: float = 30) -> None:
+    """Wait until GET answers 404 for the recording (retention removed it)."""
+    deadline = time.monotonic() + timeout
+    with server.client() as client:
+        while client.get(f"/recordings/{rid}").status_code != 404:
+            assert time.monotonic() < deadline, f"recording {rid} was not removed in {timeout} s"
+            time.sleep(0.2)
+
+
+def test_retention_removes_finished_recordings_and_keeps_their_audit_records(served, orthanc) -> None:
+    """record.retention_days: a finished recording's result, reports and the stored copy keep_stored kept go; the
+    chain keeps the records it had and adds the removal's. A DICOM file the PACS never took is not removed."""
+    retention = {"retention_days": 4 / 86400}  # 4 s
+    server = served({"pacs": to_orthanc(orthanc), "keep_stored": True, **retention})
+    state = upload(server, PASSTHROUGH, "P-KEEP")
+    rid, result = state["id"], state["result"]
+    assert result["stored"] is True and Path(result["dicom"]).is_file()
+    with server.client() as client:
+        assert client.get(state["links"]["quality_html"]).status_code == 200  # written (answered once it is)
+    gone(server, rid)
+    assert not (server.spool / "recordings" / rid).exists() and list((server.spool / "dicom").iterdir()) == []
+    check = audit.verify(server.audit, AUDIT_KEY.encode())
+    assert check.ok, check.to_dict()
+    records = audit.records(server.audit)
+    assert [(r["command"], r["outcome"]) for r in records] == [("convert", "success"), ("pacs-store", "stored"),
+                                                                ("serve-record", "expired")]
+    assert records[-1]["recording"] == rid and records[-1]["earlier_records"] == [e["seq"] for e in result["audit"]]
+    assert [e["sha256"] for e in result["audit"]] == [
+        records[1]["prev"], records[2]["prev"]]  # the records the result named are still in the chain, unchanged
+
+    unsent = served({**retention})  # no PACS: the DICOM file is the only copy
+    state = upload(unsent, PASSTHROUGH, "P-UNSENT")
+    kept = Path(state["result"]["dicom"])
+    gone(unsent, state["id"])
+    assert kept.is_file() and not (unsent.spool / "recordings" / state["id"]).exists()
+    expired = audit.records(unsent.audit)[-1]
+    assert expired["outcome"] == "expired" and str(kept) in expired["message"] and "kept" in expired["message"]
+
+
 @pytest.mark.requirement("DVQA-REC-002")
 def test_cors_answers_the_recorder_origin_only(served) -> None:
     recorder, viewer = "https://recorder.example.org", "https://viewer.example.org"
@@ -665,6 +715,7 @@ def test_configuration_mistakes_are_named_before_the_server_listens(tmp_path) ->
         f"tokens_sha256: ['{digest}']\n  pacs: {{stow: 'http://h/dicom-web', host: h, port: 104}}": "not both",
         f"tokens_sha256: ['{digest}']\n  recorder_origin: https://app.example.org/page": "recorder_origin",
         f"tokens_sha256: ['{digest}']\n  max_recordings: 0": "max_recordings",
+        f"tokens_sha256: ['{digest}']\n  retention_days: 0": "retention_days must be positive",
     }
     cases["spool_dir: /tmp"] = "nothing to serve"  # no tokens (the API could let nobody in) and no upstream
     for body, words in cases.items():

@@ -13,6 +13,8 @@ allowed in, so nothing is accepted)::
       conversions: 2                       # conversions running at once (processes)
       idle_expiry_s: 600                   # no chunk for this long: abandoned, its spool removed
       keep_stored: false                   # keep the DICOM file after the PACS stored it
+      retention_days: null                 # finished recordings' results, reports and stored copies: removed
+                                           # this long after they finished (null: kept until the site removes them)
       iod: endoscopic                      # the same choices as `dvqa convert`
       syntax: auto
       passthrough: true
@@ -119,6 +121,7 @@ class RecordSettings:
     conversions: int = 2
     idle_expiry_s: float = 600.0
     keep_stored: bool = False
+    retention_days: float | None = None
     iod: str = "endoscopic"
     syntax: str = "auto"
     passthrough: bool = True
@@ -137,6 +140,10 @@ class RecordSettings:
     @property
     def enabled(self) -> bool:
         return bool(self.tokens_sha256)
+
+    @property
+    def retention_s(self) -> float | None:
+        return None if self.retention_days is None else self.retention_days * 86400
 
     @property
     def max_chunk_bytes(self) -> int:
@@ -170,6 +177,8 @@ class RecordSettings:
         if min(self.max_chunk_mb, self.max_recording_mb, self.idle_expiry_s) <= 0 or self.max_chunk_mb > 1024:
             raise UsageError("record: max_chunk_mb (at most 1024), max_recording_mb and idle_expiry_s must be "
                              "positive.")
+        if self.retention_days is not None and not self.retention_days > 0:
+            raise UsageError("record.retention_days must be positive (days; null keeps finished recordings).")
         if not 1 <= self.max_recordings <= 1000 or not 1 <= self.conversions <= 64:
             raise UsageError("record: max_recordings must be 1-1000 and conversions 1-64.")
         VideoIOD.named(self.iod)

@@ -29,6 +29,7 @@ import os
 import secrets
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fastapi import HTTPException
@@ -192,13 +193,45 @@ class Recordings:
                  "" if result.get("state") != "done" else f", stored: {bool(result.get('stored'))}")
 
     async def _expire(self) -> None:
-        idle = self.settings.idle_expiry_s
+        idle, kept = self.settings.idle_expiry_s, self.settings.retention_s
         while True:
-            await asyncio.sleep(min(5.0, max(0.2, idle / 4)))
+            await asyncio.sleep(min(5.0, max(0.2, min(idle, kept or idle) / 4)))
             now = time.monotonic()
             for recording in list(self.held.values()):
                 if recording.state == "receiving" and not recording.abandoning and now - recording.last_activity > idle:
                     await self._abandon(recording, f"no chunk came for {idle:g} s (record.idle_expiry_s)")
+                elif kept is not None and recording.result is not None and recording.process is None:
+                    finished_at = await asyncio.to_thread(recording.folder.finished_at)
+                    if finished_at is not None and time.time() - finished_at > kept:
+                        await self._retire(recording)
+
+    async def _retire(self, recording: Recording) -> None:
+        """Past record.retention_days: remove its result, its reports and a stored DICOM copy kept with
+        keep_stored, after the audit chain records the removal (its earlier records stay: the chain is
+        append-only). A DICOM file the PACS never took is kept: it may be the only copy of the video."""
+        assert self.spool is not None
+        result = recording.result or {}
+        unsent = Path(result["dicom"]) if result.get("dicom") and not result.get("stored") else None
+        unsent = unsent if unsent is not None and unsent.exists() else None
+        audit = ingest.audit_log(self.settings)
+        if audit is not None:
+            event = {"command": "serve-record", "recording": recording.id, "outcome": "expired", "exit_code": 0,
+                     "message": f"removed {self.settings.retention_days:g} day(s) after it finished "
+                                "(record.retention_days)" + (f"; {unsent} was never stored and is kept"
+                                                            if unsent else ""),
+                     "earlier_records": [e["seq"] for e in result.get("audit") or []]}
+            try:
+                await asyncio.to_thread(audit.append, event)
+            except DvqaError as exc:  # nothing is removed that the chain does not say was removed
+                log.error("recording %s: %s", recording.id, exc)
+                return
+        if result.get("stored"):  # copies kept with keep_stored (and a fallback copy the PACS took)
+            for copy in [self.spool.dicom / f"{recording.id}.dcm", *self.spool.dicom.glob(f"{recording.id}.*.dcm")]:
+                await asyncio.to_thread(copy.unlink, missing_ok=True)
+        await asyncio.to_thread(recording.folder.remove)
+        self.held.pop(recording.id, None)
+        log.info("recording %s removed (record.retention_days)%s", recording.id,
+                 f"; its DICOM file {unsent} was never stored and is kept" if unsent else "")
 
     async def _abandon(self, recording: Recording, why: str) -> None:
         """Stop its conversion, record it in the audit chain, remove its spool (the chunks and the request)."""

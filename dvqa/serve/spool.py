@@ -211,6 +211,17 @@ class RecordingFolder:
         for leftover in (self.request_path, self.end_path, self.abandoned_path):
             leftover.unlink(missing_ok=True)
 
+    def finished_at(self) -> float | None:
+        """When the result was last written (None: no result), for record.retention_days."""
+        try:
+            return self.result_path.stat().st_mtime
+        except FileNotFoundError:
+            return None
+
+    def remove(self) -> None:
+        """The whole folder: result, reports, lock (retention; the recording's chunks went when it finished)."""
+        shutil.rmtree(self.path, ignore_errors=True)
+
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Held by the process converting this recording; waits while another (an orphan of a killed server
