@@ -590,10 +590,11 @@ class Proxy:
         self.drop_all()
 
 
-def record_in_chromium(url: str, camera: Path, seconds: float, during=None) -> tuple[dict, str, bytes, float]:
+def record_in_chromium(url: str, camera: Path, seconds: float, during=None, after=None
+                       ) -> tuple[dict, str, bytes, float]:
     """The recorder page at `url` records `seconds` from the fake camera (`during(elapsed)` is called about every
     0.1 s meanwhile), then Stop: (GET's last answer, the status line shown, the recording's bytes, seconds from
-    Stop to the result shown)."""
+    Stop to the result shown). `after(browser)` is called once the result is shown."""
     from cdp import Browser
 
     with Browser("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
@@ -619,6 +620,8 @@ def record_in_chromium(url: str, camera: Path, seconds: float, during=None) -> t
             "(async () => { const b = new Uint8Array(await new Blob(window.dvqaRecorder.chunks).arrayBuffer());"
             " let s = ''; for (let i = 0; i < b.length; i += 0x8000)"
             " s += String.fromCharCode.apply(null, b.subarray(i, i + 0x8000)); return btoa(s); })()"))
+        if after:
+            after(browser)
     return state, status, recording, shown
 
 
@@ -650,9 +653,29 @@ def test_the_recorder_page_in_chromium_with_a_fake_camera_reaches_orthanc(served
     page = httpx.get(f"{server.url}/record")
     assert page.status_code == 200 and "MediaRecorder" in page.text
     assert "default-src 'none'" in page.headers["content-security-policy"]
-    state, status, recording, shown = record_in_chromium(server.url, camera, seconds)
+    opened: dict = {}
+
+    def open_reports(browser) -> None:
+        """Click each report link the page shows; it fetches with the token and opens what came as a blob: URL."""
+        opened["links"] = browser.evaluate("[...document.querySelectorAll('#reports a')].map(a => "
+                                           "[a.textContent, a.getAttribute('href')])")
+        browser.evaluate("document.querySelectorAll('#reports a').forEach(a => a.click()); true")
+        browser.wait_for("Object.keys(window.dvqaRecorder.opened).length === 3", timeout=60)
+        opened["bodies"] = browser.evaluate(
+            "(async () => { const o = {}; for (const [k, u] of Object.entries(window.dvqaRecorder.opened))"
+            " o[k] = [u.url.slice(0, 5), await u.blob.text()]; return o; })()")
+
+    state, status, recording, shown = record_in_chromium(server.url, camera, seconds, after=open_reports)
     result = state["result"]
     assert result["stored"] is True and status == "Stored in the PACS.", (status, result)
+    base = f"/recordings/{state['id']}"
+    assert opened["links"] == [["Quality report", f"{base}/quality.html"],
+                               ["Quality report (JSON)", f"{base}/quality.json"], ["Audit records", f"{base}/audit"]]
+    bodies = opened["bodies"]
+    assert {scheme for scheme, _ in bodies.values()} == {"blob:"}
+    assert "dvqa quality report" in bodies["quality_html"][1]
+    assert json.loads(bodies["quality_json"][1])["output"]["sop_instance_uid"] == result["uids"]["instance"]
+    assert [e["seq"] for e in json.loads(bodies["audit"][1])["records"]] == [e["seq"] for e in result["audit"]]
     print(f"recorder page: {len(recording)} bytes in {len(state['acknowledged'])} chunks; Stop -> 'Stored' shown in "
           f"{shown:.2f} s; end -> stored {result['end_to_stored_s']} s (server)")
     assert_every_frame_stored(state, recording, orthanc, tmp_path, seconds)

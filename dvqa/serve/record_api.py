@@ -203,8 +203,10 @@ REPORT_TYPES = {"html": "text/html; charset=utf-8", "json": "application/json"}
 REPORT_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; "
                  "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")  # the report is self-contained
 PAGE = PathLib(__file__).with_name("static") / "record.html"
+# img-src data:: a quality report the page opens (a blob: URL) inherits this policy, and its thumbnails are data:
 PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
-               "media-src 'self' blob: mediastream:; base-uri 'none'; form-action 'none'; frame-ancestors 'self'")
+               "img-src data:; media-src 'self' blob: mediastream:; base-uri 'none'; form-action 'none'; "
+               "frame-ancestors 'self'")
 
 
 def page_router() -> APIRouter:
