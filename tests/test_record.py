@@ -739,6 +739,10 @@ def test_configuration_mistakes_are_named_before_the_server_listens(tmp_path) ->
         f"tokens_sha256: ['{digest}']\n  recorder_origin: https://app.example.org/page": "recorder_origin",
         f"tokens_sha256: ['{digest}']\n  max_recordings: 0": "max_recordings",
         f"tokens_sha256: ['{digest}']\n  retention_days: 0": "retention_days must be positive",
+        f"tokens_sha256: ['{digest}']\n  scheduler: tcp://10.0.0.1:8786": "in clear text",
+        f"tokens_sha256: ['{digest}']\n  scheduler: {{address: local:1, cert: x.pem}}": "local:N makes its own",
+        f"tokens_sha256: ['{digest}']\n  spool_dir: spool\n  scheduler: {{address: tcp://10.0.0.1:8786, "
+        "allow_clear_text: true}": "absolute paths",
     }
     cases["spool_dir: /tmp"] = "nothing to serve"  # no tokens (the API could let nobody in) and no upstream
     for body, words in cases.items():
@@ -753,3 +757,48 @@ def test_configuration_mistakes_are_named_before_the_server_listens(tmp_path) ->
                              timeout=60, env={k: v for k, v in os.environ.items() if k != "DVQA_NOT_SET"})
     assert started.returncode == 2 and started.stderr.strip().splitlines() == [
         "dvqa: error: record.audit_key_env DVQA_NOT_SET: that variable is not set in dvqa serve's environment."]
+
+
+def test_with_a_scheduler_ended_recordings_are_converted_on_a_dask_cluster_and_signed_here(served, orthanc,
+                                                                                          tmp_path) -> None:
+    """record.scheduler (`dvqa serve --scheduler`), with a TLS LocalCluster (local:1): nothing is converted while
+    the recording arrives; after `end` a worker converts it (the same DICOM as the live path: same stream, same
+    timing), the server validates and signs it (the key never goes to the worker), stores it, and appends the
+    worker's record to its own chain."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from helpers import certificate
+
+    ca_key, key = rsa.generate_private_key(65537, 2048), rsa.generate_private_key(65537, 2048)
+    cert = certificate("dvqa test signer", key, "dvqa test CA", ca_key)
+    (tmp_path / "signer.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                            serialization.PrivateFormat.TraditionalOpenSSL,
+                                                            serialization.NoEncryption()))
+    (tmp_path / "signer.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    server = served({"pacs": to_orthanc(orthanc), "scheduler": "local:1", "keep_stored": True,
+                     "sign_key": str(tmp_path / "signer.key"), "sign_cert": str(tmp_path / "signer.crt")})
+    reference = convert(PASSTHROUGH, tmp_path / "reference.dcm", ConvertOptions(quality=False))
+    chunks = pieces(PASSTHROUGH)
+    with server.client() as client:
+        rid = client.post("/recordings", json={"patient_id": "P-DASK"}).json()["id"]
+        for n, data in enumerate(chunks):
+            assert put(client, rid, n, data).status_code == 201
+        time.sleep(1)
+        assert client.get(f"/recordings/{rid}").json()["conversion"] == "not started"  # no live conversion
+        assert end(client, rid, chunks).status_code == 202
+        state = finished(client, rid)
+        report = client.get(state["links"]["quality_json"])
+    result = state["result"]
+    assert state["state"] == "done" and result["stored"] is True, result
+    assert result["converted_on"].startswith("tls://127.0.0.1:")  # a Dask worker, over TLS
+    assert result["passthrough"] is True and result["elementary_stream_sha256"] == reference.elementary_stream_sha256
+    assert report.status_code == 200 and report.json()["output"]["sop_instance_uid"] == result["uids"]["instance"]
+    ds = pydicom.dcmread(result["dicom"])  # the signature (FFFA,FFFA) follows Pixel Data
+    assert ds.PatientID == "P-DASK" and ds.DigitalSignaturesSequence[0].DigitalSignatureUID == result["signature"][
+        "uid"]
+    assert audit.verify(server.audit, AUDIT_KEY.encode()).ok
+    records = audit.records(server.audit)
+    assert [(r["command"], r["outcome"]) for r in records] == [("convert", "success"), ("pacs-store", "stored")]
+    assert records[0]["worker"] == result["converted_on"] and records[0]["signature_uid"] == result["signature"]["uid"]
+    assert records[0]["output"]["sha256"] == hashlib.sha256(Path(result["dicom"]).read_bytes()).hexdigest()

@@ -122,7 +122,8 @@ class RecordingState(BaseModel):
     state: Literal["receiving", "finishing", "done", "failed", "abandoned"] = Field(
         description="receiving chunks; finishing (ended: converting, checking, storing); done (see result.stored); "
                     "failed (see result.reason); abandoned (no chunk for the idle time; nothing kept).")
-    conversion: str = Field(description="not started | waiting for a conversion slot | running | finished")
+    conversion: str = Field(description="not started | waiting for a conversion slot | running on the Dask cluster "
+                                        "(--scheduler) | running | finished")
     acknowledged: list[int] = Field(description="The chunk numbers on the server's disk; send the others.")
     bytes: int
     next_chunk: int = Field(description="The lowest chunk number not acknowledged.")

@@ -28,6 +28,9 @@ allowed in, so nothing is accepted)::
       passphrase_env: null
       audit: /var/lib/dvqa/audit.jsonl     # the server's audit chain
       audit_key_env: DVQA_AUDIT_KEY
+      scheduler: tls://dask.example.org:8786   # convert ended recordings on a Dask cluster (dvqa.serve.remote)
+      # scheduler: {address: tls://..., ca: /etc/dvqa/dask-ca.pem, cert: /etc/dvqa/dask-client.pem, key: null,
+      #             allow_clear_text: false, require_tls: false, worker_timeout_s: 60}   (or local:N)
       pacs:                                # where finished recordings go; none: kept in spool_dir/dicom
         host: pacs.example.org             # DIMSE C-STORE ...
         port: 104
@@ -55,6 +58,7 @@ import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from dvqa.core.cluster import Cluster
 from dvqa.core.errors import UsageError
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -136,6 +140,7 @@ class RecordSettings:
     audit: Path | None = None
     audit_key_env: str | None = None
     pacs: PacsTarget | None = field(default=None)
+    scheduler: Cluster | None = None  # `dvqa serve --scheduler`: where ended recordings are converted
 
     @property
     def enabled(self) -> bool:
@@ -191,8 +196,13 @@ class RecordSettings:
         if self.audit_key_env and not self.audit:
             raise UsageError("record.audit_key_env needs record.audit (the log to append to).")
         pacs = self.pacs.checked() if self.pacs else None
-        return replace(self, tokens_sha256=tokens, recorder_origin=origin, pacs=pacs,
-                       spool_dir=Path(self.spool_dir) if self.spool_dir else default_spool_dir())
+        spool = Path(self.spool_dir) if self.spool_dir else default_spool_dir()
+        if self.scheduler is not None:
+            from dvqa.core.cluster import parse, require_absolute
+
+            parse(self.scheduler)
+            require_absolute(self.scheduler, [spool])
+        return replace(self, tokens_sha256=tokens, recorder_origin=origin, pacs=pacs, spool_dir=spool)
 
 
 _RECORD_PATHS = {"spool_dir", "sign_key", "sign_cert", "audit"}
@@ -230,7 +240,35 @@ def from_mapping(data: object, where: str) -> RecordSettings:
             values["pacs"] = PacsTarget(**pacs)
         except TypeError as exc:
             raise UsageError(f"{where}: bad record.pacs setting: {exc}.") from None
+    if values.get("scheduler") is not None:
+        values["scheduler"] = _cluster(values["scheduler"], where)
     try:
         return RecordSettings(**values).checked()
     except TypeError as exc:
         raise UsageError(f"{where}: bad record setting: {exc}.") from None
+
+
+_CLUSTER_KEYS = {"address": "scheduler", "ca": "ca", "cert": "cert", "key": "key",
+                 "allow_clear_text": "allow_clear_text", "require_tls": "require_tls",
+                 "worker_timeout_s": "worker_wait_s"}
+
+
+def _cluster(data: object, where: str) -> Cluster:
+    """record.scheduler: an address (or local:N), or a mapping with the address and how to reach it (the options
+    of `dvqa serve --scheduler`)."""
+    if isinstance(data, Cluster):
+        return data
+    if isinstance(data, str):
+        return Cluster(data)
+    if not isinstance(data, dict) or "address" not in data:
+        raise UsageError(f"{where}: record.scheduler must be an address (tls://HOST:8786 or local:N) or a mapping "
+                         "with address (and ca, cert, key, allow_clear_text, require_tls, worker_timeout_s).")
+    unknown = sorted(set(map(str, data)) - set(_CLUSTER_KEYS))
+    if unknown:
+        raise UsageError(f"{where}: record.scheduler: unknown setting {unknown[0]!r}; use "
+                         f"{', '.join(sorted(_CLUSTER_KEYS))}.")
+    values = {_CLUSTER_KEYS[k]: v for k, v in data.items()}
+    for key in ("ca", "cert", "key"):
+        if values.get(key) is not None:
+            values[key] = Path(str(values[key]))
+    return Cluster(**values)

@@ -36,7 +36,7 @@ from fastapi import HTTPException
 
 from dvqa.core import outputs
 from dvqa.core.errors import DvqaError
-from dvqa.serve import ingest
+from dvqa.serve import ingest, remote
 from dvqa.serve.record_settings import RecordSettings
 from dvqa.serve.spool import Conflict, RecordingFolder, Spool
 
@@ -89,6 +89,8 @@ class Recordings:
         self.context.set_forkserver_preload(["dvqa.serve.ingest"])
         self.stopping = False
         self.expiry: asyncio.Task | None = None
+        self.cluster = contextlib.ExitStack()  # the Dask client, with --scheduler (dvqa.serve.remote)
+        self.dask: Any = None
 
     async def start(self) -> None:
         """Open the spool and take up every recording under way (after a restart or a SIGKILL)."""
@@ -98,6 +100,8 @@ class Recordings:
         from multiprocessing import forkserver
 
         await asyncio.to_thread(forkserver.ensure_running)  # its imports now, not at the first recording
+        if self.settings.scheduler is not None:
+            await asyncio.to_thread(self._connect)
         for folder in await asyncio.to_thread(self.spool.all):
             recording = await asyncio.to_thread(self._load, folder)
             if recording is None:
@@ -105,9 +109,20 @@ class Recordings:
             self.held[recording.id] = recording
             if recording.result is None and recording.folder.abandoned_path.exists():
                 await self._abandon(recording, "it had been abandoned when the server stopped")
-            elif recording.result is None and 0 in recording.chunks:
+            elif recording.result is None and (recording.end is not None if self.dask else 0 in recording.chunks):
                 self._convert(recording)
         self.expiry = asyncio.create_task(self._expire())
+
+    def _connect(self) -> None:
+        """The Dask client for the server's life; its secrets' variables never reach local workers."""
+        from dvqa.core import cluster
+
+        for variable in (self.settings.audit_key_env, self.settings.passphrase_env):
+            if variable:
+                cluster.keep_from_workers(variable)
+        assert self.settings.scheduler is not None
+        self.dask = self.cluster.enter_context(cluster.client(self.settings.scheduler))
+        log.info("recordings are converted on the Dask cluster %s once they end", self.settings.scheduler.scheduler)
 
     @staticmethod
     def _load(folder: RecordingFolder) -> Recording | None:
@@ -135,6 +150,7 @@ class Recordings:
             await asyncio.to_thread(process.join, max(0.1, deadline - time.monotonic()))
             if process.is_alive():
                 process.kill()
+        await asyncio.to_thread(self.cluster.close)
 
     def get(self, recording_id: str) -> Recording:
         recording = self.held.get(recording_id)
@@ -163,10 +179,17 @@ class Recordings:
         async with self.slots:
             if self.stopping or recording.abandoning:
                 return
+            remote_outcome = None
+            if self.dask is not None:  # converted on the cluster; validated, signed, stored, audited here
+                recording.conversion = "running on the Dask cluster"
+                remote_outcome = await asyncio.to_thread(remote.convert_on, self.dask, self.settings,
+                                                         recording.folder.path, self.spool.root)
+                if self.stopping:
+                    return
             recording.conversion = "running"
             process = self.context.Process(  # daemonic: should the server end without stop(), it is stopped too
                 target=ingest.run, name=f"dvqa-record-{recording.id[:8]}", daemon=True,
-                args=(str(recording.folder.path), self.settings, str(self.spool.root), os.getpid()))
+                args=(str(recording.folder.path), self.settings, str(self.spool.root), os.getpid(), remote_outcome))
             recording.process = process
             await asyncio.to_thread(process.start)
             if self.stopping:  # the server began to stop while this process was starting
@@ -292,7 +315,7 @@ class Recordings:
                                          "send it again later.") from None
             recording.chunks[n] = len(data)
             recording.last_activity = time.monotonic()
-        if 0 in recording.chunks and recording.result is None:
+        if 0 in recording.chunks and recording.result is None and self.dask is None:  # live: from chunk 0
             self._convert(recording)
         return new
 
