@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import multiprocessing
 import os
@@ -56,6 +57,8 @@ class Recording:
     process: Any = None  # the multiprocessing.Process converting it
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     abandoning: bool = False
+    hasher: Any = field(default_factory=hashlib.sha256)  # chunks 0 .. hashed-1, in order, as they were acknowledged
+    hashed: int = 0
 
     @property
     def id(self) -> str:
@@ -315,6 +318,13 @@ class Recordings:
                                          "send it again later.") from None
             recording.chunks[n] = len(data)
             recording.last_activity = time.monotonic()
+            if n == recording.hashed:  # the whole recording's SHA-256, kept up to date for `end`
+                recording.hasher.update(data)
+                recording.hashed += 1
+                while recording.hashed in recording.chunks:  # those that came early
+                    piece = await asyncio.to_thread(recording.folder.chunk(recording.hashed).read_bytes)
+                    recording.hasher.update(piece)
+                    recording.hashed += 1
         if 0 in recording.chunks and recording.result is None and self.dask is None:  # live: from chunk 0
             self._convert(recording)
         return new
@@ -334,7 +344,8 @@ class Recordings:
                 raise HTTPException(409, (f"chunks {_ranges(missing)} are not acknowledged; send them, then end again."
                                           if missing else f"chunks {_ranges(beyond)} lie beyond the {chunks} chunks "
                                                           "given; give the right count."))
-            whole = await asyncio.to_thread(recording.folder.whole_digest, chunks)
+            known = (recording.hasher.copy(), recording.hashed) if recording.hashed <= chunks else (None, 0)
+            whole = await asyncio.to_thread(recording.folder.whole_digest, chunks, *known)
             if whole != sha256:
                 raise HTTPException(400, f"the {chunks} chunks received have SHA-256 {whole}, not {sha256}: the "
                                          "recording the client holds differs from what it sent; nothing was converted.")
