@@ -43,6 +43,7 @@ def serve_command(upstream: str | None, host: str | None, port: int | None, tls_
     from dvqa.serve import config as serve_config
     from dvqa.serve import server
 
-    config = guarded(debug, lambda: serve_config.load(config_path, scheduler, upstream=upstream, host=host, port=port,
-                                                       tls_cert=tls_cert, tls_key=tls_key, cache_dir=cache_dir))
+    config = guarded(debug, lambda: serve_config.load(config_path, scheduler, upstream=upstream, host=host,
+                                                       port=port, tls_cert=tls_cert, tls_key=tls_key,
+                                                       cache_dir=cache_dir))
     guarded(debug, lambda: server.run(config))

@@ -58,7 +58,7 @@ import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from dvqa.core.cluster import Cluster
+from dvqa.core.cluster import Cluster, parse, require_absolute
 from dvqa.core.errors import UsageError
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -198,8 +198,6 @@ class RecordSettings:
         pacs = self.pacs.checked() if self.pacs else None
         spool = Path(self.spool_dir) if self.spool_dir else default_spool_dir()
         if self.scheduler is not None:
-            from dvqa.core.cluster import parse, require_absolute
-
             parse(self.scheduler)
             require_absolute(self.scheduler, [spool])
         return replace(self, tokens_sha256=tokens, recorder_origin=origin, pacs=pacs, spool_dir=spool)
