@@ -11,7 +11,6 @@ import json
 import os
 import re
 import secrets
-import signal
 import socket
 import stat
 import subprocess
@@ -26,6 +25,7 @@ import pytest
 import yaml
 
 from bench import orthanc as orthanc_server
+from bench.record_server import RecordServer, digest, end, finished, put
 from dvqa.convert.live import convert_live
 from dvqa.convert.pipeline import ConvertOptions, convert
 from dvqa.trust import audit
@@ -33,7 +33,7 @@ from dvqa.video import framecode
 from dvqa.video.growing import Growing
 from helpers import CLIPS, RECORDED, stream_bytes, tool
 
-free_port, wait_for_port = orthanc_server.free_port, orthanc_server.wait_for_port
+free_port = orthanc_server.free_port
 
 TOKEN = secrets.token_hex(32)
 AUDIT_KEY = secrets.token_hex(32)
@@ -56,44 +56,14 @@ def to_orthanc(orthanc: dict, **extra) -> dict:
             "retries": 0, **extra}
 
 
-class Server:
-    """`dvqa serve` with recording ingestion, as a site starts it: a config file, a child process; without an
-    upstream (no DICOMweb gateway) unless one is given."""
+class Server(RecordServer):
+    """The server these tests start: their token and audit key."""
 
     def __init__(self, folder: Path, record: dict, upstream: str | None = None) -> None:
-        self.folder, self.record, self.upstream = folder, record, upstream
-        self.spool = folder / "spool"
-        self.audit = folder / "audit.jsonl"
-        self.log = folder / "serve.log"
-        self.config = folder / "serve.yaml"
-        settings = {"tokens_sha256": [hashlib.sha256(TOKEN.encode()).hexdigest()], "spool_dir": str(self.spool),
-                    "audit": str(self.audit), "audit_key_env": "DVQA_TEST_AUDIT_KEY", **record}
-        self.config.write_text(yaml.safe_dump({"record": settings}))
-        self.port = free_port()
-        self.start()
-
-    def start(self) -> None:
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "dvqa", "serve", *(["--upstream", self.upstream] if self.upstream else []),
-             "--port", str(self.port),
-             "--cache-dir", str(self.folder / "cache"), "--config", str(self.config)],
-            stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"),
-            env={**os.environ, "DVQA_TEST_AUDIT_KEY": AUDIT_KEY})
-        wait_for_port(self.port, self.process, "dvqa serve")
+        super().__init__(folder, record, TOKEN, AUDIT_KEY, upstream)
 
     def client(self, token: str | None = TOKEN) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(30)
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(30)
+        return super().client(token)
 
 
 @pytest.fixture()
@@ -115,30 +85,6 @@ def served(tmp_path):
 def pieces(path: Path, size: int = CHUNK) -> list[bytes]:
     data = path.read_bytes()
     return [data[at:at + size] for at in range(0, len(data), size)]
-
-
-def digest(data: bytes) -> dict[str, str]:
-    return {"Content-Digest": f"sha-256=:{base64.b64encode(hashlib.sha256(data).digest()).decode()}:"}
-
-
-def put(client: httpx.Client, rid: str, n: int, data: bytes, headers: dict | None = None) -> httpx.Response:
-    return client.put(f"/recordings/{rid}/chunks/{n}", content=data,
-                      headers=digest(data) if headers is None else headers)
-
-
-def end(client: httpx.Client, rid: str, chunks: list[bytes]) -> httpx.Response:
-    return client.post(f"/recordings/{rid}/end",
-                       json={"chunks": len(chunks), "sha256": hashlib.sha256(b"".join(chunks)).hexdigest()})
-
-
-def finished(client: httpx.Client, rid: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = client.get(f"/recordings/{rid}").json()
-        if state["state"] not in ("receiving", "finishing"):
-            return state
-        time.sleep(0.1)
-    raise AssertionError(f"recording {rid} did not finish in {timeout} s: {state}")
 
 
 def es_in_orthanc(orthanc: dict, uids: dict, folder: Path) -> bytes:
@@ -471,6 +417,56 @@ def test_a_recording_left_idle_is_abandoned_recorded_and_removed(served) -> None
     assert all(r["outcome"] == "failure" for r in records if r["command"] == "convert")
 
 
+def upload(server, path: Path, patient_id: str) -> dict:
+    """`path` uploaded in chunks and ended; GET's answer once finished."""
+    chunks = pieces(path)
+    with server.client() as client:
+        rid = client.post("/recordings", json={"patient_id": patient_id}).json()["id"]
+        for n, data in enumerate(chunks):
+            assert put(client, rid, n, data).status_code == 201
+        assert end(client, rid, chunks).status_code == 202
+        return finished(client, rid)
+
+
+def gone(server, rid: str, timeout: float = 30) -> None:
+    """Wait until GET answers 404 for the recording (retention removed it)."""
+    deadline = time.monotonic() + timeout
+    with server.client() as client:
+        while client.get(f"/recordings/{rid}").status_code != 404:
+            assert time.monotonic() < deadline, f"recording {rid} was not removed in {timeout} s"
+            time.sleep(0.2)
+
+
+def test_retention_removes_finished_recordings_and_keeps_their_audit_records(served, orthanc) -> None:
+    """record.retention_days: a finished recording's result, reports and the stored copy keep_stored kept go; the
+    chain keeps the records it had and adds the removal's. A DICOM file the PACS never took is not removed."""
+    retention = {"retention_days": 4 / 86400}  # 4 s
+    server = served({"pacs": to_orthanc(orthanc), "keep_stored": True, **retention})
+    state = upload(server, PASSTHROUGH, "P-KEEP")
+    rid, result = state["id"], state["result"]
+    assert result["stored"] is True and Path(result["dicom"]).is_file()
+    with server.client() as client:
+        assert client.get(state["links"]["quality_html"]).status_code == 200  # written (answered once it is)
+    gone(server, rid)
+    assert not (server.spool / "recordings" / rid).exists() and list((server.spool / "dicom").iterdir()) == []
+    check = audit.verify(server.audit, AUDIT_KEY.encode())
+    assert check.ok, check.to_dict()
+    records = audit.records(server.audit)
+    assert [(r["command"], r["outcome"]) for r in records] == [("convert", "success"), ("pacs-store", "stored"),
+                                                                ("serve-record", "expired")]
+    assert records[-1]["recording"] == rid and records[-1]["earlier_records"] == [e["seq"] for e in result["audit"]]
+    assert [e["sha256"] for e in result["audit"]] == [
+        records[1]["prev"], records[2]["prev"]]  # the records the result named are still in the chain, unchanged
+
+    unsent = served({**retention})  # no PACS: the DICOM file is the only copy
+    state = upload(unsent, PASSTHROUGH, "P-UNSENT")
+    kept = Path(state["result"]["dicom"])
+    gone(unsent, state["id"])
+    assert kept.is_file() and not (unsent.spool / "recordings" / state["id"]).exists()
+    expired = audit.records(unsent.audit)[-1]
+    assert expired["outcome"] == "expired" and str(kept) in expired["message"] and "kept" in expired["message"]
+
+
 @pytest.mark.requirement("DVQA-REC-002")
 def test_cors_answers_the_recorder_origin_only(served) -> None:
     recorder, viewer = "https://recorder.example.org", "https://viewer.example.org"
@@ -594,10 +590,11 @@ class Proxy:
         self.drop_all()
 
 
-def record_in_chromium(url: str, camera: Path, seconds: float, during=None) -> tuple[dict, str, bytes, float]:
+def record_in_chromium(url: str, camera: Path, seconds: float, during=None, after=None
+                       ) -> tuple[dict, str, bytes, float]:
     """The recorder page at `url` records `seconds` from the fake camera (`during(elapsed)` is called about every
     0.1 s meanwhile), then Stop: (GET's last answer, the status line shown, the recording's bytes, seconds from
-    Stop to the result shown)."""
+    Stop to the result shown). `after(browser)` is called once the result is shown."""
     from cdp import Browser
 
     with Browser("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
@@ -623,6 +620,8 @@ def record_in_chromium(url: str, camera: Path, seconds: float, during=None) -> t
             "(async () => { const b = new Uint8Array(await new Blob(window.dvqaRecorder.chunks).arrayBuffer());"
             " let s = ''; for (let i = 0; i < b.length; i += 0x8000)"
             " s += String.fromCharCode.apply(null, b.subarray(i, i + 0x8000)); return btoa(s); })()"))
+        if after:
+            after(browser)
     return state, status, recording, shown
 
 
@@ -654,9 +653,29 @@ def test_the_recorder_page_in_chromium_with_a_fake_camera_reaches_orthanc(served
     page = httpx.get(f"{server.url}/record")
     assert page.status_code == 200 and "MediaRecorder" in page.text
     assert "default-src 'none'" in page.headers["content-security-policy"]
-    state, status, recording, shown = record_in_chromium(server.url, camera, seconds)
+    opened: dict = {}
+
+    def open_reports(browser) -> None:
+        """Click each report link the page shows; it fetches with the token and opens what came as a blob: URL."""
+        opened["links"] = browser.evaluate("[...document.querySelectorAll('#reports a')].map(a => "
+                                           "[a.textContent, a.getAttribute('href')])")
+        browser.evaluate("document.querySelectorAll('#reports a').forEach(a => a.click()); true")
+        browser.wait_for("Object.keys(window.dvqaRecorder.opened).length === 3", timeout=60)
+        opened["bodies"] = browser.evaluate(
+            "(async () => { const o = {}; for (const [k, u] of Object.entries(window.dvqaRecorder.opened))"
+            " o[k] = [u.url.slice(0, 5), await u.blob.text()]; return o; })()")
+
+    state, status, recording, shown = record_in_chromium(server.url, camera, seconds, after=open_reports)
     result = state["result"]
     assert result["stored"] is True and status == "Stored in the PACS.", (status, result)
+    base = f"/recordings/{state['id']}"
+    assert opened["links"] == [["Quality report", f"{base}/quality.html"],
+                               ["Quality report (JSON)", f"{base}/quality.json"], ["Audit records", f"{base}/audit"]]
+    bodies = opened["bodies"]
+    assert {scheme for scheme, _ in bodies.values()} == {"blob:"}
+    assert "dvqa quality report" in bodies["quality_html"][1]
+    assert json.loads(bodies["quality_json"][1])["output"]["sop_instance_uid"] == result["uids"]["instance"]
+    assert [e["seq"] for e in json.loads(bodies["audit"][1])["records"]] == [e["seq"] for e in result["audit"]]
     print(f"recorder page: {len(recording)} bytes in {len(state['acknowledged'])} chunks; Stop -> 'Stored' shown in "
           f"{shown:.2f} s; end -> stored {result['end_to_stored_s']} s (server)")
     assert_every_frame_stored(state, recording, orthanc, tmp_path, seconds)
@@ -719,6 +738,11 @@ def test_configuration_mistakes_are_named_before_the_server_listens(tmp_path) ->
         f"tokens_sha256: ['{digest}']\n  pacs: {{stow: 'http://h/dicom-web', host: h, port: 104}}": "not both",
         f"tokens_sha256: ['{digest}']\n  recorder_origin: https://app.example.org/page": "recorder_origin",
         f"tokens_sha256: ['{digest}']\n  max_recordings: 0": "max_recordings",
+        f"tokens_sha256: ['{digest}']\n  retention_days: 0": "retention_days must be positive",
+        f"tokens_sha256: ['{digest}']\n  scheduler: tcp://10.0.0.1:8786": "in clear text",
+        f"tokens_sha256: ['{digest}']\n  scheduler: {{address: local:1, cert: x.pem}}": "local:N makes its own",
+        f"tokens_sha256: ['{digest}']\n  spool_dir: spool\n  scheduler: {{address: tcp://10.0.0.1:8786, "
+        "allow_clear_text: true}": "absolute paths",
     }
     cases["spool_dir: /tmp"] = "nothing to serve"  # no tokens (the API could let nobody in) and no upstream
     for body, words in cases.items():
@@ -733,3 +757,48 @@ def test_configuration_mistakes_are_named_before_the_server_listens(tmp_path) ->
                              timeout=60, env={k: v for k, v in os.environ.items() if k != "DVQA_NOT_SET"})
     assert started.returncode == 2 and started.stderr.strip().splitlines() == [
         "dvqa: error: record.audit_key_env DVQA_NOT_SET: that variable is not set in dvqa serve's environment."]
+
+
+def test_with_a_scheduler_ended_recordings_are_converted_on_a_dask_cluster_and_signed_here(served, orthanc,
+                                                                                          tmp_path) -> None:
+    """record.scheduler (`dvqa serve --scheduler`), with a TLS LocalCluster (local:1): nothing is converted while
+    the recording arrives; after `end` a worker converts it (the same DICOM as the live path: same stream, same
+    timing), the server validates and signs it (the key never goes to the worker), stores it, and appends the
+    worker's record to its own chain."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from helpers import certificate
+
+    ca_key, key = rsa.generate_private_key(65537, 2048), rsa.generate_private_key(65537, 2048)
+    cert = certificate("dvqa test signer", key, "dvqa test CA", ca_key)
+    (tmp_path / "signer.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                            serialization.PrivateFormat.TraditionalOpenSSL,
+                                                            serialization.NoEncryption()))
+    (tmp_path / "signer.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    server = served({"pacs": to_orthanc(orthanc), "scheduler": "local:1", "keep_stored": True,
+                     "sign_key": str(tmp_path / "signer.key"), "sign_cert": str(tmp_path / "signer.crt")})
+    reference = convert(PASSTHROUGH, tmp_path / "reference.dcm", ConvertOptions(quality=False))
+    chunks = pieces(PASSTHROUGH)
+    with server.client() as client:
+        rid = client.post("/recordings", json={"patient_id": "P-DASK"}).json()["id"]
+        for n, data in enumerate(chunks):
+            assert put(client, rid, n, data).status_code == 201
+        time.sleep(1)
+        assert client.get(f"/recordings/{rid}").json()["conversion"] == "not started"  # no live conversion
+        assert end(client, rid, chunks).status_code == 202
+        state = finished(client, rid)
+        report = client.get(state["links"]["quality_json"])
+    result = state["result"]
+    assert state["state"] == "done" and result["stored"] is True, result
+    assert result["converted_on"].startswith("tls://127.0.0.1:")  # a Dask worker, over TLS
+    assert result["passthrough"] is True and result["elementary_stream_sha256"] == reference.elementary_stream_sha256
+    assert report.status_code == 200 and report.json()["output"]["sop_instance_uid"] == result["uids"]["instance"]
+    ds = pydicom.dcmread(result["dicom"])  # the signature (FFFA,FFFA) follows Pixel Data
+    assert ds.PatientID == "P-DASK" and ds.DigitalSignaturesSequence[0].DigitalSignatureUID == result["signature"][
+        "uid"]
+    assert audit.verify(server.audit, AUDIT_KEY.encode()).ok
+    records = audit.records(server.audit)
+    assert [(r["command"], r["outcome"]) for r in records] == [("convert", "success"), ("pacs-store", "stored")]
+    assert records[0]["worker"] == result["converted_on"] and records[0]["signature_uid"] == result["signature"]["uid"]
+    assert records[0]["output"]["sha256"] == hashlib.sha256(Path(result["dicom"]).read_bytes()).hexdigest()

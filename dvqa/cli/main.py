@@ -45,7 +45,9 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
               "(rendered as MP4 without re-encoding, metadata that names their transfer syntax, thumbnails). With a "
               "`record:` section in --config it takes browser recordings (POST /recordings, the recorder page at "
               "/record; see docs/serve.md), converts them as they arrive and stores them in the PACS; without "
-              "--upstream it does only that, and /dicom-web answers 404. GET /healthz answers while it runs. Stops "
+              "--upstream it does only that, and /dicom-web answers 404. With --scheduler, recordings are converted "
+              "on a Dask cluster once they end instead of live here (validated, signed, stored and audited here). "
+              "GET /healthz answers while it runs. Stops "
               "gracefully on SIGTERM or Ctrl-C (exit 0); access logs on stderr carry no query strings."),
     "sign": ("dvqa.cli.trust", "Add a DICOM digital signature (PS3.15 Annex C) over every signable element of FILE."),
     "standard": ("dvqa.cli.validate", "The DICOM editions the IOD layer validates against: installed ones (default), "

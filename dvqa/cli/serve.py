@@ -27,19 +27,23 @@ def register(main: click.Group) -> None:
                    "connect_timeout_s, read_timeout_s, public_url, cors_origins, record); options given here override it.")
 @click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Private folder for remuxed videos (default ~/.cache/dvqa/serve).")
+@options.scheduler("Convert ended recordings on a Dask cluster (record.scheduler; the live conversion stays here)")
 @options.debug
 def serve_command(upstream: str | None, host: str | None, port: int | None, tls_cert: Path | None,
-                  tls_key: Path | None, config_path: Path | None, cache_dir: Path | None, debug: bool) -> None:
+                  tls_key: Path | None, config_path: Path | None, cache_dir: Path | None, scheduler, debug: bool
+                  ) -> None:
     """Serve the DICOMweb video gateway at http://HOST:PORT/dicom-web in front of --upstream, browser recording
     ingestion, or both. The gateway passes everything through, and video instances also play in web viewers
     (rendered as MP4 without re-encoding, metadata that names their transfer syntax, thumbnails). With a `record:`
     section in --config it takes browser recordings (POST /recordings, the recorder page at /record; see
     docs/serve.md), converts them as they arrive and stores them in the PACS; without --upstream it does only
-    that, and /dicom-web answers 404. GET /healthz answers while it runs.
+    that, and /dicom-web answers 404. With --scheduler, recordings are converted on a Dask cluster once they end
+    instead of live here (validated, signed, stored and audited here). GET /healthz answers while it runs.
     Stops gracefully on SIGTERM or Ctrl-C (exit 0); access logs on stderr carry no query strings."""
     from dvqa.serve import config as serve_config
     from dvqa.serve import server
 
-    config = guarded(debug, lambda: serve_config.load(config_path, upstream=upstream, host=host, port=port,
-                                                       tls_cert=tls_cert, tls_key=tls_key, cache_dir=cache_dir))
+    config = guarded(debug, lambda: serve_config.load(config_path, scheduler, upstream=upstream, host=host,
+                                                       port=port, tls_cert=tls_cert, tls_key=tls_key,
+                                                       cache_dir=cache_dir))
     guarded(debug, lambda: server.run(config))

@@ -431,18 +431,9 @@ class _Run:
         self.done(index, result)
 
     def sign(self, staged: Path, event: dict, result: RowResult) -> None:
-        """Sign on the client, so the private key never travels to a worker; the record follows the file. The
-        client signs only what it has validated itself: a worker's word that the file is valid is not enough."""
         assert self.signer is not None
-        errors = [f for f in check_file(staged).findings if f.severity == Severity.ERROR]
-        if errors:
-            raise DvqaError(f"{result.output}: the file the worker made does not validate ({errors[0].message}); it "
-                            "was not signed or placed.", ExitCode.CHECK_FAILED)
-        signed = sign_file(staged, staged, self.signer, self.signature_profile)
-        digest, size = sha256_file(staged), staged.stat().st_size
-        event["output"] = {**event["output"], "sha256": digest, "size": size}
-        event["signature_uid"] = signed.uid
-        result.summary = {**result.summary, "sha256": digest, "size": size, "signature_uid": signed.uid}
+        signed = sign_validated(staged, result.output, event, self.signer, self.signature_profile)
+        result.summary = {**result.summary, **signed}
 
     def finish_failed(self, index: int, code: int, message: str, attempt: int | None = None, where: str = "",
                       stopped: str | None = None) -> None:
@@ -479,6 +470,21 @@ class _Run:
                 pass  # the log itself fails; the interruption is still reported on stderr
             self.results[index] = RowResult(row.line, str(row.source), str(row.output), "interrupted",
                                             signals.exit_code_of(exc), message)
+
+
+def sign_validated(staged: Path, shown: str | Path, event: dict, signer: Signer, profile: str) -> dict:
+    """Sign a file a worker made, here, so the private key never travels to a worker; its audit `event` is made
+    to name the signed file. Only what this process has validated itself is signed: a worker's word that the
+    file is valid is not enough. Returns the signed file's sha256, size and signature_uid."""
+    errors = [f for f in check_file(staged).findings if f.severity == Severity.ERROR]
+    if errors:
+        raise DvqaError(f"{shown}: the file the worker made does not validate ({errors[0].message}); it "
+                        "was not signed or placed.", ExitCode.CHECK_FAILED)
+    signed = sign_file(staged, staged, signer, profile)
+    digest, size = sha256_file(staged), staged.stat().st_size
+    event["output"] = {**event["output"], "sha256": digest, "size": size}
+    event["signature_uid"] = signed.uid
+    return {"sha256": digest, "size": size, "signature_uid": signed.uid}
 
 
 def _ours(staged: Path, row: Row) -> bool:

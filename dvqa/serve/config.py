@@ -90,8 +90,9 @@ class ServeConfig:
 _PATHS = {"tls_cert", "tls_key", "cache_dir"}
 
 
-def load(path: Path | None, **overrides: object) -> ServeConfig:
-    """The YAML file's settings (if any), then every override that is not None."""
+def load(path: Path | None, scheduler: object = None, **overrides: object) -> ServeConfig:
+    """The YAML file's settings (if any), then every override that is not None; `scheduler` (a
+    dvqa.core.cluster.Cluster, from --scheduler) replaces record.scheduler."""
     values: dict[str, object] = {}
     if path is not None:
         try:
@@ -107,6 +108,11 @@ def load(path: Path | None, **overrides: object) -> ServeConfig:
             raise UsageError(f"{path}: unknown setting {unknown[0]!r}; use {', '.join(sorted(known))}.")
         values.update(data)
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if scheduler is not None:
+        record = values.get("record") or {}
+        if not isinstance(record, dict):
+            raise UsageError(f"{path}: record must be a mapping of recording settings.")
+        values["record"] = {**record, "scheduler": scheduler}
     for key in _PATHS & values.keys():
         values[key] = Path(str(values[key]))
     try:

@@ -22,7 +22,7 @@ from dvqa.convert.live import convert_live
 from dvqa.convert.options import PATIENT_STUDY_FIELDS, ConvertOptions
 from dvqa.convert.package import ConversionResult
 from dvqa.core import signals
-from dvqa.core.errors import DvqaError, UsageError
+from dvqa.core.errors import DvqaError, ExitCode, UsageError
 from dvqa.core.findings import Severity
 from dvqa.dicom.iod import Metadata
 from dvqa.serve.record_settings import PacsTarget, RecordSettings
@@ -101,8 +101,9 @@ def conversion_options(request: dict, settings: RecordSettings, recording_id: st
         audit=audit)
 
 
-def run(folder: str, settings: RecordSettings, spool_root: str, server_pid: int) -> None:
-    """The process's work (see the module); writes result.json unless it was stopped."""
+def run(folder: str, settings: RecordSettings, spool_root: str, server_pid: int, remote: dict | None = None) -> None:
+    """The process's work (see the module); writes result.json unless it was stopped. `remote`: the outcome of
+    the conversion on a Dask cluster (dvqa.serve.remote), which this process completes instead of converting."""
     signals.install()  # SIGTERM/SIGINT: Interrupted, which the conversion records before it ends
     threading.Thread(target=_warm_up, daemon=True).start()
     recording = RecordingFolder(Path(folder))
@@ -112,7 +113,7 @@ def run(folder: str, settings: RecordSettings, spool_root: str, server_pid: int)
             if recording.result() is not None:
                 recording.clean()
                 return
-            result, converted = ingest(recording, spool, settings, server_pid)
+            result, converted = ingest(recording, spool, settings, server_pid, remote)
             if converted is None:
                 recording.finish(result)
                 return
@@ -138,34 +139,37 @@ def _warm_up() -> None:
         pass
 
 
-def ingest(recording: RecordingFolder, spool: Spool, settings: RecordSettings, server_pid: int
-           ) -> tuple[dict, ConversionResult | None]:
+def ingest(recording: RecordingFolder, spool: Spool, settings: RecordSettings, server_pid: int,
+           remote: dict | None = None) -> tuple[dict, ConversionResult | None]:
     """The result of converting, checking and storing one recording (`audit` in it names every record this
-    appended to the server's chain), and the conversion when there was one."""
+    appended to the server's chain), and the conversion when it ran here."""
     audit = audit_log(settings)
-    result, converted = _ingest(recording, spool, settings, server_pid, audit)
+    result, converted = _ingest(recording, spool, settings, server_pid, audit, remote)
     result["audit"] = audit.named() if audit else []
     return result, converted
 
 
 def _ingest(recording: RecordingFolder, spool: Spool, settings: RecordSettings, server_pid: int,
-            audit: AuditLog | None) -> tuple[dict, ConversionResult | None]:
+            audit: AuditLog | None, remote: dict | None) -> tuple[dict, ConversionResult | None]:
     started = time.time()
-    request = recording.request()
     output = spool.dicom / f"{recording.id}.dcm"
+    converted = None
     try:
-        options = conversion_options(request, settings, recording.id, audit)
-        reader = Growing(ChunkFeed(recording, server_pid), f"recording {recording.id}")  # type: ignore[arg-type]
-        converted = convert_live(reader, output, options)
+        if remote is None:
+            options = conversion_options(recording.request(), settings, recording.id, audit)
+            reader = Growing(ChunkFeed(recording, server_pid), f"recording {recording.id}")  # type: ignore[arg-type]
+            converted = convert_live(reader, output, options)
+            result, written = summary(converted), converted.written
+        else:
+            result, written = _converted_remotely(remote, output, settings, audit)
     except DvqaError as exc:
         return {"state": "failed", "stored": False, "reason": str(exc), "exit_code": int(exc.exit_code),
                 "dicom": None, "started_at": started, "finished_at": time.time(), "end_to_ready_s": None}, None
     ready = time.time()
-    result = summary(converted)
     end = recording.end() or {}
     result.update(started_at=started, ready_at=ready,
                   end_to_ready_s=round(ready - end["at"], 3) if "at" in end else None)
-    if not converted.written:
+    if not written:
         result.update(state="failed", stored=False, dicom=None,
                       reason="the quality floors of the rules profile were not met; nothing was written")
         return result, converted
@@ -187,6 +191,31 @@ def _ingest(recording: RecordingFolder, spool: Spool, settings: RecordSettings, 
             copy.unlink(missing_ok=True)
         result["dicom"] = None
     return result, converted
+
+
+def _converted_remotely(remote: dict, output: Path, settings: RecordSettings, audit: AuditLog | None
+                        ) -> tuple[dict, bool]:
+    """The outcome of a conversion on the Dask cluster, completed here: the file signed (after this process has
+    validated it) and the worker's audit records appended to the server's chain. (summary, written)."""
+    from dvqa.convert.batch import sign_validated
+
+    events = list(remote.get("events") or [])
+    failure, code = remote.get("error"), remote.get("exit_code")
+    if failure is None and remote["written"] and settings.sign_key is not None:
+        try:
+            signed = sign_validated(output, output, events[-1], signer(settings), settings.signature_profile)
+            remote["result"]["signature"] = {"uid": signed["signature_uid"], "profile": settings.signature_profile}
+        except DvqaError as exc:
+            output.unlink(missing_ok=True)  # not signed: not kept to be sent either
+            failure, code = str(exc), int(exc.exit_code)
+            events[-1] = {**events[-1], "outcome": "failure", "exit_code": code, "message": failure}
+    for event in events:
+        if audit:
+            audit.append({**event, "worker": remote.get("worker")})
+    if failure is not None:
+        raise DvqaError(f"{failure} (converted on the Dask cluster, {remote.get('worker')})", ExitCode(code))
+    result = {**remote["result"], "converted_on": remote["worker"], "reports": remote["reports"]}
+    return result, bool(remote["written"])
 
 
 def summary(converted: ConversionResult) -> dict:

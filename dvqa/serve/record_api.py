@@ -122,7 +122,8 @@ class RecordingState(BaseModel):
     state: Literal["receiving", "finishing", "done", "failed", "abandoned"] = Field(
         description="receiving chunks; finishing (ended: converting, checking, storing); done (see result.stored); "
                     "failed (see result.reason); abandoned (no chunk for the idle time; nothing kept).")
-    conversion: str = Field(description="not started | waiting for a conversion slot | running | finished")
+    conversion: str = Field(description="not started | waiting for a conversion slot | running on the Dask cluster "
+                                        "(--scheduler) | running | finished")
     acknowledged: list[int] = Field(description="The chunk numbers on the server's disk; send the others.")
     bytes: int
     next_chunk: int = Field(description="The lowest chunk number not acknowledged.")
@@ -203,8 +204,10 @@ REPORT_TYPES = {"html": "text/html; charset=utf-8", "json": "application/json"}
 REPORT_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; "
                  "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")  # the report is self-contained
 PAGE = PathLib(__file__).with_name("static") / "record.html"
+# img-src data:: a quality report the page opens (a blob: URL) inherits this policy, and its thumbnails are data:
 PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
-               "media-src 'self' blob: mediastream:; base-uri 'none'; form-action 'none'; frame-ancestors 'self'")
+               "img-src data:; media-src 'self' blob: mediastream:; base-uri 'none'; form-action 'none'; "
+               "frame-ancestors 'self'")
 
 
 def page_router() -> APIRouter:

@@ -13,6 +13,8 @@ allowed in, so nothing is accepted)::
       conversions: 2                       # conversions running at once (processes)
       idle_expiry_s: 600                   # no chunk for this long: abandoned, its spool removed
       keep_stored: false                   # keep the DICOM file after the PACS stored it
+      retention_days: null                 # finished recordings' results, reports and stored copies: removed
+                                           # this long after they finished (null: kept until the site removes them)
       iod: endoscopic                      # the same choices as `dvqa convert`
       syntax: auto
       passthrough: true
@@ -26,6 +28,9 @@ allowed in, so nothing is accepted)::
       passphrase_env: null
       audit: /var/lib/dvqa/audit.jsonl     # the server's audit chain
       audit_key_env: DVQA_AUDIT_KEY
+      scheduler: tls://dask.example.org:8786   # convert ended recordings on a Dask cluster (dvqa.serve.remote)
+      # scheduler: {address: tls://..., ca: /etc/dvqa/dask-ca.pem, cert: /etc/dvqa/dask-client.pem, key: null,
+      #             allow_clear_text: false, require_tls: false, worker_timeout_s: 60}   (or local:N)
       pacs:                                # where finished recordings go; none: kept in spool_dir/dicom
         host: pacs.example.org             # DIMSE C-STORE ...
         port: 104
@@ -53,6 +58,7 @@ import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from dvqa.core.cluster import Cluster, parse, require_absolute
 from dvqa.core.errors import UsageError
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -119,6 +125,7 @@ class RecordSettings:
     conversions: int = 2
     idle_expiry_s: float = 600.0
     keep_stored: bool = False
+    retention_days: float | None = None
     iod: str = "endoscopic"
     syntax: str = "auto"
     passthrough: bool = True
@@ -133,10 +140,15 @@ class RecordSettings:
     audit: Path | None = None
     audit_key_env: str | None = None
     pacs: PacsTarget | None = field(default=None)
+    scheduler: Cluster | None = None  # `dvqa serve --scheduler`: where ended recordings are converted
 
     @property
     def enabled(self) -> bool:
         return bool(self.tokens_sha256)
+
+    @property
+    def retention_s(self) -> float | None:
+        return None if self.retention_days is None else self.retention_days * 86400
 
     @property
     def max_chunk_bytes(self) -> int:
@@ -170,6 +182,8 @@ class RecordSettings:
         if min(self.max_chunk_mb, self.max_recording_mb, self.idle_expiry_s) <= 0 or self.max_chunk_mb > 1024:
             raise UsageError("record: max_chunk_mb (at most 1024), max_recording_mb and idle_expiry_s must be "
                              "positive.")
+        if self.retention_days is not None and not self.retention_days > 0:
+            raise UsageError("record.retention_days must be positive (days; null keeps finished recordings).")
         if not 1 <= self.max_recordings <= 1000 or not 1 <= self.conversions <= 64:
             raise UsageError("record: max_recordings must be 1-1000 and conversions 1-64.")
         VideoIOD.named(self.iod)
@@ -182,8 +196,11 @@ class RecordSettings:
         if self.audit_key_env and not self.audit:
             raise UsageError("record.audit_key_env needs record.audit (the log to append to).")
         pacs = self.pacs.checked() if self.pacs else None
-        return replace(self, tokens_sha256=tokens, recorder_origin=origin, pacs=pacs,
-                       spool_dir=Path(self.spool_dir) if self.spool_dir else default_spool_dir())
+        spool = Path(self.spool_dir) if self.spool_dir else default_spool_dir()
+        if self.scheduler is not None:
+            parse(self.scheduler)
+            require_absolute(self.scheduler, [spool])
+        return replace(self, tokens_sha256=tokens, recorder_origin=origin, pacs=pacs, spool_dir=spool)
 
 
 _RECORD_PATHS = {"spool_dir", "sign_key", "sign_cert", "audit"}
@@ -221,7 +238,35 @@ def from_mapping(data: object, where: str) -> RecordSettings:
             values["pacs"] = PacsTarget(**pacs)
         except TypeError as exc:
             raise UsageError(f"{where}: bad record.pacs setting: {exc}.") from None
+    if values.get("scheduler") is not None:
+        values["scheduler"] = _cluster(values["scheduler"], where)
     try:
         return RecordSettings(**values).checked()
     except TypeError as exc:
         raise UsageError(f"{where}: bad record setting: {exc}.") from None
+
+
+_CLUSTER_KEYS = {"address": "scheduler", "ca": "ca", "cert": "cert", "key": "key",
+                 "allow_clear_text": "allow_clear_text", "require_tls": "require_tls",
+                 "worker_timeout_s": "worker_wait_s"}
+
+
+def _cluster(data: object, where: str) -> Cluster:
+    """record.scheduler: an address (or local:N), or a mapping with the address and how to reach it (the options
+    of `dvqa serve --scheduler`)."""
+    if isinstance(data, Cluster):
+        return data
+    if isinstance(data, str):
+        return Cluster(data)
+    if not isinstance(data, dict) or "address" not in data:
+        raise UsageError(f"{where}: record.scheduler must be an address (tls://HOST:8786 or local:N) or a mapping "
+                         "with address (and ca, cert, key, allow_clear_text, require_tls, worker_timeout_s).")
+    unknown = sorted(set(map(str, data)) - set(_CLUSTER_KEYS))
+    if unknown:
+        raise UsageError(f"{where}: record.scheduler: unknown setting {unknown[0]!r}; use "
+                         f"{', '.join(sorted(_CLUSTER_KEYS))}.")
+    values = {_CLUSTER_KEYS[k]: v for k, v in data.items()}
+    for key in ("ca", "cert", "key"):
+        if values.get(key) is not None:
+            values[key] = Path(str(values[key]))
+    return Cluster(**values)

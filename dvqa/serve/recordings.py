@@ -23,19 +23,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import multiprocessing
 import os
 import secrets
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fastapi import HTTPException
 
 from dvqa.core import outputs
 from dvqa.core.errors import DvqaError
-from dvqa.serve import ingest
+from dvqa.serve import ingest, remote
 from dvqa.serve.record_settings import RecordSettings
 from dvqa.serve.spool import Conflict, RecordingFolder, Spool
 
@@ -55,6 +57,8 @@ class Recording:
     process: Any = None  # the multiprocessing.Process converting it
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     abandoning: bool = False
+    hasher: Any = field(default_factory=hashlib.sha256)  # chunks 0 .. hashed-1, in order, as they were acknowledged
+    hashed: int = 0
 
     @property
     def id(self) -> str:
@@ -88,6 +92,8 @@ class Recordings:
         self.context.set_forkserver_preload(["dvqa.serve.ingest"])
         self.stopping = False
         self.expiry: asyncio.Task | None = None
+        self.cluster = contextlib.ExitStack()  # the Dask client, with --scheduler (dvqa.serve.remote)
+        self.dask: Any = None
 
     async def start(self) -> None:
         """Open the spool and take up every recording under way (after a restart or a SIGKILL)."""
@@ -97,6 +103,8 @@ class Recordings:
         from multiprocessing import forkserver
 
         await asyncio.to_thread(forkserver.ensure_running)  # its imports now, not at the first recording
+        if self.settings.scheduler is not None:
+            await asyncio.to_thread(self._connect)
         for folder in await asyncio.to_thread(self.spool.all):
             recording = await asyncio.to_thread(self._load, folder)
             if recording is None:
@@ -104,9 +112,20 @@ class Recordings:
             self.held[recording.id] = recording
             if recording.result is None and recording.folder.abandoned_path.exists():
                 await self._abandon(recording, "it had been abandoned when the server stopped")
-            elif recording.result is None and 0 in recording.chunks:
+            elif recording.result is None and (recording.end is not None if self.dask else 0 in recording.chunks):
                 self._convert(recording)
         self.expiry = asyncio.create_task(self._expire())
+
+    def _connect(self) -> None:
+        """The Dask client for the server's life; its secrets' variables never reach local workers."""
+        from dvqa.core import cluster
+
+        for variable in (self.settings.audit_key_env, self.settings.passphrase_env):
+            if variable:
+                cluster.keep_from_workers(variable)
+        assert self.settings.scheduler is not None
+        self.dask = self.cluster.enter_context(cluster.client(self.settings.scheduler))
+        log.info("recordings are converted on the Dask cluster %s once they end", self.settings.scheduler.scheduler)
 
     @staticmethod
     def _load(folder: RecordingFolder) -> Recording | None:
@@ -134,6 +153,7 @@ class Recordings:
             await asyncio.to_thread(process.join, max(0.1, deadline - time.monotonic()))
             if process.is_alive():
                 process.kill()
+        await asyncio.to_thread(self.cluster.close)
 
     def get(self, recording_id: str) -> Recording:
         recording = self.held.get(recording_id)
@@ -162,10 +182,17 @@ class Recordings:
         async with self.slots:
             if self.stopping or recording.abandoning:
                 return
+            remote_outcome = None
+            if self.dask is not None:  # converted on the cluster; validated, signed, stored, audited here
+                recording.conversion = "running on the Dask cluster"
+                remote_outcome = await asyncio.to_thread(remote.convert_on, self.dask, self.settings,
+                                                         recording.folder.path, self.spool.root)
+                if self.stopping:
+                    return
             recording.conversion = "running"
             process = self.context.Process(  # daemonic: should the server end without stop(), it is stopped too
                 target=ingest.run, name=f"dvqa-record-{recording.id[:8]}", daemon=True,
-                args=(str(recording.folder.path), self.settings, str(self.spool.root), os.getpid()))
+                args=(str(recording.folder.path), self.settings, str(self.spool.root), os.getpid(), remote_outcome))
             recording.process = process
             await asyncio.to_thread(process.start)
             if self.stopping:  # the server began to stop while this process was starting
@@ -192,13 +219,45 @@ class Recordings:
                  "" if result.get("state") != "done" else f", stored: {bool(result.get('stored'))}")
 
     async def _expire(self) -> None:
-        idle = self.settings.idle_expiry_s
+        idle, kept = self.settings.idle_expiry_s, self.settings.retention_s
         while True:
-            await asyncio.sleep(min(5.0, max(0.2, idle / 4)))
+            await asyncio.sleep(min(5.0, max(0.2, min(idle, kept or idle) / 4)))
             now = time.monotonic()
             for recording in list(self.held.values()):
                 if recording.state == "receiving" and not recording.abandoning and now - recording.last_activity > idle:
                     await self._abandon(recording, f"no chunk came for {idle:g} s (record.idle_expiry_s)")
+                elif kept is not None and recording.result is not None and recording.process is None:
+                    finished_at = await asyncio.to_thread(recording.folder.finished_at)
+                    if finished_at is not None and time.time() - finished_at > kept:
+                        await self._retire(recording)
+
+    async def _retire(self, recording: Recording) -> None:
+        """Past record.retention_days: remove its result, its reports and a stored DICOM copy kept with
+        keep_stored, after the audit chain records the removal (its earlier records stay: the chain is
+        append-only). A DICOM file the PACS never took is kept: it may be the only copy of the video."""
+        assert self.spool is not None
+        result = recording.result or {}
+        unsent = Path(result["dicom"]) if result.get("dicom") and not result.get("stored") else None
+        unsent = unsent if unsent is not None and unsent.exists() else None
+        audit = ingest.audit_log(self.settings)
+        if audit is not None:
+            event = {"command": "serve-record", "recording": recording.id, "outcome": "expired", "exit_code": 0,
+                     "message": f"removed {self.settings.retention_days:g} day(s) after it finished "
+                                "(record.retention_days)" + (f"; {unsent} was never stored and is kept"
+                                                            if unsent else ""),
+                     "earlier_records": [e["seq"] for e in result.get("audit") or []]}
+            try:
+                await asyncio.to_thread(audit.append, event)
+            except DvqaError as exc:  # nothing is removed that the chain does not say was removed
+                log.error("recording %s: %s", recording.id, exc)
+                return
+        if result.get("stored"):  # copies kept with keep_stored (and a fallback copy the PACS took)
+            for copy in [self.spool.dicom / f"{recording.id}.dcm", *self.spool.dicom.glob(f"{recording.id}.*.dcm")]:
+                await asyncio.to_thread(copy.unlink, missing_ok=True)
+        await asyncio.to_thread(recording.folder.remove)
+        self.held.pop(recording.id, None)
+        log.info("recording %s removed (record.retention_days)%s", recording.id,
+                 f"; its DICOM file {unsent} was never stored and is kept" if unsent else "")
 
     async def _abandon(self, recording: Recording, why: str) -> None:
         """Stop its conversion, record it in the audit chain, remove its spool (the chunks and the request)."""
@@ -259,7 +318,14 @@ class Recordings:
                                          "send it again later.") from None
             recording.chunks[n] = len(data)
             recording.last_activity = time.monotonic()
-        if 0 in recording.chunks and recording.result is None:
+            if n == recording.hashed:  # the whole recording's SHA-256, kept up to date for `end`
+                recording.hasher.update(data)
+                recording.hashed += 1
+                while recording.hashed in recording.chunks:  # those that came early
+                    piece = await asyncio.to_thread(recording.folder.chunk(recording.hashed).read_bytes)
+                    recording.hasher.update(piece)
+                    recording.hashed += 1
+        if 0 in recording.chunks and recording.result is None and self.dask is None:  # live: from chunk 0
             self._convert(recording)
         return new
 
@@ -278,7 +344,8 @@ class Recordings:
                 raise HTTPException(409, (f"chunks {_ranges(missing)} are not acknowledged; send them, then end again."
                                           if missing else f"chunks {_ranges(beyond)} lie beyond the {chunks} chunks "
                                                           "given; give the right count."))
-            whole = await asyncio.to_thread(recording.folder.whole_digest, chunks)
+            known = (recording.hasher.copy(), recording.hashed) if recording.hashed <= chunks else (None, 0)
+            whole = await asyncio.to_thread(recording.folder.whole_digest, chunks, *known)
             if whole != sha256:
                 raise HTTPException(400, f"the {chunks} chunks received have SHA-256 {whole}, not {sha256}: the "
                                          "recording the client holds differs from what it sent; nothing was converted.")

@@ -165,9 +165,11 @@ class RecordingFolder:
             raise Conflict(stored)
         return False
 
-    def whole_digest(self, count: int) -> str:
-        digest = hashlib.sha256()
-        for n in range(count):
+    def whole_digest(self, count: int, digest=None, start: int = 0) -> str:
+        """The SHA-256 of chunks 0 .. count-1; `digest` may hold chunks 0 .. start-1 already (hashed as they
+        came, so that `end` does not read the whole recording again: about a second per 500 MB here)."""
+        digest = digest or hashlib.sha256()
+        for n in range(start, count):
             with open(self.chunk(n), "rb") as handle:
                 while piece := handle.read(1 << 20):
                     digest.update(piece)
@@ -210,6 +212,17 @@ class RecordingFolder:
         shutil.rmtree(self.chunks, ignore_errors=True)
         for leftover in (self.request_path, self.end_path, self.abandoned_path):
             leftover.unlink(missing_ok=True)
+
+    def finished_at(self) -> float | None:
+        """When the result was last written (None: no result), for record.retention_days."""
+        try:
+            return self.result_path.stat().st_mtime
+        except FileNotFoundError:
+            return None
+
+    def remove(self) -> None:
+        """The whole folder: result, reports, lock (retention; the recording's chunks went when it finished)."""
+        shutil.rmtree(self.path, ignore_errors=True)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
