@@ -328,3 +328,73 @@ def test_counts_agree_with_their_nouns() -> None:
     assert number("Infinity", 2) == "∞" and number(float("inf"), 2) == "∞" and number(43.214, 2) == "43.21"
     measured = verdict({"command": "quality", "findings": [], "profile": None})
     assert measured["state"] == "measured" and "No --profile was given" in measured["against"]
+
+
+def _frames(count: int, size: tuple[int, int] = (64, 48)) -> list[av.VideoFrame]:
+    rng = np.random.default_rng(7)
+    w, h = size
+    return [av.VideoFrame.from_ndarray(rng.integers(16, 235, (h * 3 // 2, w), dtype=np.uint8), format="yuv420p")
+            for _ in range(count)]
+
+
+def _encoded(frames: list[av.VideoFrame]) -> list[bytes]:
+    from fractions import Fraction
+    cc = av.CodecContext.create("libx264", "w")
+    cc.width, cc.height, cc.pix_fmt, cc.time_base = frames[0].width, frames[0].height, "yuv420p", Fraction(1, 30)
+    cc.options = {"preset": "ultrafast", "crf": "30"}
+    packets = []
+    for i, f in enumerate(frames):
+        f.pts = i
+        packets += [bytes(p) for p in cc.encode(f)]
+    return packets + [bytes(p) for p in cc.encode(None)]
+
+
+def test_background_meter_scores_the_same_as_the_meter_in_line() -> None:
+    """The scoring thread changes when the work is done, never what is scored (convert uses it)."""
+    from dvqa.quality.meter import BackgroundMeter, QualityMeter, WrittenStreamMeter
+    from dvqa.video.threads import parking
+    frames = _frames(12)
+    packets = _encoded(frames)
+    results = []
+    for background in (False, True):
+        meter = QualityMeter(64, 48, "yuv420p")
+        with parking():
+            checker = WrittenStreamMeter("h264", meter)
+            if background:
+                checker = BackgroundMeter(checker, depth=2)  # a short queue: the caller waits on it
+            for packet in packets:
+                checker.written(packet)
+            for i, f in enumerate(frames):
+                checker.expect(i, i, i / 30, i / 30, av.VideoFrame.from_ndarray(f.to_ndarray(), format="yuv420p"))
+            checker.finish()
+        results.append(meter.result(0, 0).per_frame)
+    assert len(results[0]["psnr_y"]) == 12
+    assert results[0] == results[1]
+
+
+def test_background_meter_raises_the_threads_failure_and_stops() -> None:
+    """A mismatch found on the thread reaches the caller, and close() after it returns (no hang)."""
+    from dvqa.core.errors import DvqaError
+    from dvqa.quality.meter import BackgroundMeter, QualityMeter, WrittenStreamMeter
+    from dvqa.video.threads import parking
+    frames = _frames(4)
+    with parking():
+        checker = BackgroundMeter(WrittenStreamMeter("h264", QualityMeter(64, 48, "yuv420p")))
+        for packet in _encoded(frames):
+            checker.written(packet)
+        checker.expect(0, 0, 0.0, 0.0, frames[0])  # 4 pictures written, 1 expected
+        with pytest.raises(DvqaError, match="decodes to 4 pictures for 1 output frames"):
+            checker.finish()
+        checker.close()
+        with pytest.raises(DvqaError):  # every later call says so too
+            checker.written(b"")
+
+
+def test_own_copy_is_independent_of_its_source() -> None:
+    from dvqa.quality.meter import own_copy
+    frame = _frames(1, (70, 40))[0]
+    copy = own_copy(frame)
+    assert np.array_equal(copy.to_ndarray(), frame.to_ndarray())
+    copy.pts = 5
+    np.frombuffer(copy.planes[0], dtype=np.uint8)[:10] = 0
+    assert frame.pts != 5 and not np.array_equal(copy.to_ndarray(), frame.to_ndarray())
