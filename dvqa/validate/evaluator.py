@@ -21,8 +21,8 @@ sequence item about an attribute the item's own table lists reads the item's val
 attribute up in the enclosing data sets when the item lacks it, so an SR content item without a Value Type was
 judged by its parent's ("CONTAINER": Continuity of Content required, Text Value forbidden), and a by-reference
 item under a TCOORD item needed Temporal Range Type. Where the item lacks an attribute it requires (Type 1, or
-1C by its own condition; reported missing), a condition on it is undecided: no finding rests on it (PS3.3 C.17.3: the value-type
-attributes follow the item's own Value Type; there is none to follow).
+1C by its own condition; reported missing), a condition on it is undecided: no finding rests on it (PS3.3
+C.17.3: the value-type attributes follow the item's own Value Type; there is none to follow).
 """
 
 from __future__ import annotations
