@@ -14,8 +14,9 @@ Writers (all from Debian 12 or PyPI; none is used by dvqa's tests, except the fi
 DCMTK (img2dcm, pdf2dcm, cda2dcm, stl2dcm, dcmpsmk, dump2dcm, dcmconv, dcmcrle, dcmdrle, dcmcjpeg,
 dcmcjpls, dcmmkdir, dcmodify), GDCM (gdcmimg, gdcmconv, gdcmanon), plastimatch, XMedCon (medcon),
 highdicom, Orthanc (REST /tools/create-dicom), Odil (python3-odil), pydicom-data, and pydicom's own
-test files. The bench-only tools: `apt-get install dcmtk libgdcm-tools plastimatch xmedcon
-python3-odil orthanc ffmpeg` and `pip install highdicom pydicom-data`.
+test files. The bench-only tools: `apt-get install dcmtk libgdcm-tools plastimatch medcon
+python3-odil orthanc ffmpeg` and `pip install highdicom pydicom-data` (XMedCon's `medcon` command is in
+Debian's package `medcon`; the package `xmedcon` is its GTK front end, which the bench does not use).
 
 `--sample` makes only the small set tests/test_corpus.py uses (DCMTK and GDCM from pictures made here);
 `--smoke` makes it in a temporary folder and checks its shape (tests/test_bench.py runs it).
@@ -494,7 +495,7 @@ def plastimatch(c: Corpus) -> None:
 
 
 def medcon(c: Corpus) -> None:
-    v = deb_version("xmedcon")
+    v = deb_version("medcon")  # the package that holds the medcon command
     d = c.out / "xmedcon"
     d.mkdir(parents=True, exist_ok=True)
     inputs = {"gray-png": ffmpeg_picture(c.work / "m-gray.png", "gray"),

@@ -27,7 +27,7 @@ REFERENCE = "PS3.5 §6.2 Table 6.2-1"
 MAX_LENGTH = {"AE": 16, "AS": 4, "CS": 16, "DA": 8, "DS": 16, "DT": 26, "IS": 12, "LO": 64, "LT": 10240,
               "SH": 16, "ST": 1024, "TM": 14, "UI": 64, "UT": 0xFFFFFFFE}
 PN_GROUP_LENGTH = 64  # per component group (PS3.5 §6.2.1.2)
-TEXT_VRS = {"ST", "LT", "UT"}  # may hold CR, LF, FF and TAB; VM is always 1
+TEXT_VRS = {"ST", "LT", "UT"}  # may hold the control characters of TEXT_CONTROLS (and ESC); VM is always 1
 STRING_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
 FORMATS = {
     "AS": re.compile(r"\d{3}[DWMY]"),
@@ -40,7 +40,10 @@ FORMATS = {
                      r"([+-]\d{4})? *"),
     "UR": re.compile(r"[^\x00-\x20\\]* *"),
 }
-TEXT_CONTROLS = {"\t", "\n", "\f", "\r"}
+# PS3.5 Table 6.2-1 (ST, LT, UT): "It may contain the Graphic Character set and the Control Characters, CR, LF,
+# FF, and ESC" - no TAB (0x09); dciodvfy reports a TAB in a text value as well (pydicom-data's
+# color3d_jpeg_baseline.dcm, issue 31)
+TEXT_CONTROLS = {"\n", "\f", "\r"}
 ESC = "\x1b"
 
 

@@ -16,7 +16,13 @@ varies, and they agreed on every file of bench/compare_corpus.py's corpus) with:
 
 The checks themselves (Types, conditions, enumerated values, functional groups shared and per frame) are
 dicom-validator's: the code below follows IODValidator's method by method, so that a verdict can only change
-where dicom-validator's does.
+where dicom-validator's does - with one deliberate difference (issue 31), in `Run.lookup`: a condition in a
+sequence item about an attribute the item's own table lists reads the item's value. dicom-validator looks the
+attribute up in the enclosing data sets when the item lacks it, so an SR content item without a Value Type was
+judged by its parent's ("CONTAINER": Continuity of Content required, Text Value forbidden), and a by-reference
+item under a TCOORD item needed Temporal Range Type. Where the item lacks an attribute it requires (Type 1, or
+1C by its own condition; reported missing), a condition on it is undecided: no finding rests on it (PS3.3
+C.17.3: the value-type attributes follow the item's own Value Type; there is none to follow).
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ def tag_of(key: str) -> int:
 class Level:
     """A data set being checked: the root, or an item of a sequence, with the sequence tags above it."""
 
-    __slots__ = ("dataset", "tags", "tag", "parents", "in_func_group", "unexpected")
+    __slots__ = ("dataset", "tags", "tag", "parents", "in_func_group", "unexpected", "listed")
 
     def __init__(self, dataset: Dataset, tag: int | None = None, parents: list[int] | None = None,
                  in_func_group: bool = False) -> None:
@@ -68,6 +74,7 @@ class Level:
         self.parents = [*(parents or []), tag] if tag is not None else None
         self.in_func_group = in_func_group or tag in (SHARED, PER_FRAME)
         self.unexpected = {t for t in self.tags if not t >> 16 & 1}  # private tags (odd groups) are never listed
+        self.listed: dict[int, dict] | None = None  # an item's: its table's attributes by tag (None: the root)
 
     def tag_id(self, tag: int) -> DicomTag:
         return DicomTag(tag, self.parents)
@@ -76,11 +83,15 @@ class Level:
 class Evaluator:
     """Expanded tables of one edition (dvqa.validate.standard.Tables.info), kept for the life of the process."""
 
-    def __init__(self, info) -> None:
+    def __init__(self, info, dicom_validator_lookup: bool = False) -> None:
+        """`dicom_validator_lookup`: read an item's absent attributes from the enclosing data sets, as dicom-validator
+        does (tests/test_evaluator.py compares the two that way; the module docstring says why dvqa does not)."""
         self.info = info
+        self.dicom_validator_lookup = dicom_validator_lookup
         self._expanded: dict[tuple[int, int], tuple[dict, dict | None, dict]] = {}  # (id table, id macros) -> ...
         self._conditional: dict[int, bool] = {}
         self._tags: dict[str, frozenset[int]] = {}
+        self._own: dict[int, tuple[dict, dict[int, dict]]] = {}
 
     def validate(self, dataset: Dataset) -> ValidationResult:
         return Run(self, dataset).validate()
@@ -99,6 +110,14 @@ class Evaluator:
             if not self._has_conditional_include(table):
                 self._tags[ref] = found
         return found
+
+    def own(self, table: dict) -> dict[int, dict]:
+        """An expanded item table's attributes by tag (Run.lookup)."""
+        found = self._own.get(id(table))
+        if found is None or found[0] is not table:  # an id is only a key while its table lives
+            found = self._own[id(table)] = (table, {tag_of(key): value for key, value in table.items()
+                                                    if key.startswith("(")})
+        return found[1]
 
     def expanded(self, table: dict, group_macros: dict | None, run: Run) -> dict:
         """One level of a table with its includes merged (IODValidator._expanded_module_info): tag key ->
@@ -151,6 +170,8 @@ class Run:
         self.stack = [Level(dataset)]
         self.groups = FunctionalGroupInfo({}, set())
         self.result = ValidationResult()
+        self.undecided = False  # set by lookup: a condition rested on an attribute its item requires and lacks
+        self.asking: set[int] = set()  # attributes whose own condition is being evaluated (required_here)
 
     def validate(self) -> ValidationResult:  # validate
         result = self.result
@@ -277,6 +298,8 @@ class Run:
             for item in element.value:
                 self.stack.append(Level(item, tag, level.parents, level.in_func_group))
                 expanded = self.evaluator.expanded(attribute["items"], group_macros, self)
+                if not self.evaluator.dicom_validator_lookup:
+                    self.stack[-1].listed = self.evaluator.own(expanded)
                 errors.update(self.attributes(expanded, True, group_macros))
                 self.stack.pop()
         if report_unexpected:
@@ -297,7 +320,7 @@ class Run:
         if not has_tag:  # the common case, first: missing where required, else nothing to check
             if kind in ("1", "2"):
                 return TagError(kind, ErrorCode.TagMissing, context={})
-            if "cond" in attribute and self.required_or_allowed(attribute["cond"])[0]:
+            if "cond" in attribute and self.decided(attribute["cond"])[0]:
                 return TagError(kind, ErrorCode.TagMissing, context={"cond": attribute["cond"]})
             return None
         error = TagError(kind, context={})
@@ -305,7 +328,7 @@ class Run:
         allowed = True
         if kind not in ("1", "2") and "cond" in attribute:
             error.context["cond"] = attribute["cond"]
-            allowed = self.required_or_allowed(attribute["cond"])[1]
+            allowed = self.decided(attribute["cond"])[1]
         if not allowed:
             error.code = ErrorCode.TagNotAllowed
         else:
@@ -318,7 +341,7 @@ class Run:
                     for enums in attribute["enums"]:
                         if "index" in enums and int(enums["index"]) != number:
                             continue
-                        if (cond := enums.get("cond")) and not self.required_or_allowed(cond)[0]:
+                        if (cond := enums.get("cond")) and not self.decided(cond, (False, True))[0]:
                             continue
                         if v not in enums["val"]:
                             error.code = ErrorCode.EnumValueNotAllowed
@@ -336,6 +359,29 @@ class Run:
         allowed = (kind == ConditionType.MandatoryOrUserDefined or kind == ConditionType.NotAllowedOrUserDefined
                    or kind == ConditionType.MandatoryOrConditional and self.matches(condition["other_cond"]))
         return False, allowed
+
+    def decided(self, condition: dict[str, Any], undecided: tuple[bool, bool] = (False, True)) -> tuple[bool, bool]:
+        """required_or_allowed, or `undecided` (neither required nor forbidden) where the condition rested on an
+        attribute the item requires and lacks (lookup)."""
+        self.undecided = False
+        outcome = self.required_or_allowed(condition)
+        return undecided if self.undecided else outcome
+
+    def required_here(self, tag: int, attribute: dict) -> bool:
+        """Whether the current item requires this attribute: Type 1, or 1C with its condition holding there."""
+        kind = attribute.get("type")
+        if kind == "1":
+            return True
+        if kind != "1C" or "cond" not in attribute or tag in self.asking:
+            return False
+        self.asking.add(tag)
+        outer = self.undecided
+        try:
+            self.undecided = False
+            return self.required_or_allowed(attribute["cond"])[0] and not self.undecided
+        finally:
+            self.asking.discard(tag)
+            self.undecided = outer
 
     def matches(self, condition: dict[str, Any]) -> bool:  # _composite_object_matches_condition
         if "and" in condition:
@@ -362,6 +408,11 @@ class Run:
         return _value_matches(value, operator, condition["values"])
 
     def lookup(self, tag: int):  # _lookup_tag
+        current = self.stack[-1]
+        if current.listed is not None and tag in current.listed and tag not in current.tags:
+            if not self.undecided and self.required_here(tag, current.listed[tag]):
+                self.undecided = True
+            return None  # the item's own attribute, absent: not its parent's (the module docstring)
         for level in reversed(self.stack):
             if tag in level.tags:
                 return level.dataset[tag]

@@ -64,6 +64,11 @@ def check(ds: Dataset, path: str, tables: Tables) -> list[Finding]:
                         "PS3.3 C.12.1")]
     if result.status == Status.UnknownSOPClassUID:
         known = UID_dictionary.get(sop_class)
+        if known and known[1] == "SOP Class" and known[3] == "Retired":  # e.g. the old US Image Storage, ...1.6
+            return [Finding(Severity.WARNING, "iod.sop-class-not-in-edition",
+                            f"SOP Class {known[0]} ({sop_class}) is retired: edition {edition} defines no IOD for it, "
+                            "so its IOD was not checked", path,
+                            "SOPClassUID (0008,0016)", "PS3.6 Annex A (retired UIDs)")]
         if known and known[1] == "SOP Class":
             return [Finding(Severity.WARNING, "iod.sop-class-not-in-edition",
                             f"SOP Class {known[0]} ({sop_class}) is not in edition {edition}'s tables, so its IOD "

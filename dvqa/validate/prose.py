@@ -6,6 +6,9 @@ in the attributes' descriptions and sections instead, and dciodvfy checks them:
 - High Bit (0028,0102) "shall be one less than Bits Stored (0028,0101)" (PS3.3 C.7.6.3, Image Pixel
   Description macro; C.8.2.1.1.6 repeats it for CT), so where a module of the IOD enumerates Bits Stored
   (CT Image: 12-16, C.8.2.1.1.5), High Bit is one less than one of those values;
+- Per-Frame Functional Groups Sequence (5200,9230): "The number of Items shall be the same as the number of
+  frames in the Multi-frame image" (PS3.3 C.7.6.16, Table C.7.6.16-1), Number of Frames (0028,0008), or one
+  frame where it is absent (as dvqa.validate.streamcheck counts);
 - an image of a single-frame IOD (no module of the IOD defines Number of Frames, e.g. SC Image A.8.1 or US
   Image A.6) holds one frame: Number of Frames (0028,0008) above 1 needs the multi-frame SOP class;
 - direction cosines are unit vectors: Image Orientation (Patient) (0020,0037) and (Slide) (0048,0102), two
@@ -33,6 +36,7 @@ from pydicom.multival import MultiValue
 from dvqa.core.findings import Finding, Severity
 
 NUMBER_OF_FRAMES = "(0028,0008)"
+PER_FRAME_GROUPS = 0x52009230
 # tag -> (keyword, names of its vectors, reference)
 DIRECTION_COSINES = {
     0x00200037: ("ImageOrientationPatient (0020,0037)", ("row", "column"), "PS3.3 C.7.6.2.1.1"),
@@ -63,6 +67,7 @@ def check(ds: Dataset, iod: dict, tables, path: str) -> list[Finding]:
                            f"{iod['title']} IOD is single-frame (none of its modules defines Number of Frames); "
                            "more frames need the multi-frame SOP class", path, "NumberOfFrames (0028,0008)",
                            iod.get("table") or "PS3.3 Annex A"))
+    out += _per_frame_items(ds, frames, path)
     single = (_number(ds, "Rows") == 1, _number(ds, "Columns") == 1)
     for elem in ds.iterall():
         if elem.tag in DIRECTION_COSINES:
@@ -77,6 +82,19 @@ def check(ds: Dataset, iod: dict, tables, path: str) -> list[Finding]:
                            "PatientOrientationCodeSequence (0054,0410); it may be present only without it", path,
                            "PatientPosition (0018,5100)", "PS3.3 C.7.3.1"))
     return out + _one_uid_one_thing(ds, path)
+
+
+def _per_frame_items(ds: Dataset, frames: float | None, path: str) -> list[Finding]:
+    groups = ds.get(PER_FRAME_GROUPS)  # the element (a tag, not a keyword, gets the element)
+    if groups is None or groups.VR != "SQ" or (frames is None and "NumberOfFrames" in ds):
+        return []  # not a sequence, or Number of Frames no number: other findings say so
+    count, declared = len(groups.value or []), 1 if frames is None else int(frames)
+    if count in (0, declared):  # no item: the Type 1C "empty" finding
+        return []
+    said = f"Number of Frames is {declared}" if frames is not None else "Number of Frames is absent (one frame)"
+    return [Finding(Severity.ERROR, "iod.invalid-value", f"PerFrameFunctionalGroupsSequence (5200,9230) has {count} "
+                    f"items, but {said}: one item per frame", path, "PerFrameFunctionalGroupsSequence (5200,9230)",
+                    "PS3.3 C.7.6.16 (Table C.7.6.16-1)")]
 
 
 def _one_uid_one_thing(ds: Dataset, path: str) -> list[Finding]:

