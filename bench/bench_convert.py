@@ -8,7 +8,7 @@ the defaults, quality included:
      the `ffmpeg` CLI's encode alone, `dvqa convert --no-quality` (the conversion alone) and `dvqa
      convert` with its per-frame evidence (the default), run alternately (issue 32's aims: 1.05x and
      1.2x the encode alone; bench_quality.py compares the evidence with an FFmpeg pipeline doing the
-     same scoring). Both use libx264, but dvqa's comes from the PyAV wheel's FFmpeg and the CLI is
+     same scoring), and the floor the evidence's own CPU time sets on this machine. Both use libx264, but dvqa's comes from the PyAV wheel's FFmpeg and the CLI is
      Debian's: both versions are printed.
   2. passthrough of a 10 s and a 60 s 1080p CFR H.264 stream, as a multiple of real time
      (aim >= 50x), for the whole command and for the conversion alone (dvqa's own elapsed time,
@@ -64,6 +64,39 @@ def timed(cmd: list[str]) -> float:
         shown = " ".join(cmd[:8]) + (" ..." if len(cmd) > 8 else "")
         raise SystemExit(f"failed: {shown}\n{proc.stdout[-1500:]}{proc.stderr[-2000:]}")
     return elapsed
+
+
+def cpu_seconds(cmd: list[str]) -> float:
+    """User + system CPU seconds of one run (its children included), whatever else the machine does."""
+    probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+             "r = resource.getrusage(resource.RUSAGE_CHILDREN); print(r.ru_utime + r.ru_stime)")
+    out = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True, check=True)
+    return float(out.stdout)
+
+
+def evidence_floor(ffmpeg: str, ff_cmd: list[str], stream: Path, ff_wall: float, dv_wall: float) -> None:
+    """What the per-frame evidence must cost on this machine at the least, from the FFmpeg CLI's own CPU
+    time: decoding the written 1080p stream once (one thread: no thread overhead) and the psnr and ssim
+    filters (a stream against itself, less its two decodes). When the encode alone already keeps every
+    core busy, that CPU time can only be added to the wall time, shared by the cores."""
+    cores = os.cpu_count() or 1
+    encode_cpu = statistics.median(cpu_seconds(ff_cmd) for _ in range(3))
+    one = [ffmpeg, "-v", "error", "-threads", "1", "-i", str(stream)]
+    decode = statistics.median(cpu_seconds([*one, "-f", "null", "-"]) for _ in range(3))
+    two = [*one, "-threads", "1", "-i", str(stream)]
+    decodes = statistics.median(cpu_seconds([*two, "-map", "0:v", "-f", "null", "-", "-map", "1:v", "-f", "null", "-"])
+                                for _ in range(3))
+    scored = statistics.median(cpu_seconds([*two, "-filter_threads", "1", "-lavfi",
+                                            "[0:v]split[a][b];[1:v]split[c][d];[a][c]psnr[p];[b][d]ssim[s]",
+                                            "-map", "[p]", "-f", "null", "-", "-map", "[s]", "-f", "null", "-"])
+                               for _ in range(3))
+    evidence_cpu = decode + max(scored - decodes, 0.0)
+    busy = encode_cpu / ff_wall
+    floor = (dv_wall + evidence_cpu / cores) / ff_wall
+    print(f"evidence floor: the encode alone uses {encode_cpu:.2f} s CPU in {ff_wall:.2f} s ({busy:.1f} of {cores} "
+          f"cores busy); the evidence needs at least {evidence_cpu:.2f} s CPU (decode {decode:.2f} s, psnr+ssim "
+          f"{max(scored - decodes, 0.0):.2f} s, FFmpeg CLI, one thread); with every core busy it adds at least "
+          f"{evidence_cpu / cores:.2f} s to --no-quality: floor ratio {floor:.2f}")
 
 
 def peak_rss_mb(cmd: list[str]) -> float:
@@ -131,6 +164,7 @@ def main() -> None:
           f"dvqa with per-frame evidence {statistics.median(dq):.2f} s, ratio "
           f"{statistics.median(dq) / statistics.median(ff):.2f} (aim <= 1.2); load average {os.getloadavg()[0]:.1f}")
     print(f"  runs: ffmpeg {_runs(ff)}, dvqa --no-quality {_runs(dv)}, dvqa with evidence {_runs(dq)}")
+    evidence_floor(ffmpeg, ff_cmd, ff_out, statistics.median(ff), statistics.median(dv))
     if args.transcode_only:
         return
     vp9_60, h264_60 = make_inputs(60)
