@@ -156,7 +156,8 @@ def package(source: Path, output: Path, options: ConvertOptions, info: SourceInf
                        options.uid_seed)
     pieces = dicomfile.fragments(stream_path, es.size, es.frame_offsets, es.frame_lengths,
                                  plan.syntax.one_fragment_per_frame, max_fragment)
-    dicomfile.write(ds, dicom_tmp, pieces, basic_offset_table=plan.syntax.one_fragment_per_frame)
+    dicomfile.write(ds, dicom_tmp, pieces, basic_offset_table=plan.syntax.one_fragment_per_frame, sync=False)
+    synced = outputs.BackgroundSync(dicom_tmp)  # on disk while it is checked, before anything else happens to it
     es_hash = sha256_file(stream_path)
     if quality:  # the bytes that were decoded and scored are the bytes in the file
         _check_pixel_data(dicom_tmp, es, es_hash, plan.syntax.one_fragment_per_frame)
@@ -168,6 +169,7 @@ def package(source: Path, output: Path, options: ConvertOptions, info: SourceInf
     validation = [replace(f, file=str(output)) for f in streamcheck.check(dicom_tmp, pydicom.dcmread(
         str(dicom_tmp), stop_before_pixels=True))]
     findings += validation
+    synced.wait()
     written = exit_code(findings) == ExitCode.OK or options.keep_failed
     signed = None
     if options.signer and written:  # signed last: the signature covers the final file
