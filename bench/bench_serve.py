@@ -18,7 +18,8 @@ until the result. Measured:
             reading (found in /proc/PID/fd of the server's descendants; none open: waiting, lag 0) - in
             seconds of video, since a chunk is one second. A recording keeps up when its lag over the last
             half of the recording stays <= LAG_BOUND_S.
-  latency   end -> stored: from just before POST end to the first GET that shows the result stored in
+  latency   end -> stored: from just before POST end (the whole recording's SHA-256 made before, as a client
+            that updates it chunk by chunk has it then) to the first GET that shows the result stored in
             Orthanc (client side, 50 ms polls); the server's own end_to_ready_s and end_to_stored_s beside,
             and its after_ready_s: the IOD check, then the send with its audit record.
   floor     with --floor: what Orthanc itself needs to take the passthrough recording's DICOM file, sent by
@@ -35,6 +36,7 @@ the bench runs; its numbers mean nothing.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -185,8 +187,11 @@ class Upload:
                     if answer.status_code != 201:
                         raise RuntimeError(f"chunk {n}: {answer.status_code} {answer.text}")
                     self.acknowledged = n + 1
+                whole = hashlib.sha256()  # as each chunk went out, by a client that keeps it up to date
+                for piece in self.pieces:
+                    whole.update(piece)
                 self.ended = time.monotonic()
-                answer = end(client, self.rid, self.pieces)
+                answer = end(client, self.rid, self.pieces, whole.hexdigest())
                 if answer.status_code != 202:
                     raise RuntimeError(f"end: {answer.status_code} {answer.text}")
                 while True:

@@ -153,7 +153,8 @@ def floor(path: Path, max_pdu: int, runs: int = 3, only: list[str] | None = None
             before = load()
             times = [once(send, max_pdu, exe) for _ in range(runs)]
             row = {"sender": name, "median_s": round(statistics.median(times), 2),
-                   "runs_s": [round(t, 2) for t in times], "max_pdu": max_pdu, "size_mb": round(path.stat().st_size / 1e6, 1), "load_before": before}
+                   "runs_s": [round(t, 2) for t in times], "max_pdu": max_pdu,
+                   "size_mb": round(path.stat().st_size / 1e6, 1), "load_before": before}
             rows.append(row)
             show(f"  {name:<28} {row['median_s']:6.2f} s  ({', '.join(f'{t:.2f}' for t in times)})  "
                  f"{row['size_mb'] / row['median_s']:6.1f} MB/s  [{before}]")

@@ -112,14 +112,18 @@ def run(folder: str, settings: RecordSettings, spool_root: str, server_pid: int,
         with recording.locked():
             if recording.result() is not None:
                 recording.clean()
+                discard_stored(recording.result() or {}, spool, recording.id)  # a removal cut short
                 return
             result, converted = ingest(recording, spool, settings, server_pid, remote)
             if converted is None:
                 recording.finish(result)
+                discard_stored(result, spool, recording.id)
                 return
-            # the client learns the outcome first; the quality reports follow (a GET of one waits for it)
+            # the client learns the outcome first; the stored file's removal and the quality reports follow (a
+            # GET of a report waits for it)
             result["reports"] = {kind: "writing" for kind in REPORT_KINDS}
             recording.finish(result)
+            discard_stored(result, spool, recording.id)
             result["reports"] = reports(recording, converted)
             recording.write_result(result)
     except KeyboardInterrupt:
@@ -189,11 +193,19 @@ def _ingest(recording: RecordingFolder, spool: Spool, settings: RecordSettings, 
     result["end_to_stored_s"] = round(time.time() - end["at"], 3) if result["stored"] and "at" in end else None
     result["state"] = "done"
     if result["stored"] and not settings.keep_stored:
-        output.unlink(missing_ok=True)
-        for copy in spool.dicom.glob(f"{recording.id}.*.dcm"):  # a fallback copy the PACS took instead
-            copy.unlink(missing_ok=True)
-        result["dicom"] = None
+        result["dicom"] = None  # removed once the result is out (discard_stored)
     return result, converted
+
+
+def discard_stored(result: dict, spool: Spool, recording_id: str) -> None:
+    """Remove the DICOM file (and any fallback copy) of a recording the PACS stored when the result keeps none
+    (record.keep_stored off) - after the result is written: unlinking 500 MB takes a noticeable time on some
+    disks, which the client need not wait for."""
+    if not result.get("stored") or result.get("dicom") is not None:
+        return
+    (spool.dicom / f"{recording_id}.dcm").unlink(missing_ok=True)
+    for copy in spool.dicom.glob(f"{recording_id}.*.dcm"):  # a fallback copy the PACS took instead
+        copy.unlink(missing_ok=True)
 
 
 def _converted_remotely(remote: dict, output: Path, settings: RecordSettings, audit: AuditLog | None
