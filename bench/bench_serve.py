@@ -1,10 +1,10 @@
 """Capacity and latency of `dvqa serve`'s recording ingestion: K browsers uploading at once, at real time.
 
 Run: python bench/bench_serve.py [--sizes 720p,1080p] [--kinds vp8,vp9,h264] [--seconds 60] [--k 1,2,3]
-                                 [--json FILE] [--smoke]
+                                 [--max-pdu N] [--stow] [--floor] [--json FILE] [--smoke]
 
 One `dvqa serve` (a real process, bench/record_server.py, as tests/test_record.py starts it) with a real
-Orthanc on 127.0.0.1 as its PACS (bench/orthanc.py; DIMSE C-STORE), record.conversions and
+Orthanc on 127.0.0.1 as its PACS (bench/orthanc.py; DIMSE C-STORE, or STOW-RS with --stow), record.conversions and
 record.max_recordings set to the largest K. The recordings, as a browser streams them (bench/bench_live.py
 makes them: no Cues, no Duration):
   vp8   the camera-like VP8 WebM recording (Chrome's jittered timestamps, 0.1 bit per pixel): re-encoded
@@ -18,8 +18,13 @@ until the result. Measured:
             reading (found in /proc/PID/fd of the server's descendants; none open: waiting, lag 0) - in
             seconds of video, since a chunk is one second. A recording keeps up when its lag over the last
             half of the recording stays <= LAG_BOUND_S.
-  latency   end -> stored: from just before POST end to the first GET that shows the result stored in
-            Orthanc (client side, 50 ms polls); the server's own end_to_ready_s and end_to_stored_s beside.
+  latency   end -> stored: from just before POST end (the whole recording's SHA-256 made before, as a client
+            that updates it chunk by chunk has it then) to the first GET that shows the result stored in
+            Orthanc (client side, 50 ms polls); the server's own end_to_ready_s and end_to_stored_s beside,
+            and its after_ready_s: the IOD check, then the send with its audit record.
+  floor     with --floor: what Orthanc itself needs to take the passthrough recording's DICOM file, sent by
+            DCMTK's storescu, curl (REST and STOW-RS) and dvqa's own C-STORE and STOW-RS, each to a fresh
+            Orthanc (bench/pacs_floor.py): no server can store the recording sooner after its end than that.
   peak RSS  the largest sum of VmRSS over the server and all its descendants (the fork server and the
             conversion processes), sampled every 0.5 s.
 The load average (uptime) is printed before and after: this machine has 2 cores and is shared.
@@ -31,6 +36,7 @@ the bench runs; its numbers mean nothing.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -52,6 +58,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 import bench_live  # noqa: E402
+import pacs_floor  # noqa: E402
 from bench import orthanc  # noqa: E402
 from bench.record_server import RecordServer, end, put  # noqa: E402
 
@@ -180,8 +187,11 @@ class Upload:
                     if answer.status_code != 201:
                         raise RuntimeError(f"chunk {n}: {answer.status_code} {answer.text}")
                     self.acknowledged = n + 1
+                whole = hashlib.sha256()  # as each chunk went out, by a client that keeps it up to date
+                for piece in self.pieces:
+                    whole.update(piece)
                 self.ended = time.monotonic()
-                answer = end(client, self.rid, self.pieces)
+                answer = end(client, self.rid, self.pieces, whole.hexdigest())
                 if answer.status_code != 202:
                     raise RuntimeError(f"end: {answer.status_code} {answer.text}")
                 while True:
@@ -234,6 +244,7 @@ def run_k(server: RecordServer, pieces: list[bytes], k: int, label: str) -> dict
         "latency_median_s": round(statistics.median(latencies), 2), "latency_worst_s": round(max(latencies), 2),
         "server_end_to_ready_s": [u.result.get("end_to_ready_s") for u in uploads],
         "server_end_to_stored_s": [u.result.get("end_to_stored_s") for u in uploads],
+        "server_after_ready_s": [u.result.get("after_ready_s") for u in uploads],
         "passthrough": [u.result.get("passthrough") for u in uploads], "syntax": uploads[0].result.get("syntax"),
         "peak_rss_mb": round(peak),
     }
@@ -244,7 +255,14 @@ def show(row: dict) -> str:
     return (f"  K={row['k']}: {row['keep_up']}/{row['k']} keep up (lag max {row['max_lag_s']} s, at end "
             f"{row['end_lag_s']} s); end->stored median {row['latency_median_s']:.2f} s, worst "
             f"{row['latency_worst_s']:.2f} s (server: ready {row['server_end_to_ready_s']}, stored "
-            f"{row['server_end_to_stored_s']}); peak RSS {row['peak_rss_mb']} MB; {how}")
+            f"{row['server_end_to_stored_s']}; after ready {_phases(row['server_after_ready_s'])}); peak RSS "
+            f"{row['peak_rss_mb']} MB; {how}")
+
+
+def _phases(phases: list[dict | None]) -> str:
+    """The server's own split of the time after the DICOM was ready: the IOD check, then the send and its
+    audit record."""
+    return "; ".join(", ".join(f"{k} {v:.2f} s" for k, v in p.items()) if p else "-" for p in phases)
 
 
 def load() -> str:
@@ -261,6 +279,11 @@ def main() -> None:
     parser.add_argument("--max-pdu", type=int, default=16384,
                         help="Orthanc's MaximumPduLength (its default 16384, at most 131072): pynetdicom's cost of a "
                              "C-STORE is per PDU")
+    parser.add_argument("--stow", action="store_true",
+                        help="store with STOW-RS to Orthanc's DICOMweb instead of DIMSE C-STORE")
+    parser.add_argument("--floor", action="store_true",
+                        help="first, for each passthrough recording, what Orthanc itself needs to take its DICOM file "
+                             "(bench/pacs_floor.py: storescu, curl REST and STOW-RS, dvqa's own sends; medians of 3)")
     parser.add_argument("--smoke", action="store_true", help="one short recording, to check the bench runs")
     args = parser.parse_args()
     cases = [(kind, size) for size in args.sizes.split(",") for kind in args.kinds.split(",")]
@@ -269,18 +292,26 @@ def main() -> None:
         cases, ks = [("smoke", "")], [1]
     pacs_exe = shutil.which("Orthanc")
     print(f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, {load()}", flush=True)
-    rows = []
+    rows: list[dict] = []
+    if args.floor:
+        for kind, size in cases:
+            if KINDS.get(kind) == "passthrough":
+                dicom = pacs_floor.dicom_of(recording(kind, size, args.seconds))
+                rows += [{"floor": f"{kind} {size}30", **row} for row in pacs_floor.floor(
+                    dicom, args.max_pdu, show=lambda line: print(line, flush=True))]
     with tempfile.TemporaryDirectory(prefix="dvqa-bench-serve-") as scratch:
         folder = Path(scratch)
         (folder / "orthanc").mkdir()
         with orthanc.running(folder / "orthanc", pacs_exe, extra={"MaximumPduLength": args.max_pdu}) as pacs:
             (folder / "serve").mkdir()
-            server = RecordServer(folder / "serve", {
-                "pacs": {"host": "127.0.0.1", "port": pacs["port"], "called_aet": "ORTHANC", "retries": 0},
-                "conversions": max(ks), "max_recordings": max(ks)}, secrets.token_hex(32), secrets.token_hex(32))
+            target = ({"stow": f"{pacs['http']}/dicom-web", "retries": 0} if args.stow else
+                      {"host": "127.0.0.1", "port": pacs["port"], "called_aet": "ORTHANC", "retries": 0})
+            server = RecordServer(folder / "serve", {"pacs": target, "conversions": max(ks), "max_recordings": max(ks)},
+                                  secrets.token_hex(32), secrets.token_hex(32))
             try:
-                print(f"dvqa serve pid {server.process.pid}, Orthanc {pacs['version']} (DIMSE C-STORE, maximum PDU "
-                      f"{args.max_pdu} bytes)", flush=True)
+                how = "STOW-RS" if args.stow else f"DIMSE C-STORE, maximum PDU {args.max_pdu} bytes"
+                print(f"dvqa serve pid {server.process.pid}, Orthanc {pacs['version']} ({how}; SyncStorageArea on, "
+                      "its default)", flush=True)
                 for kind, size in cases:
                     source = SMOKE_CLIP if kind == "smoke" else recording(kind, size, args.seconds)
                     seconds = seconds_of(source) if kind == "smoke" else args.seconds

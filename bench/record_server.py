@@ -77,9 +77,11 @@ def put(client: httpx.Client, rid: str, n: int, data: bytes, headers: dict | Non
                       headers=digest(data) if headers is None else headers)
 
 
-def end(client: httpx.Client, rid: str, chunks: list[bytes]) -> httpx.Response:
-    return client.post(f"/recordings/{rid}/end",
-                       json={"chunks": len(chunks), "sha256": hashlib.sha256(b"".join(chunks)).hexdigest()})
+def end(client: httpx.Client, rid: str, chunks: list[bytes], sha256: str | None = None) -> httpx.Response:
+    """POST end; `sha256`: the whole recording's, when the caller has it already (else made here)."""
+    if sha256 is None:
+        sha256 = hashlib.sha256(b"".join(chunks)).hexdigest()
+    return client.post(f"/recordings/{rid}/end", json={"chunks": len(chunks), "sha256": sha256})
 
 
 def finished(client: httpx.Client, rid: str, timeout: float = 120, every: float = 0.1) -> dict:

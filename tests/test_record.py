@@ -211,6 +211,10 @@ def test_passthrough_upload_is_stored_in_orthanc_with_the_stream_convert_writes(
     assert result["pacs"]["outcome"] == "stored" and result["dicom"] is None  # stored: not kept (keep_stored)
     assert reference.elementary_stream_sha256 in unpadded_sha(es_in_orthanc(orthanc, result["uids"], tmp_path))
     assert result["end_to_stored_s"] is not None and result["end_to_stored_s"] >= result["end_to_ready_s"] >= 0
+    assert set(result["after_ready_s"]) == {"validation", "store"}
+    # the stream layer is the conversion's own check of these bytes (the file is not read again for it)
+    assert result["validation"]["layers"] == {"file": "ran", "value": "ran", "iod": "ran",
+                                              "stream": "ran during the conversion, on these bytes"}
     kept = sorted(p.name for p in folder.iterdir())  # the chunks and the request (patient data): gone
     assert kept == ["lock", "quality.html", "quality.json", "result.json"]
     assert {stat.S_IMODE((folder / name).stat().st_mode) for name in kept} == {0o600}
@@ -220,6 +224,7 @@ def test_passthrough_upload_is_stored_in_orthanc_with_the_stream_convert_writes(
     assert [(r["command"], r["outcome"]) for r in records] == [("convert", "success"), ("pacs-store", "stored")]
     assert records[0]["input"]["sha256"] == result["input"]["sha256"]
     assert records[1]["uids"]["sop_instance"] == result["uids"]["instance"]
+    assert records[1]["input"]["sha256"] == report["output"]["sha256"]  # the file sent is the file written
     # the result names each record by its place in the chain and its line's hash, as the chain itself does
     assert [(e["seq"], e["command"], e["outcome"]) for e in result["audit"]] == [
         (1, "convert", "success"), (2, "pacs-store", "stored")]
@@ -802,3 +807,5 @@ def test_with_a_scheduler_ended_recordings_are_converted_on_a_dask_cluster_and_s
     assert [(r["command"], r["outcome"]) for r in records] == [("convert", "success"), ("pacs-store", "stored")]
     assert records[0]["worker"] == result["converted_on"] and records[0]["signature_uid"] == result["signature"]["uid"]
     assert records[0]["output"]["sha256"] == hashlib.sha256(Path(result["dicom"]).read_bytes()).hexdigest()
+    assert records[1]["input"]["sha256"] == records[0]["output"]["sha256"]
+    assert result["validation"]["layers"]["stream"] == "ran"  # converted elsewhere and signed here: read again

@@ -9,6 +9,7 @@ import hashlib
 import os
 import re
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -156,10 +157,14 @@ def package(source: Path, output: Path, options: ConvertOptions, info: SourceInf
                        options.uid_seed)
     pieces = dicomfile.fragments(stream_path, es.size, es.frame_offsets, es.frame_lengths,
                                  plan.syntax.one_fragment_per_frame, max_fragment)
-    dicomfile.write(ds, dicom_tmp, pieces, basic_offset_table=plan.syntax.one_fragment_per_frame)
-    es_hash = sha256_file(stream_path)
+    dicomfile.write(ds, dicom_tmp, pieces, basic_offset_table=plan.syntax.one_fragment_per_frame, sync=False)
+    synced = outputs.BackgroundSync(dicom_tmp)  # on disk while it is checked, before anything else happens to it
+    # unsigned, the file is final now: its hash is made beside the checks below (hashlib runs without the GIL)
+    final_hash = None if options.signer else _hashed_aside(dicom_tmp)
+    stream_hash = _hashed_aside(stream_path)
     if quality:  # the bytes that were decoded and scored are the bytes in the file
-        _check_pixel_data(dicom_tmp, es, es_hash, plan.syntax.one_fragment_per_frame)
+        _check_pixel_data(dicom_tmp, es, stream_hash, plan.syntax.one_fragment_per_frame)
+    es_hash = stream_hash.result()
     findings = profiles.check_quality(profile, quality, str(output)) if profile and quality else []
     if work.partial:
         findings.append(Finding(Severity.WARNING, "convert.partial-stream", work.partial, str(output)))
@@ -168,13 +173,15 @@ def package(source: Path, output: Path, options: ConvertOptions, info: SourceInf
     validation = [replace(f, file=str(output)) for f in streamcheck.check(dicom_tmp, pydicom.dcmread(
         str(dicom_tmp), stop_before_pixels=True))]
     findings += validation
+    synced.wait()
     written = exit_code(findings) == ExitCode.OK or options.keep_failed
     signed = None
     if options.signer and written:  # signed last: the signature covers the final file
         signed = sign_file(dicom_tmp, dicom_tmp, options.signer, options.signature_profile,
                            uid_root=options.uid_root)
     os.chmod(dicom_tmp, outputs.file_mode())
-    output_size, output_sha256 = dicom_tmp.stat().st_size, sha256_file(dicom_tmp)
+    output_size = dicom_tmp.stat().st_size
+    output_sha256 = final_hash.result() if final_hash else sha256_file(dicom_tmp)
     result = ConversionResult(
         source=info, plan=plan, output=output, output_size=output_size,
         frames=frames, timing=timing, transforms=transforms, picture_boxes=boxes, encoder=encoder,
@@ -205,6 +212,15 @@ def package(source: Path, output: Path, options: ConvertOptions, info: SourceInf
     attempt.recorded = result
     return result
 
+def _hashed_aside(path: Path) -> Future[str]:
+    """The SHA-256 of `path`, made in a thread of its own."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="dvqa-sha256")
+    try:
+        return pool.submit(sha256_file, path)
+    finally:
+        pool.shutdown(wait=False)
+
+
 def _encoder_build(stream_path: Path) -> str:
     """x264 and x265 write their version and options into an SEI message at the stream's start."""
     with open(stream_path, "rb") as handle:
@@ -213,8 +229,9 @@ def _encoder_build(stream_path: Path) -> str:
     return found.group(1).decode("ascii").split(" - Copyleft")[0].split(" - H.265")[0] if found else ""
 
 
-def _check_pixel_data(path: Path, es: ElementaryStream, es_hash: str, per_frame: bool) -> None:
-    """Read the written file's fragments back and prove they hold the scored stream, byte for byte."""
+def _check_pixel_data(path: Path, es: ElementaryStream, es_hash: Future[str], per_frame: bool) -> None:
+    """Read the written file's fragments back and prove they hold the scored stream, byte for byte (`es_hash`:
+    the stream file's SHA-256, being made meanwhile)."""
     digest, total, item_bytes = hashlib.sha256(), 0, 0
     current = 0
     for number, piece in dicomfile.read_chunks(path):  # piece by piece: memory stays flat
@@ -227,6 +244,6 @@ def _check_pixel_data(path: Path, es: ElementaryStream, es_hash: str, per_frame:
             item_bytes += len(piece)
         digest.update(piece[: max(0, es.size - total)])
         total += len(piece)
-    if digest.hexdigest() != es_hash or total - es.size not in (0, 1):
+    if digest.hexdigest() != es_hash.result() or total - es.size not in (0, 1):
         raise DvqaError(f"{path}: the Pixel Data written differs from the stream that was scored; "
                         "nothing was written - report this as a dvqa bug.")

@@ -29,6 +29,7 @@ import shutil
 import socket
 import stat
 import tempfile
+import threading
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
@@ -95,6 +96,32 @@ def stage_prefix(target: Path) -> str:
     """The name prefix of files other processes (cluster workers) prepare for `target` on this process's
     behalf: they carry this process's id and host, so once it is gone `sweep` removes what is left."""
     return _prefix(target.name) + "staged-"
+
+
+class BackgroundSync:
+    """fsync(path) in a thread of its own: the disk writes a large file out (seconds for a 500 MB video on some
+    disks) while its bytes are still checked from the page cache; `wait` before the file is placed or changed,
+    so a placed file is on disk as before. An error of the fsync is raised by `wait`."""
+
+    def __init__(self, path: Path) -> None:
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._sync, args=(path,), name=f"fsync {path.name}", daemon=True)
+        self._thread.start()
+
+    def _sync(self, path: Path) -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)  # the file's own dirty pages, whichever descriptor wrote them
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            self._error = exc
+
+    def wait(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def place(tmp: Path, target: Path, replace: bool) -> None:

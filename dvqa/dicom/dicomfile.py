@@ -76,8 +76,9 @@ def fragments(path: Path, size: int, frame_offsets: list[int], frame_lengths: li
     return [FileSlice(path, start, min(max_bytes, size - start)) for start in range(0, size, max_bytes)]
 
 
-def write(ds: Dataset, target: Path, pieces: list[FileSlice], basic_offset_table: bool) -> None:
-    """Write `ds` with the pieces as encapsulated Pixel Data, fsync'd, to `target`."""
+def write(ds: Dataset, target: Path, pieces: list[FileSlice], basic_offset_table: bool, sync: bool = True) -> None:
+    """Write `ds` with the pieces as encapsulated Pixel Data, fsync'd (unless `sync` is false: the caller syncs
+    it, dvqa.core.outputs.BackgroundSync), to `target`."""
     ds.PixelData = EncapsulatedBuffer(pieces, use_bot=basic_offset_table)
     ds["PixelData"].VR = "OB"
     chunk = config.settings.buffered_read_size
@@ -86,7 +87,8 @@ def write(ds: Dataset, target: Path, pieces: list[FileSlice], basic_offset_table
         with open(target, "wb") as out:
             ds.save_as(out, enforce_file_format=True)
             out.flush()
-            os.fsync(out.fileno())
+            if sync:
+                os.fsync(out.fileno())
     finally:
         config.settings.buffered_read_size = chunk
         for piece in pieces:

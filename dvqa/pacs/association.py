@@ -353,13 +353,14 @@ def exit_code_of(results: list[StoreResult], wanted: str = "stored") -> int:
     return next((c for c in (4, 3, 1) if c in codes), 0)
 
 
-def send_event(result: StoreResult, destination: str, protocol: str, interrupted_exit: int = 130
-               ) -> dict[str, object]:
-    """One audit record per file sent: where, how, and what the PACS answered."""
+def send_event(result: StoreResult, destination: str, protocol: str, interrupted_exit: int = 130,
+               known: tuple[int, str] | None = None) -> dict[str, object]:
+    """One audit record per file sent: where, how, and what the PACS answered. `known`: the file's (size,
+    SHA-256) as its writer made them (dvqa.trust.audit.file_facts), so that it is not read again."""
     return {
         "command": "pacs-store", "protocol": protocol, "destination": destination,
         # an interrupted send is recorded at once: its hash (seconds for a large video) is not taken
-        "input": file_facts(Path(result.path), digest=result.outcome != "interrupted"),
+        "input": file_facts(Path(result.path), digest=result.outcome != "interrupted", known=known),
         "transfer_syntax": result.transfer_syntax,
         "uids": {"sop_class": result.sop_class, "sop_instance": result.sop_instance,
                  "study_instance": result.study_instance},

@@ -112,14 +112,18 @@ def run(folder: str, settings: RecordSettings, spool_root: str, server_pid: int,
         with recording.locked():
             if recording.result() is not None:
                 recording.clean()
+                discard_stored(recording.result() or {}, spool, recording.id)  # a removal cut short
                 return
             result, converted = ingest(recording, spool, settings, server_pid, remote)
             if converted is None:
                 recording.finish(result)
+                discard_stored(result, spool, recording.id)
                 return
-            # the client learns the outcome first; the quality reports follow (a GET of one waits for it)
+            # the client learns the outcome first; the stored file's removal and the quality reports follow (a
+            # GET of a report waits for it)
             result["reports"] = {kind: "writing" for kind in REPORT_KINDS}
             recording.finish(result)
+            discard_stored(result, spool, recording.id)
             result["reports"] = reports(recording, converted)
             recording.write_result(result)
     except KeyboardInterrupt:
@@ -173,24 +177,35 @@ def _ingest(recording: RecordingFolder, spool: Spool, settings: RecordSettings, 
         result.update(state="failed", stored=False, dicom=None,
                       reason="the quality floors of the rules profile were not met; nothing was written")
         return result, converted
-    result["validation"] = validation(output)
+    result["validation"] = validation(output, converted)
+    checked = time.time()
+    result["after_ready_s"] = {"validation": round(checked - ready, 3)}
     if result["validation"]["errors"]:
         result.update(state="done", stored=False, dicom=str(output),
                       reason="the DICOM file fails the IOD check, so it was not sent; it is kept at the path given")
         return result, converted
     try:
-        result.update(store(output, settings, spool, audit))
+        result.update(store(output, settings, spool, audit, _as_written(converted)))
     except DvqaError as exc:  # the PACS settings themselves (a TLS file gone since start-up), or the audit log
         result.update(stored=False, dicom=str(output), pacs=None,
                       reason=f"{exc} The DICOM file is kept at the path given: send it with `dvqa pacs store`.")
+    result["after_ready_s"]["store"] = round(time.time() - checked, 3)
     result["end_to_stored_s"] = round(time.time() - end["at"], 3) if result["stored"] and "at" in end else None
     result["state"] = "done"
     if result["stored"] and not settings.keep_stored:
-        output.unlink(missing_ok=True)
-        for copy in spool.dicom.glob(f"{recording.id}.*.dcm"):  # a fallback copy the PACS took instead
-            copy.unlink(missing_ok=True)
-        result["dicom"] = None
+        result["dicom"] = None  # removed once the result is out (discard_stored)
     return result, converted
+
+
+def discard_stored(result: dict, spool: Spool, recording_id: str) -> None:
+    """Remove the DICOM file (and any fallback copy) of a recording the PACS stored when the result keeps none
+    (record.keep_stored off) - after the result is written: unlinking 500 MB takes a noticeable time on some
+    disks, which the client need not wait for."""
+    if not result.get("stored") or result.get("dicom") is not None:
+        return
+    (spool.dicom / f"{recording_id}.dcm").unlink(missing_ok=True)
+    for copy in spool.dicom.glob(f"{recording_id}.*.dcm"):  # a fallback copy the PACS took instead
+        copy.unlink(missing_ok=True)
 
 
 def _converted_remotely(remote: dict, output: Path, settings: RecordSettings, audit: AuditLog | None
@@ -260,19 +275,39 @@ def reports(recording: RecordingFolder, converted: ConversionResult) -> dict[str
     return written
 
 
-def validation(path: Path) -> dict:
-    """The verdict of `dvqa validate` on the file (all its layers; no rules profile)."""
+def _as_written(converted: ConversionResult | None) -> tuple[int, str] | None:
+    """(size, SHA-256) of the file the conversion in this process placed, when nothing has changed it since it
+    was hashed (dvqa.convert.package hashes it last, after any signature); None when converted elsewhere."""
+    if converted is None or not converted.output_sha256:
+        return None
+    return converted.output_size, converted.output_sha256
+
+
+def validation(path: Path, converted: ConversionResult | None = None) -> dict:
+    """The verdict of `dvqa validate` on the file (all its layers; no rules profile).
+
+    The stream layer reads the whole file again (a second or more for 10 minutes of 1080p): when the conversion
+    in this process wrote the file, it ran that very check (dvqa.validate.streamcheck) on these bytes before
+    placing them, and the file is not read again - unless it was signed after that check (the signature
+    rewrites the file) or its size is not the one written. The other layers read the data set as stored."""
+    from dvqa.core.findings import Finding
     from dvqa.validate.run import check_file
 
-    checked = check_file(path)
+    stream = None
+    if converted is not None and converted.signature is None and path.stat().st_size == converted.output_size:
+        stream = [Finding(Severity(f["severity"]), f["code"], f["message"], f["file"], f["where"], f["reference"])
+                  for f in converted.validation]
+    checked = check_file(path, stream=stream)
     errors = [f for f in checked.findings if f.severity == Severity.ERROR]
     warnings = [f for f in checked.findings if f.severity == Severity.WARNING]
     return {"verdict": "fail" if errors else "pass", "errors": len(errors), "warnings": len(warnings),
             "layers": checked.layers, "first_errors": [f"{f.code}: {f.message}" for f in errors[:5]]}
 
 
-def store(path: Path, settings: RecordSettings, spool: Spool, audit: AuditLog | None) -> dict:
-    """Send the file to the configured PACS and record each answer in the audit chain."""
+def store(path: Path, settings: RecordSettings, spool: Spool, audit: AuditLog | None,
+          written: tuple[int, str] | None = None) -> dict:
+    """Send the file to the configured PACS and record each answer in the audit chain (`written`: the file's
+    size and SHA-256 as the conversion made them, for the record of the send; see _as_written)."""
     target = settings.pacs
     if target is None:
         return {"stored": False, "dicom": str(path), "pacs": None,
@@ -283,7 +318,7 @@ def store(path: Path, settings: RecordSettings, spool: Spool, audit: AuditLog | 
     protocol = "STOW-RS" if target.stow else "DIMSE C-STORE"
     for r in results:
         if audit:
-            audit.append(pacs.send_event(r, target.describe, protocol))
+            audit.append(pacs.send_event(r, target.describe, protocol, known=written if r.path == str(path) else None))
     first = results[0]
     answer = {"destination": target.describe, "protocol": protocol, "outcome": first.outcome,
               "status": first.status, "message": first.message, "attempts": first.attempts,

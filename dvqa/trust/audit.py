@@ -348,13 +348,20 @@ def records(path: Path) -> list[dict]:
     return out
 
 
-def file_facts(path: Path | None, digest: bool = True) -> dict[str, object] | None:
+def file_facts(path: Path | None, digest: bool = True, known: tuple[int, str] | None = None
+               ) -> dict[str, object] | None:
+    """Path, size and SHA-256 of a file for a record. `known`: (size, SHA-256) its writer made of it just
+    before it was placed, in a private folder nothing else writes to (`dvqa serve`'s spool), taken instead
+    of reading the file again when the size still agrees."""
     if path is None:
         return None
     facts: dict[str, object] = {"path": absolute(path)}
     try:
-        facts.update(size=path.stat().st_size)
-        if digest:
+        size = path.stat().st_size
+        facts.update(size=size)
+        if known is not None and known[0] == size:
+            facts.update(sha256=known[1])
+        elif digest:
             facts.update(sha256=sha256_file(path))
     except OSError as exc:
         facts["unreadable"] = exc.strerror

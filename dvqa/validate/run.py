@@ -32,6 +32,10 @@ if TYPE_CHECKING:  # a profile is loaded (YAML) only when one is asked for
     from dvqa.core.profiles import Profile, Rule
 
 
+# the stream layer's note when its findings came from the conversion that wrote the file (check_file's `stream`)
+STREAM_BY_CONVERSION = "ran during the conversion, on these bytes"
+
+
 @dataclass
 class FileResult:
     path: str
@@ -124,21 +128,27 @@ def _has_dicm(path: Path) -> bool:
         return True  # unreadable: check_file reports it
 
 
-def check_file(path: Path | Skipped, profile: Profile | None = None, edition: Edition | None = None) -> FileResult:
-    """All layers for one file; pydicom's parse warnings become info findings, not stderr noise."""
+def check_file(path: Path | Skipped, profile: Profile | None = None, edition: Edition | None = None,
+               stream: list[Finding] | None = None) -> FileResult:
+    """All layers for one file; pydicom's parse warnings become info findings, not stderr noise.
+
+    `stream`: the stream layer's findings when the caller has them for these very bytes (`dvqa serve`: the
+    conversion ran streamcheck.check on the file it wrote, and nothing has written to it since); that layer
+    reads the whole file, which is what a 10-minute recording's wait after its end would otherwise spend."""
     if isinstance(path, Skipped):
         return FileResult(str(path.path), [Finding(path.severity, path.code, path.reason, str(path.path))],
                           {"file": "skipped"})
     tables = standard.load(edition or standard.default())  # once per process: cached
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = _check_file(path, profile, tables)
+        result = _check_file(path, profile, tables, stream)
     for warning in {str(w.message) for w in caught}:
         result.findings.append(Finding(Severity.INFO, "file.parse-warning", warning, str(path), "", ""))
     return result
 
 
-def _check_file(path: Path, profile: Profile | None, tables: standard.Tables) -> FileResult:
+def _check_file(path: Path, profile: Profile | None, tables: standard.Tables, stream: list[Finding] | None = None
+                ) -> FileResult:
     result = FileResult(str(path))
     add = result.findings.append
     try:
@@ -166,8 +176,12 @@ def _check_file(path: Path, profile: Profile | None, tables: standard.Tables) ->
                     str(path), "", tables.edition.name))
         result.layers["iod"] = "failed"
     try:
-        result.findings += streamcheck.check(path, ds, pixel_data_at)
-        result.layers["stream"] = "ran" if "TransferSyntaxUID" in ds.file_meta else "no transfer syntax"
+        if stream is not None:
+            result.findings += stream
+            result.layers["stream"] = STREAM_BY_CONVERSION
+        else:
+            result.findings += streamcheck.check(path, ds, pixel_data_at)
+            result.layers["stream"] = "ran" if "TransferSyntaxUID" in ds.file_meta else "no transfer syntax"
     except Exception as exc:  # a damaged file must give a finding, never a traceback
         add(Finding(Severity.ERROR, "stream.unreadable", f"the stream could not be checked ({type(exc).__name__}: "
                     f"{exc})", str(path), "(7FE0,0010)", ""))
