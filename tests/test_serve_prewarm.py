@@ -5,6 +5,7 @@ the gateway and Orthanc that writes down every request the gateway sends."""
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import socket
@@ -22,7 +23,7 @@ from pydicom.data import get_testdata_file
 
 from bench import orthanc as orthanc_server
 from dvqa.convert.pipeline import ConvertOptions, convert
-from dvqa.serve import entries, prewarm
+from dvqa.serve import entries, prewarm, stow
 from dvqa.serve.cache import Cache
 from dvqa.serve.config import ServeConfig
 from dvqa.serve.record_settings import PacsTarget, RecordSettings
@@ -262,3 +263,15 @@ def test_a_second_process_on_the_cache_leaves_a_live_writers_files_alone(tmp_pat
         assert process.wait(60) == 0, process.stderr.read().decode()  # type: ignore[union-attr]
     assert live.exists()
     assert sum(p.stat().st_size for p in cache.folder.glob("*.bin")) <= 60_000
+
+
+def test_the_parts_of_a_stow_body_are_found_whatever_their_size() -> None:
+    """Parts of a STOW-RS body (RFC 2046 §5.1), read in pieces: delimiters across piece boundaries, a
+    part without headers, one that is not DICOM (skipped), transport padding after a delimiter."""
+    boundary = b"b0UnD4ry"
+    first, second, third = os.urandom(stow.PIECE - 5), b"not dicom", os.urandom(2 * stow.PIECE + 7)
+    body = (b"preamble\r\n--" + boundary + b"\r\nContent-Type: application/dicom\r\n\r\n" + first
+            + b"\r\n--" + boundary + b"\r\nContent-Type: text/plain\r\n\r\n" + second
+            + b"\r\n--" + boundary + b"  \r\n\r\n" + third + b"\r\n--" + boundary + b"--\r\nepilogue")
+    found = stow.parts(io.BytesIO(body), boundary)
+    assert [body[start:end] for start, end in found] == [first, third]

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
-import mmap
 import os
 import re
 import zlib
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator, BinaryIO, Iterator
 
 from dvqa.core.errors import DvqaError
 from dvqa.serve.cache import Cache, private_file
@@ -93,14 +92,13 @@ class Tee:
 
     def prewarm(self, wanted: set[str]) -> None:
         """Prewarm every DICOM part of the copy whose instance is in `wanted`; then remove the copy.
-        Runs in a worker thread; logs, never raises."""
+        Runs in a worker thread; logs, never raises. The copy is read in pieces (not mapped into memory:
+        the gateway's memory stays flat whatever the instance's size)."""
         try:
-            if not self.size:
-                return
-            with open(self.path, "rb") as copy, mmap.mmap(copy.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                for start, end in parts(data, self.boundary):
+            with open(self.path, "rb") as copy:
+                for start, end in parts(copy, self.boundary):
                     try:
-                        prewarm_pieces(self.cache, _pieces(data, start, end), wanted)
+                        prewarm_pieces(self.cache, _pieces(copy, start, end), wanted)
                     except DvqaError as exc:
                         log.warning("a stored instance was not prepared for viewing: %s", exc)
         except Exception as exc:  # the upstream stored it all the same; the first viewer takes the cold path
@@ -109,25 +107,35 @@ class Tee:
             self.path.unlink(missing_ok=True)
 
 
-def parts(data: mmap.mmap, boundary: bytes) -> Iterator[tuple[int, int]]:
-    """(start, end) of each body part of a multipart/related body (RFC 2046 §5.1) whose type is DICOM."""
-    delimiter = b"--" + boundary
-    at = data.find(delimiter)
-    while at >= 0:
-        after = at + len(delimiter)
-        if data[after:after + 2] == b"--":
-            return
-        head_end = data.find(b"\r\n\r\n", after)
+def parts(body: BinaryIO, boundary: bytes) -> list[tuple[int, int]]:
+    """(start, end) offsets of each body part of a multipart/related body (RFC 2046 §5.1) whose type is
+    DICOM (or not given: the request's type parameter names it)."""
+    delimiter = b"\r\n--" + boundary  # the CRLF before a delimiter belongs to it (RFC 2046 §5.1.1)
+    found: list[int] = []
+    carry, at = b"\r\n", -2  # the first delimiter may follow no CRLF; `at`: the body offset of window[0]
+    body.seek(0)
+    while chunk := body.read(PIECE):
+        window = carry + chunk
+        hit = window.find(delimiter)
+        while hit >= 0:
+            found.append(at + hit + len(delimiter))  # just after the delimiter
+            hit = window.find(delimiter, hit + 1)
+        carry = window[-(len(delimiter) - 1):]  # too short to hold a whole delimiter: none is found twice
+        at += len(window) - len(carry)
+    out = []
+    for after, following in zip(found, found[1:]):
+        body.seek(after)
+        head = body.read(min(following - after, 65536))
+        if head.startswith(b"--"):  # the close delimiter
+            break
+        head_end = head.find(b"\r\n\r\n")
         if head_end < 0:
-            return
-        head = data[after:head_end].lower()
-        end = data.find(b"\r\n" + delimiter, head_end + 4)
-        if end < 0:
-            return
-        kinds = [line.split(b":", 1)[1].strip() for line in head.split(b"\r\n") if line.startswith(b"content-type:")]
+            break
+        kinds = [line.split(b":", 1)[1].strip().lower() for line in head[:head_end].split(b"\r\n")
+                 if line.lower().startswith(b"content-type:")]
         if not kinds or kinds[0].split(b";")[0] == b"application/dicom":
-            yield head_end + 4, end
-        at = end + 2
+            out.append((after + head_end + 4, following - len(delimiter)))
+    return out
 
 
 def _decoded(answer: bytes, encoding: str) -> bytes:
@@ -139,9 +147,14 @@ def _decoded(answer: bytes, encoding: str) -> bytes:
     return zlib.decompressobj(wbits=47).decompress(answer, ANSWER_LIMIT)  # 47: zlib or gzip header
 
 
-def _pieces(data: mmap.mmap, start: int, end: int) -> Iterator[bytes]:
-    for at in range(start, end, PIECE):
-        yield data[at:min(at + PIECE, end)]
+def _pieces(body: BinaryIO, start: int, end: int) -> Iterator[bytes]:
+    body.seek(start)
+    while start < end:
+        piece = body.read(min(PIECE, end - start))
+        if not piece:
+            return
+        start += len(piece)
+        yield piece
 
 
 def _uids(answer: dict, tag: str) -> set[str]:
