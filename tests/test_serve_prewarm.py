@@ -221,18 +221,21 @@ def test_prewarm_writes_the_entries_once_and_refuses_what_is_not_video(sample, t
 
 def test_ingest_warms_only_a_gateway_whose_upstream_is_the_pacs_it_stored_to(sample, tmp_path) -> None:
     root = "http://127.0.0.1:8042/dicom-web"
-    same = ServeConfig(upstream=root, cache_dir=tmp_path / "cache",
+    same = ServeConfig(upstream=root, cache_dir=tmp_path / "cache", cache_max_mb=64,
                        record=RecordSettings(pacs=PacsTarget(stow=root + "/")))
-    assert prewarm.warms_after_ingest(same)
-    assert not prewarm.warms_after_ingest(ServeConfig(upstream=root, record=RecordSettings(
-        pacs=PacsTarget(stow="http://other.example/dicom-web"))))
-    assert not prewarm.warms_after_ingest(ServeConfig(upstream=root, record=RecordSettings(
-        pacs=PacsTarget(host="pacs", port=104))))
-    assert not prewarm.warms_after_ingest(ServeConfig(upstream=root, prewarm=False, record=same.record))
-    assert not prewarm.warms_after_ingest(ServeConfig(record=same.record))
-    assert prewarm.prewarm_stored(same, sample.path)
+    target = prewarm.warm_target(same)
+    assert target == prewarm.WarmTarget(tmp_path / "cache", 64 * 1024 * 1024)
+    assert prewarm.warm_target(ServeConfig(upstream=root, cache_dir=tmp_path, record=RecordSettings(
+        pacs=PacsTarget(stow="http://other.example/dicom-web")))) is None
+    assert prewarm.warm_target(ServeConfig(upstream=root, cache_dir=tmp_path, record=RecordSettings(
+        pacs=PacsTarget(host="pacs", port=104)))) is None
+    assert prewarm.warm_target(ServeConfig(upstream=root, cache_dir=tmp_path, prewarm=False,
+                                           record=same.record)) is None
+    assert prewarm.warm_target(ServeConfig(cache_dir=tmp_path, record=same.record)) is None
+    assert prewarm.prewarm_stored(target, sample.path)  # as ingest's conversion process calls it
     assert (tmp_path / "cache" / f"{entries.header_key(sample.instance)}.json").exists()
-    assert not prewarm.prewarm_stored(same, tmp_path / "missing.dcm")  # logged, never raised
+    assert not prewarm.prewarm_stored(target, tmp_path / "missing.dcm")  # logged, never raised
+    assert not prewarm.prewarm_stored(None, sample.path)
 
 
 def test_a_second_process_on_the_cache_leaves_a_live_writers_files_alone(tmp_path) -> None:

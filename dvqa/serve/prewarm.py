@@ -19,6 +19,7 @@ credentials, before it serves an entry.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Collection, Iterable
 
@@ -127,26 +128,39 @@ def _thumbnail(cache: Cache, instance: str, media: Path) -> None:
         temporary.unlink(missing_ok=True)
 
 
-def warms_after_ingest(config: ServeConfig) -> bool:
-    """Whether recording ingestion should warm this server's gateway cache: the server has a gateway
-    (`upstream`), prewarming is on (`prewarm`, the default), and finished recordings go by STOW-RS to
-    that same DICOMweb root (`record.pacs.stow` equal to `upstream`, a trailing / aside). A DIMSE
-    target cannot be matched to a DICOMweb root, so it is not warmed; a `record.pacs.stow` that names
-    this gateway's own /dicom-web needs no call: the gateway warms what comes through it."""
+@dataclass(frozen=True)
+class WarmTarget:
+    """The server's gateway cache, as recording ingestion's conversion process needs it (plain values:
+    it is handed to that process with its arguments)."""
+
+    folder: Path
+    max_bytes: int
+
+
+def warm_target(config: ServeConfig) -> WarmTarget | None:
+    """Where recording ingestion should warm the server's gateway cache, or None when it should not.
+
+    The condition: the server has a gateway (`upstream`), prewarming is on (`prewarm`, the default), and
+    finished recordings go by STOW-RS to that same DICOMweb root (`record.pacs.stow` equal to `upstream`,
+    a trailing / aside) - so the instance the first viewer asks the gateway for is the one stored. A DIMSE
+    target (host, port) cannot be matched to a DICOMweb root, so it is not warmed; a `record.pacs.stow`
+    that names this gateway's own /dicom-web needs no call: the gateway warms what is stored through it."""
     target = config.record.pacs
-    return bool(config.upstream and config.prewarm and target is not None and target.stow
-                and target.stow.rstrip("/") == config.upstream.rstrip("/"))
+    if not (config.upstream and config.prewarm and config.cache_dir and target is not None and target.stow
+            and target.stow.rstrip("/") == config.upstream.rstrip("/")):
+        return None
+    return WarmTarget(Path(config.cache_dir), config.cache_max_mb * 1024 * 1024)
 
 
-def prewarm_stored(config: ServeConfig, stored: Path) -> bool:
+def prewarm_stored(target: WarmTarget | None, stored: Path) -> bool:
     """For recording ingestion, once the PACS has stored the file at `stored`: warm the server's gateway
-    cache when `warms_after_ingest(config)`. Safe in a process of its own beside the server (the cache
-    is shared through atomic renames, dvqa.serve.cache). Never raises: a failure is logged, and the
-    first viewer then takes the cold path. True when the cache holds the instance."""
-    if not warms_after_ingest(config) or config.cache_dir is None:
+    cache (`target` from warm_target; None: nothing to do). Safe in a process of its own beside the
+    server (the cache is shared through atomic renames, dvqa.serve.cache). Never raises: a failure is
+    logged, and the first viewer then takes the cold path. True when the cache holds the instance."""
+    if target is None:
         return False
     try:
-        return prewarm(Cache(config.cache_dir, config.cache_max_mb * 1024 * 1024), stored)
+        return prewarm(Cache(target.folder, target.max_bytes), stored)
     except Exception as exc:  # the recording is stored all the same
         log.warning("could not prepare a stored recording for its first viewer (%s: %s)", type(exc).__name__, exc)
         return False
