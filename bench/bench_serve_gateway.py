@@ -68,7 +68,7 @@ def first_frame(browser, expect: str, timeout_s: float = 300) -> float:
         if found and expect in (found["src"] or ""):
             return found["t"]
         time.sleep(0.05)
-    raise SystemExit("OHIF's video never had its first frame")
+    raise SystemExit(f"OHIF's video never had its first frame (last seen: {browser.evaluate(_FIRST_FRAME)})")
 
 
 def long_instance(minutes: int) -> Path:
@@ -177,6 +177,7 @@ def _open_viewer(browser, site: str, ds, name: str, timeline: bool) -> dict[str,
     playing = browser.evaluate("performance.now() / 1000") if took >= 0 else float("nan")
     if timeline:
         _print_timeline(name, browser)
+    print(f"  {name}: first frame {shown:.2f} s", file=sys.stderr, flush=True)  # progress on a long run
     return {"first frame": shown, "playing": playing, **_answers(browser)}
 
 
@@ -229,6 +230,7 @@ def stow_row(pacs_http: str, orthanc_id: str, instance: Path, ds, scratch: Path,
                 raise SystemExit("the gateway never prepared the stored instance")
             time.sleep(0.05)
         prepared_s = time.monotonic() - answered
+        print(f"  STOW-RS answered in {stored_s:.2f} s, prepared {prepared_s:.2f} s later", file=sys.stderr, flush=True)
         with viewer.site(scratch / "ohif-stow", root, ohif_port) as site, \
                 Browser("--mute-audio", "--window-size=1280,800") as browser:
             row = (STOW_ROW, _open_viewer(browser, site, ds, STOW_ROW, timeline))
