@@ -18,8 +18,12 @@ Chromium (tests/cdp.py) on the instance's study: the time from the navigation's 
 metadata answer, to the gateway's first answer for the video, to OHIF's video having its first frame
 (readyState >= 2; its viewport draws it at the next animation frame) and to the video playing (its
 time advancing by 0.3 s, tests/viewer.py) - once with the gateway's cache empty (the first viewer of the video), once warm;
-both through WADO-RS and through Orthanc's file route (orthanc_rest). --repeat N does that N times, each
-with a fresh gateway and cache, and prints medians. The last line is the floor for a cold first frame
+both through WADO-RS and through Orthanc's file route (orthanc_rest). Then the product's path, "stored
+through the gateway (STOW-RS), first viewer": the instance is deleted from Orthanc, stored again with
+STOW-RS through a fresh gateway (which renders it into its cache once Orthanc has answered,
+dvqa.serve.prewarm), and once that is done OHIF is opened on it in a new browser (a fresh profile: OHIF's
+own JavaScript is not in the browser's cache, as in the "cache cold" rows; in the "cache warm" rows it
+is). --repeat N does all that N times, each with a fresh gateway and cache, and prints medians. The last line is the floor for a cold first frame
 that no gateway can beat: OHIF's own start-up plus Orthanc's first byte of the instance. On this
 2-core machine Orthanc, the gateway, Chromium and the client share the CPU: compare the rows, not the
 absolute rates.
@@ -64,7 +68,7 @@ def first_frame(browser, expect: str, timeout_s: float = 300) -> float:
         if found and expect in (found["src"] or ""):
             return found["t"]
         time.sleep(0.05)
-    raise SystemExit("OHIF's video never had its first frame")
+    raise SystemExit(f"OHIF's video never had its first frame (last seen: {browser.evaluate(_FIRST_FRAME)})")
 
 
 def long_instance(minutes: int) -> Path:
@@ -152,20 +156,87 @@ def viewer_rows(upstream: str, ds, scratch: Path, timeline: bool = False,
                 Browser("--mute-audio", "--window-size=1280,800") as browser:
             route = ", file route" if orthanc_rest else ""
             for name in (f"cache cold{route}", f"cache warm{route}"):
-                browser.navigate("about:blank")
-                browser.drain()
-                browser.events.clear()
-                browser.navigate(f"{site}/viewer?StudyInstanceUIDs={ds.StudyInstanceUID}")
-                shown = first_frame(browser, str(ds.SOPInstanceUID))
-                state, took = viewer.wait_playing(browser, str(ds.SOPInstanceUID), timeout_s=30)
-                # OHIF does not always start playing on its own (seen paused at readyState 4): nan then
-                playing = browser.evaluate("performance.now() / 1000") if took >= 0 else float("nan")
-                rows.append((name, {"first frame": shown, "playing": playing, **_answers(browser)}))
-                if timeline:
-                    _print_timeline(name, browser)
+                rows.append((name, _open_viewer(browser, site, ds, name, timeline)))
     finally:
         stop(gateway)
     return rows
+
+
+def _open_viewer(browser, site: str, ds, name: str, timeline: bool) -> dict[str, float]:
+    """Open OHIF on the instance's study; the times of _answers, the first frame and playing."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import viewer  # noqa: E402 - the test suite's OHIF site
+
+    browser.navigate("about:blank")
+    browser.drain()
+    browser.events.clear()
+    browser.navigate(f"{site}/viewer?StudyInstanceUIDs={ds.StudyInstanceUID}")
+    shown = first_frame(browser, str(ds.SOPInstanceUID))
+    state, took = viewer.wait_playing(browser, str(ds.SOPInstanceUID), timeout_s=30)
+    # OHIF does not always start playing on its own (seen paused at readyState 4): nan then
+    playing = browser.evaluate("performance.now() / 1000") if took >= 0 else float("nan")
+    if timeline:
+        _print_timeline(name, browser)
+    print(f"  {name}: first frame {shown:.2f} s", file=sys.stderr, flush=True)  # progress on a long run
+    return {"first frame": shown, "playing": playing, **_answers(browser)}
+
+
+STOW_ROW = "stored through the gateway (STOW-RS), first viewer"
+
+
+def stow_row(pacs_http: str, orthanc_id: str, instance: Path, ds, scratch: Path,
+             timeline: bool = False) -> tuple[tuple[str, dict[str, float]], float, float]:
+    """The instance stored again with STOW-RS through a fresh gateway, then opened in OHIF in a new
+    browser once the gateway has prepared it; returns the row, the STOW's seconds and the seconds from
+    its answer until the gateway's cache held the instance."""
+    import httpx
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    import viewer  # noqa: E402 - the test suite's OHIF site
+    from cdp import Browser  # noqa: E402
+
+    from dvqa.serve import entries
+
+    with urllib.request.urlopen(urllib.request.Request(f"{pacs_http}/instances/{orthanc_id}", method="DELETE"),
+                                timeout=60):
+        pass  # stored anew by the STOW below, not found already there
+    ohif_port = orthanc.free_port()
+    config = scratch / "serve-stow.yaml"
+    config.write_text(f"cors_origins: [http://127.0.0.1:{ohif_port}]\n")
+    cache = scratch / "stow-cache"
+    gateway, port = start_gateway(f"{pacs_http}/dicom-web", cache, config)
+    try:
+        root = f"http://127.0.0.1:{port}/dicom-web"
+        boundary = "dvqa-bench-boundary"
+
+        def body():
+            yield f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+            with open(instance, "rb") as source:
+                while piece := source.read(1 << 20):
+                    yield piece
+            yield f"\r\n--{boundary}--\r\n".encode()
+
+        started = time.monotonic()
+        answer = httpx.post(f"{root}/studies", content=body(), timeout=600, headers={
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+            "Accept": "application/dicom+json"})
+        stored_s = time.monotonic() - started
+        if answer.status_code != 200:
+            raise SystemExit(f"STOW-RS through the gateway answered {answer.status_code}: {answer.text[:200]}")
+        header = cache / f"{entries.header_key(str(ds.SOPInstanceUID))}.json"
+        answered = time.monotonic()
+        while not header.exists():  # written last, once the rendering and thumbnail are in the cache
+            if time.monotonic() - answered > 600:
+                raise SystemExit("the gateway never prepared the stored instance")
+            time.sleep(0.05)
+        prepared_s = time.monotonic() - answered
+        print(f"  STOW-RS answered in {stored_s:.2f} s, prepared {prepared_s:.2f} s later", file=sys.stderr, flush=True)
+        with viewer.site(scratch / "ohif-stow", root, ohif_port) as site, \
+                Browser("--mute-audio", "--window-size=1280,800") as browser:
+            row = (STOW_ROW, _open_viewer(browser, site, ds, STOW_ROW, timeline))
+    finally:
+        stop(gateway)
+    return row, stored_s, prepared_s
 
 
 def _print_timeline(name: str, browser) -> None:
@@ -234,31 +305,39 @@ def main() -> None:
             finally:
                 stop(gateway)
         runs: list[tuple[str, dict[str, float]]] = []
+        stows: list[tuple[float, float]] = []
         for number in range(0 if args.no_viewer else args.repeat):
             folder = Path(scratch) / f"viewer-{number}"
             folder.mkdir()
             runs += [*viewer_rows(f"{pacs['http']}/dicom-web", ds, folder, args.timeline),
                      *viewer_rows(f"{pacs['http']}/dicom-web", ds, folder, args.timeline, pacs["http"])]
+            row, *times = stow_row(pacs["http"], orthanc_id, instance, ds, folder, args.timeline)
+            runs.append(row)
+            stows.append(tuple(times))
     print(f"{args.minutes} min 1080p30 H.264, {instance.stat().st_size / 1e6:.0f} MB DICOM, "
           f"{int(ds.NumberOfFrames)} frames")
     print(f"{'':<27} {'first byte s':>12} {'total s':>8} {'MB':>6} {'MB/s':>6}")
     for name, first, total, size in rows:
         print(f"{name:<27} {first:>12.2f} {total:>8.2f} {size / 1e6:>6.0f} {size / 1e6 / total:>6.0f}")
     print("dvqa serve peak RSS: " + ", ".join(f"{mb:.0f} MB{route}" for route, mb in rss.items()))
+    if stows:
+        print(f"STOW-RS of the instance through the gateway: answered in {_median([s for s, _ in stows]):.2f} s, "
+              f"in the gateway's cache {_median([p for _, p in stows]):.2f} s after the answer (medians of "
+              f"{len(stows)}); the OHIF row below is timed from then, in a new browser")
     if runs:
         print(f"seconds from opening the OHIF viewer URL to: its first DICOMweb request (the end of its own "
               "start-up), the metadata and /rendered answers, the video's first frame, playing; and from its "
               f"first request to the first frame (the gateway's and the PACS's share); medians of {args.repeat}, "
               "first frame's range in brackets")
         keys = ("asks", "metadata", "rendered", "first frame", "playing")
-        print(f"{'':<23} " + " ".join(f"{k:>11}" for k in keys) + f" {'asks->frame':>11} {'first frame range':>17}")
+        print(f"{'':<51} " + " ".join(f"{k:>11}" for k in keys) + f" {'asks->frame':>11} {'first frame range':>17}")
         for name in dict.fromkeys(name for name, _ in runs):
             measured = [times for row, times in runs if row == name]
             for times in measured:
                 times["asks->frame"] = times.get("first frame", float("nan")) - times.get("asks", float("nan"))
             middle = {k: _median([t.get(k, float("nan")) for t in measured]) for k in (*keys, "asks->frame")}
             frames = [t.get("first frame", float("nan")) for t in measured]
-            print(f"{name:<23} " + " ".join(f"{middle[k]:>11.2f}" for k in (*keys, "asks->frame"))
+            print(f"{name:<51} " + " ".join(f"{middle[k]:>11.2f}" for k in (*keys, "asks->frame"))
                   + f" {f'[{min(frames):.2f}-{max(frames):.2f}]':>17}")
         asks = _median([t.get("asks", float("nan")) for _, t in runs])
         print(f"floor for a cold first frame: OHIF's start-up ({asks:.2f} s, median) + Orthanc's own first byte of "

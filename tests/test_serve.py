@@ -113,7 +113,9 @@ def ohif_port() -> int:
 def gateway(orthanc, ohif_port, tmp_path_factory):
     folder = tmp_path_factory.mktemp("gateway")
     config = folder / "serve.yaml"  # the viewer is served from another origin: CORS for it only
-    config.write_text(f"cors_origins: [http://127.0.0.1:{ohif_port}]\n")
+    # a viewer's first visit (the cold path) is what these tests exercise: the STOW-RS of `stored` does not
+    # prewarm here (that is tests/test_serve_prewarm.py)
+    config.write_text(f"cors_origins: [http://127.0.0.1:{ohif_port}]\nprewarm: false\n")
     served = Gateway(folder, f"{orthanc['http']}/dicom-web", "--config", str(config))
     yield served
     assert served.stop() == 0

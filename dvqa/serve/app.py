@@ -76,7 +76,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         upstream = Upstream.create(config.upstream, config.connect_timeout_s, config.read_timeout_s,
                                    orthanc_rest=config.orthanc_rest)
         cache = Cache(config.cache_dir, config.cache_max_mb * 1024 * 1024)  # type: ignore[arg-type]
-        gateway = Gateway(upstream, cache, config.public_url)
+        gateway = Gateway(upstream, cache, config.public_url, prewarm=config.prewarm)
     recordings = Recordings(config.record)
 
     @contextlib.asynccontextmanager

@@ -4,15 +4,25 @@ The files hold patient pictures, so the folder is created 0700 and every file 06
 (never by a UID or a name). The cache is bounded: after each new entry the least recently used ones
 are removed until the total is under the limit. A SOP Instance UID names one immutable instance
 (PS3.3 C.12.1.1.1), so an entry never goes stale; it only ages out.
+
+More than one process may write one cache (the server, and recording ingestion's conversion process
+warming it, dvqa.serve.prewarm): entries appear only by rename, a temporary file's name holds its
+writer's process id and a random part (two writers of one entry never share one), the start-up's
+clean-up removes only what a process that is gone left (or what nobody touched for STALE_S), and the
+trim takes an entry another process removed in the meantime in its stride.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import secrets
+import time
 from pathlib import Path
 
 from dvqa.core.errors import EnvironmentProblem
+
+STALE_S = 3600  # a temporary file not written for this long is an interrupted run's, whoever's it was
 
 
 class Cache:
@@ -33,8 +43,9 @@ class Cache:
         except OSError as exc:
             raise EnvironmentProblem(f"{folder}: cannot create the cache folder ({exc.strerror}); give a "
                                      "writable cache_dir in the config file.") from None
-        for stale in self.work.iterdir():  # what an interrupted run left behind
-            stale.unlink(missing_ok=True)
+        for left in self.work.iterdir():  # what an interrupted run left behind (never a live writer's)
+            if _stale(left):
+                left.unlink(missing_ok=True)
 
     @staticmethod
     def key(*parts: str) -> str:
@@ -44,7 +55,8 @@ class Cache:
         return self.folder / f"{key}{suffix}"
 
     def temporary(self, key: str, suffix: str) -> Path:
-        return self.work / f"{key}.{os.getpid()}{suffix}"
+        """A new name in the work folder: the writer's process id (see _stale) and a random part."""
+        return self.work / f"{key}.{os.getpid()}.{secrets.token_hex(6)}{suffix}"
 
     def get(self, key: str, suffix: str) -> Path | None:
         """The entry if it is complete (entries appear only by rename), marked as just used."""
@@ -66,8 +78,11 @@ class Cache:
     def trim(self, keep: Path | None = None) -> None:
         entries = []
         for path in self.folder.iterdir():
-            if path.is_file():
-                stat = path.stat()
+            try:
+                stat = path.lstat()
+            except FileNotFoundError:  # trimmed by another process since the listing
+                continue
+            if stat.st_mode & 0o170000 == 0o100000:  # a regular file (the work folder is not an entry)
                 entries.append((stat.st_mtime, stat.st_size, path))
         total = sum(size for _, size, _ in entries)
         for _, size, path in sorted(entries):
@@ -76,6 +91,27 @@ class Cache:
             if path != keep:
                 path.unlink(missing_ok=True)
                 total -= size
+
+
+def _stale(path: Path) -> bool:
+    """True when the temporary file's writer (the process id in its name) has ended, or nobody has
+    written it for STALE_S (a process id used again after a restart)."""
+    try:
+        pid = int(path.name.split(".")[1])
+        age = time.time() - path.lstat().st_mtime
+    except (IndexError, ValueError):
+        return True
+    except FileNotFoundError:
+        return False
+    if age > STALE_S:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # a live process of another user (a cache folder is one user's)
+        return False
+    return False
 
 
 def private_file(path: Path) -> int:

@@ -18,6 +18,7 @@ The YAML file (every key optional)::
     public_url: https://viewer.example.org/dicom-web   # how clients reach the gateway, when behind a proxy
     orthanc_rest: http://127.0.0.1:8042   # Orthanc only: read instances from its REST API (first byte sooner)
     cors_origins: [https://viewer.example.org]          # web viewers served from another origin
+    prewarm: true     # a video stored through the gateway (STOW-RS) is rendered into the cache at once
     record: {...}                                       # recording ingestion (dvqa.serve.record_settings)
 """
 
@@ -54,6 +55,7 @@ class ServeConfig:
     public_url: str = ""
     cors_origins: tuple[str, ...] = ()
     orthanc_rest: str = ""  # an Orthanc upstream's REST root: instances are read from its own file route
+    prewarm: bool = True  # what is stored through the gateway is rendered at once (dvqa.serve.prewarm)
     record: RecordSettings = RecordSettings()
 
     def checked(self) -> "ServeConfig":
@@ -77,6 +79,8 @@ class ServeConfig:
             raise UsageError("cache_max_mb and the timeouts must be positive.")
         if self.orthanc_rest and not self.orthanc_rest.startswith(("http://", "https://")):
             raise UsageError("orthanc_rest: give the Orthanc server's REST root, such as http://127.0.0.1:8042.")
+        if not isinstance(self.prewarm, bool):
+            raise UsageError("prewarm: give true or false.")
         origins = (self.cors_origins,) if isinstance(self.cors_origins, str) else tuple(self.cors_origins)
         if any(not str(o).startswith(("http://", "https://")) or str(o).count("/") != 2 for o in origins):
             raise UsageError("cors_origins: give origins such as https://viewer.example.org (scheme and host, "

@@ -30,7 +30,9 @@ GATEWAY_ROUTES = {
                    "BulkDataURI for video instances, and URLs naming the upstream are rewritten to the gateway's; "
                    "the metadata of a study, series or instance whose instances are all videos is made from the "
                    "instances' own headers (PS3.18 Annex F), listed by the PACS's QIDO-RS answer to the client and "
-                   "used only while that answer's attributes agree with them.",
+                   "used only while that answer's attributes agree with them. A STOW-RS request's body is copied "
+                   "on its way (at most the cache's size), and once the PACS's answer has been sent, the video "
+                   "instances that answer lists as stored are rendered into the cache (prewarm, on by default).",
 }
 RECORD_LIMITS = ("max_chunk_mb", "max_recording_mb", "max_recordings", "conversions", "idle_expiry_s")
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import re
 from collections import OrderedDict
 from pathlib import Path
@@ -35,14 +34,15 @@ from starlette.routing import Route, Router
 
 from dvqa.dicom.iod import VideoIOD
 from dvqa.dicom.syntaxes import VideoSyntax
-from dvqa.serve import metadata, remux
+from dvqa.serve import metadata, remux, stow
 from dvqa.serve.cache import Cache, private_file
-from dvqa.serve.render import SUFFIX, RenderJob
+from dvqa.serve.entries import (RENDER_VERSION, THUMBNAIL_QUALITY, THUMBNAIL_SIZE, picture_key, progressive_key,
+                                read_header, rendered_key, store_header)
+from dvqa.serve.render import SUFFIX, RenderJob, write_progressive
 from dvqa.serve.upstream import HOP_BY_HOP, InstanceBody, Upstream, UpstreamError
 
 log = logging.getLogger("dvqa.serve")
 
-RENDER_VERSION = "2"  # part of every ETag: a change to how videos are rendered changes it
 VIDEO_SOP_CLASSES = {iod.sop_class for iod in VideoIOD}
 AVAILABLE_TRANSFER_SYNTAX = "00083002"
 PIXEL_DATA = "7FE00010"
@@ -64,10 +64,12 @@ def one_line(error: UpstreamError) -> Response:
 class Gateway:
     """The routes under /dicom-web and what they share: the upstream client, the cache, the jobs."""
 
-    def __init__(self, upstream: Upstream, cache: Cache, public_url: str = "") -> None:
+    def __init__(self, upstream: Upstream, cache: Cache, public_url: str = "", prewarm: bool = True) -> None:
         self.upstream = upstream
         self.cache = cache
         self.public_url = public_url
+        self.prewarm = prewarm  # STOW-RS through the gateway: what the upstream stored is rendered at once
+        self.prewarming: set[asyncio.Future] = set()
         self.jobs: dict[str, RenderJob] = {}
         self.syntaxes: OrderedDict[str, str] = OrderedDict()
         self.probing: dict[str, asyncio.Future] = {}  # SOP Instance UID -> its transfer syntax, being learnt
@@ -89,6 +91,10 @@ class Gateway:
         if rewrite:
             headers.pop("accept-encoding", None)  # the JSON is read and changed: ask for it uncompressed
         body = request.stream() if request.method in ("POST", "PUT", "PATCH") else None
+        tee = stow.Tee.of(request.method, path, request.headers.get("content-type", ""), self.cache) \
+            if self.prewarm else None
+        if tee is not None:
+            body = tee.copy(body)  # type: ignore[arg-type]
         if rewrite and path.rstrip("/").endswith("metadata"):
             made = await self._video_metadata(path.rstrip("/"), request)
             if made is not None:
@@ -96,6 +102,8 @@ class Gateway:
         try:
             response = await self.upstream.open(request.method, path, request.url.query, headers, body)
         except UpstreamError as exc:
+            if tee is not None:
+                tee.discard()
             return one_line(exc)
         kept = {k: v for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP}
         if rewrite and response.status_code == 200 and "json" in response.headers.get("content-type", ""):
@@ -111,15 +119,40 @@ class Gateway:
             kept.pop("content-length", None)
             kept.pop("etag", None)  # the body changed
             return Response(json.dumps(data), status_code=200, headers=kept)
+        if tee is not None:  # the answer as the upstream sent it; the stored videos are rendered after it
+            return StreamingResponse(self._relay(response, tee), status_code=response.status_code,
+                                     headers=kept, background=BackgroundTask(self._after_stow, response, tee))
         return StreamingResponse(self._relay(response), status_code=response.status_code, headers=kept,
                                  background=BackgroundTask(response.aclose))
 
-    async def _relay(self, response: httpx.Response):
+    async def _relay(self, response: httpx.Response, tee: stow.Tee | None = None):
+        """The upstream's answer as it comes (for a STOW-RS request, kept in `tee.answer` as well: its
+        copy is discarded unless the answer reached the client whole)."""
+        relayed = False
         try:
             async for chunk in response.aiter_raw():
+                if tee is not None and len(tee.answer) < stow.ANSWER_LIMIT:
+                    tee.answer += chunk
                 yield chunk
+            relayed = True
         except httpx.HTTPError as exc:  # cut short: end the connection without the final chunk
             raise RuntimeError(str(self.upstream.failure(exc))) from None
+        finally:
+            if tee is not None and not relayed:
+                tee.discard()
+
+    async def _after_stow(self, response: httpx.Response, tee: stow.Tee) -> None:
+        """Once the STOW-RS answer has been sent: render (in a worker thread) the instances the upstream
+        says it stored; the client's answer is never waited for or changed, a failure only logged."""
+        await response.aclose()
+        stored = tee.stored(response.status_code, response.headers.get("content-type", ""),
+                            response.headers.get("content-encoding", ""))
+        if not stored:
+            tee.discard()
+            return
+        task = asyncio.ensure_future(asyncio.to_thread(tee.prewarm, stored))
+        self.prewarming.add(task)
+        task.add_done_callback(self.prewarming.discard)
 
     # -- metadata and QIDO ---------------------------------------------------------------------
     def _base(self, request: Request) -> str:
@@ -221,7 +254,7 @@ class Gateway:
             return None
         if remux.renderable(syntax) is None:
             return None
-        job = self.jobs.get(self.cache.key("rendered", RENDER_VERSION, instance))
+        job = self.jobs.get(rendered_key(instance))
         if job is not None:
             await job.header_read.wait()
             if job.header is not None and job.error is None:
@@ -232,13 +265,9 @@ class Gateway:
         """The header's metadata, made once (by whichever of the job and a metadata request asks first)."""
         return self._kept_header(instance) or self._remember_header(instance, metadata.dicom_json(header))
 
-    def _store_header(self, instance: str, made: dict) -> None:
-        """Keep the instance's metadata on disk beside its rendering (read again after a restart)."""
-        key = self.cache.key("header", RENDER_VERSION, instance)
-        temporary = self.cache.temporary(key, ".json")
-        with open(private_file(temporary), "wb") as out:
-            out.write(json.dumps(made).encode())
-        self.cache.put(temporary, key, ".json")
+    def _store_header(self, instance: str, syntax: str, made: dict) -> None:
+        """Keep the instance's transfer syntax and metadata on disk beside its rendering."""
+        store_header(self.cache, instance, syntax, made)
 
     def _remember_header(self, instance: str, made: dict) -> dict:
         self.headers[instance] = made
@@ -251,22 +280,19 @@ class Gateway:
         if instance in self.headers:
             self.headers.move_to_end(instance)
             return self.headers[instance]
-        path = self.cache.get(self.cache.key("header", RENDER_VERSION, instance), ".json")
-        if path is None:
+        kept = read_header(self.cache, instance)
+        if kept is None:
             return None
-        try:
-            made = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
+        syntax, made = kept
+        self._remember_syntax(instance, syntax)
         self._remember_header(instance, made)
         return made
 
     async def transfer_syntax(self, study: str, series: str, instance: str, authorization: str | None,
                               prefetch: bool = False) -> str:
         """The instance's transfer syntax: remembered, being learnt (awaited), or learnt now."""
-        known = self.syntaxes.get(instance)
+        known = self._known_syntax(instance)
         if known is not None:
-            self.syntaxes.move_to_end(instance)
             return known
         pending = self.probing.get(instance)
         if pending is None:
@@ -275,6 +301,22 @@ class Gateway:
             pending.add_done_callback(lambda done: (self.probing.pop(instance, None),
                                                     done.cancelled() or done.exception()))
         return await asyncio.shield(pending)
+
+    def _known_syntax(self, instance: str) -> str | None:
+        """The transfer syntax remembered, or kept on disk with the instance's header (no retrieve)."""
+        known = self.syntaxes.get(instance)
+        if known is not None:
+            self.syntaxes.move_to_end(instance)
+            return known
+        if self._kept_header(instance) is not None:  # reading it remembers the syntax
+            return self.syntaxes.get(instance)
+        return None
+
+    def _remember_syntax(self, instance: str, syntax: str) -> None:
+        self.syntaxes[instance] = syntax
+        self.syntaxes.move_to_end(instance)
+        if len(self.syntaxes) > _KNOWN_SYNTAXES:
+            self.syntaxes.popitem(last=False)
 
     async def _learn(self, study: str, series: str, instance: str, authorization: str | None,
                      prefetch: bool) -> str:
@@ -290,9 +332,7 @@ class Gateway:
                      authorization: str | None) -> tuple[str, InstanceBody]:
         """The instance's transfer syntax (remembered) and its retrieve, still open."""
         syntax, body = await self.upstream.probe(study, series, instance, authorization)
-        self.syntaxes[instance] = syntax
-        if len(self.syntaxes) > _KNOWN_SYNTAXES:
-            self.syntaxes.popitem(last=False)
+        self._remember_syntax(instance, syntax)
         return syntax, body
 
     def _job(self, uids: tuple[str, str, str], syntax: VideoSyntax, authorization: str | None,
@@ -300,9 +340,9 @@ class Gateway:
         """The cached rendering, the job making it, or a new job (reading on from `body` if given; a
         `body` not needed is closed)."""
         instance = uids[2]
-        key = self.cache.key("rendered", RENDER_VERSION, instance)
+        key = rendered_key(instance)
         suffix = SUFFIX[remux.MEDIA_TYPE[syntax.codec]]
-        found: RenderJob | Path | None = (self.cache.get(self._progressive_key(instance), suffix)
+        found: RenderJob | Path | None = (self.cache.get(progressive_key(instance), suffix)
                                           or self.cache.get(key, suffix) or self.jobs.get(key))
         if found is not None:
             if body is not None:
@@ -320,7 +360,7 @@ class Gateway:
             made = self._header_of(instance, job.header)
             await job.finished.wait()
             if job.error is None:
-                self._store_header(instance, made)
+                self._store_header(instance, job.syntax.uid, made)
             else:
                 self.headers.pop(instance, None)
 
@@ -333,17 +373,13 @@ class Gateway:
         asyncio.ensure_future(make_progressive())
         return job
 
-    @staticmethod
-    def _progressive_key(instance: str) -> str:
-        return Cache.key("progressive", RENDER_VERSION, instance)
-
     async def _progressive(self, instance: str, fragmented: Path) -> None:
         """Replace a finished fragmented MP4 in the cache with the same pictures as a progressive MP4
         (its index first, remux.progressive): what later viewers get, with byte ranges to seek by."""
-        key = self._progressive_key(instance)
+        key = progressive_key(instance)
         temporary = self.cache.temporary(key, ".mp4")
         try:
-            await asyncio.to_thread(_write_progressive, fragmented, temporary)
+            await asyncio.to_thread(write_progressive, fragmented, temporary)
         except Exception as exc:  # the fragmented file still serves
             temporary.unlink(missing_ok=True)
             log.warning("could not index a rendering for seeking (%s)", type(exc).__name__)
@@ -384,7 +420,7 @@ class Gateway:
             await self._allowed(study, series, instance, authorization)
             if instance in self.probing:  # a metadata request is learning it (and may start the rendering)
                 await asyncio.shield(self.probing[instance])
-            known = self.syntaxes.get(instance)
+            known = self._known_syntax(instance)
             if known is None:  # one retrieve: the transfer syntax from its start, the video from the rest
                 known, body = await self._probe(study, series, instance, authorization)
         except UpstreamError as exc:
@@ -408,7 +444,7 @@ class Gateway:
             return PlainTextResponse(f"this instance renders as {media_type} only\n", status_code=406)
         # the fragmented and the progressive file hold the same pictures in different bytes: a range of
         # one must never be taken for a range of the other (If-Range, RFC 9110 §13.1.5)
-        form = "p" if isinstance(found, Path) and found.name.startswith(self._progressive_key(instance)) else "f"
+        form = "p" if isinstance(found, Path) and found.name.startswith(progressive_key(instance)) else "f"
         etag = f'"{self.cache.key("etag", RENDER_VERSION, instance)}-{form}"'
         headers = {"etag": etag, "cache-control": "private, max-age=86400"}
         if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
@@ -430,7 +466,7 @@ class Gateway:
         return StreamingResponse(job.tail(), media_type=media_type, headers=headers)
 
     async def thumbnail(self, request: Request) -> Response:
-        return await self._picture(request, None, size=256, quality=85)
+        return await self._picture(request, None, size=THUMBNAIL_SIZE, quality=THUMBNAIL_QUALITY)
 
     async def frame_rendered(self, request: Request) -> Response:
         """One frame of a video instance as image/jpeg (PS3.18 §8.3.5: rendered frames; frame numbers
@@ -466,8 +502,7 @@ class Gateway:
         else:
             media = found
             codec = "mpeg2video" if found.suffix == ".mpg" else "h264"  # the MP4 demuxer reads H.264 and HEVC
-        what = "thumbnail" if index is None else f"frame-{index + 1}-{size}-{quality}"
-        key = self.cache.key(what, RENDER_VERSION, request.path_params["instance"])
+        key = picture_key(request.path_params["instance"], None if index is None else index + 1, size, quality)
         cached = self.cache.get(key, ".jpg")
         if cached is None:
             try:
@@ -482,11 +517,6 @@ class Gateway:
                 out.write(picture)
             cached = self.cache.put(temporary, key, ".jpg")
         return FileResponse(cached, media_type="image/jpeg", headers={"cache-control": "private, max-age=86400"})
-
-
-def _write_progressive(fragmented: Path, temporary: Path) -> None:
-    os.close(private_file(temporary))  # made 0600 in the cache's private work folder, then written by name
-    remux.progressive(fragmented, temporary)
 
 
 def _media_type(found: RenderJob | object) -> str:

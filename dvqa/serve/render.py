@@ -24,7 +24,7 @@ from pydicom.dataset import Dataset
 from dvqa.core.errors import DvqaError, InputError
 from dvqa.dicom.syntaxes import VideoSyntax
 from dvqa.serve import liveremux, remux
-from dvqa.serve.cache import Cache
+from dvqa.serve.cache import Cache, private_file
 from dvqa.serve.dicomstream import DicomStream
 from dvqa.serve.upstream import InstanceBody, Upstream, UpstreamError
 
@@ -158,3 +158,9 @@ class RenderJob:
                 await asyncio.sleep(POLL_S)
         finally:
             os.close(fd)
+
+
+def write_progressive(fragmented: Path, temporary: Path) -> None:
+    """The progressive form of a finished fragmented MP4 (dvqa.serve.remux.progressive) at `temporary`."""
+    os.close(private_file(temporary))  # made 0600 in the cache's private work folder, then written by name
+    remux.progressive(fragmented, temporary)
