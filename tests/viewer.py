@@ -108,20 +108,29 @@ def video_state(browser: Browser) -> dict | None:
                             "error: v.error && v.error.code, width: v.videoWidth, height: v.videoHeight}; })()")
 
 
-def wait_playing(browser: Browser, expect: str, timeout_s: float = 60) -> tuple[dict | None, float]:
+def wait_playing(browser: Browser, expect: str, timeout_s: float = 60,
+                 press_play_after_s: float = 5.0) -> tuple[dict | None, float]:
     """Wait until the video whose source names `expect` (a SOP Instance UID) has all it needs (readyState
-    4) and its time has advanced by 0.3 s; returns the last state and the seconds it took (-1: never)."""
-    started, first_time = time.monotonic(), None
+    4) and its time has advanced by 0.3 s; returns the last state and the seconds it took (-1: never).
+
+    OHIF 3.13 now and then leaves a loaded video paused at its first frame (seen in about one run in
+    twenty, any syntax): after `press_play_after_s` at readyState 4 and paused, play() is called as the
+    user's play button would, and the state says so ("pressed_play": True)."""
+    started, first_time, ready_at, pressed = time.monotonic(), None, None, False
     state = None
     while time.monotonic() - started < timeout_s:
         state = video_state(browser)
         if state and expect in (state["src"] or "") and state["readyState"] == 4:
+            ready_at = ready_at or time.monotonic()
             if first_time is None:
                 first_time = state["currentTime"]
             elif state["currentTime"] - first_time >= 0.3:
-                return state, time.monotonic() - started
+                return state | {"pressed_play": pressed}, time.monotonic() - started
+            if state["paused"] and not pressed and time.monotonic() - ready_at >= press_play_after_s:
+                browser.evaluate(f"(() => {{ const v = {_VIDEO}; v && v.play(); }})()")
+                pressed = True
         time.sleep(0.25)
-    return state, -1.0
+    return (state | {"pressed_play": pressed}) if state else state, -1.0
 
 
 def grab(browser: Browser, seconds: float) -> np.ndarray:
