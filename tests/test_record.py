@@ -809,3 +809,33 @@ def test_with_a_scheduler_ended_recordings_are_converted_on_a_dask_cluster_and_s
     assert records[0]["output"]["sha256"] == hashlib.sha256(Path(result["dicom"]).read_bytes()).hexdigest()
     assert records[1]["input"]["sha256"] == records[0]["output"]["sha256"]
     assert result["validation"]["layers"]["stream"] == "ran"  # converted elsewhere and signed here: read again
+
+
+def test_a_recording_stored_by_stow_to_the_gateways_pacs_is_ready_for_its_first_viewer(served, orthanc) -> None:
+    """With the gateway's upstream as the recordings' STOW-RS target, the ingest process prepares the gateway
+    cache (dvqa.serve.prewarm) before it removes the stored file: the header with its transfer syntax and the
+    playable MP4 are there before any viewer asks, and the gateway answers from them."""
+    from dvqa.serve import entries
+    root = f"{orthanc['http']}/dicom-web"
+    server = served({"pacs": {"stow": root, "retries": 0}}, upstream=root)
+    chunks = pieces(PASSTHROUGH)
+    with server.client() as client:
+        created = client.post("/recordings", json={"patient_name": "Doe^Jane", "patient_id": "P-31"})
+        assert created.status_code == 201, created.text
+        rid = created.json()["id"]
+        for n, data in enumerate(chunks):
+            assert put(client, rid, n, data).status_code == 201
+        assert end(client, rid, chunks).status_code == 202
+        result = finished(client, rid)["result"]
+        assert result["stored"] is True, result
+        uids = result["uids"]
+        header = server.folder / "cache" / f"{entries.header_key(uids['instance'])}.json"
+        deadline = time.monotonic() + 30  # written after the client has its result, before the file is removed
+        while not header.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert header.exists()
+        assert (server.folder / "cache" / f"{entries.progressive_key(uids['instance'])}.mp4").exists()
+        rendered = client.get(f"/dicom-web/studies/{uids['study']}/series/{uids['series']}/instances/"
+                              f"{uids['instance']}/rendered", headers={"Accept": "video/mp4"})
+    assert rendered.status_code == 200 and rendered.headers["content-type"] == "video/mp4"
+    assert rendered.content[4:8] == b"ftyp"

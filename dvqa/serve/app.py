@@ -26,6 +26,7 @@ from dvqa.serve.config import ServeConfig
 from dvqa.serve.gateway import Gateway
 from dvqa.serve.record_api import ScopedCors, is_recording_path, page_router, recorder_cors
 from dvqa.serve.record_api import router as recordings_router
+from dvqa.serve.prewarm import warm_target
 from dvqa.serve.recordings import Recordings
 from dvqa.serve.upstream import Upstream
 
@@ -77,7 +78,7 @@ def create_app(config: ServeConfig) -> FastAPI:
                                    orthanc_rest=config.orthanc_rest)
         cache = Cache(config.cache_dir, config.cache_max_mb * 1024 * 1024)  # type: ignore[arg-type]
         gateway = Gateway(upstream, cache, config.public_url, prewarm=config.prewarm)
-    recordings = Recordings(config.record)
+    recordings = Recordings(config.record, warm_target(config))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):

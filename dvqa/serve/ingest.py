@@ -25,6 +25,7 @@ from dvqa.core import signals
 from dvqa.core.errors import DvqaError, ExitCode, UsageError
 from dvqa.core.findings import Severity
 from dvqa.dicom.iod import Metadata
+from dvqa.serve.prewarm import WarmTarget, prewarm_stored
 from dvqa.serve.record_settings import PacsTarget, RecordSettings
 from dvqa.serve.spool import REPORT_KINDS, ChunkFeed, RecordingFolder, Spool
 from dvqa.trust.audit import AuditLog, check_key, record_hash
@@ -101,9 +102,12 @@ def conversion_options(request: dict, settings: RecordSettings, recording_id: st
         audit=audit)
 
 
-def run(folder: str, settings: RecordSettings, spool_root: str, server_pid: int, remote: dict | None = None) -> None:
+def run(folder: str, settings: RecordSettings, spool_root: str, server_pid: int, remote: dict | None = None,
+        warm: WarmTarget | None = None) -> None:
     """The process's work (see the module); writes result.json unless it was stopped. `remote`: the outcome of
-    the conversion on a Dask cluster (dvqa.serve.remote), which this process completes instead of converting."""
+    the conversion on a Dask cluster (dvqa.serve.remote), which this process completes instead of converting.
+    `warm`: the server's gateway cache, prepared with a stored recording after the client has its result and
+    before the file is removed (dvqa.serve.prewarm.warm_target says when)."""
     signals.install()  # SIGTERM/SIGINT: Interrupted, which the conversion records before it ends
     threading.Thread(target=_warm_up, daemon=True).start()
     recording = RecordingFolder(Path(folder))
@@ -123,6 +127,8 @@ def run(folder: str, settings: RecordSettings, spool_root: str, server_pid: int,
             # GET of a report waits for it)
             result["reports"] = {kind: "writing" for kind in REPORT_KINDS}
             recording.finish(result)
+            if result.get("stored"):
+                prewarm_stored(warm, spool.dicom / f"{recording.id}.dcm")
             discard_stored(result, spool, recording.id)
             result["reports"] = reports(recording, converted)
             recording.write_result(result)

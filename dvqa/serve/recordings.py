@@ -38,6 +38,7 @@ from fastapi import HTTPException
 from dvqa.core import outputs
 from dvqa.core.errors import DvqaError
 from dvqa.serve import ingest, remote
+from dvqa.serve.prewarm import WarmTarget
 from dvqa.serve.record_settings import RecordSettings
 from dvqa.serve.spool import Conflict, RecordingFolder, Spool
 
@@ -74,8 +75,9 @@ class Recording:
 class Recordings:
     """Every recording of this server, their conversion processes and their expiry."""
 
-    def __init__(self, settings: RecordSettings) -> None:
+    def __init__(self, settings: RecordSettings, warm: WarmTarget | None = None) -> None:
         self.settings = settings
+        self.warm = warm  # the gateway cache a stored recording is prepared in for its first viewer
         self.spool: Spool | None = None
         if settings.enabled:  # every mistake here is named before the server starts listening
             assert settings.spool_dir is not None
@@ -192,7 +194,8 @@ class Recordings:
             recording.conversion = "running"
             process = self.context.Process(  # daemonic: should the server end without stop(), it is stopped too
                 target=ingest.run, name=f"dvqa-record-{recording.id[:8]}", daemon=True,
-                args=(str(recording.folder.path), self.settings, str(self.spool.root), os.getpid(), remote_outcome))
+                args=(str(recording.folder.path), self.settings, str(self.spool.root), os.getpid(), remote_outcome,
+                      self.warm))
             recording.process = process
             await asyncio.to_thread(process.start)
             if self.stopping:  # the server began to stop while this process was starting
