@@ -42,7 +42,7 @@ from dvqa.convert.pipeline import (
 )
 from dvqa.core import outputs
 from dvqa.core.errors import DvqaError, InputError, UsageError
-from dvqa.quality.meter import BackgroundMeter, QualityMeter, QualityResult, WrittenStreamMeter, own_copy
+from dvqa.quality.meter import QualityMeter, QualityResult, WrittenStreamMeter
 from dvqa.video.encode import Encoder, FrameShaper, settings_for
 from dvqa.video.growing import Growing
 from dvqa.video.live_timing import LiveSchedule
@@ -151,7 +151,6 @@ class _Encoding:
         self.copy_refusal = ""  # why the start of the stream may not pass through, when it was judged
         self.notes: list[str] = []  # how copying was decided
         self.encoder: Encoder | None = None
-        self.checker: BackgroundMeter | None = None  # made with the encoder
 
     @property
     def copying(self) -> bool:
@@ -187,20 +186,15 @@ class _Encoding:
             self.shaper = FrameShaper(self.width, self.height, self.settings.pix_fmt, self.settings.color_range,
                                       self.source_range)
             self.meter = QualityMeter(self.width, self.height, self.settings.pix_fmt, self.ssim) if self.ssim else None
-            self.checker = BackgroundMeter(WrittenStreamMeter(self.syntax.codec, self.meter)) if self.meter else None
+            self.checker = WrittenStreamMeter(self.syntax.codec, self.meter) if self.meter else None
             self.encoder = Encoder(self.settings, self.width, self.height, self.schedule.rate, self.stream_file,
                                    self.stream_path, on_packet=self.checker.written if self.checker else None)
         shaped = self.shaper.shape(frame)
-        self.encoder.encode(shaped, index)
-        if self.checker:  # handed over once the encoder has it (dvqa.quality.meter.BackgroundMeter)
-            place = self.shaper.placement(frame.width, frame.height)
-            self.checker.expect(index, source, self.schedule.times[source], self.schedule.output_pts(index),
-                                own_copy(shaped) if shaped is frame else shaped, place.picture)
-
-    def close(self) -> None:
-        """Stop the scoring thread (before a failure parks its decoder: dvqa.video.threads)."""
         if self.checker:
-            self.checker.close()
+            place = self.shaper.placement(frame.width, frame.height)
+            self.checker.expect(index, source, self.schedule.times[source], self.schedule.output_pts(index), shaped,
+                                place.picture)
+        self.encoder.encode(shaped, index)
 
 
 def _live(reader: Growing, source: Path, output: Path, options: ConvertOptions, progress: Progress | None,
@@ -291,18 +285,6 @@ def _open(reader: Growing, source: Path) -> tuple[av.container.InputContainer, S
 def _convert_stream(reader: Growing, source: Path, options: ConvertOptions, stream_file, stream_path: Path,
                     progress: Progress | None, may_copy: bool, on_no_copy: Callable[[], None], refusal: str = "",
                     pinned: PinnedRate | None = None) -> _Done | _CopyRefused:
-    made: list[_Encoding] = []
-    try:
-        return _convert_stream_made(reader, source, options, stream_file, stream_path, progress, may_copy,
-                                    on_no_copy, refusal, pinned, made.append)
-    finally:
-        for encoding in made:
-            encoding.close()
-
-
-def _convert_stream_made(reader: Growing, source: Path, options: ConvertOptions, stream_file, stream_path: Path,
-                         progress: Progress | None, may_copy: bool, on_no_copy: Callable[[], None], refusal: str,
-                         pinned: PinnedRate | None, made: Callable[[_Encoding], None]) -> _Done | _CopyRefused:
     container, info = _open(reader, source)
     source_range, range_note = decide_range(info, options.source_range)
     ssim = options.ssim if options.quality else None
@@ -319,7 +301,6 @@ def _convert_stream_made(reader: Growing, source: Path, options: ConvertOptions,
             on_no_copy()
         encoding = _Encoding(info, options.syntax, source_range, ssim, stream_file, stream_path, scanned, copy,
                              on_no_copy, pinned)
-        made(encoding)
         schedule = encoding.schedule
         pending: dict[int, av.VideoFrame] = {}  # decoded frames whose output slots are not decided yet
         sizes: list[tuple[int, int, int]] = []

@@ -30,7 +30,7 @@ from dvqa.core.errors import (
 )
 from dvqa.core.profiles import Profile
 from dvqa.dicom.iod import VideoIOD
-from dvqa.quality.meter import BackgroundMeter, QualityMeter, WrittenStreamMeter, own_copy
+from dvqa.quality.meter import QualityMeter, WrittenStreamMeter
 from dvqa.quality.metrics import SSIM_DEFINITIONS
 from dvqa.trust.audit import AuditWriteFailed, conversion_event
 from dvqa.video.encode import Encoder, FrameShaper, settings_for
@@ -71,28 +71,19 @@ def _transcode(info: SourceInfo, plan: Plan, source_range: str,
     settings = settings_for(plan.syntax, plan.rate)
     shaper = FrameShaper(plan.width, plan.height, settings.pix_fmt, settings.color_range, source_range)
     meter = QualityMeter(plan.width, plan.height, settings.pix_fmt, ssim) if ssim else None
-    checker = BackgroundMeter(WrittenStreamMeter(plan.syntax.codec, meter)) if meter else None
-    try:
-        return _encode_all(info, plan, shaper, settings, meter, checker, stream_file, stream_path, progress)
-    finally:
-        if checker:  # before a failure parks its decoder (dvqa.video.threads)
-            checker.close()
-
-
-def _encode_all(info: SourceInfo, plan: Plan, shaper: FrameShaper, settings, meter: QualityMeter | None,
-                checker: BackgroundMeter | None, stream_file, stream_path: Path, progress: Progress | None):
+    checker = WrittenStreamMeter(plan.syntax.codec, meter) if meter else None
     encoder = Encoder(settings, plan.width, plan.height, plan.rate, stream_file, stream_path,
                       on_packet=checker.written if checker else None)
     cfr: Emitter[av.VideoFrame] = Emitter(plan.timing)
 
     def emit(index: int, shown: av.VideoFrame) -> None:
         shaped = shaper.shape(shown)
-        encoder.encode(shaped, index)
-        if checker:  # handed over once the encoder has it; a frame shown again (reformat had nothing to do) is copied
+        if checker:  # before encoding: an intra-only codec's picture decodes at once
             source = plan.timing.output_source[index]
             place = shaper.placement(shown.width, shown.height)
-            checker.expect(index, source, plan.timing.source_pts[source], plan.timing.output_pts(index),
-                           own_copy(shaped) if shaped is shown else shaped, place.picture)
+            checker.expect(index, source, plan.timing.source_pts[source], plan.timing.output_pts(index), shaped,
+                           place.picture)
+        encoder.encode(shaped, index)
     sizes: list[tuple[int, int, int]] = []  # (source frame, width, height) at each size change
     av.logging.set_level(av.logging.ERROR)
     with av.logging.Capture(False) as logs, av.open(str(info.path), "r", format=info.container) as container:

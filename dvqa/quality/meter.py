@@ -14,8 +14,6 @@ from __future__ import annotations
 import heapq
 import io
 import math
-import queue
-import threading
 from array import array
 from collections import deque
 from dataclasses import dataclass, field
@@ -284,79 +282,3 @@ class WrittenStreamMeter:
                 f"for {self.scored + len(self._expected)} output frames; report this as a dvqa bug."
             )
 
-
-
-class BackgroundMeter:
-    """A WrittenStreamMeter working on a thread of its own, so decoding the written stream and scoring
-    overlap the encoder instead of following it: FFmpeg's decoder and filters release the interpreter
-    lock, and on 2 cores libx264 (veryfast) leaves one partly idle - the scoring that took 0.9 s of the
-    main thread in a 10 s 1080p re-encode (py-spy) runs beside it (bench/bench_convert.py).
-
-    Calls are queued in order and carried out in that order, so pairing is unchanged. The caller must
-    hand over a reference frame only once it no longer touches it (FrameComparer sets its pts): after
-    the encoder took it, and a copy when the same frame object is emitted again (a duplicated slot).
-    At most `depth` calls wait, so memory stays bounded; the first failure is raised to the caller at
-    its next call. `close()` stops the thread (and must be called before a failed block parks the
-    decoder, which must not be freed while the thread still decodes)."""
-
-    def __init__(self, checker: WrittenStreamMeter, depth: int = 16) -> None:
-        self._checker = checker
-        self._calls: queue.Queue = queue.Queue(maxsize=depth)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._work, name="dvqa-quality", daemon=True)
-        self._thread.start()
-
-    @property
-    def scored(self) -> int:
-        return self._checker.scored
-
-    def _work(self) -> None:
-        while True:
-            call = self._calls.get()
-            if call is None:
-                return
-            if self._error is None:
-                method, args = call
-                try:
-                    method(*args)
-                except BaseException as exc:  # raised again in the caller's thread
-                    self._error = exc
-
-    def _put(self, method, *args) -> None:
-        if self._error is not None:
-            raise self._error
-        if not self._thread.is_alive():
-            raise DvqaError("quality: the scoring thread has stopped; report this as a dvqa bug.")
-        self._calls.put((method, args))
-
-    def expect(self, output_frame: int, source_frame: int, source_pts: float, output_pts: float,
-               reference: av.VideoFrame, picture: tuple[int, int, int, int] | None = None) -> None:
-        self._put(self._checker.expect, output_frame, source_frame, source_pts, output_pts, reference, picture)
-
-    def written(self, data: bytes | None) -> None:
-        self._put(self._checker.written, data)
-
-    def finish(self) -> None:
-        self._put(self._checker.finish)
-        self.close()
-        if self._error is not None:
-            raise self._error
-
-    def close(self) -> None:
-        """Stop the thread once the calls queued so far are done (or skipped after a failure)."""
-        if self._thread.is_alive():
-            self._calls.put(None)
-            self._thread.join()
-
-
-def own_copy(frame: av.VideoFrame) -> av.VideoFrame:
-    """A frame with its own pictures (planar formats), for a reference whose object is used again."""
-    out = av.VideoFrame(frame.width, frame.height, frame.format.name)
-    for src, dst in zip(frame.planes, out.planes):
-        s = np.frombuffer(src, dtype=np.uint8).reshape(src.height, src.line_size)
-        d = np.frombuffer(dst, dtype=np.uint8).reshape(dst.height, dst.line_size)
-        width = min(src.line_size, dst.line_size)
-        d[:, :width] = s[:, :width]
-    out.color_range = frame.color_range
-    out.colorspace = frame.colorspace
-    return out
