@@ -29,7 +29,8 @@ RECORDED = ROOT / "reference_videos" / "chromium"
 
 APT_PACKAGE = {"dciodvfy": "dicom3tools", "dcmdump": "dcmtk", "dcmsign": "dcmtk", "ffprobe": "ffmpeg", "ffmpeg": "ffmpeg",
                "chromium": "chromium", "jing": "jing", "Orthanc": "orthanc", "storescp": "dcmtk",
-               "orthanc-dicomweb": "orthanc-dicomweb", "socat": "socat", "pdftotext": "poppler-utils"}
+               "orthanc-dicomweb": "orthanc-dicomweb", "socat": "socat", "pdftotext": "poppler-utils",
+               "node": "nodejs"}
 
 
 def tool(name: str) -> str:
