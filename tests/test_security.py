@@ -177,6 +177,8 @@ def test_every_file_dvqa_writes_goes_through_dvqa_outputs() -> None:
         # dvqa serve: the gateway's cache folder, created 0700 and refused when a link or another user's
         ("serve/cache.py", "os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW"),  # 0600
         ("serve/gateway.py", 'open(private_file(temporary), "wb")'),
+        ("serve/entries.py", 'open(private_file(temporary), "wb")'),  # the gateway cache's header entries
+        ("serve/prewarm.py", 'open(private_file(temporary), "wb")'),  # the same cache, prepared from a stored file
         ("serve/render.py", "fd = os.open(self."),  # read-only: a cached rendering served again
         ("serve/remux.py", 'av.open(out, "w", format="mp4"'),  # into a descriptor from private_file
         ("serve/remux.py", 'with av.open(str(out), "w", format="mp4",'),  # progressive: made 0600 by private_file
