@@ -4,6 +4,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # bench/ tooling (bench.orthanc)
 
+import pytest  # noqa: E402
+
+from bench import orthanc as orthanc_server  # noqa: E402
+from helpers import tool  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory):
+    """A fresh Orthanc with its DICOMweb plugin for each test module that asks for one (bench/orthanc.py)."""
+    exe = tool("Orthanc")
+    if not Path(orthanc_server.DICOMWEB_PLUGIN).exists():
+        tool("orthanc-dicomweb")  # not a command: skips locally / fails in CI with the apt hint
+    with orthanc_server.running(tmp_path_factory.mktemp("orthanc"), exe) as server:
+        yield server
+
 
 def pytest_collection_modifyitems(items) -> None:
     """Each test's @pytest.mark.requirement ids go into the JUnit XML as `requirement` properties,

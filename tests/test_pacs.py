@@ -39,14 +39,6 @@ def files(tmp_path_factory) -> dict[str, Path]:
             for s in SYNTAXES}
 
 
-@pytest.fixture(scope="module")
-def orthanc(tmp_path_factory):
-    exe = tool("Orthanc")
-    if not Path(orthanc_server.DICOMWEB_PLUGIN).exists():
-        tool("orthanc-dicomweb")  # not a command: skips locally / fails in CI with the apt hint
-    with orthanc_server.running(tmp_path_factory.mktemp("orthanc"), exe) as server:
-        yield server
-
 
 def _get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=30) as response:

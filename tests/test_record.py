@@ -31,7 +31,7 @@ from dvqa.convert.pipeline import ConvertOptions, convert
 from dvqa.trust import audit
 from dvqa.video import framecode
 from dvqa.video.growing import Growing
-from helpers import CLIPS, RECORDED, stream_bytes, tool
+from helpers import CLIPS, RECORDED, stream_bytes
 
 free_port = orthanc_server.free_port
 
@@ -41,14 +41,6 @@ PASSTHROUGH = CLIPS / "h264_cfr_high.mkv"  # H.264, limited range, constant rate
 CHROMIUM = RECORDED / "vp8_opus.webm"  # a Chromium MediaRecorder recording: VP8 + Opus, re-encoded
 CHUNK = 16 * 1024  # MediaRecorder at 1 s timeslices of a 2 s, 700 kbit/s clip gives chunks of this order
 
-
-@pytest.fixture(scope="module")
-def orthanc(tmp_path_factory):
-    exe = tool("Orthanc")
-    if not Path(orthanc_server.DICOMWEB_PLUGIN).exists():
-        tool("orthanc-dicomweb")
-    with orthanc_server.running(tmp_path_factory.mktemp("orthanc"), exe) as server:
-        yield server
 
 
 def to_orthanc(orthanc: dict, **extra) -> dict:

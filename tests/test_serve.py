@@ -75,14 +75,6 @@ def files(tmp_path_factory) -> dict[str, Converted]:
     return made
 
 
-@pytest.fixture(scope="module")
-def orthanc(tmp_path_factory):
-    exe = tool("Orthanc")
-    if not Path(orthanc_server.DICOMWEB_PLUGIN).exists():
-        tool("orthanc-dicomweb")  # not a command: skips locally / fails in CI with the apt hint
-    with orthanc_server.running(tmp_path_factory.mktemp("orthanc"), exe) as server:
-        yield server
-
 
 class Gateway:
     """`dvqa serve` as a user starts it, in a child process; stderr (its log) goes to a file."""

@@ -21,23 +21,14 @@ import httpx
 import pytest
 from pydicom.data import get_testdata_file
 
-from bench import orthanc as orthanc_server
 from dvqa.convert.pipeline import ConvertOptions, convert
 from dvqa.serve import entries, prewarm, stow
 from dvqa.serve.cache import Cache
 from dvqa.serve.config import ServeConfig
 from dvqa.serve.record_settings import PacsTarget, RecordSettings
-from helpers import CLIPS, tool
+from helpers import CLIPS
 from test_serve import Converted, Gateway, _check_rendered, _get, _progressive, _top_level_boxes
 
-
-@pytest.fixture(scope="module")
-def orthanc(tmp_path_factory):
-    exe = tool("Orthanc")
-    if not Path(orthanc_server.DICOMWEB_PLUGIN).exists():
-        tool("orthanc-dicomweb")  # not a command: skips locally / fails in CI with the apt hint
-    with orthanc_server.running(tmp_path_factory.mktemp("orthanc"), exe) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
