@@ -6,13 +6,15 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # bench/ toolin
 
 import pytest  # noqa: E402
 
-from bench import orthanc as orthanc_server  # noqa: E402
-from helpers import tool  # noqa: E402
-
 
 @pytest.fixture(scope="module")
 def orthanc(tmp_path_factory):
-    """A fresh Orthanc with its DICOMweb plugin for each test module that asks for one (bench/orthanc.py)."""
+    """A fresh Orthanc with its DICOMweb plugin for each test module that asks for one (bench/orthanc.py).
+    Imported here, not at the top: test_traceability copies this conftest (for its requirement hook) into a
+    suite of its own where bench/ and helpers.py are not importable."""
+    from bench import orthanc as orthanc_server
+    from helpers import tool
+
     exe = tool("Orthanc")
     if not Path(orthanc_server.DICOMWEB_PLUGIN).exists():
         tool("orthanc-dicomweb")  # not a command: skips locally / fails in CI with the apt hint

@@ -82,8 +82,9 @@ def _real_run(tmp_path: Path) -> Path:
     (suite / "test_small.py").write_text(SUITE)
     (suite / "pytest.ini").write_text("[pytest]\nmarkers =\n    requirement(*ids): requirement ids\n")
     junit = tmp_path / "results.xml"
-    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", str(suite)],
-                   cwd=suite, capture_output=True, text=True, timeout=120)
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}",
+                          str(suite)], cwd=suite, capture_output=True, text=True, timeout=120)
+    assert junit.exists(), f"the small suite did not run:\n{run.stdout}\n{run.stderr}"
     return junit
 
 
