@@ -8,24 +8,20 @@ from __future__ import annotations
 import gc
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from bench.orthanc import free_port
+from dask_cluster import dask_cluster, pki
 from helpers import CLIPS, PEM, ROOT, certificate, dvqa, pem_key, write_pki
 
-DASK = shutil.which("dask", path=str(Path(sys.executable).parent))
 SECRET = "DVQA_TEST_CLUSTER_SECRET"
 
 
@@ -95,69 +91,15 @@ def test_a_remote_scheduler_in_clear_text_or_without_credentials_is_refused(tmp_
         assert len(proc.stderr.strip().splitlines()) == 1 and "internal error" not in proc.stderr, proc.stderr
 
 
-def _pki(folder: Path) -> dict[str, Path]:
-    """A CA and one certificate for 127.0.0.1 (server and client use), shared by scheduler, worker and client."""
-    folder.mkdir()
-    return write_pki(folder, lambda ca_key, key: {
-        "cert": certificate("127.0.0.1", key, "dvqa test CA", ca_key, ip="127.0.0.1").public_bytes(PEM),
-        "key": pem_key(key)})
-
-
-def _wait_listening(port: int, process: subprocess.Popen, deadline_s: float = 90) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the dask scheduler exited"
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"the dask scheduler did not listen on {port}")
-
-
-@contextmanager
-def _dask(tmp_path: Path, tls: dict[str, Path] | None) -> Iterator[tuple[str, list[str], callable, subprocess.Popen]]:
-    """A real `dask scheduler` on 127.0.0.1 (TLS with `tls`, else tcp); yields its address, the options a
-    dvqa or dask client needs, and a function that starts a `dask worker` (no nanny: a killed worker stays dead)."""
-    assert DASK, "the dask command comes with the distributed package"
-    port = free_port()
-    scheme = "tls" if tls else "tcp"
-    address = f"{scheme}://127.0.0.1:{port}"
-    creds = ["--tls-ca-file", str(tls["ca"]), "--tls-cert", str(tls["cert"]), "--tls-key", str(tls["key"])] \
-        if tls else []
-    options = ["--cluster-ca", str(tls["ca"]), "--cluster-cert", str(tls["cert"]), "--cluster-key",
-               str(tls["key"])] if tls else ["--allow-clear-text"]
-    processes = [subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--protocol",
-                                   scheme, "--dashboard-address", "127.0.0.1:0", "--no-show", *creds],
-                                  cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-
-    def worker() -> subprocess.Popen:
-        processes.append(subprocess.Popen([DASK, "worker", address, "--no-nanny", "--nthreads", "1", "--host",
-                                           "127.0.0.1", "--no-dashboard", *creds],
-                                          cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        return processes[-1]
-
-    try:
-        _wait_listening(port, processes[0])
-        yield address, options, worker, processes[0]
-    finally:
-        for process in reversed(processes):
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(30)
-
-
 @pytest.mark.requirement("DVQA-SEC-002", "DVQA-VAL-005")
 def test_a_tls_scheduler_with_its_own_worker(tmp_path: Path) -> None:
-    pki, stranger = _pki(tmp_path / "pki"), _pki(tmp_path / "stranger")
+    tls, stranger = pki(tmp_path / "pki"), pki(tmp_path / "stranger")
     folder = tmp_path / "files"
     folder.mkdir()
     assert dvqa("convert", str(CLIPS / "h264_cfr_high.mkv"), "-o", str(folder / "a.dcm"),
                 "--no-quality").returncode == 0
     local = dvqa("validate", str(folder), "--format", "json")
-    with _dask(tmp_path, pki) as (address, options, worker, _):
+    with dask_cluster(tmp_path, tls) as (address, options, worker, _):
         idle = dvqa("validate", str(folder), "--scheduler", address, *options, "--worker-timeout", "2")
         assert idle.returncode == 4 and "no Dask worker joined" in idle.stderr, idle.stderr  # none started yet
         assert len(idle.stderr.strip().splitlines()) == 1
@@ -202,7 +144,7 @@ def _batch_until_a_row_starts(address: str, options: list[str], manifest: Path, 
 @pytest.mark.requirement("DVQA-CONV-007")
 def test_a_batch_whose_last_worker_dies_stops_with_its_rows_recorded(tmp_path: Path) -> None:
     manifest, out, log = _two_rows(tmp_path)
-    with _dask(tmp_path, None) as (address, options, worker, _):
+    with dask_cluster(tmp_path, None) as (address, options, worker, _):
         only = worker()
         proc, started = _batch_until_a_row_starts(address, options, manifest, log)
         os.kill(only.pid, signal.SIGKILL)
@@ -227,7 +169,7 @@ def test_a_batch_whose_last_worker_dies_stops_with_its_rows_recorded(tmp_path: P
 @pytest.mark.requirement("DVQA-CONV-007")
 def test_a_batch_whose_scheduler_dies_stops_and_leaves_no_patient_data_behind(tmp_path: Path) -> None:
     manifest, out, log = _two_rows(tmp_path)
-    with _dask(tmp_path, None) as (address, options, worker, scheduler):
+    with dask_cluster(tmp_path, None) as (address, options, worker, scheduler):
         only = worker()
         proc, started = _batch_until_a_row_starts(address, options, manifest, log)
         scheduler.kill()
@@ -263,7 +205,7 @@ def test_the_client_places_and_signs_only_what_it_staged_and_validated(tmp_path:
     from dvqa.core import outputs
     from dvqa.trust.signature import Signer
 
-    pki = write_pki(tmp_path, lambda ca_key, key: {
+    signer_pki = write_pki(tmp_path, lambda ca_key, key: {
         "cert": certificate("signer", key, "dvqa test CA", ca_key).public_bytes(PEM), "key": pem_key(key)})
     out = tmp_path / "out"
     out.mkdir()
@@ -272,8 +214,8 @@ def test_the_client_places_and_signs_only_what_it_staged_and_validated(tmp_path:
     rows = [Row(2, CLIPS / "h264_cfr_high.mkv", out / "a.dcm", ConvertOptions()),
             Row(3, CLIPS / "vp9_vfr.webm", out / "b.dcm", ConvertOptions())]
     results: list = [None, None]
-    run = _Run(tmp_path / "m.csv", rows, None, False, Signer.load(pki["key"], pki["cert"], None), "base", results,
-               None)
+    signer = Signer.load(signer_pki["key"], signer_pki["cert"], None)
+    run = _Run(tmp_path / "m.csv", rows, None, False, signer, "base", results, None)
     event = {"output": {"path": "x", "written": True}}
     run.finish(Outcome(0, "a" * 12, "rogue", 0, "", dict(event), str(victim)))  # a path the worker chose
     staged = out / (outputs.stage_prefix(rows[1].output) + "b" * (len(STAGED_TAIL) - 4) + ".dcm")

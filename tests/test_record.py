@@ -742,6 +742,7 @@ def test_configuration_mistakes_are_named_before_the_server_listens(tmp_path) ->
         "allow_clear_text: true}": "absolute paths",
     }
     cases["spool_dir: /tmp"] = "nothing to serve"  # no tokens (the API could let nobody in) and no upstream
+    cases["scheduler: local:1"] = "recording ingestion is off"  # --scheduler would have nothing to send
     for body, words in cases.items():
         config = tmp_path / "serve.yaml"
         config.write_text("record:\n  " + body + "\n")
@@ -801,6 +802,43 @@ def test_with_a_scheduler_ended_recordings_are_converted_on_a_dask_cluster_and_s
     assert records[0]["output"]["sha256"] == hashlib.sha256(Path(result["dicom"]).read_bytes()).hexdigest()
     assert records[1]["input"]["sha256"] == records[0]["output"]["sha256"]
     assert result["validation"]["layers"]["stream"] == "ran"  # converted elsewhere and signed here: read again
+
+
+def test_a_remote_tls_scheduler_converts_ended_recordings_and_a_stranger_ca_is_refused_at_start(served, orthanc,
+                                                                                                  tmp_path) -> None:
+    """record.scheduler as a site sets it for a cluster of its own: a real `dask scheduler` and `dask worker` on
+    127.0.0.1 over TLS with the site's CA. The recording is converted by that worker (the same stream as a local
+    conversion) and stored; a server given another CA's credentials does not start, and says why in one line."""
+    from dask_cluster import dask_cluster, pki
+
+    site, stranger = pki(tmp_path / "pki"), pki(tmp_path / "stranger")
+    reference = convert(PASSTHROUGH, tmp_path / "reference.dcm", ConvertOptions(quality=False))
+    chunks = pieces(PASSTHROUGH)
+    with dask_cluster(tmp_path, site) as (address, _, worker, _):
+        worker()
+        reach = {"address": address, "ca": str(site["ca"]), "cert": str(site["cert"]), "key": str(site["key"])}
+        server = served({"pacs": to_orthanc(orthanc), "scheduler": reach})
+        with server.client() as client:
+            rid = client.post("/recordings", json={"patient_id": "P-REMOTE"}).json()["id"]
+            for n, data in enumerate(chunks):
+                assert put(client, rid, n, data).status_code == 201
+            assert end(client, rid, chunks).status_code == 202
+            result = finished(client, rid)["result"]
+        assert result["stored"] is True and result["converted_on"].startswith("tls://127.0.0.1:"), result
+        assert result["elementary_stream_sha256"] == reference.elementary_stream_sha256
+        assert [r["command"] for r in audit.records(server.audit)] == ["convert", "pacs-store"]
+
+        foreign = {**reach, "ca": str(stranger["ca"]), "cert": str(stranger["cert"]), "key": str(stranger["key"]),
+                   "worker_timeout_s": 5}
+        config = tmp_path / "foreign.yaml"
+        config.write_text(yaml.safe_dump({"record": {
+            "tokens_sha256": [hashlib.sha256(TOKEN.encode()).hexdigest()], "spool_dir": str(tmp_path / "spool2"),
+            "scheduler": foreign}}))
+        refused = subprocess.run([sys.executable, "-m", "dvqa", "serve", "--port", str(free_port()), "--config",
+                                  str(config)], capture_output=True, text=True, timeout=120)
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("dvqa: error:")]
+    assert refused.returncode == 4 and len(errors) == 1 and "TLS" in errors[0], refused.stderr
+    assert "Traceback" not in refused.stderr
 
 
 def test_a_recording_stored_by_stow_to_the_gateways_pacs_is_ready_for_its_first_viewer(served, orthanc) -> None:

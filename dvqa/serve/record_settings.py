@@ -198,6 +198,10 @@ class RecordSettings:
         pacs = self.pacs.checked() if self.pacs else None
         spool = Path(self.spool_dir) if self.spool_dir else default_spool_dir()
         if self.scheduler is not None:
+            if not tokens:
+                raise UsageError("--scheduler (record.scheduler) sends recordings' conversions to a Dask cluster, but "
+                                 "recording ingestion is off: give record.tokens_sha256 in --config, or drop "
+                                 "--scheduler.")
             parse(self.scheduler)
             require_absolute(self.scheduler, [spool])
         return replace(self, tokens_sha256=tokens, recorder_origin=origin, pacs=pacs, spool_dir=spool)

@@ -29,6 +29,7 @@ import multiprocessing
 import os
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,9 @@ class Recordings:
         self.stopping = False
         self.expiry: asyncio.Task | None = None
         self.cluster = contextlib.ExitStack()  # the Dask client, with --scheduler (dvqa.serve.remote)
+        # One thread opens and closes it: distributed's Client keeps itself in a context variable that must be
+        # reset in the context that set it (asyncio.to_thread runs each call in a new copy of the context).
+        self.cluster_thread = ThreadPoolExecutor(1, thread_name_prefix="dvqa-dask")
         self.dask: Any = None
 
     async def start(self) -> None:
@@ -102,11 +106,7 @@ class Recordings:
         if self.spool is None:
             return
         self.slots = asyncio.Semaphore(self.settings.conversions)
-        from multiprocessing import forkserver
-
-        await asyncio.to_thread(forkserver.ensure_running)  # its imports now, not at the first recording
-        if self.settings.scheduler is not None:
-            await asyncio.to_thread(self._connect)
+        await asyncio.to_thread(self.prepare)  # done already when dvqa.serve.server.run started us
         for folder in await asyncio.to_thread(self.spool.all):
             recording = await asyncio.to_thread(self._load, folder)
             if recording is None:
@@ -118,8 +118,22 @@ class Recordings:
                 self._convert(recording)
         self.expiry = asyncio.create_task(self._expire())
 
+    def prepare(self) -> None:
+        """The fork server (its imports now, not at the first recording), then the Dask client for the server's
+        life. dvqa.serve.server.run calls this before the server listens, so that a cluster it cannot reach is
+        named in one line (uvicorn would print a failed start-up's traceback). The fork server first: a local
+        cluster keeps the secrets' variables out of the environment while it runs, and conversion processes
+        need them."""
+        from multiprocessing import forkserver
+
+        if self.spool is None:
+            return
+        forkserver.ensure_running()
+        if self.settings.scheduler is not None and self.dask is None:
+            self.cluster_thread.submit(self._connect).result()
+
     def _connect(self) -> None:
-        """The Dask client for the server's life; its secrets' variables never reach local workers."""
+        """Its secrets' variables never reach local workers."""
         from dvqa.core import cluster
 
         for variable in (self.settings.audit_key_env, self.settings.passphrase_env):
@@ -155,7 +169,8 @@ class Recordings:
             await asyncio.to_thread(process.join, max(0.1, deadline - time.monotonic()))
             if process.is_alive():
                 process.kill()
-        await asyncio.to_thread(self.cluster.close)
+        await asyncio.wrap_future(self.cluster_thread.submit(self.cluster.close))
+        self.cluster_thread.shutdown(wait=False)
 
     def get(self, recording_id: str) -> Recording:
         recording = self.held.get(recording_id)

@@ -53,6 +53,7 @@ def run(config: ServeConfig) -> None:
     for chatty in ("httpx", "httpcore"):  # they log every URL, queries (patient names) included
         logging.getLogger(chatty).setLevel(logging.WARNING)
     app = create_app(config)
+    app.state.recordings.prepare()  # a Dask cluster it cannot reach is named now, in one line
     uv = uvicorn.Config(app, host=config.host, port=config.port, access_log=False, log_config=None,
                         ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
                         ssl_keyfile=str(config.tls_key) if config.tls_key else None,
