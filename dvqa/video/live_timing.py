@@ -15,10 +15,12 @@ A live conversion cannot wait for the last one, so:
   milliseconds), so a horizon of seconds leaves the decision of each frame to the same evidence the
   whole-file plan has. tests/test_live_timing.py compares the two: on every reference recording
   frame for frame (two choose another rate from their first two seconds; at the whole file's rate
-  they match too); on random variable-rate streams always the same length and on-screen guarantee,
-  and in 11 of 1,500 (all streams whose whole-file plan drops frames too) one dropped frame more -
-  10 of those because the first frame's slot (on time, or one interval early) is chosen from the
-  first window, 1 because of the horizon. With a 6 s horizon 0.2 % of output frames differ instead
+  they match too); on random variable-rate streams always the same on-screen guarantee, and in 11 of
+  1,500 (measured 2026-11-26) one dropped frame more - 10 of those because the first frame's slot (on
+  time, or one interval early) is chosen from the first window, 1 because of the horizon. Where that
+  slot is on time and the whole file, seeing the end, starts one interval early, the live schedule is
+  also one frame shorter (found 2026-12-05 on short jittery streams; a stream that ends before any
+  frame is handed out gets its first slot from every frame, as a whole file does). With a 6 s horizon 0.2 % of output frames differ instead
   of 1.2 %, but the frames a live conversion holds decoded triple.
 
 Only timestamps are kept (8 bytes a frame); the caller holds the decoded frames not yet decided,
@@ -86,6 +88,8 @@ class LiveSchedule:
             return []
         if self.rate is None:  # shorter than the rate window: decided on all of it, as a whole file is
             self._decide_rate(end, final=True)
+        elif self.next_output == 0:  # nothing handed out yet: the first frame's slot from every frame, as a
+            self._start_from(self.times, end, final=True)  # whole file's (the rate stays: it may be in use)
         return self._plan(end, final=True)
 
     def timing_map(self, end: float) -> TimingMap:
@@ -132,10 +136,16 @@ class LiveSchedule:
         self.notes.append(f"output rate {float(chosen):g} fps decided from the first {seen:.1f} s of the stream "
                           f"({len(times)} frames; nominal {float(nominal):g} fps"
                           + (", as the container declares" if self.declared_rate else "") + ")")
-        r = float(chosen)
+        self._start_from(times, end, final)
+
+    def _start_from(self, times: list[float], end: float, final: bool) -> None:
+        """The first frame's slot (on time, or one interval early) by the whole-file rules over `times`."""
+        assert self.rate is not None
+        r = float(self.rate)
         first = self._best(times, end, final, fixed=None)
         self.start = first[0] if first else round((times[0] - _origin(times, r)) * r)
         self.slots = [self.start]
+        self.begin = 0
         self._output_source = []
 
     def _plan(self, end: float, final: bool) -> list[tuple[int, int]]:
