@@ -4,15 +4,13 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from bench.orthanc import free_port
+from bench.orthanc import free_port, wait_for_port
 from helpers import PEM, certificate, pem_key, write_pki
 
 DASK = shutil.which("dask", path=str(Path(sys.executable).parent))
@@ -26,19 +24,9 @@ def pki(folder: Path) -> dict[str, Path]:
         "key": pem_key(key)})
 
 
-def _wait_listening(port: int, process: subprocess.Popen, deadline_s: float = 90) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the dask scheduler exited"
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"the dask scheduler did not listen on {port}")
-
-
 @contextmanager
-def dask_cluster(tmp_path: Path, tls: dict[str, Path] | None) -> Iterator[tuple[str, list[str], callable, subprocess.Popen]]:
+def dask_cluster(tmp_path: Path,
+                 tls: dict[str, Path] | None) -> Iterator[tuple[str, list[str], callable, subprocess.Popen]]:
     """A real `dask scheduler` on 127.0.0.1 (TLS with `tls`, else tcp); yields its address, the options a
     dvqa or dask client needs, and a function that starts a `dask worker` (no nanny: a killed worker stays dead)."""
     assert DASK, "the dask command comes with the distributed package"
@@ -60,7 +48,7 @@ def dask_cluster(tmp_path: Path, tls: dict[str, Path] | None) -> Iterator[tuple[
         return processes[-1]
 
     try:
-        _wait_listening(port, processes[0])
+        wait_for_port(port, processes[0], "the dask scheduler", timeout_s=90)
         yield address, options, worker, processes[0]
     finally:
         for process in reversed(processes):

@@ -121,9 +121,9 @@ def test_live_timing_keeps_the_guarantees_of_the_whole_file_schedule(case: tuple
         # the end, starts one interval early: the live schedule is one slot shorter and drops that frame
         assert got.output_frames == whole.output_frames - 1 and len(got.dropped) == len(whole.dropped) + 1
         assert got.first_pts == pytest.approx(whole.first_pts + float(1 / rate))
-    # at most one frame more: in 11 of 1,500 random streams (all of them streams the whole-file plan drops
-    # frames from too), 10 because the first frame's slot (on time or one interval early) is chosen from
-    # the first RATE_WINDOW_S seconds, 1 because of the horizon (measured 2026-11-26; module docstring)
+    # at most one frame more: in 11 of 1,500 random streams, 10 because the first frame's slot (on time or one
+    # interval early) is chosen from the first RATE_WINDOW_S seconds, 1 because of the horizon (measured
+    # 2026-11-26; module docstring)
     assert len(got.dropped) <= len(whole.dropped) + 1
     assert got.worst_screen_error() <= max(1.0, whole.worst_screen_error()) + 1e-9  # the +-1 interval guarantee
     # frames not yet decided (which a live conversion holds decoded) span a bounded stretch of video

@@ -20,8 +20,8 @@ A live conversion cannot wait for the last one, so:
   time, or one interval early) is chosen from the first window, 1 because of the horizon. Where that
   slot is on time and the whole file, seeing the end, starts one interval early, the live schedule is
   also one frame shorter (found 2026-12-05 on short jittery streams; a stream that ends before any
-  frame is handed out gets its first slot from every frame, as a whole file does). With a 6 s horizon 0.2 % of output frames differ instead
-  of 1.2 %, but the frames a live conversion holds decoded triple.
+  frame is handed out gets its first slot from every frame, as a whole file does). With a 6 s horizon
+  0.2 % of output frames differ instead of 1.2 %, but the frames a live conversion holds decoded triple.
 
 Only timestamps are kept (8 bytes a frame); the caller holds the decoded frames not yet decided,
 at most HORIZON_S plus PLAN_EVERY_S of video.
