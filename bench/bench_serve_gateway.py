@@ -14,19 +14,26 @@ client sees them:
   rendered warm:  the same again (from the gateway's cache, with Content-Length and Range)
 and the gateway's peak RSS (VmHWM). Then OHIF's prebuilt viewer (tests/ohif.py, served as the viewer
 tests serve it, tests/viewer.py) pointed at a second gateway with an empty cache, opened in headless
-Chromium (tests/cdp.py) on the instance's study: the time from the navigation's start to OHIF's
-metadata answer, to the gateway's first answer for the video, to OHIF's video having its first frame
-(readyState >= 2; its viewport draws it at the next animation frame) and to the video playing (its
-time advancing by 0.3 s, tests/viewer.py) - once with the gateway's cache empty (the first viewer of the video), once warm;
-both through WADO-RS and through Orthanc's file route (orthanc_rest). Then the product's path, "stored
-through the gateway (STOW-RS), first viewer": the instance is deleted from Orthanc, stored again with
-STOW-RS through a fresh gateway (which renders it into its cache once Orthanc has answered,
-dvqa.serve.prewarm), and once that is done OHIF is opened on it in a new browser (a fresh profile: OHIF's
-own JavaScript is not in the browser's cache, as in the "cache cold" rows; in the "cache warm" rows it
-is). --repeat N does all that N times, each with a fresh gateway and cache, and prints medians. The last line is the floor for a cold first frame
-that no gateway can beat: OHIF's own start-up plus Orthanc's first byte of the instance. On this
-2-core machine Orthanc, the gateway, Chromium and the client share the CPU: compare the rows, not the
-absolute rates.
+Chromium (tests/cdp.py) on the instance's study: the time from the navigation's start to OHIF's first
+DICOMweb request (the end of its own start-up), its metadata answer, the gateway's first answer for the
+video, OHIF's video having its first frame (readyState >= 2; its viewport draws it at the next animation
+frame) and the video playing (its time advancing by 0.3 s, tests/viewer.py) - once with the gateway's
+cache empty (the first viewer of the video), once warm; both through WADO-RS and through Orthanc's file
+route (orthanc_rest). Each of those in two browsers:
+  returning browser: one that has shown OHIF on another video study (the 10 s clip, also in Orthanc)
+                     twice before, as a clinician's browser that has opened the viewer before: OHIF's
+                     JavaScript comes from the HTTP cache with the code V8 compiled from it
+  new browser:       a fresh profile: its first visit compiles OHIF's JavaScript (the gateway-warm row
+                     is its second visit, from the HTTP cache but compiled again)
+Then the paths that fill the gateway's cache before anyone asks: the instance is deleted from Orthanc
+and stored again, "stored through the gateway (STOW-RS)" (a fresh gateway renders it into its cache
+once Orthanc has answered, dvqa.serve.prewarm) and "C-STORE into Orthanc, gateway watching" (DCMTK's
+storescu sends it to Orthanc by DIMSE, as a modality would; a fresh gateway with orthanc_watch follows
+Orthanc's changes and renders it, dvqa.serve.watch); once the cache holds it, OHIF is opened on it by
+its first viewers, a returning browser and then a new one. --repeat N does all that N times, each with a fresh gateway and
+cache, and prints medians. The last lines are the floors for a cold first frame that no gateway can
+beat: OHIF's own start-up plus Orthanc's first byte of the instance. On this 2-core machine Orthanc,
+the gateway, Chromium and the client share the CPU: compare the rows, not the absolute rates.
 """
 
 from __future__ import annotations
@@ -138,9 +145,11 @@ def stop(gateway: subprocess.Popen) -> None:
     gateway.wait(30)
 
 
-def viewer_rows(upstream: str, ds, scratch: Path, timeline: bool = False,
-                orthanc_rest: str = "") -> list[tuple[str, dict[str, float]]]:
-    """OHIF opened on the instance's study through a fresh gateway: cold, then warm (a new page)."""
+def viewer_rows(upstream: str, ds, scratch: Path, timeline: bool = False, orthanc_rest: str = "",
+                other=None) -> list[tuple[str, dict[str, float]]]:
+    """OHIF opened on the instance's study through a fresh gateway: cold, then warm (a new page). With
+    `other` (a second video study's data set), in a returning browser: one that has shown that study
+    twice before, as a clinician's browser has (see `returning`); without, in a new browser."""
     sys.path.insert(0, str(ROOT / "tests"))
     import viewer  # noqa: E402 - the test suite's OHIF site
     from cdp import Browser  # noqa: E402
@@ -149,17 +158,35 @@ def viewer_rows(upstream: str, ds, scratch: Path, timeline: bool = False,
     config = scratch / "serve.yaml"
     config.write_text(f"cors_origins: [http://127.0.0.1:{ohif_port}]\n"
                       + (f"orthanc_rest: {orthanc_rest}\n" if orthanc_rest else ""))
-    gateway, port = start_gateway(upstream, scratch / f"viewer-cache{'-rest' if orthanc_rest else ''}", config)
+    kind = "returning" if other is not None else "new"
+    gateway, port = start_gateway(upstream, scratch / f"viewer-cache-{kind}{'-rest' if orthanc_rest else ''}", config)
     rows = []
     try:
-        with viewer.site(scratch / "ohif", f"http://127.0.0.1:{port}/dicom-web", ohif_port) as site, \
+        with viewer.site(scratch / f"ohif-{kind}", f"http://127.0.0.1:{port}/dicom-web", ohif_port) as site, \
                 Browser("--mute-audio", "--window-size=1280,800") as browser:
+            if other is not None:
+                returning(browser, site, other)
             route = ", file route" if orthanc_rest else ""
-            for name in (f"cache cold{route}", f"cache warm{route}"):
+            second = "returning browser" if other is not None else "the browser's 2nd visit"
+            for name in (f"gateway cold, {kind} browser{route}", f"gateway warm, {second}{route}"):
                 rows.append((name, _open_viewer(browser, site, ds, name, timeline)))
     finally:
         stop(gateway)
     return rows
+
+
+def returning(browser, site: str, other) -> None:
+    """Make `browser` a returning one: OHIF shown twice on another video study, to its first frame.
+
+    Chromium keeps the compiled code of a script with the script in its HTTP cache once it has run it
+    twice (V8's code cache), so from the third visit on OHIF's 17 MB of JavaScript is not compiled again:
+    measured here, its start-up to the first DICOMweb request falls from about 1.5 s to about 0.7 s. A
+    clinician's browser that has opened the viewer before is in that state; a new profile is not."""
+    for _ in range(2):
+        browser.navigate("about:blank")
+        browser.drain()
+        browser.navigate(f"{site}/viewer?StudyInstanceUIDs={other.StudyInstanceUID}")
+        first_frame(browser, str(other.SOPInstanceUID))
 
 
 def _open_viewer(browser, site: str, ds, name: str, timeline: bool) -> dict[str, float]:
@@ -181,14 +208,18 @@ def _open_viewer(browser, site: str, ds, name: str, timeline: bool) -> dict[str,
     return {"first frame": shown, "playing": playing, **_answers(browser)}
 
 
-STOW_ROW = "stored through the gateway (STOW-RS), first viewer"
+STORED_ROW = {"stow": "stored through the gateway (STOW-RS), {} browser",
+              "dimse": "C-STORE into Orthanc, gateway watching, {} browser"}
 
 
-def stow_row(pacs_http: str, orthanc_id: str, instance: Path, ds, scratch: Path,
-             timeline: bool = False) -> tuple[tuple[str, dict[str, float]], float, float]:
-    """The instance stored again with STOW-RS through a fresh gateway, then opened in OHIF in a new
-    browser once the gateway has prepared it; returns the row, the STOW's seconds and the seconds from
-    its answer until the gateway's cache held the instance."""
+def stored_rows(how: str, pacs: dict, orthanc_id: str, instance: Path, ds, other, scratch: Path,
+                timeline: bool = False) -> tuple[list[tuple[str, dict[str, float]]], float, float]:
+    """The instance stored again through a fresh gateway's cache-filling paths - `how` "stow": STOW-RS
+    through the gateway (dvqa.serve.stow); "dimse": a DIMSE C-STORE straight into Orthanc by DCMTK's
+    storescu, as a modality stores, with the gateway following Orthanc's changes (orthanc_watch,
+    dvqa.serve.watch) - then, once the gateway has prepared it, opened in OHIF by its first viewers: a
+    returning browser (see `returning`), then a new one. Returns the rows, the store's seconds and the
+    seconds from its end until the gateway's cache held the instance."""
     import httpx
 
     sys.path.insert(0, str(ROOT / "tests"))
@@ -197,32 +228,40 @@ def stow_row(pacs_http: str, orthanc_id: str, instance: Path, ds, scratch: Path,
 
     from dvqa.serve import entries
 
+    pacs_http = pacs["http"]
     with urllib.request.urlopen(urllib.request.Request(f"{pacs_http}/instances/{orthanc_id}", method="DELETE"),
                                 timeout=60):
-        pass  # stored anew by the STOW below, not found already there
+        pass  # stored anew below, not found already there
     ohif_port = orthanc.free_port()
-    config = scratch / "serve-stow.yaml"
-    config.write_text(f"cors_origins: [http://127.0.0.1:{ohif_port}]\n")
-    cache = scratch / "stow-cache"
+    config = scratch / f"serve-{how}.yaml"
+    config.write_text(f"cors_origins: [http://127.0.0.1:{ohif_port}]\n"
+                      + (f"orthanc_rest: {pacs_http}\northanc_watch: true\n" if how == "dimse" else ""))
+    cache = scratch / f"{how}-cache"
     gateway, port = start_gateway(f"{pacs_http}/dicom-web", cache, config)
     try:
         root = f"http://127.0.0.1:{port}/dicom-web"
-        boundary = "dvqa-bench-boundary"
-
-        def body():
-            yield f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
-            with open(instance, "rb") as source:
-                while piece := source.read(1 << 20):
-                    yield piece
-            yield f"\r\n--{boundary}--\r\n".encode()
-
         started = time.monotonic()
-        answer = httpx.post(f"{root}/studies", content=body(), timeout=600, headers={
-            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
-            "Accept": "application/dicom+json"})
+        if how == "dimse":  # proposed for its SOP Class in its own transfer syntax (H.264 High@4.1)
+            sent = subprocess.run(["storescu", "-R", "-xn", "-aec", "ORTHANC", "127.0.0.1", str(pacs["port"]),
+                                   str(instance)], capture_output=True, text=True, timeout=600)
+            if sent.returncode != 0:
+                raise SystemExit(f"storescu failed: {sent.stderr.strip()[-300:]}")
+        else:
+            boundary = "dvqa-bench-boundary"
+
+            def body():
+                yield f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+                with open(instance, "rb") as source:
+                    while piece := source.read(1 << 20):
+                        yield piece
+                yield f"\r\n--{boundary}--\r\n".encode()
+
+            answer = httpx.post(f"{root}/studies", content=body(), timeout=600, headers={
+                "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+                "Accept": "application/dicom+json"})
+            if answer.status_code != 200:
+                raise SystemExit(f"STOW-RS through the gateway answered {answer.status_code}: {answer.text[:200]}")
         stored_s = time.monotonic() - started
-        if answer.status_code != 200:
-            raise SystemExit(f"STOW-RS through the gateway answered {answer.status_code}: {answer.text[:200]}")
         header = cache / f"{entries.header_key(str(ds.SOPInstanceUID))}.json"
         answered = time.monotonic()
         while not header.exists():  # written last, once the rendering and thumbnail are in the cache
@@ -230,13 +269,18 @@ def stow_row(pacs_http: str, orthanc_id: str, instance: Path, ds, scratch: Path,
                 raise SystemExit("the gateway never prepared the stored instance")
             time.sleep(0.05)
         prepared_s = time.monotonic() - answered
-        print(f"  STOW-RS answered in {stored_s:.2f} s, prepared {prepared_s:.2f} s later", file=sys.stderr, flush=True)
-        with viewer.site(scratch / "ohif-stow", root, ohif_port) as site, \
-                Browser("--mute-audio", "--window-size=1280,800") as browser:
-            row = (STOW_ROW, _open_viewer(browser, site, ds, STOW_ROW, timeline))
+        print(f"  {how}: stored in {stored_s:.2f} s, prepared {prepared_s:.2f} s later", file=sys.stderr, flush=True)
+        rows = []
+        with viewer.site(scratch / f"ohif-{how}", root, ohif_port) as site:
+            for kind in ("returning", "new"):
+                with Browser("--mute-audio", "--window-size=1280,800") as browser:
+                    if kind == "returning":
+                        returning(browser, site, other)
+                    name = STORED_ROW[how].format(kind)
+                    rows.append((name, _open_viewer(browser, site, ds, name, timeline)))
     finally:
         stop(gateway)
-    return row, stored_s, prepared_s
+    return rows, stored_s, prepared_s
 
 
 def _print_timeline(name: str, browser) -> None:
@@ -287,10 +331,13 @@ def main() -> None:
 
     instance = long_instance(args.minutes)
     ds = pydicom.dcmread(str(instance), stop_before_pixels=True)
+    other = pydicom.dcmread(str(CACHE / "base.dcm"), stop_before_pixels=True)  # the 10 s clip: another study
     with tempfile.TemporaryDirectory() as scratch, orthanc.running(Path(scratch)) as pacs:
-        request = urllib.request.Request(f"{pacs['http']}/instances", data=instance.read_bytes(), method="POST")
-        with urllib.request.urlopen(request, timeout=600) as answer:
-            orthanc_id = __import__("json").load(answer)["ID"]
+        orthanc_id = ""
+        for stored in (CACHE / "base.dcm", instance):
+            request = urllib.request.Request(f"{pacs['http']}/instances", data=stored.read_bytes(), method="POST")
+            with urllib.request.urlopen(request, timeout=600) as answer:
+                orthanc_id = __import__("json").load(answer)["ID"]
         rows = [("orthanc file", *fetch(f"{pacs['http']}/instances/{orthanc_id}/file"))]
         rss = {}
         for route, rest in (("", ""), (", file route", pacs["http"])):
@@ -305,25 +352,29 @@ def main() -> None:
             finally:
                 stop(gateway)
         runs: list[tuple[str, dict[str, float]]] = []
-        stows: list[tuple[float, float]] = []
+        stows: list[tuple[str, float, float]] = []
         for number in range(0 if args.no_viewer else args.repeat):
             folder = Path(scratch) / f"viewer-{number}"
             folder.mkdir()
-            runs += [*viewer_rows(f"{pacs['http']}/dicom-web", ds, folder, args.timeline),
-                     *viewer_rows(f"{pacs['http']}/dicom-web", ds, folder, args.timeline, pacs["http"])]
-            row, *times = stow_row(pacs["http"], orthanc_id, instance, ds, folder, args.timeline)
-            runs.append(row)
-            stows.append(tuple(times))
+            for browser_other in (other, None):  # a returning browser, then a new one
+                for rest in ("", pacs["http"]):
+                    runs += viewer_rows(f"{pacs['http']}/dicom-web", ds, folder, args.timeline, rest, browser_other)
+            for how in STORED_ROW:
+                stored, *times = stored_rows(how, pacs, orthanc_id, instance, ds, other, folder, args.timeline)
+                runs += stored
+                stows.append((how, *times))
     print(f"{args.minutes} min 1080p30 H.264, {instance.stat().st_size / 1e6:.0f} MB DICOM, "
           f"{int(ds.NumberOfFrames)} frames")
     print(f"{'':<27} {'first byte s':>12} {'total s':>8} {'MB':>6} {'MB/s':>6}")
     for name, first, total, size in rows:
         print(f"{name:<27} {first:>12.2f} {total:>8.2f} {size / 1e6:>6.0f} {size / 1e6 / total:>6.0f}")
     print("dvqa serve peak RSS: " + ", ".join(f"{mb:.0f} MB{route}" for route, mb in rss.items()))
-    if stows:
-        print(f"STOW-RS of the instance through the gateway: answered in {_median([s for s, _ in stows]):.2f} s, "
-              f"in the gateway's cache {_median([p for _, p in stows]):.2f} s after the answer (medians of "
-              f"{len(stows)}); the OHIF row below is timed from then, in a new browser")
+    for how, what in (("stow", "STOW-RS through the gateway"), ("dimse", "C-STORE by storescu into Orthanc")):
+        times = [(s, p) for h, s, p in stows if h == how]
+        if times:
+            print(f"{what}: stored in {_median([s for s, _ in times]):.2f} s, in the gateway's cache "
+                  f"{_median([p for _, p in times]):.2f} s after that (medians of {len(times)}); its OHIF rows "
+                  "below are timed from then")
     if runs:
         print(f"seconds from opening the OHIF viewer URL to: its first DICOMweb request (the end of its own "
               "start-up), the metadata and /rendered answers, the video's first frame, playing; and from its "
@@ -339,10 +390,11 @@ def main() -> None:
             frames = [t.get("first frame", float("nan")) for t in measured]
             print(f"{name:<51} " + " ".join(f"{middle[k]:>11.2f}" for k in (*keys, "asks->frame"))
                   + f" {f'[{min(frames):.2f}-{max(frames):.2f}]':>17}")
-        asks = _median([t.get("asks", float("nan")) for _, t in runs])
-        print(f"floor for a cold first frame: OHIF's start-up ({asks:.2f} s, median) + Orthanc's own first byte of "
-              f"the instance on its fastest route ({rows[0][1]:.2f} s) = {asks + rows[0][1]:.2f} s, before the "
-              "gateway does anything")
+        for kind in ("returning", "new"):
+            asks = _median([t.get("asks", float("nan")) for name, t in runs if f"{kind} browser" in name])
+            print(f"floor for a cold first frame in a {kind} browser: OHIF's start-up ({asks:.2f} s, median) + "
+                  f"Orthanc's own first byte of the instance on its fastest route ({rows[0][1]:.2f} s) = "
+                  f"{asks + rows[0][1]:.2f} s, before the gateway does anything")
 
 
 def _median(values: list[float]) -> float:

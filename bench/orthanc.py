@@ -6,6 +6,7 @@ dvqa's own code never starts a PACS; this module is tooling around it.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import shutil
@@ -43,11 +44,14 @@ def version(exe: str) -> str:
     return out.splitlines()[0].split()[-1] if out else "?"
 
 
-def served(http: str) -> dict[str, str]:
+def served(http: str, user: tuple[str, str] | None = None) -> dict[str, str]:
     """What the running server says it is: Orthanc's version (REST /system) and its DICOMweb plugin's
-    (/plugins/dicom-web) - the software that answered, not the file on the disk that may have changed since."""
+    (/plugins/dicom-web) - the software that answered, not the file on the disk that may have changed since.
+    `user`: (name, password) when it requires them."""
+    headers = {"Authorization": "Basic " + base64.b64encode(":".join(user).encode()).decode()} if user else {}
+
     def get(path: str) -> dict:
-        with urllib.request.urlopen(f"{http}{path}", timeout=30) as response:
+        with urllib.request.urlopen(urllib.request.Request(f"{http}{path}", headers=headers), timeout=30) as response:
             return json.loads(response.read())
 
     return {"orthanc": str(get("/system")["Version"]), "dicomweb": str(get("/plugins/dicom-web")["Version"])}
@@ -84,7 +88,8 @@ def running(folder: Path, exe: str | None = None, calling_aet: str = "DVQA",
         wait_for_port(dicom_port, process, "Orthanc")
         wait_for_port(http_port, process, "Orthanc")
         http = f"http://127.0.0.1:{http_port}"
-        said = served(http)
+        users = (extra or {}).get("RegisteredUsers") if (extra or {}).get("AuthenticationEnabled") else None
+        said = served(http, next(iter(users.items())) if isinstance(users, dict) and users else None)
         yield {"port": dicom_port, "http": http, "http_port": http_port, "listen": listen_port,
                "version": said["orthanc"], "dicomweb_version": said["dicomweb"]}
     finally:

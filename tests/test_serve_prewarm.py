@@ -18,15 +18,17 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pydicom
 import pytest
 from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
 
 from dvqa.convert.pipeline import ConvertOptions, convert
 from dvqa.serve import entries, prewarm, stow
 from dvqa.serve.cache import Cache
 from dvqa.serve.config import ServeConfig
 from dvqa.serve.record_settings import PacsTarget, RecordSettings
-from helpers import CLIPS
+from helpers import CLIPS, tool
 from test_serve import Converted, Gateway, _check_rendered, _get, _progressive, _top_level_boxes
 
 
@@ -269,3 +271,74 @@ def test_the_parts_of_a_stow_body_are_found_whatever_their_size() -> None:
             + b"\r\n--" + boundary + b"  \r\n\r\n" + third + b"\r\n--" + boundary + b"--\r\nepilogue")
     found = stow.parts(io.BytesIO(body), boundary)
     assert [body[start:end] for start, end in found] == [first, third]
+
+
+def _copy_with_new_uids(source: Path, target: Path) -> str:
+    """The same video as another instance of another study (new UIDs); its SOP Instance UID."""
+    ds = pydicom.dcmread(str(source))
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        setattr(ds, keyword, generate_uid())
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.save_as(str(target), enforce_file_format=True)
+    return str(ds.SOPInstanceUID)
+
+
+@pytest.mark.requirement("DVQA-VIEW-001")
+def test_a_video_a_modality_stores_in_orthanc_is_warmed_by_the_watch(sample, tmp_path, monkeypatch) -> None:
+    """`orthanc_watch: true`: a video C-STOREd into Orthanc by another sender (DCMTK's storescu, as a
+    modality would) is in the gateway's cache seconds later, without a viewer asking, read with the
+    watch's own credentials (an Orthanc that requires them); a video stored before the server started
+    and an instance that is not video are left alone, and the credentials appear in no log."""
+    from bench import orthanc as orthanc_server
+
+    before = tmp_path / "before.dcm"
+    before_uid = _copy_with_new_uids(sample.path, before)
+    for folder in ("orthanc", "gateway"):
+        (tmp_path / folder).mkdir()
+    with orthanc_server.running(tmp_path / "orthanc", tool("Orthanc"), extra={
+            "AuthenticationEnabled": True, "RegisteredUsers": {"viewer": "v-secret", "watch": "w-secret"}}) as pacs:
+        auth = ("viewer", "v-secret")
+        stored = httpx.post(f"{pacs['http']}/instances", content=before.read_bytes(), auth=auth, timeout=60)
+        assert stored.status_code == 200, stored.text
+        config = tmp_path / "serve.yaml"
+        config.write_text(f"orthanc_rest: {pacs['http']}\northanc_watch: true\n")
+        monkeypatch.setenv("DVQA_ORTHANC_WATCH_AUTH", "watch:w-secret")
+        served = Gateway(tmp_path / "gateway", f"{pacs['http']}/dicom-web", "--config", str(config))
+        try:
+            # the video proposed for its SOP Class in its own transfer syntax (H.264 High@4.1), the CT as usual
+            for path, syntax in ((sample.path, ["-R", "-xn"]), (Path(get_testdata_file("CT_small.dcm")), [])):
+                sent = subprocess.run([tool("storescu"), *syntax, "-aec", "ORTHANC", "127.0.0.1", str(pacs["port"]),
+                                       str(path)], capture_output=True, text=True, timeout=60)
+                assert sent.returncode == 0, sent.stderr
+            _wait_for_header(served.cache, sample.instance)
+            time.sleep(2)  # the CT instance was considered in the same poll; give a wrong write time to land
+            names = {p.name for p in _entries(served.cache)}
+            assert names == {f"{key}{suffix}" for key, suffix in (
+                (entries.progressive_key(sample.instance), ".mp4"), (entries.picture_key(sample.instance), ".jpg"),
+                (entries.header_key(sample.instance), ".json"))}, names  # not `before`'s, not the CT's
+            rendered = _get(sample.url(served.root) + "/rendered", Accept="video/mp4",
+                            Authorization=httpx.BasicAuth(*auth)._auth_header)
+            assert rendered.status_code == 200 and rendered.headers["etag"].endswith('-p"')
+            _check_rendered(sample, rendered.content, tmp_path / "watched")
+            refused = _get(sample.url(served.root) + "/rendered", Accept="video/mp4")  # no credentials
+            assert refused.status_code == 401, refused.status_code
+            assert before_uid not in "".join(names)
+        finally:
+            assert served.stop() == 0
+    log = served.log.read_text()
+    assert "w-secret" not in log and "d2F0Y2g6dy1zZWNyZXQ" not in log  # nor its Basic encoding
+    assert "orthanc watch" not in log, log  # it never failed
+
+
+def test_the_watch_is_refused_where_it_could_not_work() -> None:
+    from dvqa.core.errors import UsageError
+
+    root = "http://127.0.0.1:8042/dicom-web"
+    for settings in ({"upstream": root, "orthanc_watch": True},  # no Orthanc REST root to follow
+                     {"upstream": root, "orthanc_rest": "http://127.0.0.1:8042", "orthanc_watch": True,
+                      "prewarm": False}):
+        with pytest.raises(UsageError, match="orthanc_watch: true needs"):
+            ServeConfig(**settings).checked()
+    with pytest.raises(UsageError, match="give true or false"):
+        ServeConfig(upstream=root, orthanc_rest="http://127.0.0.1:8042", orthanc_watch="yes").checked()
+    assert ServeConfig(upstream=root, orthanc_rest="http://127.0.0.1:8042", orthanc_watch=True).checked().orthanc_watch

@@ -29,6 +29,7 @@ from dvqa.serve.record_api import router as recordings_router
 from dvqa.serve.prewarm import warm_target
 from dvqa.serve.recordings import Recordings
 from dvqa.serve.upstream import Upstream
+from dvqa.serve.watch import OrthancWatch
 
 access = logging.getLogger("dvqa.serve.access")
 
@@ -72,18 +73,24 @@ NO_GATEWAY = JSONResponse({"detail": "this dvqa serve has no DICOMweb gateway: i
 
 def create_app(config: ServeConfig) -> FastAPI:
     """The application for one configuration; the upstream client lives as long as the app."""
-    upstream = gateway = None
+    upstream = gateway = watch = None
     if config.upstream:
         upstream = Upstream.create(config.upstream, config.connect_timeout_s, config.read_timeout_s,
                                    orthanc_rest=config.orthanc_rest)
         cache = Cache(config.cache_dir, config.cache_max_mb * 1024 * 1024)  # type: ignore[arg-type]
         gateway = Gateway(upstream, cache, config.public_url, prewarm=config.prewarm)
+        if config.orthanc_watch:
+            watch = OrthancWatch(config.orthanc_rest, cache, gateway.busy, timeout_s=config.read_timeout_s)
     recordings = Recordings(config.record, warm_target(config))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
         await recordings.start()
+        if watch is not None:
+            await watch.start()
         yield
+        if watch is not None:
+            await watch.stop()
         await recordings.stop()
         if upstream is not None:
             await upstream.close()
@@ -108,4 +115,5 @@ def create_app(config: ServeConfig) -> FastAPI:
     app.add_middleware(AccessLog)
     app.state.gateway = gateway
     app.state.recordings = recordings
+    app.state.watch = watch
     return app

@@ -17,6 +17,7 @@ The YAML file (every key optional)::
     read_timeout_s: 60
     public_url: https://viewer.example.org/dicom-web   # how clients reach the gateway, when behind a proxy
     orthanc_rest: http://127.0.0.1:8042   # Orthanc only: read instances from its REST API (first byte sooner)
+    orthanc_watch: false  # Orthanc only: every video it stores, by any route, is rendered at once (dvqa.serve.watch)
     cors_origins: [https://viewer.example.org]          # web viewers served from another origin
     prewarm: true     # a video stored through the gateway (STOW-RS) is rendered into the cache at once
     record: {...}                                       # recording ingestion (dvqa.serve.record_settings)
@@ -56,6 +57,7 @@ class ServeConfig:
     cors_origins: tuple[str, ...] = ()
     orthanc_rest: str = ""  # an Orthanc upstream's REST root: instances are read from its own file route
     prewarm: bool = True  # what is stored through the gateway is rendered at once (dvqa.serve.prewarm)
+    orthanc_watch: bool = False  # what the Orthanc at orthanc_rest stores is rendered at once (dvqa.serve.watch)
     record: RecordSettings = RecordSettings()
 
     def checked(self) -> "ServeConfig":
@@ -79,8 +81,11 @@ class ServeConfig:
             raise UsageError("cache_max_mb and the timeouts must be positive.")
         if self.orthanc_rest and not self.orthanc_rest.startswith(("http://", "https://")):
             raise UsageError("orthanc_rest: give the Orthanc server's REST root, such as http://127.0.0.1:8042.")
-        if not isinstance(self.prewarm, bool):
-            raise UsageError("prewarm: give true or false.")
+        if not isinstance(self.prewarm, bool) or not isinstance(self.orthanc_watch, bool):
+            raise UsageError("prewarm and orthanc_watch: give true or false.")
+        if self.orthanc_watch and not (self.upstream and self.orthanc_rest and self.prewarm):
+            raise UsageError("orthanc_watch: true needs a gateway (upstream), the Orthanc's REST root "
+                             "(orthanc_rest) and prewarm: true.")
         origins = (self.cors_origins,) if isinstance(self.cors_origins, str) else tuple(self.cors_origins)
         if any(not str(o).startswith(("http://", "https://")) or str(o).count("/") != 2 for o in origins):
             raise UsageError("cors_origins: give origins such as https://viewer.example.org (scheme and host, "

@@ -70,6 +70,7 @@ class Gateway:
         self.public_url = public_url
         self.prewarm = prewarm  # STOW-RS through the gateway: what the upstream stored is rendered at once
         self.prewarming: set[asyncio.Future] = set()
+        self.warming: set[str] = set()  # SOP Instance UIDs being prewarmed from a STOW-RS copy
         self.jobs: dict[str, RenderJob] = {}
         self.syntaxes: OrderedDict[str, str] = OrderedDict()
         self.probing: dict[str, asyncio.Future] = {}  # SOP Instance UID -> its transfer syntax, being learnt
@@ -152,7 +153,12 @@ class Gateway:
             return
         task = asyncio.ensure_future(asyncio.to_thread(tee.prewarm, stored))
         self.prewarming.add(task)
-        task.add_done_callback(self.prewarming.discard)
+        self.warming |= stored
+        task.add_done_callback(lambda done: (self.prewarming.discard(done), self.warming.difference_update(stored)))
+
+    def busy(self, instance: str) -> bool:
+        """The instance is being rendered (a viewer's visit) or prewarmed (a STOW-RS) right now."""
+        return instance in self.warming or rendered_key(instance) in self.jobs
 
     # -- metadata and QIDO ---------------------------------------------------------------------
     def _base(self, request: Request) -> str:

@@ -74,7 +74,7 @@ def prewarm_pieces(cache: Cache, pieces: Iterable[bytes], wanted: Collection[str
                     return False
                 source = remux.source_of(header)
                 suffix = SUFFIX[source.media_type]
-                if _cached(cache, instance, suffix):
+                if cached(cache, instance, (suffix,)):
                     return True
                 # MPEG-2's elementary stream is its own rendering; H.264 and HEVC are remuxed from a spool
                 spool = liveremux.Spool(cache.temporary(rendered_key(instance), ".es" if suffix == ".mp4" else suffix))
@@ -109,8 +109,10 @@ def prewarm_pieces(cache: Cache, pieces: Iterable[bytes], wanted: Collection[str
             path.unlink(missing_ok=True)
 
 
-def _cached(cache: Cache, instance: str, suffix: str) -> bool:
-    media = cache.get(progressive_key(instance), ".mp4") or cache.get(rendered_key(instance), suffix)
+def cached(cache: Cache, instance: str, suffixes: Iterable[str] = tuple(SUFFIX.values())) -> bool:
+    """The cache holds the instance's rendering and header (its rendering in one of `suffixes`' forms)."""
+    media = cache.get(progressive_key(instance), ".mp4") or next(
+        (found for s in suffixes if (found := cache.get(rendered_key(instance), s)) is not None), None)
     return media is not None and read_header(cache, instance) is not None
 
 
