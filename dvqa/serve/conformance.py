@@ -92,7 +92,9 @@ def sections() -> list[dict]:
             "are retrieved from the PACS with transfer-syntax=* (PS3.18 §8.7.3.5.2), as stored (from an Orthanc "
             "PACS's REST file route instead when orthanc_rest is configured), and before a "
             "rendering or thumbnail is served from the cache a QIDO-RS query for the instance with the client's "
-            "Authorization header must find it.",
+            "Authorization header must find it. With orthanc_watch, it also follows an Orthanc PACS's change log "
+            "(REST GET /changes) and reads each newly stored video instance from the REST file route with its own "
+            "credentials (environment variable DVQA_ORTHANC_WATCH_AUTH), to fill its cache before a viewer asks.",
             f"HTTP/1.1 on {defaults.host}:{defaults.port} unless --host/--port say otherwise; HTTPS with "
             "--tls-cert/--tls-key. CORS only for the configured cors_origins. Timeouts towards the PACS: connect "
             f"{defaults.connect_timeout_s:g} s, read {defaults.read_timeout_s:g} s; a PACS that fails, stalls or "

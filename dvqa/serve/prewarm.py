@@ -5,7 +5,8 @@ in OHIF, docs/serve.md) instead of waiting for the PACS to send half a gigabyte.
 Why here and not at the first visit: a PACS such as Orthanc 1.10 takes 1-2 s to send the first byte of a
 476 MB instance and ignores Range, so a cold visit cannot reach 2 s; but dvqa held the file a moment
 before (a recording it stored, dvqa.serve.ingest; an instance a client stored with STOW-RS through the
-gateway, dvqa.serve.stow), so the bulk data need not come back from the PACS at all.
+gateway, dvqa.serve.stow), so the bulk data need not come back from the PACS at all. (An Orthanc
+upstream's other arrivals are read back from it as soon as they are stored: dvqa.serve.watch.)
 
 What is written is what the visit writes, made by the same code: the file is read by the parser of the
 upstream's bytes (dvqa.serve.dicomstream), its stream remuxed by dvqa.serve.liveremux.render, made

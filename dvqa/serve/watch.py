@@ -31,6 +31,7 @@ import asyncio
 import base64
 import logging
 import os
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -60,7 +61,7 @@ class OrthancWatch:
     `busy(uid)`: True while the gateway already renders or prewarms that instance (it is then skipped)."""
 
     def __init__(self, rest: str, cache: Cache, busy: Callable[[str], bool], poll_s: float = 1.0,
-                 settle_s: float = 3.0, timeout_s: float = 60.0) -> None:
+                 settle_s: float = 2.0, timeout_s: float = 60.0) -> None:
         self.rest = rest.rstrip("/")
         self.cache = cache
         self.busy = busy
@@ -68,8 +69,10 @@ class OrthancWatch:
         self.settle_s = settle_s
         self.timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0))
         credentials = os.environ.get(WATCH_CREDENTIALS, "")
-        self.headers = {"Authorization": "Basic " + base64.b64encode(credentials.encode()).decode()} \
-            if credentials else {}
+        # identity: Orthanc gzips a file for a client that accepts it (httpx's default), at about 40 MB/s
+        # here - 11.9 s instead of 1.5 s for a 476 MB instance
+        self.headers = {"Accept-Encoding": "identity"} | (
+            {"Authorization": "Basic " + base64.b64encode(credentials.encode()).decode()} if credentials else {})
         self.since: int | None = None  # the last change seen
         self.pending: list[Pending] = []
         self.warmed = 0  # instances written into the cache (for tests and the log)
@@ -153,12 +156,15 @@ class OrthancWatch:
 
     def _warm(self, item: Pending) -> None:
         """Read the file from Orthanc and write its cache entries (worker thread; logs, never raises)."""
+        started = time.monotonic()
         try:
             with httpx.Client(timeout=self.timeout, headers=self.headers) as client, \
                     client.stream("GET", f"{self.rest}/instances/{item.orthanc_id}/file") as answer:
                 answer.raise_for_status()
                 if prewarm_pieces(self.cache, answer.iter_bytes(PIECE), {item.instance}):
                     self.warmed += 1
+                    log.info("orthanc watch: a stored video was prepared for viewing (%.0f MB in %.1f s)",
+                             answer.num_bytes_downloaded / 1e6, time.monotonic() - started)
         except Exception as exc:  # the instance is stored all the same; its first viewer takes the cold path
             log.warning("orthanc watch: a stored video was not prepared for viewing (%s)", type(exc).__name__)
 
