@@ -327,7 +327,8 @@ def test_a_video_a_modality_stores_in_orthanc_is_warmed_by_the_watch(sample, tmp
             assert served.stop() == 0
     log = served.log.read_text()
     assert "w-secret" not in log and "d2F0Y2g6dy1zZWNyZXQ" not in log  # nor its Basic encoding
-    assert "orthanc watch" not in log, log  # it never failed
+    assert "orthanc watch: a stored video was prepared for viewing" in log, log
+    assert "cannot be read" not in log and "not prepared" not in log, log  # it never failed
 
 
 def test_the_watch_is_refused_where_it_could_not_work() -> None:

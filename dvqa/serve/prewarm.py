@@ -1,6 +1,7 @@
 """Put into the gateway's cache, from a DICOM file dvqa has, what a viewer's first visit would have put
-there - so the first viewer of a video dvqa stored gets the warm path (its first frame within about 2 s
-in OHIF, docs/serve.md) instead of waiting for the PACS to send half a gigabyte.
+there - so the first viewer of a video dvqa stored gets the warm path (its first frame in OHIF about
+1.2 s after opening the viewer, in a browser that has opened OHIF before; docs/serve.md) instead of
+waiting for the PACS to send half a gigabyte.
 
 Why here and not at the first visit: a PACS such as Orthanc 1.10 takes 1-2 s to send the first byte of a
 476 MB instance and ignores Range, so a cold visit cannot reach 2 s; but dvqa held the file a moment

@@ -5,8 +5,8 @@ gateway does (dvqa.serve.prewarm, dvqa.serve.stow).
 
 Why: a cold first view waits for the PACS to send the instance. Orthanc 1.10 reads the whole file before
 its first byte (0.6-0.8 s for a 476 MB instance here, on its fastest route), and OHIF in a browser that
-has opened it before starts in about 0.6 s, so a cold first frame is at 1.3 s before the gateway has done
-anything, and 2.5-6 s measured; warm, it is 1.2 s (bench/bench_serve_gateway.py, docs/serve.md).
+has opened it before starts in about 0.6 s, so a cold first frame is at 1.2-1.5 s before the gateway has
+done anything, and 1.9-6.6 s measured; warm, it is 1.2-1.4 s (bench/bench_serve_gateway.py, docs/serve.md).
 
 How: Orthanc numbers every change it makes (GET /changes?since=N, "NewInstance" for a stored instance;
 Orthanc Book, REST API, "Changes"). The watch starts at the change log's end when the server starts (what
@@ -163,7 +163,7 @@ class OrthancWatch:
                 answer.raise_for_status()
                 if prewarm_pieces(self.cache, answer.iter_bytes(PIECE), {item.instance}):
                     self.warmed += 1
-                    log.info("orthanc watch: a stored video was prepared for viewing (%.0f MB in %.1f s)",
+                    log.info("orthanc watch: a stored video was prepared for viewing (%.1f MB in %.1f s)",
                              answer.num_bytes_downloaded / 1e6, time.monotonic() - started)
         except Exception as exc:  # the instance is stored all the same; its first viewer takes the cold path
             log.warning("orthanc watch: a stored video was not prepared for viewing (%s)", type(exc).__name__)
