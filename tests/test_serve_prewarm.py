@@ -283,7 +283,7 @@ def _copy_with_new_uids(source: Path, target: Path) -> str:
     return str(ds.SOPInstanceUID)
 
 
-@pytest.mark.requirement("DVQA-VIEW-001")
+@pytest.mark.requirement("DVQA-VIEW-001", "DVQA-VIEW-002")
 def test_a_video_a_modality_stores_in_orthanc_is_warmed_by_the_watch(sample, tmp_path, monkeypatch) -> None:
     """`orthanc_watch: true`: a video C-STOREd into Orthanc by another sender (DCMTK's storescu, as a
     modality would) is in the gateway's cache seconds later, without a viewer asking, read with the
