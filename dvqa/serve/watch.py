@@ -6,7 +6,7 @@ gateway does (dvqa.serve.prewarm, dvqa.serve.stow).
 Why: a cold first view waits for the PACS to send the instance. Orthanc 1.10 reads the whole file before
 its first byte (0.6-0.8 s for a 476 MB instance here, on its fastest route), and OHIF in a browser that
 has opened it before starts in about 0.6 s, so a cold first frame is at 1.2-1.5 s before the gateway has
-done anything, and 1.9-6.6 s measured; warm, it is 1.2-1.4 s (bench/bench_serve_gateway.py, docs/serve.md).
+done anything, and 1.9-6.6 s measured; warm, it is 1.2-1.5 s (bench/bench_serve_gateway.py, docs/serve.md).
 
 How: Orthanc numbers every change it makes (GET /changes?since=N, "NewInstance" for a stored instance;
 Orthanc Book, REST API, "Changes"). The watch starts at the change log's end when the server starts (what
