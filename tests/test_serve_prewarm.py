@@ -316,8 +316,8 @@ def test_a_video_a_modality_stores_in_orthanc_is_warmed_by_the_watch(sample, tmp
             assert names == {f"{key}{suffix}" for key, suffix in (
                 (entries.progressive_key(sample.instance), ".mp4"), (entries.picture_key(sample.instance), ".jpg"),
                 (entries.header_key(sample.instance), ".json"))}, names  # not `before`'s, not the CT's
-            rendered = _get(sample.url(served.root) + "/rendered", Accept="video/mp4",
-                            Authorization=httpx.BasicAuth(*auth)._auth_header)
+            rendered = httpx.get(sample.url(served.root) + "/rendered", headers={"Accept": "video/mp4"}, auth=auth,
+                                 timeout=60)
             assert rendered.status_code == 200 and rendered.headers["etag"].endswith('-p"')
             _check_rendered(sample, rendered.content, tmp_path / "watched")
             refused = _get(sample.url(served.root) + "/rendered", Accept="video/mp4")  # no credentials

@@ -115,5 +115,4 @@ def create_app(config: ServeConfig) -> FastAPI:
     app.add_middleware(AccessLog)
     app.state.gateway = gateway
     app.state.recordings = recordings
-    app.state.watch = watch
     return app
